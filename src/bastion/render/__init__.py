@@ -1,0 +1,1 @@
+"""Reports rendered for people (text) and machines (JSON, SARIF 2.1.0)."""

@@ -1,0 +1,164 @@
+"""Recognise a format by its content, never by its name, and hand it to its scanner.
+
+A name is used only to fail closed: a file named like a model whose content matches
+no known format is reported as not analysed, not passed over as "unknown".
+"""
+
+from __future__ import annotations
+
+from bastion.errors import ArtifactError, LimitExceeded, UnsupportedFormat
+from bastion.findings import Location, Severity
+from bastion.scan import secrets
+from bastion.scan.context import ScanContext
+from bastion.scan.formats import gguf, keras, numpy, protobuf_models, safetensors
+from bastion.scan.formats.compressed import scan_compressed
+from bastion.scan.formats.pickle import scan_pickle
+from bastion.scan.formats.tararchive import scan_tar
+from bastion.scan.formats.ziparchive import scan_zip
+from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
+
+_MODEL_SUFFIXES = (
+    ".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".dill", ".sav", ".npy", ".npz",
+    ".h5", ".hdf5", ".keras", ".onnx", ".safetensors", ".gguf", ".pb", ".tflite", ".mar",
+)
+_PICKLE0_STARTS = frozenset(b"(c]}).NIJKLSVFlditpPU")
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+_MAX_IN_MEMORY = 512 << 20
+
+
+def _is_zlib(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] == 0x78 and ((head[0] << 8) | head[1]) % 31 == 0
+
+
+def _looks_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start >= len(head) - 3  # a character cut by the peek window
+    return True
+
+
+def in_memory(src: ByteSource, limit: int = _MAX_IN_MEMORY) -> MemorySource:
+    """The source as a random-access window (streams are read into memory, up to a limit)."""
+    if isinstance(src, MemorySource):
+        return src
+    if src.size is not None and src.size > limit:
+        raise LimitExceeded(f"{src.name}: a {src.size}-byte nested container is too large to analyse in memory")
+    data = src.read_some(limit + 1)
+    if len(data) > limit:
+        raise LimitExceeded(f"{src.name}: nested container larger than {limit} bytes")
+    return source_from_bytes(data, src.name)
+
+
+def scan_source(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:
+    """Sniff `src` and scan it; any parse failure becomes a not-analysed finding."""
+    try:
+        try:
+            _route(ctx, src, loc, name, depth)
+        except _Rerouted as again:
+            _route(ctx, again.memory, loc, name, depth)
+    except LimitExceeded as err:
+        ctx.incomplete(loc, f"{err.message}; analysis stopped", "limits", "scan.limit-exceeded")
+    except UnsupportedFormat as err:
+        ctx.incomplete(loc, err.message, "unsupported", "scan.unsupported-format")
+    except ArtifactError as err:
+        ctx.incomplete(loc, f"could not be fully analysed: {err.message}", "malformed")
+    except (ValueError, OverflowError, MemoryError, RecursionError, EOFError, OSError) as err:
+        # A parser bug must not turn into "clean": report the input as not analysed.
+        ctx.incomplete(loc, f"could not be fully analysed: {type(err).__name__}: {err}", "malformed")
+
+
+def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: C901, PLR0911, PLR0912
+    head = src.peek(512)
+    lower = name.lower()
+    if not head:
+        return
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        scan_zip(ctx, in_memory(src), loc, depth)
+        return
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        scan_pickle(ctx, src, loc, depth)
+        return
+    if head.startswith(numpy.MAGIC):
+        numpy.scan_npy(ctx, src, loc, depth)
+        return
+    for magic, kind in ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x04\x22\x4d\x18", "lz4")):
+        if head.startswith(magic):
+            scan_compressed(ctx, src, loc, kind, name, depth)
+            return
+    if _is_zlib(head):
+        scan_compressed(ctx, src, loc, "zlib", name, depth)
+        return
+    if head.startswith(gguf.MAGIC):
+        gguf.scan_gguf(ctx, src, loc)
+        return
+    if head.startswith(_HDF5) or (isinstance(src, MemorySource) and any(src.bytes_at(o, 8) == _HDF5 for o in (512, 1024, 2048))):
+        keras.scan_hdf5(ctx, in_memory(src), loc)
+        return
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        scan_tar(ctx, src, loc, depth)
+        return
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        raise UnsupportedFormat("7z archives are not unpacked by Bastion; their members cannot be analysed")
+    if head.startswith(b"Rar!\x1a\x07"):
+        raise UnsupportedFormat("RAR archives are not unpacked by Bastion; their members cannot be analysed")
+    if head[0] in _PICKLE0_STARTS and _tentative_pickle(ctx, src, loc, depth):
+        return
+    if safetensors.sniff(head):
+        safetensors.scan_safetensors(ctx, src, loc)
+        return
+    if _looks_text(head):
+        _scan_text(ctx, src, loc, name, depth)
+        return
+    kind = protobuf_models.sniff(head, lower)
+    if kind is not None:
+        protobuf_models.scan_protobuf_model(ctx, in_memory(src), loc, kind)
+        return
+    if lower.endswith(_MODEL_SUFFIXES):
+        raise UnsupportedFormat(f"named like a model file ({name}) but its content matches no format Bastion knows")
+    ctx.saw("unknown")
+    ctx.add(
+        "scan.unknown-format",
+        Severity.LOW,
+        loc,
+        "binary content of a format Bastion does not recognise; no loader Bastion knows would run it",
+        "unknown",
+    )
+
+
+def _tentative_pickle(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> bool:
+    """Scan data that may be a protocol-0/1 pickle; rewind and return False if it is not."""
+    memory = in_memory(src)
+    if scan_pickle(ctx, memory, loc, depth, tentative=True):
+        return True
+    memory.seek(0)
+    if memory is not src:
+        raise _Rerouted(memory)
+    return False
+
+
+class _Rerouted(Exception):  # noqa: N818  # control flow: route the in-memory copy instead
+    def __init__(self, memory: MemorySource) -> None:
+        super().__init__()
+        self.memory = memory
+
+
+def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:
+    data = src.read_some(ctx.limits.max_text_bytes)
+    text = data.decode("utf-8", "replace")
+    lower = name.lower()
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        if secrets.scan_notebook(ctx, text, loc):
+            return
+        if keras.scan_config_text(ctx, text, loc, lower):
+            return
+    if lower.endswith(".pb") or lower.endswith(".onnx"):
+        kind = protobuf_models.sniff(data[:512], lower)
+        if kind is not None:
+            protobuf_models.scan_protobuf_model(ctx, source_from_bytes(data, src.name), loc, kind)
+            return
+    ctx.saw("text")
+    secrets.scan_text_for_secrets(ctx, text, loc, "text")

@@ -1,0 +1,106 @@
+"""GGUF (llama.cpp): typed metadata, including a Jinja chat template, then tensor data.
+
+Runtimes such as llama-cpp-python render the chat template with Jinja; a template that
+climbs from a value to `__globals__`, `__builtins__` or `os` escapes the sandbox
+(CVE-2024-34359). The metadata is parsed with every length checked; tensors are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from bastion.errors import ArtifactError, LimitExceeded
+from bastion.findings import Location, Severity
+from bastion.scan.context import ScanContext
+from bastion.scan.secrets import scan_text_for_secrets
+from bastion.scan.source import ByteSource
+
+MAGIC = b"GGUF"
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<B", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+_MAX_KV = 1 << 20
+_MAX_ARRAY = 1 << 28
+
+TEMPLATE_ESCAPES = re.compile(
+    r"__(?:globals|builtins|subclasses|class|mro|base|bases|init|import|getattribute|code|dict|reduce|reduce_ex|loader|spec)__"
+    r"|\bos\s*\.\s*(?:system|popen|exec)|\bsubprocess\b|\beval\s*\(|\bexec\s*\(|\bimport_module\b|\bpopen\b"
+    r"|\bcycler\b|\bjoiner\b|\blipsum\b|\burl_for\b|\bget_flashed_messages\b|\bconfig\s*\.\s*__|\brequest\s*\.\s*application"
+    r"|\|\s*attr\s*\(|\battr\s*\(\s*['\"]_"
+)
+
+
+class _Reader:
+    def __init__(self, src: ByteSource, limit: int) -> None:
+        self.src = src
+        self.limit = limit
+
+    def scalar(self, fmt: str) -> int | float:
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, self.src.read(size))[0]  # type: ignore[no-any-return]
+
+    def string(self, keep: bool) -> str:
+        n = int(self.scalar("<Q"))
+        if n > self.limit:
+            raise LimitExceeded(f"GGUF string of {n} bytes is over the header limit")
+        if not keep:
+            self.src.skip(n)
+            return ""
+        return self.src.read(n).decode("utf-8", "replace")
+
+    def value(self, vtype: int, keep: bool) -> object:
+        if vtype in _SCALARS:
+            return self.scalar(_SCALARS[vtype])
+        if vtype == _STRING:
+            return self.string(keep)
+        if vtype == _ARRAY:
+            inner = int(self.scalar("<I"))
+            count = int(self.scalar("<Q"))
+            if count > _MAX_ARRAY:
+                raise LimitExceeded(f"GGUF array of {count} items")
+            if inner in _SCALARS:
+                self.src.skip(count * struct.calcsize(_SCALARS[inner]))
+                return None
+            for _ in range(count):
+                self.value(inner, False)
+            return None
+        raise ArtifactError(f"unknown GGUF value type {vtype}")
+
+
+def scan_gguf(ctx: ScanContext, src: ByteSource, loc: Location) -> None:
+    """Parse the metadata; check chat templates for sandbox escapes and text for secrets."""
+    ctx.saw("gguf")
+    reader = _Reader(src, ctx.limits.max_header_bytes)
+    src.read(4)
+    version = int(reader.scalar("<I"))
+    if version not in (1, 2, 3):
+        raise ArtifactError(f"GGUF version {version} is unknown")
+    count_fmt = "<I" if version == 1 else "<Q"
+    _tensors = int(reader.scalar(count_fmt))
+    kv_count = int(reader.scalar(count_fmt))
+    if kv_count > _MAX_KV:
+        raise LimitExceeded(f"{kv_count} GGUF metadata entries")
+    for _ in range(kv_count):
+        key = reader.string(True)
+        vtype = int(reader.scalar("<I"))
+        keep = vtype == _STRING
+        value = reader.value(vtype, keep)
+        if isinstance(value, str) and value:
+            here = loc.inside(key)
+            if "chat_template" in key:
+                check_template(ctx, value, here, "gguf")
+            scan_text_for_secrets(ctx, value, here, "gguf")
+
+
+def check_template(ctx: ScanContext, template: str, loc: Location, fmt: str) -> None:
+    """Flag a Jinja template that reaches for Python internals."""
+    match = TEMPLATE_ESCAPES.search(template)
+    if match:
+        ctx.add(
+            "gguf.template-injection",
+            Severity.CRITICAL,
+            loc,
+            f"chat template reaches Python internals ({match.group(0)!r}): rendering it can run code (CVE-2024-34359)",
+            fmt,
+            match.group(0),
+        )

@@ -1,0 +1,197 @@
+"""Pickle streams, and everything built on them (legacy PyTorch, joblib, NumPy object arrays).
+
+A file may hold several pickles back to back (legacy `torch.save` writes five, and an
+attacker may append one for a loader that reads on), so every stream is emulated until
+the data stops looking like pickle; what follows the last STOP is reported.
+"""
+
+from __future__ import annotations
+
+from bastion.errors import ArtifactError, LimitExceeded
+from bastion.findings import Location, Severity
+from bastion.scan.context import ScanContext
+from bastion.scan.formats.joblib import NestedPickle, read_inline_array
+from bastion.scan.pickle.rules import is_dangerous, judge_global
+from bastion.scan.pickle.symbolic import Emulation, Event, Machine
+from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
+
+import re
+
+# GLOBAL/INST as raw bytes: what a divergent reader finds where a linear one sees data.
+_RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})\n")
+
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+TORCH_LEGACY_PICKLES = 5  # magic, protocol, sys_info, the object, storage keys
+_STREAM_STARTS = frozenset(b"\x80(c]}).NIJKLSVXFGldtipPU")
+
+_EVENT_RULES: dict[Event, tuple[str, Severity]] = {
+    Event.CALL_ON_RESULT: ("pickle.call-chain", Severity.HIGH),
+    Event.CALL_NON_CALLABLE: ("pickle.call-chain", Severity.HIGH),
+    Event.BUILD_ON_GLOBAL: ("pickle.mutated-global", Severity.HIGH),
+    Event.BUILD_DUNDER: ("pickle.build-dunder", Severity.HIGH),
+    Event.COMPUTED_GLOBAL: ("pickle.computed-global", Severity.HIGH),
+    Event.EXTENSION: ("pickle.extension-registry", Severity.HIGH),
+    Event.FRAME_QUIRK: ("pickle.frame-violation", Severity.HIGH),
+}
+_EMBEDDED_LOADERS = frozenset(
+    {"pickle.loads", "_pickle.loads", "cPickle.loads", "dill.loads", "dill._dill.loads", "torch.storage._load_from_bytes"}
+)
+
+
+def report_emulation(ctx: ScanContext, emu: Emulation, loc: Location, fmt: str, base: int = 0) -> None:
+    """Turn what a stream did into findings: judged globals, then structural events."""
+    seen: set[tuple[str, str]] = set()
+    for g in emu.globals:
+        judgement = judge_global(g, ctx.allow_globals)
+        if judgement is None:
+            continue
+        key = (judgement.rule_id, g.dotted)
+        if key in seen:
+            continue
+        seen.add(key)
+        ctx.add(judgement.rule_id, judgement.severity, loc.at(base + g.pos), judgement.message, fmt, g.dotted)
+    reported: set[Event] = set()
+    for obs in emu.observations:
+        if obs.event in reported and obs.event is not Event.FRAME_QUIRK:
+            continue
+        reported.add(obs.event)
+        rule_id, severity = _EVENT_RULES[obs.event]
+        detail = f": {obs.detail}" if obs.detail else ""
+        ctx.add(rule_id, severity, loc.at(base + obs.pos), f"the stream {obs.event.value}{detail}", fmt, obs.detail)
+
+
+class _Stream:
+    """One pass over a source that may hold several pickles and joblib's inline arrays."""
+
+    def __init__(self, ctx: ScanContext, src: ByteSource, loc: Location, fmt: str, depth: int) -> None:
+        self.ctx = ctx
+        self.src = src
+        self.loc = loc
+        self.fmt = fmt
+        self.depth = depth
+
+    def _embedded(self, data: bytes, pos: int, func: str) -> None:
+        ctx = self.ctx
+        if func not in _EMBEDDED_LOADERS and not data.startswith((b"\x80", b"PK\x03\x04")):
+            return
+        ctx.embedded += 1
+        if ctx.embedded > ctx.limits.max_embedded_pickles:
+            return
+        ctx.nested(source_from_bytes(data, "embedded"), self.loc.inside(f"<embedded@{pos}>"), "embedded.pkl", self.depth + 1)
+
+    def _after_build(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
+        try:
+            read_inline_array(machine, target, src, pos)
+        except NestedPickle:
+            self.ctx.saw("joblib")
+            inner = self.emulate_one()
+            if inner.error is not None:
+                raise ArtifactError(f"object array at byte {pos}: {inner.error}") from None
+
+    def emulate_one(self) -> Emulation:
+        machine = Machine(self.ctx.limits, self._embedded, self._after_build)
+        emu = machine.run(self.src)
+        report_emulation(self.ctx, emu, self.loc, self.fmt)
+        for obs in emu.observations:
+            if obs.event is Event.FRAME_QUIRK:
+                self._hidden_globals(obs.pos)
+        return emu
+
+    def _hidden_globals(self, pos: int) -> None:
+        # Readers disagree on where an argument that straddles a frame ends (CPython's C
+        # unpickler drops what is left of the frame); look for names in those bytes.
+        if not isinstance(self.src, MemorySource):
+            return
+        window = self.src.bytes_at(pos, 4096)
+        for match in _RAW_GLOBAL.finditer(window):
+            module, name = (g.decode("latin-1") for g in match.groups())
+            if is_dangerous(module, name):
+                self.ctx.add(
+                    "pickle.dangerous-global",
+                    Severity.CRITICAL,
+                    self.loc.at(pos + match.start()),
+                    f"imports {module}.{name}, hidden in bytes that straddle a frame boundary, where readers disagree",
+                    self.fmt,
+                    f"{module}.{name}",
+                )
+
+    def run(self, tentative: bool) -> bool:
+        """Emulate every stream; False when `tentative` and the data turned out not to be pickle."""
+        ctx, src = self.ctx, self.src
+        count = 0
+        legacy = False
+        while True:
+            before = len(ctx.findings)
+            emu = self.emulate_one()
+            if emu.error is not None:
+                if count == 0 and tentative and not emu.globals and len(ctx.findings) == before:
+                    return False
+                if count == 0 or emu.globals or len(ctx.findings) > before:
+                    if count >= 1 and not legacy:
+                        self._trailing(emu.error_pos)
+                        return True
+                    ctx.incomplete(
+                        self.loc.at(emu.error_pos),
+                        f"the pickle stream is malformed or truncated ({emu.error}); it cannot be fully analysed",
+                        self.fmt,
+                    )
+                    return True
+                if legacy and count < TORCH_LEGACY_PICKLES:
+                    ctx.incomplete(self.loc.at(emu.error_pos), f"legacy PyTorch file is truncated ({emu.error})", "torch-legacy")
+                    return True
+                self._trailing(emu.error_pos)
+                return True
+            count += 1
+            if count == 1 and emu.value == TORCH_LEGACY_MAGIC:
+                legacy = True
+                ctx.saw("torch-legacy")
+            if legacy and count == TORCH_LEGACY_PICKLES:
+                return True  # the rest is raw storage data, loaded as bytes, never unpickled
+            if src.at_end():
+                if legacy:
+                    ctx.incomplete(self.loc.at(src.tell()), "legacy PyTorch file ends before its storages", "torch-legacy")
+                return True
+            head = src.peek(1)
+            if not legacy and head[0] not in _STREAM_STARTS:
+                self._trailing(src.tell())
+                return True
+            if count >= 1 and not legacy:
+                ctx.add(
+                    "pickle.multiple-streams",
+                    Severity.LOW,
+                    self.loc.at(src.tell()),
+                    "another pickle follows the first; loaders that read on will run it too",
+                    self.fmt,
+                )
+
+    def _trailing(self, pos: int | None) -> None:
+        where = pos if pos is not None else self.src.tell()
+        self.ctx.add(
+            "pickle.trailing-data",
+            Severity.LOW,
+            self.loc.at(where),
+            "bytes follow the pickle that pickle.load never reads; other loaders or tools might",
+            self.fmt,
+        )
+
+
+def scan_pickle(
+    ctx: ScanContext, src: ByteSource, loc: Location, depth: int, fmt: str = "pickle", tentative: bool = False
+) -> bool:
+    """Scan one or more pickle streams from `src`.
+
+    Args:
+        tentative: the data only might be pickle (protocol-0 text); if it turns out not to
+            be, nothing is reported and False is returned.
+
+    Returns:
+        True when the data was analysed as pickle.
+    """
+    try:
+        done = _Stream(ctx, src, loc, fmt, depth).run(tentative)
+    except LimitExceeded as err:
+        ctx.incomplete(loc, f"{err.message}; not analysed further", fmt, "scan.limit-exceeded")
+        return True
+    if done:
+        ctx.saw(fmt)
+    return done

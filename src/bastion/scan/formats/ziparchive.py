@@ -1,0 +1,274 @@
+"""Zip archives read the way PyTorch's reader (miniz) reads them, not the way zipfile does.
+
+Loaders locate members through the central directory and find the data by the local
+header's own name and extra-field lengths; they do not insist that the two names agree,
+ignore the CRC, and ignore general-purpose flags. Python's `zipfile` refuses all of
+these, and scanners built on it skipped files that PyTorch loads (CVE-2025-1944,
+CVE-2025-10156). This reader accepts what the loaders accept, reports each irregularity,
+and hands every member's bytes on to be scanned by content. Members no loader would
+find from the central directory (hidden behind it) are scanned too.
+"""
+
+from __future__ import annotations
+
+import io
+import bz2
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from bastion.errors import ArtifactError, LimitExceeded
+from bastion.findings import Location, Severity
+from bastion.scan.context import ScanContext
+from bastion.scan.source import ByteSource, MemorySource, StreamSource
+
+_EOCD = struct.Struct("<4sHHHHIIH")
+_EOCD64_LOCATOR = struct.Struct("<4sIQI")
+_EOCD64 = struct.Struct("<4sQHHIIQQQQ")
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_MAX_COMMENT = 0xFFFF
+
+STORED, DEFLATED, BZIP2 = 0, 8, 12
+_TORCH_STORAGE = re.compile(r"^(?:[^/]+/)?(?:data/\d+|\.data/.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ZipMember:
+    """One central-directory entry and where its data really lies."""
+
+    name: str
+    local_name: str
+    method: int
+    flags: int
+    crc: int
+    compressed_size: int
+    size: int
+    header_offset: int
+    data_offset: int
+    is_dir: bool
+
+
+def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4 : pos + 4 + length]
+        if tag == 0x0001:
+            fields = [usize, csize, offset]
+            cursor = 0
+            for i, value in enumerate(fields):
+                if value == 0xFFFFFFFF and cursor + 8 <= len(body):
+                    fields[i] = struct.unpack_from("<Q", body, cursor)[0]
+                    cursor += 8
+            return fields[0], fields[1], fields[2]
+        pos += 4 + length
+    return usize, csize, offset
+
+
+def _find_central_directory(src: MemorySource) -> tuple[int, int, int, int]:
+    """(offset, size, entry count, prefix length) of the central directory."""
+    tail_start = max(0, src.size - (_EOCD.size + _MAX_COMMENT))
+    at = src.rfind(b"PK\x05\x06", tail_start)
+    if at < 0:
+        raise ArtifactError(f"{src.name}: no end-of-central-directory record (truncated zip?)")
+    sig, _disk, _cd_disk, _n_here, count, cd_size, cd_offset, _clen = _EOCD.unpack(src.bytes_at(at, _EOCD.size).ljust(_EOCD.size, b"\0"))
+    del sig
+    cd_end = at
+    if at >= _EOCD64_LOCATOR.size:
+        loc = src.bytes_at(at - _EOCD64_LOCATOR.size, _EOCD64_LOCATOR.size)
+        if loc[:4] == b"PK\x06\x07":
+            _sig, _disk64, eocd64_offset, _ndisks = _EOCD64_LOCATOR.unpack(loc)
+            rec = src.bytes_at(eocd64_offset, _EOCD64.size)
+            if len(rec) == _EOCD64.size and rec[:4] == b"PK\x06\x06":
+                fields = _EOCD64.unpack(rec)
+                count, cd_size, cd_offset = fields[7], fields[8], fields[9]
+                cd_end = at - _EOCD64_LOCATOR.size - (12 + fields[1])
+    # Data prepended to the archive shifts every offset; loaders that tolerate it do so
+    # by trusting the directory's position at the end, and so does this reader.
+    shift = cd_end - (cd_offset + cd_size)
+    if shift < 0:
+        raise ArtifactError(f"{src.name}: central directory lies past the end of the file")
+    return cd_offset + shift, cd_size, count, shift
+
+
+def read_members(src: MemorySource, max_members: int) -> tuple[list[ZipMember], int]:
+    """The members listed in the central directory, and where that directory starts."""
+    cd_offset, _cd_size, count, shift = _find_central_directory(src)
+    if count > max_members:
+        raise LimitExceeded(f"{src.name}: {count} members, more than the limit of {max_members}")
+    members: list[ZipMember] = []
+    pos = cd_offset
+    for _ in range(count):
+        raw = src.bytes_at(pos, _CENTRAL.size)
+        if len(raw) != _CENTRAL.size or raw[:4] != b"PK\x01\x02":
+            raise ArtifactError(f"{src.name}: central directory entry {len(members)} is damaged")
+        (_, _made, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, _disk, _ia, _ea, off) = _CENTRAL.unpack(raw)
+        name_raw = src.bytes_at(pos + _CENTRAL.size, nlen)
+        extra = src.bytes_at(pos + _CENTRAL.size + nlen, xlen)
+        usize, csize, off = _zip64_extra(extra, usize, csize, off)
+        name = name_raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        header = off + shift
+        local = src.bytes_at(header, _LOCAL.size)
+        if len(local) != _LOCAL.size or local[:4] != b"PK\x03\x04":
+            raise ArtifactError(f"{src.name}: member {name!r} has no local header at byte {header}")
+        lfields = _LOCAL.unpack(local)
+        lnlen, lxlen = lfields[9], lfields[10]
+        local_name = src.bytes_at(header + _LOCAL.size, lnlen).decode("utf-8" if lfields[2] & 0x800 else "cp437", "replace")
+        data_offset = header + _LOCAL.size + lnlen + lxlen
+        members.append(
+            ZipMember(name, local_name, method, flags, crc, csize, usize, header, data_offset, name.endswith("/"))
+        )
+        pos += _CENTRAL.size + nlen + xlen + clen
+    return members, cd_offset
+
+
+class _Inflater(io.RawIOBase):
+    """Decompresses one member on demand, never past its declared size plus one chunk."""
+
+    def __init__(self, src: MemorySource, member: ZipMember, ctx: ScanContext) -> None:
+        super().__init__()
+        self._src = src
+        self._pos = member.data_offset
+        self._end = member.data_offset + member.compressed_size
+        self._ctx = ctx
+        self._member = member
+        self._out = 0
+        self._pending = b""
+        self._inflate = member.method == DEFLATED
+        self._zlib = zlib.decompressobj(-15)
+        self._bz2 = bz2.BZ2Decompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub names it `b`
+        want = len(buffer)
+        while not self._pending:
+            if self._pos >= self._end:
+                return 0
+            chunk = self._src.bytes_at(self._pos, min(1 << 16, self._end - self._pos))
+            self._pos += len(chunk)
+            if self._inflate:
+                try:
+                    self._pending = self._zlib.decompress(chunk, 1 << 20)
+                except zlib.error as err:
+                    raise ArtifactError(f"{self._member.name}: corrupt deflate data ({err})") from err
+                # Output is capped per call; hand the unread input back to the next call.
+                self._pos -= len(self._zlib.unconsumed_tail)
+                if self._zlib.eof:
+                    self._pos = self._end
+            else:
+                try:
+                    self._pending = self._bz2.decompress(chunk, 1 << 20) if not self._bz2.eof else b""
+                except OSError as err:
+                    raise ArtifactError(f"{self._member.name}: corrupt bzip2 data ({err})") from err
+            self._account(len(self._pending))
+        n = min(want, len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _account(self, n: int) -> None:
+        self._out += n
+        self._ctx.spend(n)
+        limits = self._ctx.limits
+        if self._out > self._member.size + (1 << 16):
+            raise LimitExceeded(f"{self._member.name}: expands past its declared size of {self._member.size} bytes")
+        if self._out > limits.ratio_grace_bytes and self._out > limits.max_compression_ratio * max(1, self._pos - self._member.data_offset):
+            raise LimitExceeded(f"{self._member.name}: compression ratio over {limits.max_compression_ratio}:1 (zip bomb?)")
+
+
+def open_member(src: MemorySource, member: ZipMember, ctx: ScanContext, name: str) -> ByteSource:
+    """A source over a member's uncompressed bytes: a window when stored, a stream otherwise."""
+    if member.method == STORED:
+        return src.window(member.data_offset, member.compressed_size, name)
+    if member.method in (DEFLATED, BZIP2):
+        stream: BinaryIO = io.BufferedReader(_Inflater(src, member, ctx), 1 << 16)  # type: ignore[assignment]  # a BufferedReader is a BinaryIO
+        return StreamSource(stream, name, member.size)
+    raise ArtifactError(f"{name}: compression method {member.method} is not supported")
+
+
+def is_torch_storage(name: str) -> bool:
+    """True for PyTorch's raw tensor storages (`archive/data/0`), which are never unpickled."""
+    return bool(_TORCH_STORAGE.match(name))
+
+
+def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> None:
+    """Scan every member of a zip archive by content, and report structural irregularities."""
+    ctx.saw("zip")
+    members, cd_offset = read_members(src, ctx.limits.max_members)
+    names = {m.name for m in members}
+    is_torch = any(n.endswith("data.pkl") for n in names) and any(n.endswith("version") for n in names)
+    declared = sum(m.size for m in members if not (is_torch and is_torch_storage(m.name)))
+    if declared > ctx.limits.max_expanded_bytes:
+        raise LimitExceeded(f"members declare {declared} bytes uncompressed, over the limit (zip bomb?)")
+    _check_layout(ctx, src, members, loc, cd_offset)
+    for member in members:
+        mloc = loc.inside(member.name)
+        _check_member(ctx, member, mloc)
+        if member.is_dir or (is_torch and is_torch_storage(member.name)):
+            continue
+        try:
+            msrc = open_member(src, member, ctx, member.name)
+            if member.method == STORED and isinstance(msrc, MemorySource) and member.size <= (64 << 20):
+                if zlib.crc32(msrc.bytes_at(0, msrc.size)) != member.crc:
+                    ctx.add("archive.bad-crc", Severity.MEDIUM, mloc, "stored CRC does not match the data; PyTorch loads it anyway, zipfile-based tools refuse it", "zip")
+            ctx.nested(msrc, mloc, member.name, depth + 1)
+        except LimitExceeded as err:
+            ctx.incomplete(mloc, err.message, "zip", "scan.limit-exceeded")
+        except ArtifactError as err:
+            ctx.incomplete(mloc, f"member could not be read: {err.message}", "zip")
+
+
+def _check_member(ctx: ScanContext, member: ZipMember, loc: Location) -> None:
+    if member.local_name != member.name:
+        ctx.add(
+            "archive.name-mismatch",
+            Severity.MEDIUM,
+            loc,
+            f"local header names {member.local_name!r}, the directory {member.name!r}: tools disagree on what this member is",
+            "zip",
+        )
+    if member.flags & 0x41:
+        ctx.add(
+            "archive.encryption-flag",
+            Severity.MEDIUM,
+            loc,
+            "member is flagged as encrypted; loaders that ignore the flag read it as plain data, as this scan does",
+            "zip",
+        )
+    if escapes_root(member.name):
+        ctx.add("archive.path-traversal", Severity.HIGH, loc, f"member path {member.name!r} escapes the extraction folder", "zip", member.name)
+
+
+def escapes_root(name: str) -> bool:
+    """True for member paths that would land outside the folder they are extracted into."""
+    norm = name.replace("\\", "/")
+    return norm.startswith("/") or bool(re.match(r"^[A-Za-z]:", norm)) or ".." in norm.split("/")
+
+
+def _check_layout(ctx: ScanContext, src: MemorySource, members: list[ZipMember], loc: Location, cd_offset: int) -> None:
+    spans = sorted((m.header_offset, m.data_offset + m.compressed_size, m.name) for m in members)
+    for (_a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:], strict=False):
+        if b0 < a1:
+            raise LimitExceeded(f"members {an!r} and {bn!r} overlap (a zip-bomb construction)")
+    # Local headers that the central directory does not list: streaming unzippers find them.
+    listed = {m.header_offset for m in members}
+    end = spans[-1][1] if spans else 0
+    gaps = [(0, spans[0][0])] if spans else []
+    gaps += [(a1, b0) for (_a0, a1, _an), (b0, _b1, _bn) in zip(spans, spans[1:], strict=False) if b0 > a1]
+    gaps.append((end, cd_offset))
+    for start, stop in gaps:
+        hit = src.find(b"PK\x03\x04", start)
+        if 0 <= hit < stop and hit not in listed:
+            ctx.add(
+                "archive.hidden-member",
+                Severity.HIGH,
+                loc.at(hit),
+                "a member's local header lies outside the central directory: some unzippers extract it, most scanners never see it",
+                "zip",
+            )
+            break

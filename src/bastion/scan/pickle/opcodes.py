@@ -1,0 +1,249 @@
+"""Pickle opcodes, read linearly exactly as CPython's C unpickler reads them.
+
+CPython treats FRAME only as a prefetch hint (`load_frame` reads the frame then rewinds),
+so an argument may straddle a frame boundary and the C unpickler still runs what follows.
+This parser does the same and reports every frame irregularity as a quirk, because a
+well-behaved pickler never writes one and scanners that honour frames were bypassed so.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from bastion.errors import ArtifactError, LimitExceeded
+from bastion.scan.limits import ScanLimits
+from bastion.scan.source import ByteSource
+
+MAX_LINE = 1 << 28  # CPython sets no limit; this only bounds memory
+HIGHEST_PROTOCOL = 5
+
+
+class LargeData(NamedTuple):
+    """A string or byte string too long to keep; only its kind and size are remembered."""
+
+    kind: str
+    size: int
+
+
+class Op(NamedTuple):
+    """One opcode: its byte, its decoded argument, and its offset in the source."""
+
+    code: int
+    arg: object
+    pos: int
+
+
+# Opcode bytes, named as in CPython's pickle.py.
+MARK, STOP, POP, POP_MARK, DUP = b"(", b".", b"0", b"1", b"2"
+FLOAT, INT, BININT, BININT1, LONG, BININT2 = b"F", b"I", b"J", b"K", b"L", b"M"
+NONE, PERSID, BINPERSID, REDUCE = b"N", b"P", b"Q", b"R"
+STRING, BINSTRING, SHORT_BINSTRING, UNICODE, BINUNICODE = b"S", b"T", b"U", b"V", b"X"
+APPEND, BUILD, GLOBAL, DICT, EMPTY_DICT, APPENDS = b"a", b"b", b"c", b"d", b"}", b"e"
+GET, BINGET, INST, LONG_BINGET, LIST, EMPTY_LIST, OBJ = b"g", b"h", b"i", b"j", b"l", b"]", b"o"
+PUT, BINPUT, LONG_BINPUT, SETITEM, TUPLE, EMPTY_TUPLE, SETITEMS = b"p", b"q", b"r", b"s", b"t", b")", b"u"
+BINFLOAT = b"G"
+PROTO, NEWOBJ, EXT1, EXT2, EXT4 = b"\x80", b"\x81", b"\x82", b"\x83", b"\x84"
+TUPLE1, TUPLE2, TUPLE3, NEWTRUE, NEWFALSE, LONG1, LONG4 = b"\x85", b"\x86", b"\x87", b"\x88", b"\x89", b"\x8a", b"\x8b"
+BINBYTES, SHORT_BINBYTES = b"B", b"C"
+SHORT_BINUNICODE, BINUNICODE8, BINBYTES8, EMPTY_SET = b"\x8c", b"\x8d", b"\x8e", b"\x8f"
+ADDITEMS, FROZENSET, NEWOBJ_EX, STACK_GLOBAL, MEMOIZE, FRAME = b"\x90", b"\x91", b"\x92", b"\x93", b"\x94", b"\x95"
+BYTEARRAY8, NEXT_BUFFER, READONLY_BUFFER = b"\x96", b"\x97", b"\x98"
+
+NAMES: dict[int, str] = {
+    code[0]: name
+    for name, code in list(globals().items())
+    if isinstance(code, bytes) and len(code) == 1 and name.isupper()
+}
+
+_NO_ARG = frozenset(
+    c[0]
+    for c in (
+        MARK, STOP, POP, POP_MARK, DUP, NONE, BINPERSID, REDUCE, APPEND, BUILD, DICT,
+        EMPTY_DICT, APPENDS, LIST, EMPTY_LIST, OBJ, SETITEM, TUPLE, EMPTY_TUPLE, SETITEMS,
+        NEWOBJ, TUPLE1, TUPLE2, TUPLE3, NEWTRUE, NEWFALSE, EMPTY_SET, ADDITEMS, FROZENSET,
+        NEWOBJ_EX, STACK_GLOBAL, MEMOIZE, NEXT_BUFFER, READONLY_BUFFER,
+    )
+)
+
+_U1 = struct.Struct("<B")
+_U2 = struct.Struct("<H")
+_I4 = struct.Struct("<i")
+_U4 = struct.Struct("<I")
+_U8 = struct.Struct("<Q")
+_F8 = struct.Struct(">d")
+
+QuirkSink = Callable[[int, str], None]
+
+
+def _decode_utf8(raw: bytes, pos: int) -> str:
+    try:
+        # CPython decodes BINUNICODE with "surrogatepass": a lone surrogate is data, not an error.
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"invalid UTF-8 in string at byte {pos}") from err
+
+
+def _line(src: ByteSource) -> bytes:
+    return src.readline(MAX_LINE)[:-1]
+
+
+def _decode_quoted(raw: bytes, pos: int) -> str:
+    raw = raw.rstrip()
+    if len(raw) < 2 or raw[0] != raw[-1] or raw[:1] not in (b"'", b'"'):
+        raise ArtifactError(f"STRING argument is not quoted at byte {pos}")
+    try:
+        value, _ = codecs.escape_decode(raw[1:-1])  # type: ignore[attr-defined]  # present in CPython's codecs
+    except ValueError as err:
+        raise ArtifactError(f"bad escape in STRING at byte {pos}") from err
+    return bytes(value).decode("latin-1")
+
+
+def _decimal(raw: bytes, pos: int) -> int:
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ArtifactError(f"bad integer {raw[:40]!r} at byte {pos}") from err
+
+
+def _sized(src: ByteSource, n: int, kind: str, limits: ScanLimits, pos: int) -> bytes | LargeData:
+    if n < 0:
+        raise ArtifactError(f"negative length {n} at byte {pos}")
+    if n > limits.max_inline_bytes:
+        src.skip(n)
+        return LargeData(kind, n)
+    return src.read(n)
+
+
+def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> object:  # noqa: C901, PLR0911, PLR0912
+    # Ordered by how often real checkpoints use each opcode.
+    read = src.read
+    if code in (0x71, 0x68):  # BINPUT, BINGET
+        return read(1)[0]
+    if code == 0x8C:  # SHORT_BINUNICODE
+        return _decode_utf8(read(read(1)[0]), pos)
+    if code == 0x4B:  # BININT1
+        return read(1)[0]
+    if code in (0x72, 0x6A):  # LONG_BINPUT, LONG_BINGET
+        return _U4.unpack(read(4))[0]
+    if code == 0x4A:  # BININT
+        return _I4.unpack(read(4))[0]
+    if code == 0x4D:  # BININT2
+        return _U2.unpack(read(2))[0]
+    if code == 0x47:  # BINFLOAT
+        return _F8.unpack(read(8))[0]
+    if code == 0x58:  # BINUNICODE
+        data = _sized(src, _U4.unpack(read(4))[0], "str", limits, pos)
+        return data if isinstance(data, LargeData) else _decode_utf8(data, pos)
+    if code == 0x8D:  # BINUNICODE8
+        data = _sized(src, _U8.unpack(read(8))[0], "str", limits, pos)
+        return data if isinstance(data, LargeData) else _decode_utf8(data, pos)
+    if code == 0x43:  # SHORT_BINBYTES
+        return read(read(1)[0])
+    if code == 0x42:  # BINBYTES
+        return _sized(src, _U4.unpack(read(4))[0], "bytes", limits, pos)
+    if code == 0x8E:  # BINBYTES8
+        return _sized(src, _U8.unpack(read(8))[0], "bytes", limits, pos)
+    if code == 0x96:  # BYTEARRAY8
+        return _sized(src, _U8.unpack(read(8))[0], "bytearray", limits, pos)
+    if code == 0x8A:  # LONG1
+        return int.from_bytes(read(read(1)[0]), "little", signed=True)
+    if code == 0x8B:  # LONG4
+        raw = _sized(src, _I4.unpack(read(4))[0], "long", limits, pos)
+        return raw if isinstance(raw, LargeData) else int.from_bytes(raw, "little", signed=True)
+    if code in (0x63, 0x69):  # GLOBAL, INST: "module\nname\n"
+        module, name = _line(src), _line(src)
+        try:
+            return module.decode("utf-8"), name.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ArtifactError(f"global name is not UTF-8 at byte {pos}") from err
+    if code == 0x80:  # PROTO
+        return read(1)[0]
+    if code == 0x95:  # FRAME
+        return _U8.unpack(read(8))[0]
+    if code == 0x55:  # SHORT_BINSTRING
+        return read(read(1)[0]).decode("latin-1")
+    if code == 0x54:  # BINSTRING
+        data = _sized(src, _I4.unpack(read(4))[0], "str", limits, pos)
+        return data if isinstance(data, LargeData) else data.decode("latin-1")
+    if code == 0x56:  # UNICODE
+        try:
+            return _line(src).decode("raw-unicode-escape")
+        except UnicodeDecodeError as err:
+            raise ArtifactError(f"bad UNICODE argument at byte {pos}") from err
+    if code == 0x53:  # STRING
+        return _decode_quoted(_line(src), pos)
+    if code == 0x49:  # INT: "00" and "01" are the protocol-0 spellings of False and True
+        raw = _line(src)
+        if raw == b"00":
+            return False
+        if raw == b"01":
+            return True
+        return _decimal(raw, pos)
+    if code == 0x4C:  # LONG
+        raw = _line(src)
+        return _decimal(raw[:-1] if raw.endswith(b"L") else raw, pos)
+    if code == 0x46:  # FLOAT
+        raw = _line(src)
+        try:
+            return float(raw)
+        except ValueError as err:
+            raise ArtifactError(f"bad float at byte {pos}") from err
+    if code in (0x67, 0x70):  # GET, PUT
+        return _decimal(_line(src), pos)
+    if code == 0x50:  # PERSID
+        return _line(src).decode("ascii", "replace")
+    if code == 0x82:  # EXT1
+        return read(1)[0]
+    if code == 0x83:  # EXT2
+        return _U2.unpack(read(2))[0]
+    if code == 0x84:  # EXT4
+        return _I4.unpack(read(4))[0]
+    raise ArtifactError(f"unknown opcode 0x{code:02x} at byte {pos}")
+
+
+def parse_opcodes(
+    src: ByteSource, limits: ScanLimits, on_quirk: QuirkSink | None = None
+) -> Iterator[Op]:
+    """Yield the opcodes of one pickle, up to and including STOP.
+
+    Args:
+        src: the bytes, positioned at the first opcode.
+        limits: the opcode budget and the inline-string limit.
+        on_quirk: called with (offset, description) for irregular but loadable constructs.
+
+    Raises:
+        ArtifactError: the stream is truncated or malformed (what CPython would refuse).
+        LimitExceeded: the opcode budget ran out.
+    """
+    frame_end: int | None = None
+    budget = limits.max_pickle_opcodes
+    no_arg = _NO_ARG
+    read = src.read
+    while True:
+        pos = src.tell()
+        byte = read(1)
+        code = byte[0]
+        arg = None if code in no_arg else _read_arg(code, src, limits, pos)
+        if frame_end is not None:
+            end = src.tell()
+            if pos >= frame_end:
+                frame_end = None
+            elif end > frame_end and on_quirk is not None:
+                on_quirk(pos, f"{NAMES.get(code, hex(code))} at byte {pos} runs past the end of its frame at {frame_end}")
+                frame_end = None
+        if code == 0x95:  # FRAME
+            if frame_end is not None and on_quirk is not None:
+                on_quirk(pos, f"FRAME at byte {pos} opens inside the frame ending at {frame_end}")
+            assert isinstance(arg, int)  # noqa: S101  # the FRAME reader returns an int
+            frame_end = src.tell() + arg
+        elif code == 0x80 and isinstance(arg, int) and arg > HIGHEST_PROTOCOL:
+            raise ArtifactError(f"unsupported pickle protocol {arg} at byte {pos}")
+        budget -= 1
+        if budget < 0:
+            raise LimitExceeded(f"more than {limits.max_pickle_opcodes} opcodes")
+        yield Op(code, arg, pos)
+        if code == 0x2E:  # STOP
+            return

@@ -1,0 +1,495 @@
+"""A symbolic pickle machine: runs the opcode stream over stand-in values, never real objects.
+
+It answers "what would loading this do?" by tracking every global the stream names and
+what the stream does with it: calls it (REDUCE, INST, OBJ), rebuilds an instance through
+the standard paths (NEWOBJ, copyreg), changes its attributes (BUILD), or only mentions it.
+Names assembled on the stack or fetched from the memo are resolved exactly as the real
+machine would resolve them; what cannot be resolved statically is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bastion.errors import ArtifactError, LimitExceeded
+from bastion.scan.limits import ScanLimits
+from bastion.scan.pickle.opcodes import LargeData, parse_opcodes
+from bastion.scan.source import ByteSource
+
+
+class Use(enum.IntEnum):
+    """What the stream does with a global, from least to most dangerous."""
+
+    MENTION = 1
+    RECONSTRUCT = 2
+    CALL = 3
+    MUTATE = 4
+
+
+@dataclass(eq=False, slots=True)
+class Global:
+    """A name the stream imports (GLOBAL, STACK_GLOBAL, INST, OBJ's class)."""
+
+    module: str
+    name: str
+    pos: int
+    uses: dict[Use, int] = field(default_factory=dict)
+
+    def use(self, how: Use, pos: int) -> None:
+        self.uses.setdefault(how, pos)
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False, slots=True)
+class Result:
+    """What calling or instantiating something returns: opaque, but its origin is kept."""
+
+    func: object
+    args: object
+    pos: int
+    how: str
+    state: object = None
+
+
+@dataclass(eq=False, slots=True)
+class Persistent:
+    """A persistent id (PERSID/BINPERSID): resolved by the loader, e.g. torch storages."""
+
+    pid: object
+
+
+@dataclass(eq=False, slots=True)
+class Unknown:
+    """A value the emulator cannot know (a buffer, an extension code, a computed name)."""
+
+    what: str
+
+
+@dataclass(eq=False, slots=True)
+class PDict:
+    """A dict as pairs: keys may be stand-ins that a real dict could not hash."""
+
+    items: list[tuple[object, object]] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class PSet:
+    items: list[object] = field(default_factory=list)
+
+
+class _Mark:
+    __slots__ = ()
+
+
+MARK = _Mark()
+
+
+class Event(enum.Enum):
+    """Structural observations that are suspicious whatever the names involved."""
+
+    CALL_ON_RESULT = "calls a value produced while loading (a call chain)"
+    CALL_NON_CALLABLE = "calls something that is not a name"
+    BUILD_ON_GLOBAL = "changes attributes of an imported object with BUILD"
+    BUILD_DUNDER = "sets a special attribute with BUILD"
+    COMPUTED_GLOBAL = "imports a name that is not a literal string (STACK_GLOBAL on computed values)"
+    EXTENSION = "imports through the copyreg extension registry (EXT opcodes)"
+    FRAME_QUIRK = "has frame boundaries that no pickler writes"
+
+
+@dataclass(slots=True)
+class Observation:
+    event: Event
+    pos: int
+    detail: str
+
+
+@dataclass(slots=True)
+class Emulation:
+    """Everything one pickle stream does, as far as static emulation can tell."""
+
+    protocol: int = 0
+    globals: list[Global] = field(default_factory=list)
+    calls: list[Result] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    value: object = None
+    end: int = 0
+    error: str | None = None
+    error_pos: int | None = None
+
+
+# Calls whose arguments include something the callee itself calls or instantiates.
+# ("copyreg._reconstructor", 1) means: argument 0 is rebuilt; argument 1's __init__ runs.
+_REBUILDS_ARG0 = frozenset(
+    {
+        "copyreg._reconstructor",
+        "copyreg.__newobj__",
+        "copyreg.__newobj_ex__",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "torch._utils._rebuild_wrapper_subclass",
+    }
+)
+_CALLS_ARG0 = frozenset({"torch._tensor._rebuild_from_type_v2", "collections.defaultdict"})
+_HARMLESS_BASES = frozenset({"builtins.object", "__builtin__.object", "builtins.list", "builtins.dict", "builtins.int", "builtins.float", "builtins.str", "builtins.tuple", "builtins.set", "builtins.frozenset", "builtins.bytes"})
+
+EmbeddedSink = Callable[[bytes, int, str], None]
+# Called after each BUILD; may read bytes that a loader reads inline (joblib arrays).
+BuildHook = Callable[["Machine", object, ByteSource, int], None]
+
+
+def _flatten(value: object, out: list[object], depth: int = 0) -> None:
+    if depth > 50:
+        return
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            _flatten(item, out, depth + 1)
+    elif isinstance(value, PDict):
+        for k, v in value.items:
+            _flatten(k, out, depth + 1)
+            _flatten(v, out, depth + 1)
+    elif isinstance(value, PSet):
+        for item in value.items:
+            _flatten(item, out, depth + 1)
+    else:
+        out.append(value)
+
+
+def _state_keys(state: object) -> list[str]:
+    keys: list[str] = []
+    parts = state if isinstance(state, tuple) else (state,)
+    for part in parts:
+        if isinstance(part, PDict):
+            keys.extend(k for k, _ in part.items if isinstance(k, str))
+    return keys
+
+
+class Machine:
+    """Emulates one pickle stream. Use `emulate()`; the class keeps the dispatch fast."""
+
+    def __init__(
+        self, limits: ScanLimits, on_embedded: EmbeddedSink | None = None, after_build: BuildHook | None = None
+    ) -> None:
+        self.limits = limits
+        self.on_embedded = on_embedded
+        self.after_build = after_build
+        self.stack: list[object] = []
+        self.metastack: list[list[object]] = []
+        self.memo: dict[int, object] = {}
+        self.out = Emulation()
+
+    # -- helpers -------------------------------------------------------------------
+    def _pop(self) -> object:
+        try:
+            return self.stack.pop()
+        except IndexError:
+            raise ArtifactError("stack underflow") from None
+
+    def _top(self) -> object:
+        if not self.stack:
+            raise ArtifactError("stack underflow")
+        return self.stack[-1]
+
+    def _pop_mark(self) -> list[object]:
+        items = self.stack
+        try:
+            self.stack = self.metastack.pop()
+        except IndexError:
+            raise ArtifactError("MARK expected but missing") from None
+        return items
+
+    def _observe(self, event: Event, pos: int, detail: str = "") -> None:
+        self.out.observations.append(Observation(event, pos, detail))
+
+    def _new_global(self, module: object, name: object, pos: int) -> object:
+        if not isinstance(module, str) or not isinstance(name, str):
+            self._observe(Event.COMPUTED_GLOBAL, pos, f"{_describe(module)} . {_describe(name)}")
+            return Unknown("computed global")
+        g = Global(module, name, pos)
+        g.use(Use.MENTION, pos)
+        self.out.globals.append(g)
+        return g
+
+    def _call(self, func: object, args: object, pos: int, how: str) -> Result:
+        result = Result(func, args, pos, how)
+        self.out.calls.append(result)
+        if isinstance(func, Global):
+            func.use(Use.RECONSTRUCT if how == "newobj" else Use.CALL, pos)
+            self._special_arguments(func, args, pos)
+        elif isinstance(func, Result):
+            if how != "newobj":
+                self._observe(Event.CALL_ON_RESULT, pos, _describe(func))
+            else:
+                self._observe(Event.CALL_ON_RESULT, pos, "instantiates " + _describe(func))
+        else:
+            self._observe(Event.CALL_NON_CALLABLE, pos, _describe(func))
+        return result
+
+    def _special_arguments(self, func: Global, args: object, pos: int) -> None:
+        if not isinstance(args, tuple) or not args:
+            return
+        name = func.dotted
+        first = args[0]
+        if name in _REBUILDS_ARG0 and isinstance(first, Global):
+            first.use(Use.RECONSTRUCT, pos)
+            if name == "copyreg._reconstructor" and len(args) > 1:
+                base = args[1]
+                if isinstance(base, Global) and base.dotted not in _HARMLESS_BASES:
+                    base.use(Use.CALL, pos)
+        elif name in _CALLS_ARG0 and isinstance(first, Global):
+            first.use(Use.CALL, pos)
+            if name == "torch._tensor._rebuild_from_type_v2" and len(args) > 1 and isinstance(args[1], Global):
+                args[1].use(Use.RECONSTRUCT, pos)
+        if self.on_embedded is not None and isinstance(first, bytes) and len(first) > 1:
+            self.on_embedded(first, pos, name)
+
+    # -- the machine ---------------------------------------------------------------
+    def run(self, src: ByteSource, on_quirk: Callable[[int, str], None] | None = None) -> Emulation:  # noqa: C901, PLR0912, PLR0915
+        out = self.out
+        stack = self.stack
+        memo = self.memo
+        limits = self.limits
+        max_stack = limits.max_stack_items
+        max_memo = limits.max_memo_entries
+
+        def quirk(pos: int, detail: str) -> None:
+            self._observe(Event.FRAME_QUIRK, pos, detail)
+            if on_quirk is not None:
+                on_quirk(pos, detail)
+
+        try:
+            for code, arg, pos in parse_opcodes(src, limits, quirk):
+                stack = self.stack
+                # Values ------------------------------------------------------------
+                if code in (0x71, 0x72, 0x70):  # BINPUT, LONG_BINPUT, PUT
+                    if len(memo) >= max_memo:
+                        raise LimitExceeded(f"more than {max_memo} memo entries")
+                    assert isinstance(arg, int)  # noqa: S101
+                    if arg < 0:
+                        raise ArtifactError(f"negative memo index at byte {pos}")
+                    memo[arg] = self._top()
+                elif code == 0x94:  # MEMOIZE: index is the memo's current size
+                    if len(memo) >= max_memo:
+                        raise LimitExceeded(f"more than {max_memo} memo entries")
+                    memo[len(memo)] = self._top()
+                elif code in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
+                    try:
+                        stack.append(memo[arg])  # type: ignore[index]
+                    except KeyError:
+                        raise ArtifactError(f"memo key {arg!r} not defined at byte {pos}") from None
+                elif code == 0x28:  # MARK
+                    self.metastack.append(stack)
+                    self.stack = []
+                elif code in (0x8C, 0x58, 0x8D, 0x4B, 0x4A, 0x4D, 0x47, 0x43, 0x42, 0x8E, 0x8A, 0x8B,
+                              0x55, 0x54, 0x56, 0x53, 0x49, 0x4C, 0x46):
+                    stack.append(arg)
+                elif code == 0x96:  # BYTEARRAY8
+                    stack.append(arg)
+                elif code == 0x4E:  # NONE
+                    stack.append(None)
+                elif code == 0x88:
+                    stack.append(True)
+                elif code == 0x89:
+                    stack.append(False)
+                elif code == 0x29:  # EMPTY_TUPLE
+                    stack.append(())
+                elif code == 0x5D:  # EMPTY_LIST
+                    stack.append([])
+                elif code == 0x7D:  # EMPTY_DICT
+                    stack.append(PDict())
+                elif code == 0x8F:  # EMPTY_SET
+                    stack.append(PSet())
+                elif code == 0x85:  # TUPLE1
+                    stack.append((self._pop(),))
+                elif code == 0x86:  # TUPLE2
+                    b = self._pop()
+                    stack.append((self._pop(), b))
+                elif code == 0x87:  # TUPLE3
+                    c = self._pop()
+                    b = self._pop()
+                    stack.append((self._pop(), b, c))
+                elif code == 0x74:  # TUPLE
+                    items = self._pop_mark()
+                    self.stack.append(tuple(items))
+                elif code == 0x6C:  # LIST
+                    items = self._pop_mark()
+                    self.stack.append(items)
+                elif code == 0x64:  # DICT
+                    items = self._pop_mark()
+                    if len(items) % 2:
+                        raise ArtifactError(f"odd number of items for DICT at byte {pos}")
+                    self.stack.append(PDict(list(zip(items[::2], items[1::2], strict=True))))
+                elif code == 0x91:  # FROZENSET
+                    items = self._pop_mark()
+                    self.stack.append(PSet(items))
+                elif code == 0x61:  # APPEND
+                    value = self._pop()
+                    target = self._top()
+                    _extend(target, [value], pos)
+                elif code == 0x65:  # APPENDS
+                    items = self._pop_mark()
+                    _extend(self._top_of(self.stack), items, pos)
+                elif code == 0x73:  # SETITEM
+                    value = self._pop()
+                    key = self._pop()
+                    _setitems(self._top(), [(key, value)], pos)
+                elif code == 0x75:  # SETITEMS
+                    items = self._pop_mark()
+                    if len(items) % 2:
+                        raise ArtifactError(f"odd number of items for SETITEMS at byte {pos}")
+                    _setitems(self._top_of(self.stack), list(zip(items[::2], items[1::2], strict=True)), pos)
+                elif code == 0x90:  # ADDITEMS
+                    items = self._pop_mark()
+                    target = self._top_of(self.stack)
+                    if isinstance(target, PSet):
+                        target.items.extend(items)
+                    elif not isinstance(target, (Result, Unknown)):
+                        raise ArtifactError(f"ADDITEMS on a non-set at byte {pos}")
+                elif code == 0x30:  # POP: with an empty stack CPython pops the mark instead
+                    if stack:
+                        stack.pop()
+                    else:
+                        self._pop_mark()
+                elif code == 0x31:  # POP_MARK
+                    self._pop_mark()
+                elif code == 0x32:  # DUP
+                    stack.append(self._top())
+                # Names and calls ----------------------------------------------------
+                elif code == 0x63:  # GLOBAL
+                    module, name = arg  # type: ignore[misc]
+                    stack.append(self._new_global(module, name, pos))
+                elif code == 0x93:  # STACK_GLOBAL
+                    name = self._pop()
+                    module = self._pop()
+                    self.stack.append(self._new_global(module, name, pos))
+                elif code == 0x52:  # REDUCE
+                    args = self._pop()
+                    func = self._pop()
+                    self.stack.append(self._call(func, args, pos, "reduce"))
+                elif code == 0x81:  # NEWOBJ
+                    args = self._pop()
+                    cls = self._pop()
+                    self.stack.append(self._call(cls, args, pos, "newobj"))
+                elif code == 0x92:  # NEWOBJ_EX
+                    kwargs = self._pop()
+                    args = self._pop()
+                    cls = self._pop()
+                    self.stack.append(self._call(cls, (args, kwargs), pos, "newobj"))
+                elif code == 0x6F:  # OBJ: MARK cls args... OBJ
+                    items = self._pop_mark()
+                    if not items:
+                        raise ArtifactError(f"OBJ without a class at byte {pos}")
+                    self.stack.append(self._call(items[0], tuple(items[1:]), pos, "obj"))
+                elif code == 0x69:  # INST: MARK args... INST module name
+                    items = self._pop_mark()
+                    module, name = arg  # type: ignore[misc]
+                    cls = self._new_global(module, name, pos)
+                    self.stack.append(self._call(cls, tuple(items), pos, "inst"))
+                elif code == 0x62:  # BUILD
+                    state = self._pop()
+                    target = self._top()
+                    self._build(target, state, pos)
+                    if self.after_build is not None:
+                        self.after_build(self, target, src, pos)
+                elif code == 0x51:  # BINPERSID
+                    stack.append(Persistent(self._pop()))
+                elif code == 0x50:  # PERSID
+                    stack.append(Persistent(arg))
+                elif code in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
+                    self._observe(Event.EXTENSION, pos, f"extension code {arg}")
+                    stack.append(Unknown("extension"))
+                elif code in (0x97, 0x98):  # NEXT_BUFFER, READONLY_BUFFER
+                    if code == 0x97:
+                        stack.append(Unknown("out-of-band buffer"))
+                    else:
+                        self._top()
+                elif code == 0x80:  # PROTO
+                    out.protocol = arg  # type: ignore[assignment]
+                elif code == 0x95:  # FRAME
+                    pass
+                elif code == 0x2E:  # STOP
+                    out.value = self._pop()
+                    out.end = src.tell()
+                    return out
+                else:  # pragma: no cover - parse_opcodes rejects unknown opcodes
+                    raise ArtifactError(f"unhandled opcode 0x{code:02x} at byte {pos}")
+                if len(self.stack) > max_stack:
+                    raise LimitExceeded(f"more than {max_stack} items on the stack")
+        except ArtifactError as err:
+            out.error = err.message
+            out.error_pos = src.tell()
+            if isinstance(err, LimitExceeded):
+                raise
+        return out
+
+    def _top_of(self, stack: list[object]) -> object:
+        if not stack:
+            raise ArtifactError("stack underflow")
+        return stack[-1]
+
+    def _build(self, target: object, state: object, pos: int) -> None:
+        if isinstance(target, Result) and target.state is None:
+            target.state = state
+        if isinstance(target, Global):
+            target.use(Use.MUTATE, pos)
+            self._observe(Event.BUILD_ON_GLOBAL, pos, target.dotted)
+        dunders = [k for k in _state_keys(state) if k.startswith("__")]
+        if dunders:
+            self._observe(Event.BUILD_DUNDER, pos, ", ".join(dunders[:5]))
+        values: list[object] = []
+        _flatten(state, values)
+        for value in values:
+            if isinstance(value, Global) and isinstance(target, Global):
+                value.use(Use.MUTATE, pos)
+
+
+def _extend(target: object, items: list[object], pos: int) -> None:
+    if isinstance(target, Global):
+        target.use(Use.MUTATE, pos)
+    elif isinstance(target, list):
+        target.extend(items)
+    elif not isinstance(target, (Result, Unknown, Persistent, Global)):
+        # A real unpickler calls target.append/extend; on a literal that is an error.
+        raise ArtifactError(f"APPEND to a {type(target).__name__} at byte {pos}")
+
+
+def _setitems(target: object, pairs: list[tuple[object, object]], pos: int) -> None:
+    if isinstance(target, Global):
+        target.use(Use.MUTATE, pos)
+    elif isinstance(target, PDict):
+        target.items.extend(pairs)
+    elif not isinstance(target, (Result, Unknown, Persistent, Global)):
+        raise ArtifactError(f"SETITEM on a {type(target).__name__} at byte {pos}")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Global):
+        return value.dotted
+    if isinstance(value, Result):
+        return f"the result of {_describe(value.func)}(...)"
+    if isinstance(value, (str, bytes)):
+        return repr(value[:60])
+    if isinstance(value, LargeData):
+        return f"<{value.size} bytes>"
+    return type(value).__name__
+
+
+def emulate(
+    src: ByteSource,
+    limits: ScanLimits,
+    on_embedded: EmbeddedSink | None = None,
+    after_build: BuildHook | None = None,
+) -> Emulation:
+    """Emulate one pickle from the current position of `src` to its STOP.
+
+    Returns the emulation even when the stream is malformed: `error` then says where it
+    broke, and everything observed before that point is kept.
+
+    Raises:
+        LimitExceeded: a budget ran out (the caller reports the file as not analysed).
+    """
+    return Machine(limits, on_embedded, after_build).run(src)
