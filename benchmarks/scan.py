@@ -506,7 +506,8 @@ PEERS: Final = (
     PeerSpec(
         "fickling",
         "fickling",
-        ("fickling==0.1.12",),
+        # fickling 0.1.12 imports typing_extensions on Python < 3.12 without declaring it
+        ("fickling==0.1.12", "typing_extensions==4.16.0"),
         needs_torch=False,
         args=("--check-safety", "--json-output", "{scratch}/fickling.json", "{path}"),
         has_dir_mode=False,
@@ -675,7 +676,9 @@ def install_peer(spec: PeerSpec, venv: Path, log: Path) -> bool:
             say(f"peers: no local {TORCH_PIN} wheel found; pip resolves it from the index")
         if wheel is not None and not log_run([*pip, str(wheel)], sink):
             return False
-        return log_run([*pip, "-c", str(constraints), *spec.requirements], sink)
+        if not log_run([*pip, "-c", str(constraints), *spec.requirements], sink):
+            return False
+        return log_run([str(venv / "bin" / spec.name), "--help"], sink)  # does it start at all?
 
 
 def log_run(argv: Argv, sink: IO[str]) -> bool:

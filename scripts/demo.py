@@ -1,0 +1,103 @@
+"""End-to-end demo: build real model files, booby-trap some, scan them all with `bastion scan`.
+
+The payloads are harmless (`true`, `print`) and are never run: Bastion reads the files
+without loading them, and this script only *writes* them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from sklearn.linear_model import LogisticRegression
+
+
+class _RunsOnLoad:
+    """Pickles as a call to `func(*args)`: what a booby-trapped checkpoint does."""
+
+    def __init__(self, func: object, *args: object) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.func, self.args
+
+
+def build(folder: Path) -> dict[str, bool]:
+    """Write the demo models; returns {file name: is booby-trapped}."""
+    expected: dict[str, bool] = {}
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+    torch.save(model.state_dict(), folder / "classifier.pt")
+    expected["classifier.pt"] = False
+    save_file(model.state_dict(), str(folder / "classifier.safetensors"))
+    expected["classifier.safetensors"] = False
+    x = np.random.default_rng(0).normal(size=(64, 4))
+    clf = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    joblib.dump(clf, folder / "fraud-model.joblib")
+    expected["fraud-model.joblib"] = False
+    np.save(folder / "embeddings.npy", x)
+    expected["embeddings.npy"] = False
+
+    # A checkpoint with a payload buried in its training state.
+    trapped = {"state_dict": model.state_dict(), "extra": {"hook": _RunsOnLoad(os.system, "true")}}
+    torch.save(trapped, folder / "finetuned.pt")
+    expected["finetuned.pt"] = True
+    # A scikit-learn model whose pickle also calls eval().
+    joblib.dump({"model": clf, "calibration": _RunsOnLoad(eval, "print('pwned')")}, folder / "calibrated.joblib")
+    expected["calibrated.joblib"] = True
+    # A pickle pretending to be safetensors: formats are recognised by content.
+    (folder / "adapter.safetensors").write_bytes(pickle.dumps(_RunsOnLoad(os.system, "true"), protocol=4))
+    expected["adapter.safetensors"] = True
+    # A release bundle: the payload is a pickle inside a tar.gz.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        data = pickle.dumps(_RunsOnLoad(exec, "print('pwned')"), protocol=2)
+        info = tarfile.TarInfo("release/tokenizer.pkl")
+        info.size = len(data)
+        bundle.addfile(info, io.BytesIO(data))
+    (folder / "release.tar.gz").write_bytes(buffer.getvalue())
+    expected["release.tar.gz"] = True
+    # A truncated checkpoint: cannot be analysed, so it is never reported clean.
+    whole = (folder / "classifier.pt").read_bytes()
+    (folder / "partial-download.pt").write_bytes(whole[: len(whole) // 2])
+    expected["partial-download.pt"] = True
+    return expected
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp:
+        folder = Path(tmp)
+        expected = build(folder)
+        print(f"Built {len(expected)} model files in {folder}; {sum(expected.values())} are booby-trapped or broken.\n")
+        bastion = [sys.executable, "-m", "bastion.cli.main"]
+        print("$ bastion scan", folder, flush=True)
+        text = subprocess.run([*bastion, "scan", str(folder)], check=False)
+        print(f"(exit code {text.returncode}: 0 clean, 1 unsafe findings, 2 not fully analysed)\n")
+        report = json.loads(
+            subprocess.run([*bastion, "scan", str(folder), "--format", "json"], capture_output=True, text=True, check=False).stdout
+        )
+        wrong = [
+            Path(f["path"]).name
+            for f in report["files"]
+            if (f["verdict"] != "pass") != expected[Path(f["path"]).name]
+        ]
+        if wrong:
+            print("Demo FAILED: unexpected verdicts for", ", ".join(wrong))
+            return 1
+        print("Demo OK: every booby-trapped or broken file was refused, every real model passed.")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
