@@ -17,16 +17,29 @@ class Format(enum.StrEnum):
 
 
 def scan_command(
-    paths: Annotated[list[Path], typer.Argument(help="Model files or folders (scanned recursively).", show_default=False)],
-    output_format: Annotated[Format, typer.Option("--format", "-f", help="text for people, json or sarif for machines.")] = Format.TEXT,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Model files or folders (scanned recursively).", show_default=False)
+    ],
+    output_format: Annotated[
+        Format, typer.Option("--format", "-f", help="text for people, json or sarif for machines.")
+    ] = Format.TEXT,
     fail_on: Annotated[
         str | None,
-        typer.Option("--fail-on", help="Exit 1 on findings at or above: info, low, medium, high, critical. [default: high, or the policy's]"),
+        typer.Option(
+            "--fail-on",
+            help="Exit 1 on findings at or above: info, low, medium, high, critical. [default: high, or the policy's]",
+        ),
     ] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="Policy YAML file (or set BASTION_POLICY).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", "-j", help="Processes for folders [default: one per core].")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")] = None,
-    show_clean: Annotated[bool, typer.Option("--show-clean", help="List files without findings too (text format).")] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", help="Processes for folders [default: one per core].")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")
+    ] = None,
+    show_clean: Annotated[
+        bool, typer.Option("--show-clean", help="List files without findings too (text format).")
+    ] = False,
 ) -> None:
     """Scan model files for code that runs when they are loaded.
 
@@ -83,8 +96,12 @@ class _Bar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
         self._progress = Progress(
-            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.description}"), transient=True,
+            TextColumn("scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            transient=True,
         )
         self._task = self._progress.add_task("", total=None)
         self._started = False

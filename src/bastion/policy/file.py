@@ -28,7 +28,7 @@ class ScanSection(BaseModel):
 
     block_at: SeverityName = "high"
     allow_globals: tuple[str, ...] = ()
-    limits: LimitsFile = LimitsFile()
+    limits: LimitsFile = Field(default_factory=LimitsFile)
 
     @field_validator("allow_globals")
     @classmethod

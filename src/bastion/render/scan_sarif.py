@@ -18,7 +18,13 @@ _LEVEL = {
     Severity.HIGH: "error",
     Severity.CRITICAL: "error",
 }
-_SCORE = {Severity.INFO: "0.0", Severity.LOW: "3.0", Severity.MEDIUM: "5.0", Severity.HIGH: "8.0", Severity.CRITICAL: "9.5"}
+_SCORE = {
+    Severity.INFO: "0.0",
+    Severity.LOW: "3.0",
+    Severity.MEDIUM: "5.0",
+    Severity.HIGH: "8.0",
+    Severity.CRITICAL: "9.5",
+}
 
 
 def _uri(path: str) -> str:

@@ -60,7 +60,9 @@ def scan_file(path: str, policy: ScanPolicy) -> FileReport:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 return _scan_buffer(mapped, path, policy)
     except OSError as err:
-        finding = Finding("scan.read-error", Severity.HIGH, Location(path), f"cannot be read: {err.strerror or err}", "")
+        finding = Finding(
+            "scan.read-error", Severity.HIGH, Location(path), f"cannot be read: {err.strerror or err}", ""
+        )
         return FileReport(path, 0, (), (finding,))
 
 

@@ -51,9 +51,7 @@ class ScanContext:
         """Count decompressed bytes against the whole file's budget."""
         self.expanded += amount
         if self.expanded > self.limits.max_expanded_bytes:
-            raise LimitExceeded(
-                f"more than {self.limits.max_expanded_bytes} bytes decompressed (zip bomb?)"
-            )
+            raise LimitExceeded(f"more than {self.limits.max_expanded_bytes} bytes decompressed (zip bomb?)")
 
     def nested(self, src: ByteSource, location: Location, name: str, depth: int) -> None:
         """Scan a member or embedded stream one level deeper."""

@@ -18,8 +18,25 @@ from bastion.scan.formats.ziparchive import scan_zip
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
 
 _MODEL_SUFFIXES = (
-    ".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".dill", ".sav", ".npy", ".npz",
-    ".h5", ".hdf5", ".keras", ".onnx", ".safetensors", ".gguf", ".pb", ".tflite", ".mar",
+    ".pkl",
+    ".pickle",
+    ".pt",
+    ".pth",
+    ".joblib",
+    ".ckpt",
+    ".dill",
+    ".sav",
+    ".npy",
+    ".npz",
+    ".h5",
+    ".hdf5",
+    ".keras",
+    ".onnx",
+    ".safetensors",
+    ".gguf",
+    ".pb",
+    ".tflite",
+    ".mar",
 )
 _PICKLE0_STARTS = frozenset(b"(c]}).NIJKLSVFlditpPU")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
@@ -70,7 +87,7 @@ def scan_source(ctx: ScanContext, src: ByteSource, loc: Location, name: str, dep
         ctx.incomplete(loc, f"could not be fully analysed: {type(err).__name__}: {err}", "malformed")
 
 
-def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: C901, PLR0911, PLR0912
+def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: C901, PLR0912
     head = src.peek(512)
     lower = name.lower()
     if not head:
@@ -84,7 +101,12 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
     if head.startswith(numpy.MAGIC):
         numpy.scan_npy(ctx, src, loc, depth)
         return
-    for magic, kind in ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x04\x22\x4d\x18", "lz4")):
+    for magic, kind in (
+        (b"\x1f\x8b", "gzip"),
+        (b"BZh", "bzip2"),
+        (b"\xfd7zXZ\x00", "xz"),
+        (b"\x04\x22\x4d\x18", "lz4"),
+    ):
         if head.startswith(magic):
             scan_compressed(ctx, src, loc, kind, name, depth)
             return
@@ -94,7 +116,9 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
     if head.startswith(gguf.MAGIC):
         gguf.scan_gguf(ctx, src, loc)
         return
-    if head.startswith(_HDF5) or (isinstance(src, MemorySource) and any(src.bytes_at(o, 8) == _HDF5 for o in (512, 1024, 2048))):
+    if head.startswith(_HDF5) or (
+        isinstance(src, MemorySource) and any(src.bytes_at(o, 8) == _HDF5 for o in (512, 1024, 2048))
+    ):
         keras.scan_hdf5(ctx, in_memory(src), loc)
         return
     if len(head) >= 262 and head[257:262] == b"ustar":
@@ -112,9 +136,8 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
     if _looks_text(head):
         _scan_text(ctx, src, loc, name, depth)
         return
-    kind = protobuf_models.sniff(head, lower)
-    if kind is not None:
-        protobuf_models.scan_protobuf_model(ctx, in_memory(src), loc, kind)
+    protobuf_kind = protobuf_models.sniff(head, lower)
+    if protobuf_kind is not None and protobuf_models.scan_protobuf_model(ctx, in_memory(src), loc, protobuf_kind):
         return
     if lower.endswith(_MODEL_SUFFIXES):
         raise UnsupportedFormat(f"named like a model file ({name}) but its content matches no format Bastion knows")
@@ -139,7 +162,7 @@ def _tentative_pickle(ctx: ScanContext, src: ByteSource, loc: Location, depth: i
     return False
 
 
-class _Rerouted(Exception):  # noqa: N818  # control flow: route the in-memory copy instead
+class _Rerouted(Exception):  # control flow: route the in-memory copy instead
     def __init__(self, memory: MemorySource) -> None:
         super().__init__()
         self.memory = memory

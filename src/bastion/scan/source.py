@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import mmap
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from bastion.errors import ArtifactError
 
@@ -38,7 +38,7 @@ class ByteSource(Protocol):
 class MemorySource:
     """A window [start, end) on a buffer, read forward; windows of windows share the buffer."""
 
-    __slots__ = ("buf", "start", "end", "name", "_pos")
+    __slots__ = ("_pos", "buf", "end", "name", "start")
 
     def __init__(self, buf: Buffer, name: str, start: int = 0, end: int | None = None) -> None:
         self.buf = buf
@@ -117,13 +117,22 @@ class MemorySource:
         return -1 if hit < 0 else hit - self.start
 
 
+class _Peekable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+    def readline(self, limit: int = -1, /) -> bytes: ...
+    def peek(self, n: int = 0, /) -> bytes: ...
+
+
 class StreamSource:
     """A forward-only stream (a decompressor), with buffered peeks and discarded skips."""
 
-    __slots__ = ("_stream", "name", "_pos", "_size")
+    __slots__ = ("_pos", "_size", "_stream", "name")
 
-    def __init__(self, stream: BinaryIO, name: str, size: int | None = None) -> None:
-        self._stream = stream if hasattr(stream, "peek") else io.BufferedReader(stream, 1 << 16)  # type: ignore[arg-type]  # any readable binary stream works
+    def __init__(self, stream: BinaryIO | io.BufferedIOBase, name: str, size: int | None = None) -> None:
+        # Peeks need a buffered stream; wrap raw ones (any readable binary stream works).
+        self._stream: Any = (
+            stream if hasattr(stream, "peek") else io.BufferedReader(cast(io.RawIOBase, stream), 1 << 16)
+        )
         self.name = name
         self._pos = 0
         self._size = size
@@ -166,7 +175,7 @@ class StreamSource:
             self._pos += len(chunk)
 
     def peek(self, n: int) -> bytes:
-        return bytes(self._stream.peek(n)[:n])  # type: ignore[attr-defined]  # BufferedReader.peek
+        return bytes(self._stream.peek(n)[:n])
 
     def at_end(self) -> bool:
         return not self.peek(1)

@@ -63,7 +63,9 @@ class _Guarded(io.RawIOBase):
         limits = self._ctx.limits
         consumed = max(1, self._src.tell())
         if self._out > limits.ratio_grace_bytes and self._out > limits.max_compression_ratio * consumed:
-            raise LimitExceeded(f"{self._name}: compression ratio over {limits.max_compression_ratio}:1 (decompression bomb?)")
+            raise LimitExceeded(
+                f"{self._name}: compression ratio over {limits.max_compression_ratio}:1 (decompression bomb?)"
+            )
         return n
 
 

@@ -20,7 +20,7 @@ _KIND_SIZES = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "m": 0, "M": 0, "S": 1, "
 _NPY_ITEM_HASOBJECT = 0x01
 
 
-class NestedPickle(Exception):  # noqa: N818  # a signal, not an error
+class NestedPickle(Exception):  # a signal, not an error
     """Raised by the hook when the next bytes are a complete pickle of an object array."""
 
 

@@ -63,7 +63,9 @@ def scan_hdf5(ctx: ScanContext, src: MemorySource, loc: Location) -> None:
         except (ValueError, RecursionError):
             pos = at + 1
             continue
-        if _is_keras_config(doc) or (isinstance(doc, dict) and "training_config" not in doc and "optimizer_config" in doc):
+        if _is_keras_config(doc) or (
+            isinstance(doc, dict) and "training_config" not in doc and "optimizer_config" in doc
+        ):
             found += 1
             ctx.saw("keras")
             check_config(ctx, doc, loc.at(at - start))

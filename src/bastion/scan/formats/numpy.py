@@ -23,10 +23,7 @@ def _has_object(descr: object) -> bool:
     if isinstance(descr, str):
         return "O" in descr.lstrip("<>|=")[:1]
     if isinstance(descr, list):
-        for field in descr:
-            if isinstance(field, tuple) and len(field) >= 2 and _has_object(field[1]):
-                return True
-        return False
+        return any(isinstance(field, tuple) and len(field) >= 2 and _has_object(field[1]) for field in descr)
     return True  # an unknown description cannot be vouched for
 
 

@@ -7,6 +7,8 @@ the data stops looking like pickle; what follows the last STOP is reported.
 
 from __future__ import annotations
 
+import re
+
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
@@ -14,8 +16,6 @@ from bastion.scan.formats.joblib import NestedPickle, read_inline_array
 from bastion.scan.pickle.rules import is_dangerous, judge_global
 from bastion.scan.pickle.symbolic import Emulation, Event, Machine
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
-
-import re
 
 # GLOBAL/INST as raw bytes: what a divergent reader finds where a linear one sees data.
 _RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})\n")
@@ -34,7 +34,14 @@ _EVENT_RULES: dict[Event, tuple[str, Severity]] = {
     Event.FRAME_QUIRK: ("pickle.frame-violation", Severity.HIGH),
 }
 _EMBEDDED_LOADERS = frozenset(
-    {"pickle.loads", "_pickle.loads", "cPickle.loads", "dill.loads", "dill._dill.loads", "torch.storage._load_from_bytes"}
+    {
+        "pickle.loads",
+        "_pickle.loads",
+        "cPickle.loads",
+        "dill.loads",
+        "dill._dill.loads",
+        "torch.storage._load_from_bytes",
+    }
 )
 
 
@@ -77,7 +84,9 @@ class _Stream:
         ctx.embedded += 1
         if ctx.embedded > ctx.limits.max_embedded_pickles:
             return
-        ctx.nested(source_from_bytes(data, "embedded"), self.loc.inside(f"<embedded@{pos}>"), "embedded.pkl", self.depth + 1)
+        ctx.nested(
+            source_from_bytes(data, "embedded"), self.loc.inside(f"<embedded@{pos}>"), "embedded.pkl", self.depth + 1
+        )
 
     def _after_build(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
         try:
@@ -137,7 +146,9 @@ class _Stream:
                     )
                     return True
                 if legacy and count < TORCH_LEGACY_PICKLES:
-                    ctx.incomplete(self.loc.at(emu.error_pos), f"legacy PyTorch file is truncated ({emu.error})", "torch-legacy")
+                    ctx.incomplete(
+                        self.loc.at(emu.error_pos), f"legacy PyTorch file is truncated ({emu.error})", "torch-legacy"
+                    )
                     return True
                 self._trailing(emu.error_pos)
                 return True
@@ -149,7 +160,9 @@ class _Stream:
                 return True  # the rest is raw storage data, loaded as bytes, never unpickled
             if src.at_end():
                 if legacy:
-                    ctx.incomplete(self.loc.at(src.tell()), "legacy PyTorch file ends before its storages", "torch-legacy")
+                    ctx.incomplete(
+                        self.loc.at(src.tell()), "legacy PyTorch file ends before its storages", "torch-legacy"
+                    )
                 return True
             head = src.peek(1)
             if not legacy and head[0] not in _STREAM_STARTS:

@@ -22,19 +22,58 @@ _MAX_DEPTH = 64
 _MAX_FIELDS = 20_000_000
 
 STANDARD_ONNX_DOMAINS = frozenset(
-    {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training", "com.microsoft",
-     "com.microsoft.nchwc", "com.microsoft.experimental", "com.microsoft.dml", "org.pytorch.aten",
-     "pkg.onnxscript.torch_lib", "pkg.onnxscript.torch_lib.common", "pkg.torch.onnx"}
+    {
+        "",
+        "ai.onnx",
+        "ai.onnx.ml",
+        "ai.onnx.training",
+        "ai.onnx.preview.training",
+        "com.microsoft",
+        "com.microsoft.nchwc",
+        "com.microsoft.experimental",
+        "com.microsoft.dml",
+        "org.pytorch.aten",
+        "pkg.onnxscript.torch_lib",
+        "pkg.onnxscript.torch_lib.common",
+        "pkg.torch.onnx",
+    }
 )
 TF_CODE_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc", "PyCall"})
 TF_FILE_OPS = frozenset(
-    {"ReadFile", "WriteFile", "MatchingFiles", "DeleteFile", "FileSystemSetConfiguration",
-     "ImmutableConst", "PrintV2", "DebugIdentity", "DebugIdentityV2", "DebugNumericSummary",
-     "WriteAudioSummary", "WriteGraphSummary", "WriteHistogramSummary", "WriteImageSummary",
-     "WriteRawProtoSummary", "WriteScalarSummary", "WriteSummary", "CreateSummaryFileWriter",
-     "SummaryWriter", "FixedLengthRecordDataset", "TextLineDataset", "TFRecordDataset",
-     "LoadAndRemapMatrix", "RecordInput", "ExperimentalSqlDataset", "SqlDataset", "DatasetToTFRecord",
-     "ExperimentalDatasetToTFRecord", "Save", "SaveSlices", "Restore", "RestoreSlice"}
+    {
+        "ReadFile",
+        "WriteFile",
+        "MatchingFiles",
+        "DeleteFile",
+        "FileSystemSetConfiguration",
+        "ImmutableConst",
+        "PrintV2",
+        "DebugIdentity",
+        "DebugIdentityV2",
+        "DebugNumericSummary",
+        "WriteAudioSummary",
+        "WriteGraphSummary",
+        "WriteHistogramSummary",
+        "WriteImageSummary",
+        "WriteRawProtoSummary",
+        "WriteScalarSummary",
+        "WriteSummary",
+        "CreateSummaryFileWriter",
+        "SummaryWriter",
+        "FixedLengthRecordDataset",
+        "TextLineDataset",
+        "TFRecordDataset",
+        "LoadAndRemapMatrix",
+        "RecordInput",
+        "ExperimentalSqlDataset",
+        "SqlDataset",
+        "DatasetToTFRecord",
+        "ExperimentalDatasetToTFRecord",
+        "Save",
+        "SaveSlices",
+        "Restore",
+        "RestoreSlice",
+    }
 )
 
 
@@ -133,7 +172,9 @@ def scan_protobuf_model(ctx: ScanContext, src: MemorySource, loc: Location, kind
 
 
 # -- ONNX ---------------------------------------------------------------------------
-def _scan_onnx(ctx: ScanContext, src: MemorySource, loc: Location, top: list[tuple[int, int, int, int]], budget: _Budget) -> None:
+def _scan_onnx(
+    ctx: ScanContext, src: MemorySource, loc: Location, top: list[tuple[int, int, int, int]], budget: _Budget
+) -> None:
     for number, wire, a, b in top:
         if wire != LEN:
             continue
@@ -145,7 +186,9 @@ def _scan_onnx(ctx: ScanContext, src: MemorySource, loc: Location, top: list[tup
                     _onnx_node(ctx, src, loc, fa, fb, budget, 1)
 
 
-def _onnx_graph(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int, budget: _Budget, depth: int) -> None:
+def _onnx_graph(
+    ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int, budget: _Budget, depth: int
+) -> None:
     if depth > _MAX_DEPTH:
         raise LimitExceeded("ONNX subgraphs nested too deeply")
     for number, wire, fa, fb in fields(src, a, b, budget):
@@ -175,7 +218,7 @@ def _onnx_node(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: in
                 elif an in (5, 10):
                     _onnx_tensor(ctx, src, loc, aa, ab, budget)
     if domain not in STANDARD_ONNX_DOMAINS:
-        python = domain == "ai.onnx.contrib" and op_type.startswith("Py") or "python" in domain.lower()
+        python = (domain == "ai.onnx.contrib" and op_type.startswith("Py")) or "python" in domain.lower()
         ctx.add(
             "onnx.custom-operator",
             Severity.CRITICAL if python else Severity.HIGH,
@@ -209,7 +252,9 @@ def _onnx_tensor(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: 
 
 
 # -- TensorFlow -----------------------------------------------------------------------
-def _scan_tf(ctx: ScanContext, src: MemorySource, loc: Location, top: list[tuple[int, int, int, int]], budget: _Budget) -> None:
+def _scan_tf(
+    ctx: ScanContext, src: MemorySource, loc: Location, top: list[tuple[int, int, int, int]], budget: _Budget
+) -> None:
     if any(n == 2 for n, _w, _a, _b in top) and not any(n == 1 and w == LEN for n, w, _a, _b in top):
         for number, wire, a, b in top:  # SavedModel.meta_graphs -> MetaGraphDef.graph_def
             if number == 2 and wire == LEN:
@@ -242,6 +287,20 @@ def _tf_node(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int,
         elif wire == LEN and number == 2:
             op = _text(src, fa, fb)
     if op in TF_CODE_OPS:
-        ctx.add("tf.python-op", Severity.CRITICAL, loc.at(a), f"node {name!r} is a {op} op, which runs Python code", "tensorflow", op)
+        ctx.add(
+            "tf.python-op",
+            Severity.CRITICAL,
+            loc.at(a),
+            f"node {name!r} is a {op} op, which runs Python code",
+            "tensorflow",
+            op,
+        )
     elif op in TF_FILE_OPS:
-        ctx.add("tf.file-op", Severity.HIGH, loc.at(a), f"node {name!r} is a {op} op, which reads or writes files", "tensorflow", op)
+        ctx.add(
+            "tf.file-op",
+            Severity.HIGH,
+            loc.at(a),
+            f"node {name!r} is a {op} op, which reads or writes files",
+            "tensorflow",
+            op,
+        )

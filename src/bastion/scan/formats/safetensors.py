@@ -17,9 +17,26 @@ from bastion.scan.context import ScanContext
 from bastion.scan.source import ByteSource
 
 DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16,
-    "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "F64": 64, "I64": 64, "U64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "C64": 64,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "C64": 64,
 }
 
 
@@ -27,7 +44,8 @@ def sniff(head: bytes) -> bool:
     """True when the first bytes are a plausible safetensors header length and '{'."""
     if len(head) < 9 or head[8:9] != b"{":
         return False
-    return struct.unpack("<Q", head[:8])[0] >= 2
+    length: int = struct.unpack("<Q", head[:8])[0]
+    return length >= 2
 
 
 def scan_safetensors(ctx: ScanContext, src: ByteSource, loc: Location) -> None:
@@ -37,7 +55,13 @@ def scan_safetensors(ctx: ScanContext, src: ByteSource, loc: Location) -> None:
     length = struct.unpack("<Q", src.read(8))[0]
     size = src.size
     if length > ctx.limits.max_header_bytes or (size is not None and length > size - 8):
-        ctx.add("safetensors.bad-header", Severity.HIGH, loc.at(0), f"header length {length} exceeds the file or the {ctx.limits.max_header_bytes}-byte limit", fmt)
+        ctx.add(
+            "safetensors.bad-header",
+            Severity.HIGH,
+            loc.at(0),
+            f"header length {length} exceeds the file or the {ctx.limits.max_header_bytes}-byte limit",
+            fmt,
+        )
         ctx.incomplete(loc, "safetensors header cannot be read", fmt)
         return
     raw = src.read(length)
@@ -48,7 +72,9 @@ def scan_safetensors(ctx: ScanContext, src: ByteSource, loc: Location) -> None:
     if not isinstance(header, dict):
         raise ArtifactError("safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None)
-    if metadata is not None and (not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())):
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
         ctx.add("safetensors.bad-header", Severity.MEDIUM, loc.at(8), "__metadata__ must map strings to strings", fmt)
     spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
@@ -63,16 +89,42 @@ def scan_safetensors(ctx: ScanContext, src: ByteSource, loc: Location) -> None:
     cursor = 0
     for begin, end, name in spans:
         if begin < cursor:
-            ctx.add("safetensors.overlap", Severity.HIGH, loc.at(8), f"tensor {name!r} overlaps the tensor before it", fmt, name)
+            ctx.add(
+                "safetensors.overlap",
+                Severity.HIGH,
+                loc.at(8),
+                f"tensor {name!r} overlaps the tensor before it",
+                fmt,
+                name,
+            )
         elif begin > cursor:
-            ctx.add("safetensors.gap", Severity.HIGH, loc.at(8 + length + cursor), f"{begin - cursor} bytes before tensor {name!r} belong to no tensor", fmt, name)
+            ctx.add(
+                "safetensors.gap",
+                Severity.HIGH,
+                loc.at(8 + length + cursor),
+                f"{begin - cursor} bytes before tensor {name!r} belong to no tensor",
+                fmt,
+                name,
+            )
         cursor = max(cursor, end)
     if data_size is not None:
         if cursor > data_size:
-            ctx.add("safetensors.out-of-bounds", Severity.HIGH, loc.at(8), f"tensors claim {cursor} bytes of data but the file holds {data_size}", fmt)
+            ctx.add(
+                "safetensors.out-of-bounds",
+                Severity.HIGH,
+                loc.at(8),
+                f"tensors claim {cursor} bytes of data but the file holds {data_size}",
+                fmt,
+            )
             ctx.incomplete(loc, "safetensors file is truncated", fmt)
         elif cursor < data_size:
-            ctx.add("safetensors.trailing-data", Severity.HIGH, loc.at(8 + length + cursor), f"{data_size - cursor} bytes after the last tensor belong to no tensor (hidden data)", fmt)
+            ctx.add(
+                "safetensors.trailing-data",
+                Severity.HIGH,
+                loc.at(8 + length + cursor),
+                f"{data_size - cursor} bytes after the last tensor belong to no tensor (hidden data)",
+                fmt,
+            )
 
 
 def _tensor_problem(info: object) -> str:

@@ -39,7 +39,14 @@ def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
                     raise LimitExceeded(f"more than {ctx.limits.max_members} members")
                 mloc = loc.inside(member.name)
                 if escapes_root(member.name):
-                    ctx.add("archive.path-traversal", Severity.HIGH, mloc, f"member path {member.name!r} escapes the extraction folder", "tar", member.name)
+                    ctx.add(
+                        "archive.path-traversal",
+                        Severity.HIGH,
+                        mloc,
+                        f"member path {member.name!r} escapes the extraction folder",
+                        "tar",
+                        member.name,
+                    )
                 if member.issym() or member.islnk():
                     target = member.linkname
                     severity = Severity.HIGH if escapes_root(target) else Severity.LOW

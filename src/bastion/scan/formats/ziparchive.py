@@ -11,13 +11,13 @@ find from the central directory (hidden behind it) are scanned too.
 
 from __future__ import annotations
 
-import io
 import bz2
+import io
+import itertools
 import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
@@ -74,7 +74,9 @@ def _find_central_directory(src: MemorySource) -> tuple[int, int, int, int]:
     at = src.rfind(b"PK\x05\x06", tail_start)
     if at < 0:
         raise ArtifactError(f"{src.name}: no end-of-central-directory record (truncated zip?)")
-    sig, _disk, _cd_disk, _n_here, count, cd_size, cd_offset, _clen = _EOCD.unpack(src.bytes_at(at, _EOCD.size).ljust(_EOCD.size, b"\0"))
+    sig, _disk, _cd_disk, _n_here, count, cd_size, cd_offset, _clen = _EOCD.unpack(
+        src.bytes_at(at, _EOCD.size).ljust(_EOCD.size, b"\0")
+    )
     del sig
     cd_end = at
     if at >= _EOCD64_LOCATOR.size:
@@ -105,7 +107,9 @@ def read_members(src: MemorySource, max_members: int) -> tuple[list[ZipMember], 
         raw = src.bytes_at(pos, _CENTRAL.size)
         if len(raw) != _CENTRAL.size or raw[:4] != b"PK\x01\x02":
             raise ArtifactError(f"{src.name}: central directory entry {len(members)} is damaged")
-        (_, _made, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, _disk, _ia, _ea, off) = _CENTRAL.unpack(raw)
+        (_, _made, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, _disk, _ia, _ea, off) = (
+            _CENTRAL.unpack(raw)
+        )
         name_raw = src.bytes_at(pos + _CENTRAL.size, nlen)
         extra = src.bytes_at(pos + _CENTRAL.size + nlen, xlen)
         usize, csize, off = _zip64_extra(extra, usize, csize, off)
@@ -116,7 +120,9 @@ def read_members(src: MemorySource, max_members: int) -> tuple[list[ZipMember], 
             raise ArtifactError(f"{src.name}: member {name!r} has no local header at byte {header}")
         lfields = _LOCAL.unpack(local)
         lnlen, lxlen = lfields[9], lfields[10]
-        local_name = src.bytes_at(header + _LOCAL.size, lnlen).decode("utf-8" if lfields[2] & 0x800 else "cp437", "replace")
+        local_name = src.bytes_at(header + _LOCAL.size, lnlen).decode(
+            "utf-8" if lfields[2] & 0x800 else "cp437", "replace"
+        )
         data_offset = header + _LOCAL.size + lnlen + lxlen
         members.append(
             ZipMember(name, local_name, method, flags, crc, csize, usize, header, data_offset, name.endswith("/"))
@@ -177,8 +183,12 @@ class _Inflater(io.RawIOBase):
         limits = self._ctx.limits
         if self._out > self._member.size + (1 << 16):
             raise LimitExceeded(f"{self._member.name}: expands past its declared size of {self._member.size} bytes")
-        if self._out > limits.ratio_grace_bytes and self._out > limits.max_compression_ratio * max(1, self._pos - self._member.data_offset):
-            raise LimitExceeded(f"{self._member.name}: compression ratio over {limits.max_compression_ratio}:1 (zip bomb?)")
+        if self._out > limits.ratio_grace_bytes and self._out > limits.max_compression_ratio * max(
+            1, self._pos - self._member.data_offset
+        ):
+            raise LimitExceeded(
+                f"{self._member.name}: compression ratio over {limits.max_compression_ratio}:1 (zip bomb?)"
+            )
 
 
 def open_member(src: MemorySource, member: ZipMember, ctx: ScanContext, name: str) -> ByteSource:
@@ -186,8 +196,7 @@ def open_member(src: MemorySource, member: ZipMember, ctx: ScanContext, name: st
     if member.method == STORED:
         return src.window(member.data_offset, member.compressed_size, name)
     if member.method in (DEFLATED, BZIP2):
-        stream: BinaryIO = io.BufferedReader(_Inflater(src, member, ctx), 1 << 16)  # type: ignore[assignment]  # a BufferedReader is a BinaryIO
-        return StreamSource(stream, name, member.size)
+        return StreamSource(io.BufferedReader(_Inflater(src, member, ctx), 1 << 16), name, member.size)
     raise ArtifactError(f"{name}: compression method {member.method} is not supported")
 
 
@@ -213,9 +222,19 @@ def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> 
             continue
         try:
             msrc = open_member(src, member, ctx, member.name)
-            if member.method == STORED and isinstance(msrc, MemorySource) and member.size <= (64 << 20):
-                if zlib.crc32(msrc.bytes_at(0, msrc.size)) != member.crc:
-                    ctx.add("archive.bad-crc", Severity.MEDIUM, mloc, "stored CRC does not match the data; PyTorch loads it anyway, zipfile-based tools refuse it", "zip")
+            if (
+                member.method == STORED
+                and isinstance(msrc, MemorySource)
+                and member.size <= (64 << 20)
+                and zlib.crc32(msrc.bytes_at(0, msrc.size)) != member.crc
+            ):
+                ctx.add(
+                    "archive.bad-crc",
+                    Severity.MEDIUM,
+                    mloc,
+                    "stored CRC does not match the data; PyTorch loads it anyway, zipfile-based tools refuse it",
+                    "zip",
+                )
             ctx.nested(msrc, mloc, member.name, depth + 1)
         except LimitExceeded as err:
             ctx.incomplete(mloc, err.message, "zip", "scan.limit-exceeded")
@@ -241,7 +260,14 @@ def _check_member(ctx: ScanContext, member: ZipMember, loc: Location) -> None:
             "zip",
         )
     if escapes_root(member.name):
-        ctx.add("archive.path-traversal", Severity.HIGH, loc, f"member path {member.name!r} escapes the extraction folder", "zip", member.name)
+        ctx.add(
+            "archive.path-traversal",
+            Severity.HIGH,
+            loc,
+            f"member path {member.name!r} escapes the extraction folder",
+            "zip",
+            member.name,
+        )
 
 
 def escapes_root(name: str) -> bool:
@@ -252,14 +278,14 @@ def escapes_root(name: str) -> bool:
 
 def _check_layout(ctx: ScanContext, src: MemorySource, members: list[ZipMember], loc: Location, cd_offset: int) -> None:
     spans = sorted((m.header_offset, m.data_offset + m.compressed_size, m.name) for m in members)
-    for (_a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:], strict=False):
+    for (_a0, a1, an), (b0, _b1, bn) in itertools.pairwise(spans):
         if b0 < a1:
             raise LimitExceeded(f"members {an!r} and {bn!r} overlap (a zip-bomb construction)")
     # Local headers that the central directory does not list: streaming unzippers find them.
     listed = {m.header_offset for m in members}
     end = spans[-1][1] if spans else 0
     gaps = [(0, spans[0][0])] if spans else []
-    gaps += [(a1, b0) for (_a0, a1, _an), (b0, _b1, _bn) in zip(spans, spans[1:], strict=False) if b0 > a1]
+    gaps += [(a1, b0) for (_a0, a1, _an), (b0, _b1, _bn) in itertools.pairwise(spans) if b0 > a1]
     gaps.append((end, cd_offset))
     for start, stop in gaps:
         hit = src.find(b"PK\x03\x04", start)

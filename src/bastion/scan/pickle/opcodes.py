@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import struct
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.scan.limits import ScanLimits
@@ -61,10 +61,40 @@ NAMES: dict[int, str] = {
 _NO_ARG = frozenset(
     c[0]
     for c in (
-        MARK, STOP, POP, POP_MARK, DUP, NONE, BINPERSID, REDUCE, APPEND, BUILD, DICT,
-        EMPTY_DICT, APPENDS, LIST, EMPTY_LIST, OBJ, SETITEM, TUPLE, EMPTY_TUPLE, SETITEMS,
-        NEWOBJ, TUPLE1, TUPLE2, TUPLE3, NEWTRUE, NEWFALSE, EMPTY_SET, ADDITEMS, FROZENSET,
-        NEWOBJ_EX, STACK_GLOBAL, MEMOIZE, NEXT_BUFFER, READONLY_BUFFER,
+        MARK,
+        STOP,
+        POP,
+        POP_MARK,
+        DUP,
+        NONE,
+        BINPERSID,
+        REDUCE,
+        APPEND,
+        BUILD,
+        DICT,
+        EMPTY_DICT,
+        APPENDS,
+        LIST,
+        EMPTY_LIST,
+        OBJ,
+        SETITEM,
+        TUPLE,
+        EMPTY_TUPLE,
+        SETITEMS,
+        NEWOBJ,
+        TUPLE1,
+        TUPLE2,
+        TUPLE3,
+        NEWTRUE,
+        NEWFALSE,
+        EMPTY_SET,
+        ADDITEMS,
+        FROZENSET,
+        NEWOBJ_EX,
+        STACK_GLOBAL,
+        MEMOIZE,
+        NEXT_BUFFER,
+        READONLY_BUFFER,
     )
 )
 
@@ -95,7 +125,7 @@ def _decode_quoted(raw: bytes, pos: int) -> str:
     if len(raw) < 2 or raw[0] != raw[-1] or raw[:1] not in (b"'", b'"'):
         raise ArtifactError(f"STRING argument is not quoted at byte {pos}")
     try:
-        value, _ = codecs.escape_decode(raw[1:-1])  # type: ignore[attr-defined]  # present in CPython's codecs
+        value, _ = codecs.escape_decode(raw[1:-1])
     except ValueError as err:
         raise ArtifactError(f"bad escape in STRING at byte {pos}") from err
     return bytes(value).decode("latin-1")
@@ -117,7 +147,7 @@ def _sized(src: ByteSource, n: int, kind: str, limits: ScanLimits, pos: int) -> 
     return src.read(n)
 
 
-def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> object:  # noqa: C901, PLR0911, PLR0912
+def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> object:  # noqa: C901, PLR0912, PLR0915  # one flat dispatch is fastest
     # Ordered by how often real checkpoints use each opcode.
     read = src.read
     if code in (0x71, 0x68):  # BINPUT, BINGET
@@ -204,9 +234,7 @@ def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> objec
     raise ArtifactError(f"unknown opcode 0x{code:02x} at byte {pos}")
 
 
-def parse_opcodes(
-    src: ByteSource, limits: ScanLimits, on_quirk: QuirkSink | None = None
-) -> Iterator[Op]:
+def parse_opcodes(src: ByteSource, limits: ScanLimits, on_quirk: QuirkSink | None = None) -> Iterator[Op]:
     """Yield the opcodes of one pickle, up to and including STOP.
 
     Args:
@@ -232,13 +260,14 @@ def parse_opcodes(
             if pos >= frame_end:
                 frame_end = None
             elif end > frame_end and on_quirk is not None:
-                on_quirk(pos, f"{NAMES.get(code, hex(code))} at byte {pos} runs past the end of its frame at {frame_end}")
+                on_quirk(
+                    pos, f"{NAMES.get(code, hex(code))} at byte {pos} runs past the end of its frame at {frame_end}"
+                )
                 frame_end = None
         if code == 0x95:  # FRAME
             if frame_end is not None and on_quirk is not None:
                 on_quirk(pos, f"FRAME at byte {pos} opens inside the frame ending at {frame_end}")
-            assert isinstance(arg, int)  # noqa: S101  # the FRAME reader returns an int
-            frame_end = src.tell() + arg
+            frame_end = src.tell() + cast(int, arg)  # the FRAME reader returns an int
         elif code == 0x80 and isinstance(arg, int) and arg > HIGHEST_PROTOCOL:
             raise ArtifactError(f"unsupported pickle protocol {arg} at byte {pos}")
         budget -= 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.scan.limits import ScanLimits
@@ -135,7 +136,21 @@ _REBUILDS_ARG0 = frozenset(
     }
 )
 _CALLS_ARG0 = frozenset({"torch._tensor._rebuild_from_type_v2", "collections.defaultdict"})
-_HARMLESS_BASES = frozenset({"builtins.object", "__builtin__.object", "builtins.list", "builtins.dict", "builtins.int", "builtins.float", "builtins.str", "builtins.tuple", "builtins.set", "builtins.frozenset", "builtins.bytes"})
+_HARMLESS_BASES = frozenset(
+    {
+        "builtins.object",
+        "__builtin__.object",
+        "builtins.list",
+        "builtins.dict",
+        "builtins.int",
+        "builtins.float",
+        "builtins.str",
+        "builtins.tuple",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.bytes",
+    }
+)
 
 EmbeddedSink = Callable[[bytes, int, str], None]
 # Called after each BUILD; may read bytes that a loader reads inline (joblib arrays).
@@ -268,10 +283,10 @@ class Machine:
                 if code in (0x71, 0x72, 0x70):  # BINPUT, LONG_BINPUT, PUT
                     if len(memo) >= max_memo:
                         raise LimitExceeded(f"more than {max_memo} memo entries")
-                    assert isinstance(arg, int)  # noqa: S101
-                    if arg < 0:
+                    index = cast(int, arg)  # PUT readers return an int
+                    if index < 0:
                         raise ArtifactError(f"negative memo index at byte {pos}")
-                    memo[arg] = self._top()
+                    memo[index] = self._top()
                 elif code == 0x94:  # MEMOIZE: index is the memo's current size
                     if len(memo) >= max_memo:
                         raise LimitExceeded(f"more than {max_memo} memo entries")
@@ -284,10 +299,31 @@ class Machine:
                 elif code == 0x28:  # MARK
                     self.metastack.append(stack)
                     self.stack = []
-                elif code in (0x8C, 0x58, 0x8D, 0x4B, 0x4A, 0x4D, 0x47, 0x43, 0x42, 0x8E, 0x8A, 0x8B,
-                              0x55, 0x54, 0x56, 0x53, 0x49, 0x4C, 0x46):
-                    stack.append(arg)
-                elif code == 0x96:  # BYTEARRAY8
+                elif (
+                    code
+                    in (
+                        0x8C,
+                        0x58,
+                        0x8D,
+                        0x4B,
+                        0x4A,
+                        0x4D,
+                        0x47,
+                        0x43,
+                        0x42,
+                        0x8E,
+                        0x8A,
+                        0x8B,
+                        0x55,
+                        0x54,
+                        0x56,
+                        0x53,
+                        0x49,
+                        0x4C,
+                        0x46,
+                    )
+                    or code == 0x96
+                ):
                     stack.append(arg)
                 elif code == 0x4E:  # NONE
                     stack.append(None)
@@ -360,8 +396,8 @@ class Machine:
                     stack.append(self._top())
                 # Names and calls ----------------------------------------------------
                 elif code == 0x63:  # GLOBAL
-                    module, name = arg  # type: ignore[misc]
-                    stack.append(self._new_global(module, name, pos))
+                    pair = cast(tuple[str, str], arg)  # the GLOBAL reader returns (module, name)
+                    stack.append(self._new_global(pair[0], pair[1], pos))
                 elif code == 0x93:  # STACK_GLOBAL
                     name = self._pop()
                     module = self._pop()
@@ -386,8 +422,8 @@ class Machine:
                     self.stack.append(self._call(items[0], tuple(items[1:]), pos, "obj"))
                 elif code == 0x69:  # INST: MARK args... INST module name
                     items = self._pop_mark()
-                    module, name = arg  # type: ignore[misc]
-                    cls = self._new_global(module, name, pos)
+                    pair = cast(tuple[str, str], arg)  # the INST reader returns (module, name)
+                    cls = self._new_global(pair[0], pair[1], pos)
                     self.stack.append(self._call(cls, tuple(items), pos, "inst"))
                 elif code == 0x62:  # BUILD
                     state = self._pop()
