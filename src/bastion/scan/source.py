@@ -130,8 +130,10 @@ class StreamSource:
 
     def __init__(self, stream: BinaryIO | io.BufferedIOBase, name: str, size: int | None = None) -> None:
         # Peeks need a buffered stream; wrap raw ones (any readable binary stream works).
-        self._stream: Any = (
-            stream if hasattr(stream, "peek") else io.BufferedReader(cast(io.RawIOBase, stream), 1 << 16)
+        self._stream: _Peekable = (
+            cast(_Peekable, stream)
+            if hasattr(stream, "peek")
+            else io.BufferedReader(cast(io.RawIOBase, stream), 1 << 16)
         )
         self.name = name
         self._pos = 0
