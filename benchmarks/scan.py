@@ -439,8 +439,8 @@ def judge_picklescan(result: ProcessResult) -> Outcome:
     return outcome
 
 
-def judge_fickling(result: ProcessResult) -> Outcome:
-    """0 = likely safe, 1 = unsafe, 2 = parse error; an uncaught exception also exits 1."""
+def judge_python_cli(result: ProcessResult) -> Outcome:
+    """0 = clean, 1 = flagged, else error; an uncaught exception (exit 1 + traceback) is an error."""
     outcome = judge_exit(flagged=1)(result)
     if outcome is Outcome.FLAGGED and TRACEBACK in result.stderr:
         return Outcome.ERROR
@@ -511,7 +511,7 @@ PEERS: Final = (
         needs_torch=False,
         args=("--check-safety", "--json-output", "{scratch}/fickling.json", "{path}"),
         has_dir_mode=False,
-        judge=judge_fickling,
+        judge=judge_python_cli,
         verdicts="exit 0 likely safe, 1 unsafe (traceback = crash), 2 parse error",
     ),
     PeerSpec(
@@ -569,7 +569,7 @@ def make_bastion(bin_dir: Path) -> Tool | None:
         env=(),
         scan_file=one(build),
         scan_dir=whole_dir(build),
-        judge=judge_exit(flagged=1),
+        judge=judge_python_cli,
     )
 
 

@@ -2,97 +2,108 @@
 
 from __future__ import annotations
 
-import enum
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TextIO
 
-import typer
+import click
 
-
-class Format(enum.StrEnum):
-    TEXT = "text"
-    JSON = "json"
-    SARIF = "sarif"
+FORMATS = ("text", "json", "sarif")
+SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
+@click.command("scan")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "-f",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for people; json or sarif for machines.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(SEVERITIES, case_sensitive=False),
+    default=None,
+    help="Exit 1 on findings at or above this severity [default: high, or the policy's block_at].",
+)
+@click.option(
+    "--policy", type=click.Path(path_type=Path), default=None, help="Policy YAML file (or set BASTION_POLICY)."
+)
+@click.option(
+    "--workers", "-j", type=click.IntRange(min=1), default=None, help="Processes for folders [default: one per core]."
+)
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), default=None, help="Write the report to this file, not stdout."
+)
+@click.option("--show-clean", is_flag=True, help="Also list files without findings (text format).")
 def scan_command(
-    paths: Annotated[
-        list[Path], typer.Argument(help="Model files or folders (scanned recursively).", show_default=False)
-    ],
-    output_format: Annotated[
-        Format, typer.Option("--format", "-f", help="text for people, json or sarif for machines.")
-    ] = Format.TEXT,
-    fail_on: Annotated[
-        str | None,
-        typer.Option(
-            "--fail-on",
-            help="Exit 1 on findings at or above: info, low, medium, high, critical. [default: high, or the policy's]",
-        ),
-    ] = None,
-    policy: Annotated[Path | None, typer.Option("--policy", help="Policy YAML file (or set BASTION_POLICY).")] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", "-j", help="Processes for folders [default: one per core].")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")
-    ] = None,
-    show_clean: Annotated[
-        bool, typer.Option("--show-clean", help="List files without findings too (text format).")
-    ] = False,
-) -> None:
-    """Scan model files for code that runs when they are loaded.
+    paths: tuple[Path, ...],
+    output_format: str,
+    fail_on: str | None,
+    policy: Path | None,
+    workers: int | None,
+    output: Path | None,
+    show_clean: bool,
+) -> int:
+    """Scan model files and folders for code that runs when they are loaded.
 
-    Never loads, imports or executes what it reads. Exit codes: 0 clean, 1 findings at or
-    above --fail-on, 2 something could not be fully analysed (never reported as clean) or
-    a usage error.
+    Bastion never loads, imports or executes what it reads. Formats are recognised by
+    content: pickle, PyTorch, joblib, NumPy, Keras, TensorFlow, ONNX, safetensors, GGUF,
+    and zip/tar/gzip archives of them.
+
+    Exit codes: 0 clean; 1 findings at or above --fail-on; 2 something could not be fully
+    analysed (never reported as clean) or a usage error.
     """
-    from bastion.policy.load import load_policy  # noqa: PLC0415  # keep `--help` fast
+    from bastion.policy.load import load_policy  # noqa: PLC0415  # keep --help fast
     from bastion.scan.api import scan_paths  # noqa: PLC0415
     from bastion.scan.report import exit_code  # noqa: PLC0415
 
     active = load_policy(policy, block_at=fail_on)
-    with _progress() as progress:
-        report = scan_paths(paths, active.scan, progress=progress, workers=workers)
+    with _Progress() as progress:
+        report = scan_paths(list(paths), active.scan, progress=progress, workers=workers)
     block_at = active.scan.block_at
-    out = output.open("w", encoding="utf-8") if output else sys.stdout
+    out: TextIO = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
-        match output_format:
-            case Format.TEXT:
-                from bastion.render.scan_text import render_text  # noqa: PLC0415
+        if output_format == "json":
+            from bastion.render.scan_json import render_json  # noqa: PLC0415
 
-                render_text(report, block_at, out, show_clean=show_clean)
-            case Format.JSON:
-                from bastion.render.scan_json import render_json  # noqa: PLC0415
+            render_json(report, block_at, out)
+        elif output_format == "sarif":
+            from bastion.render.scan_sarif import render_sarif  # noqa: PLC0415
 
-                render_json(report, block_at, out)
-            case Format.SARIF:
-                from bastion.render.scan_sarif import render_sarif  # noqa: PLC0415
+            render_sarif(report, block_at, out)
+        else:
+            from bastion.render.scan_text import render_text  # noqa: PLC0415
 
-                render_sarif(report, block_at, out)
+            render_text(report, block_at, out, show_clean=show_clean)
     finally:
         if output:
             out.close()
-    raise typer.Exit(exit_code(report.verdict(block_at)))
+    return exit_code(report.verdict(block_at))
 
 
-class _progress:  # noqa: N801  # used as a context manager, reads as one
-    """A progress bar on stderr when it is a terminal; nothing otherwise."""
+class _Progress:
+    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
+
+    def __init__(self) -> None:
+        self._bar: _Bar | None = None
 
     def __enter__(self) -> _Bar | None:
-        if not sys.stderr.isatty():
-            return None
-        self._bar = _Bar()
+        if sys.stderr.isatty():
+            self._bar = _Bar()
         return self._bar
 
     def __exit__(self, *exc: object) -> None:
-        bar = getattr(self, "_bar", None)
-        if bar is not None:
-            bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 class _Bar:
     def __init__(self) -> None:
+        from rich.console import Console  # noqa: PLC0415  # only on a terminal
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
         self._progress = Progress(
@@ -101,6 +112,7 @@ class _Bar:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.description}"),
+            console=Console(stderr=True),
             transient=True,
         )
         self._task = self._progress.add_task("", total=None)

@@ -6,9 +6,6 @@ import dataclasses
 import os
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from bastion.errors import ConfigError
 from bastion.findings import Severity
 from bastion.policy.schema import Policy
@@ -27,14 +24,17 @@ def load_policy(path: Path | None = None, *, block_at: str | None = None) -> Pol
     source = path or (Path(os.environ["BASTION_POLICY"]) if os.environ.get("BASTION_POLICY") else None)
     policy = Policy()
     if source is not None:
+        import yaml  # noqa: PLC0415  # YAML and pydantic only when a file is given
+        from pydantic import ValidationError  # noqa: PLC0415
+
+        from bastion.policy.file import PolicyFile  # noqa: PLC0415
+
         try:
             raw = yaml.safe_load(source.read_text(encoding="utf-8"))
         except OSError as err:
             raise ConfigError(f"{source}: cannot read policy: {err.strerror}", hint="Check the --policy path.") from err
         except yaml.YAMLError as err:
             raise ConfigError(f"{source}: not valid YAML: {err}", hint="Fix the YAML syntax.") from err
-        from bastion.policy.file import PolicyFile  # noqa: PLC0415  # pydantic only when a file is given
-
         try:
             policy = PolicyFile.model_validate(raw or {}).to_policy()
         except ValidationError as err:

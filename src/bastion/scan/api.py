@@ -11,7 +11,6 @@ import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bastion.errors import ArtifactError
@@ -121,6 +120,8 @@ def scan_paths(
             if progress is not None:
                 progress(i, total, path)
     else:
+        from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415  # only for many files
+
         chunk = max(1, min(64, total // (count * 8)))
         with ProcessPoolExecutor(max_workers=count) as pool:
             for i, report in enumerate(pool.map(_scan_one, [(f, active) for f in files], chunksize=chunk), 1):

@@ -4,17 +4,13 @@ A name is used only to fail closed: a file named like a model whose content matc
 no known format is reported as not analysed, not passed over as "unknown".
 """
 
+# ruff: noqa: PLC0415  # format modules are imported on first use: start-up time counts in CI
+
 from __future__ import annotations
 
 from bastion.errors import ArtifactError, LimitExceeded, UnsupportedFormat
 from bastion.findings import Location, Severity
-from bastion.scan import secrets
 from bastion.scan.context import ScanContext
-from bastion.scan.formats import gguf, keras, numpy, protobuf_models, safetensors
-from bastion.scan.formats.compressed import scan_compressed
-from bastion.scan.formats.pickle import scan_pickle
-from bastion.scan.formats.tararchive import scan_tar
-from bastion.scan.formats.ziparchive import scan_zip
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
 
 _MODEL_SUFFIXES = (
@@ -40,11 +36,14 @@ _MODEL_SUFFIXES = (
 )
 _PICKLE0_STARTS = frozenset(b"(c]}).NIJKLSVFlditpPU")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
+_NPY = b"\x93NUMPY"
+_COMPRESSION_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
 _MAX_IN_MEMORY = 512 << 20
-
-
-def _is_zlib(head: bytes) -> bool:
-    return len(head) >= 2 and head[0] == 0x78 and ((head[0] << 8) | head[1]) % 31 == 0
 
 
 def _looks_text(head: bytes) -> bool:
@@ -87,58 +86,79 @@ def scan_source(ctx: ScanContext, src: ByteSource, loc: Location, name: str, dep
         ctx.incomplete(loc, f"could not be fully analysed: {type(err).__name__}: {err}", "malformed")
 
 
-def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: C901, PLR0912
+def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: PLR0912
     head = src.peek(512)
     lower = name.lower()
     if not head:
         return
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        from bastion.scan.formats.ziparchive import scan_zip
+
         scan_zip(ctx, in_memory(src), loc, depth)
-        return
-    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+    elif head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        from bastion.scan.formats.pickle import scan_pickle
+
         scan_pickle(ctx, src, loc, depth)
-        return
-    if head.startswith(numpy.MAGIC):
-        numpy.scan_npy(ctx, src, loc, depth)
-        return
-    for magic, kind in (
-        (b"\x1f\x8b", "gzip"),
-        (b"BZh", "bzip2"),
-        (b"\xfd7zXZ\x00", "xz"),
-        (b"\x04\x22\x4d\x18", "lz4"),
-    ):
-        if head.startswith(magic):
-            scan_compressed(ctx, src, loc, kind, name, depth)
-            return
-    if _is_zlib(head):
-        scan_compressed(ctx, src, loc, "zlib", name, depth)
-        return
-    if head.startswith(gguf.MAGIC):
-        gguf.scan_gguf(ctx, src, loc)
-        return
-    if head.startswith(_HDF5) or (
+    elif head.startswith(_NPY):
+        from bastion.scan.formats.numpy import scan_npy
+
+        scan_npy(ctx, src, loc, depth)
+    elif (kind := _compression(head)) is not None:
+        from bastion.scan.formats.compressed import scan_compressed
+
+        scan_compressed(ctx, src, loc, kind, name, depth)
+    elif head.startswith(b"GGUF"):
+        from bastion.scan.formats.gguf import scan_gguf
+
+        scan_gguf(ctx, src, loc)
+    elif head.startswith(_HDF5) or (
         isinstance(src, MemorySource) and any(src.bytes_at(o, 8) == _HDF5 for o in (512, 1024, 2048))
     ):
-        keras.scan_hdf5(ctx, in_memory(src), loc)
-        return
-    if len(head) >= 262 and head[257:262] == b"ustar":
+        from bastion.scan.formats.keras import scan_hdf5
+
+        scan_hdf5(ctx, in_memory(src), loc)
+    elif len(head) >= 262 and head[257:262] == b"ustar":
+        from bastion.scan.formats.tararchive import scan_tar
+
         scan_tar(ctx, src, loc, depth)
-        return
-    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+    elif head.startswith(b"7z\xbc\xaf\x27\x1c"):
         raise UnsupportedFormat("7z archives are not unpacked by Bastion; their members cannot be analysed")
-    if head.startswith(b"Rar!\x1a\x07"):
+    elif head.startswith(b"Rar!\x1a\x07"):
         raise UnsupportedFormat("RAR archives are not unpacked by Bastion; their members cannot be analysed")
-    if head[0] in _PICKLE0_STARTS and _tentative_pickle(ctx, src, loc, depth):
+    elif head[0] in _PICKLE0_STARTS and _tentative_pickle(ctx, src, loc, depth):
         return
-    if safetensors.sniff(head):
-        safetensors.scan_safetensors(ctx, src, loc)
-        return
-    if _looks_text(head):
+    elif _is_safetensors(head):
+        from bastion.scan.formats.safetensors import scan_safetensors
+
+        scan_safetensors(ctx, src, loc)
+    elif _looks_text(head):
         _scan_text(ctx, src, loc, name, depth)
-        return
-    protobuf_kind = protobuf_models.sniff(head, lower)
-    if protobuf_kind is not None and protobuf_models.scan_protobuf_model(ctx, in_memory(src), loc, protobuf_kind):
-        return
+    elif not _scan_protobuf(ctx, src, loc, head, lower):
+        _unknown(ctx, loc, name, lower)
+
+
+def _compression(head: bytes) -> str | None:
+    for magic, kind in _COMPRESSION_MAGIC:
+        if head.startswith(magic):
+            return kind
+    if len(head) >= 2 and head[0] == 0x78 and ((head[0] << 8) | head[1]) % 31 == 0:
+        return "zlib"
+    return None
+
+
+def _is_safetensors(head: bytes) -> bool:
+    # An 8-byte little-endian header length, then the JSON header's opening brace.
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2
+
+
+def _scan_protobuf(ctx: ScanContext, src: ByteSource, loc: Location, head: bytes, lower: str) -> bool:
+    from bastion.scan.formats import protobuf_models
+
+    kind = protobuf_models.sniff(head, lower)
+    return kind is not None and protobuf_models.scan_protobuf_model(ctx, in_memory(src), loc, kind)
+
+
+def _unknown(ctx: ScanContext, loc: Location, name: str, lower: str) -> None:
     if lower.endswith(_MODEL_SUFFIXES):
         raise UnsupportedFormat(f"named like a model file ({name}) but its content matches no format Bastion knows")
     ctx.saw("unknown")
@@ -153,6 +173,8 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
 
 def _tentative_pickle(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> bool:
     """Scan data that may be a protocol-0/1 pickle; rewind and return False if it is not."""
+    from bastion.scan.formats.pickle import scan_pickle
+
     memory = in_memory(src)
     if scan_pickle(ctx, memory, loc, depth, tentative=True):
         return True
@@ -170,6 +192,9 @@ class _Rerouted(Exception):  # control flow: route the in-memory copy instead
 
 def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:
     data = src.read_some(ctx.limits.max_text_bytes)
+    from bastion.scan import secrets
+    from bastion.scan.formats import keras, protobuf_models
+
     text = data.decode("utf-8", "replace")
     lower = name.lower()
     stripped = text.lstrip()

@@ -15,7 +15,7 @@ from typing import NamedTuple, cast
 
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.scan.limits import ScanLimits
-from bastion.scan.source import ByteSource
+from bastion.scan.source import ByteSource, MemorySource
 
 MAX_LINE = 1 << 28  # CPython sets no limit; this only bounds memory
 HIGHEST_PROTOCOL = 5
@@ -246,33 +246,98 @@ def parse_opcodes(src: ByteSource, limits: ScanLimits, on_quirk: QuirkSink | Non
         ArtifactError: the stream is truncated or malformed (what CPython would refuse).
         LimitExceeded: the opcode budget ran out.
     """
-    frame_end: int | None = None
+    if isinstance(src, MemorySource):
+        yield from _parse_memory(src, limits, on_quirk)
+        return
+    frame = _Frames(on_quirk)
     budget = limits.max_pickle_opcodes
     no_arg = _NO_ARG
     read = src.read
     while True:
         pos = src.tell()
-        byte = read(1)
-        code = byte[0]
+        code = read(1)[0]
         arg = None if code in no_arg else _read_arg(code, src, limits, pos)
-        if frame_end is not None:
-            end = src.tell()
-            if pos >= frame_end:
-                frame_end = None
-            elif end > frame_end and on_quirk is not None:
-                on_quirk(
-                    pos, f"{NAMES.get(code, hex(code))} at byte {pos} runs past the end of its frame at {frame_end}"
-                )
-                frame_end = None
-        if code == 0x95:  # FRAME
-            if frame_end is not None and on_quirk is not None:
-                on_quirk(pos, f"FRAME at byte {pos} opens inside the frame ending at {frame_end}")
-            frame_end = src.tell() + cast(int, arg)  # the FRAME reader returns an int
-        elif code == 0x80 and isinstance(arg, int) and arg > HIGHEST_PROTOCOL:
-            raise ArtifactError(f"unsupported pickle protocol {arg} at byte {pos}")
+        frame.check(code, arg, pos, src.tell())
         budget -= 1
         if budget < 0:
             raise LimitExceeded(f"more than {limits.max_pickle_opcodes} opcodes")
         yield Op(code, arg, pos)
         if code == 0x2E:  # STOP
             return
+
+
+def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | None) -> Iterator[Op]:
+    # The same loop over a buffer: the opcode byte and the commonest one-byte and short
+    # string arguments are read in place; everything else goes through _read_arg.
+    frame = _Frames(on_quirk)
+    budget = limits.max_pickle_opcodes
+    no_arg = _NO_ARG
+    buf, base, end = src.buf, src.start, src.end
+    while True:
+        here = src._pos  # the fast path reads the window directly
+        if here >= end:
+            raise ArtifactError(f"{src.name}: truncated at byte {here - base}: the pickle has no STOP")
+        code = buf[here]
+        pos = here - base
+        if code in no_arg:
+            arg: object = None
+            src._pos = here + 1
+        elif code in (0x71, 0x68, 0x4B) and here + 2 <= end:  # BINPUT, BINGET, BININT1
+            arg = buf[here + 1]
+            src._pos = here + 2
+        elif code == 0x47 and here + 9 <= end:  # BINFLOAT
+            arg = _F8.unpack_from(buf, here + 1)[0]
+            src._pos = here + 9
+        elif code in (0x4A, 0x72, 0x6A) and here + 5 <= end:  # BININT, LONG_BINPUT, LONG_BINGET
+            arg = (_I4 if code == 0x4A else _U4).unpack_from(buf, here + 1)[0]
+            src._pos = here + 5
+        elif code == 0x4D and here + 3 <= end:  # BININT2
+            arg = _U2.unpack_from(buf, here + 1)[0]
+            src._pos = here + 3
+        elif code == 0x8C and here + 2 <= end and here + 2 + buf[here + 1] <= end:  # SHORT_BINUNICODE
+            size = buf[here + 1]
+            arg = _decode_utf8(bytes(buf[here + 2 : here + 2 + size]), pos)
+            src._pos = here + 2 + size
+        else:
+            src._pos = here + 1
+            arg = _read_arg(code, src, limits, pos)
+        if frame.active or code in (0x95, 0x80):  # FRAME, PROTO
+            frame.check(code, arg, pos, src.tell())
+        budget -= 1
+        if budget < 0:
+            raise LimitExceeded(f"more than {limits.max_pickle_opcodes} opcodes")
+        yield code, arg, pos  # type: ignore[misc]  # a plain tuple is an Op's shape, built faster
+        if code == 0x2E:  # STOP
+            return
+
+
+class _Frames:
+    """Tracks FRAME boundaries and reports what a conforming pickler never writes."""
+
+    __slots__ = ("active", "end", "on_quirk")
+
+    def __init__(self, on_quirk: QuirkSink | None) -> None:
+        self.on_quirk = on_quirk
+        self.end = 0
+        self.active = False
+
+    def check(self, code: int, arg: object, pos: int, after: int) -> None:
+        if self.active:
+            if pos >= self.end:
+                self.active = False
+            elif after > self.end:
+                self._quirk(
+                    pos, f"{NAMES.get(code, hex(code))} at byte {pos} runs past the end of its frame at {self.end}"
+                )
+                self.active = False
+        if code == 0x95:  # FRAME
+            if self.active:
+                self._quirk(pos, f"FRAME at byte {pos} opens inside the frame ending at {self.end}")
+            self.end = after + cast(int, arg)  # the FRAME reader returns an int
+            self.active = True
+        elif code == 0x80 and isinstance(arg, int) and arg > HIGHEST_PROTOCOL:
+            raise ArtifactError(f"unsupported pickle protocol {arg} at byte {pos}")
+
+    def _quirk(self, pos: int, detail: str) -> None:
+        if self.on_quirk is not None:
+            self.on_quirk(pos, detail)

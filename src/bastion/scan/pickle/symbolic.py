@@ -83,6 +83,33 @@ class PSet:
     items: list[object] = field(default_factory=list)
 
 
+# Opcodes whose argument is the value they push (strings, bytes, numbers).
+_PUSH_ARG = frozenset(
+    {
+        0x8C,
+        0x58,
+        0x8D,
+        0x4B,
+        0x4A,
+        0x4D,
+        0x47,
+        0x43,
+        0x42,
+        0x8E,
+        0x8A,
+        0x8B,
+        0x55,
+        0x54,
+        0x56,
+        0x53,
+        0x49,
+        0x4C,
+        0x46,
+        0x96,
+    }
+)
+
+
 class _Mark:
     __slots__ = ()
 
@@ -280,7 +307,9 @@ class Machine:
             for code, arg, pos in parse_opcodes(src, limits, quirk):
                 stack = self.stack
                 # Values ------------------------------------------------------------
-                if code in (0x71, 0x72, 0x70):  # BINPUT, LONG_BINPUT, PUT
+                if code in _PUSH_ARG:
+                    stack.append(arg)
+                elif code in (0x71, 0x72, 0x70):  # BINPUT, LONG_BINPUT, PUT
                     if len(memo) >= max_memo:
                         raise LimitExceeded(f"more than {max_memo} memo entries")
                     index = cast(int, arg)  # PUT readers return an int
@@ -299,32 +328,6 @@ class Machine:
                 elif code == 0x28:  # MARK
                     self.metastack.append(stack)
                     self.stack = []
-                elif (
-                    code
-                    in (
-                        0x8C,
-                        0x58,
-                        0x8D,
-                        0x4B,
-                        0x4A,
-                        0x4D,
-                        0x47,
-                        0x43,
-                        0x42,
-                        0x8E,
-                        0x8A,
-                        0x8B,
-                        0x55,
-                        0x54,
-                        0x56,
-                        0x53,
-                        0x49,
-                        0x4C,
-                        0x46,
-                    )
-                    or code == 0x96
-                ):
-                    stack.append(arg)
                 elif code == 0x4E:  # NONE
                     stack.append(None)
                 elif code == 0x88:

@@ -1,0 +1,18 @@
+"""A user-defined PyTorch module, importable by name so that `torch.save(model)` can pickle it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """Two linear layers: what a full-model `torch.save` of a user's own class looks like."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(x)))

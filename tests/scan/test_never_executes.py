@@ -1,0 +1,229 @@
+"""The never-execute guard: scanning hostile files runs none of their code.
+
+Each scan runs in a fresh interpreter (the audit hook cannot be removed once installed,
+so it must not leak into other tests). The harness imports all of Bastion and scans every
+target once to warm up (imports, lazily built tables), then arms a `sys.addaudithook`
+hook and scans again. Armed, it records what loading a model would do and scanning must
+never do: unpickling (`pickle.find_class`), executing or compiling code, importing a new
+module, starting processes, loading native code, and opening files for writing. Canary
+pickles would create a file next to the test if anything loaded them.
+
+`test_guard_catches_a_scanner_that_unpickles` proves the guard has teeth: it makes the
+scanner call `pickle.loads` on what it scans and expects both the hook and the canaries
+to report it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import gzip
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+CORPUS_FOLDERS = (SHARED / "corpus", SHARED / "external-corpus")
+
+HARNESS = r'''
+import ast
+import json
+import os
+import pkgutil
+import sys
+
+result_path, targets = sys.argv[1], sys.argv[2:]
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+FORBIDDEN_EXACT = {"exec", "os.system", "os.fork", "os.forkpty", "os.posix_spawn", "os.startfile",
+                   "subprocess.Popen", "pickle.find_class", "code.__new__", "webbrowser.open",
+                   "urllib.Request", "os.kill", "os.killpg", "os.putenv", "os.unsetenv"}
+FORBIDDEN_PREFIXES = ("os.exec", "os.spawn", "ctypes.", "marshal.", "socket.", "shutil.", "os.remove",
+                      "os.rename", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.chmod", "os.chown",
+                      "os.truncate", "os.chflags", "os.utime")
+AST_FILE = ast.__file__
+phase = "setup"
+warm_imports = set()
+violations = []
+
+
+def hook(event, args):
+    if phase == "warmup":
+        if event == "import":
+            warm_imports.add(args[0])
+        return
+    if phase != "armed":
+        return
+    if event == "open":
+        mode, flags = args[1], args[2]
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & WRITE_FLAGS)
+        if not writes:
+            return
+    elif event == "compile":
+        caller = sys._getframe(1).f_code
+        if caller.co_name == "parse" and caller.co_filename == AST_FILE:
+            return  # ast.parse (literal_eval of a .npy header) builds a syntax tree, never code
+    elif event == "import":
+        if args[0] in sys.modules or args[0] in warm_imports:
+            return  # a failed optional import repeats exactly what the warm-up did
+    elif event not in FORBIDDEN_EXACT and not event.startswith(FORBIDDEN_PREFIXES):
+        return
+    frame = sys._getframe(1)
+    where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    violations.append({"event": event, "args": repr(args)[:300], "where": where})
+
+
+sys.addaudithook(hook)
+phase = "warmup"
+import bastion
+for module in pkgutil.walk_packages(bastion.__path__, "bastion."):
+    __import__(module.name)
+from bastion.scan.api import scan_paths
+
+scan_paths(targets, workers=1)
+
+if os.environ.get("BASTION_TEST_SABOTAGE") == "1":
+    # A scanner that "also" loads what it scans: the guard must catch it.
+    import pickle
+
+    import bastion.scan.formats.pickle as pickle_format
+
+    original = pickle_format.scan_pickle
+
+    def loading_scan_pickle(ctx, src, loc, depth, *args, **kwargs):
+        data = src.bytes_at(src.tell(), src.size - src.tell()) if hasattr(src, "bytes_at") else src.peek(1 << 16)
+        try:
+            pickle.loads(data)
+        except Exception:
+            pass
+        return original(ctx, src, loc, depth, *args, **kwargs)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "scan_pickle", None) is original:
+            module.scan_pickle = loading_scan_pickle
+
+phase = "armed"
+report = scan_paths(targets, workers=1)
+phase = "done"
+verdicts = {f.path: f.verdict(bastion.Severity.HIGH).value for f in report.files}
+with open(result_path, "w", encoding="utf-8") as out:
+    json.dump({"violations": violations, "verdicts": verdicts}, out)
+'''
+
+
+class _Call:
+    """Pickles as `func(*args)`: a REDUCE of the named global, which loading would run."""
+
+    def __init__(self, func: object, *args: object) -> None:
+        self.func = func
+        self.args = args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (self.func, self.args)
+
+
+def _canary_payloads(canaries: Path) -> dict[str, object]:
+    """Objects that, if unpickled, create a file named after the payload in `canaries`."""
+    return {
+        "open": _Call(builtins.open, str(canaries / "open"), "w"),
+        "system": _Call(os.system, f"touch {canaries / 'system'}"),
+        "exec": _Call(builtins.exec, f"open({str(canaries / 'exec')!r}, 'w').close()"),
+    }
+
+
+def _write_canary_files(folder: Path, canaries: Path) -> list[Path]:
+    """Canary pickles in every protocol and in the containers that hold pickles in practice."""
+    folder.mkdir()
+    canaries.mkdir()
+    written: list[Path] = []
+    for name, payload in _canary_payloads(canaries).items():
+        for protocol in (0, 2, 4, 5):
+            path = folder / f"{name}_p{protocol}.pkl"
+            path.write_bytes(pickle.dumps({"model": payload}, protocol=protocol))
+            written.append(path)
+        blob = pickle.dumps(payload, protocol=2)
+        zipped = folder / f"{name}_torch_style.pt"
+        with zipfile.ZipFile(zipped, "w") as archive:
+            archive.writestr("archive/data.pkl", blob)
+            archive.writestr("archive/version", "3\n")
+        gz = folder / f"{name}.pkl.gz"
+        gz.write_bytes(gzip.compress(blob))
+        npy = folder / f"{name}.npy"
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([payload, 1], dtype=object), allow_pickle=True)  # saving pickles; never loaded
+        npy.write_bytes(buffer.getvalue())
+        written += [zipped, gz, npy]
+    return written
+
+
+def _run_harness(tmp_path: Path, targets: list[Path], *, sabotage: bool = False) -> dict[str, Any]:
+    script = tmp_path / "audit_harness.py"
+    script.write_text(HARNESS, encoding="utf-8")
+    result = tmp_path / "audit_result.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    if sabotage:
+        env["BASTION_TEST_SABOTAGE"] = "1"
+    done = subprocess.run(
+        [sys.executable, str(script), str(result), *map(str, targets)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    return outcome
+
+
+def _shared_corpus_folders() -> list[Path]:
+    missing = [str(p) for p in CORPUS_FOLDERS if not p.is_dir()]
+    if missing:
+        message = f"shared corpus not found: {', '.join(missing)}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return list(CORPUS_FOLDERS)
+
+
+def test_scanning_canary_pickles_runs_nothing(tmp_path: Path) -> None:
+    canaries = tmp_path / "canaries"
+    files = _write_canary_files(tmp_path / "models", canaries)
+    outcome = _run_harness(tmp_path, files)
+    assert outcome["violations"] == []
+    assert list(canaries.iterdir()) == []
+    # The guard is only meaningful if every canary was really analysed (and caught).
+    assert outcome["verdicts"] == dict.fromkeys(map(str, files), "fail")
+
+
+def test_scanning_the_shared_corpus_runs_nothing(tmp_path: Path) -> None:
+    folders = _shared_corpus_folders()
+    canaries = tmp_path / "canaries"
+    files = _write_canary_files(tmp_path / "models", canaries)
+    outcome = _run_harness(tmp_path, [*folders, *files])
+    assert outcome["violations"] == []
+    assert list(canaries.iterdir()) == []
+    scanned = {Path(p).resolve() for p in outcome["verdicts"]}
+    corpus_files = {p.resolve() for folder in folders for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+    assert corpus_files <= scanned
+    assert len(corpus_files) > 100
+
+
+def test_guard_catches_a_scanner_that_unpickles(tmp_path: Path) -> None:
+    canaries = tmp_path / "canaries"
+    files = _write_canary_files(tmp_path / "models", canaries)
+    outcome = _run_harness(tmp_path, files, sabotage=True)
+    events = {v["event"] for v in outcome["violations"]}
+    assert "pickle.find_class" in events
+    assert {"os.system", "exec", "open"} <= events
+    assert {p.name for p in canaries.iterdir()} == {"open", "system", "exec"}
