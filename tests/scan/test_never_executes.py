@@ -182,6 +182,7 @@ def _run_harness(tmp_path: Path, targets: list[Path], *, sabotage: bool = False)
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    assert result.exists(), f"the harness ended without its report: something it scanned took over\n{done.stdout[-2000:]}"
     outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
     return outcome
 

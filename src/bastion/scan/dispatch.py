@@ -43,7 +43,7 @@ _COMPRESSION_MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
     (b"\x04\x22\x4d\x18", "lz4"),
 )
-_MAX_IN_MEMORY = 512 << 20
+_MAX_IN_MEMORY = 128 << 20  # nested containers needing random access; keeps peak memory bounded
 
 
 def _looks_text(head: bytes) -> bool:
