@@ -201,6 +201,13 @@ def _classification_data() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+SKLEARN_MODEL_NAMES = (
+    "logistic-regression", "random-forest", "gradient-boosting", "hist-gradient-boosting", "pipeline-scaler-logreg",
+    "svc", "kneighbors-kd-tree", "kneighbors-ball-tree", "mlp", "gaussian-nb", "kmeans", "isolation-forest",
+    "decision-tree-regressor", "ridge", "pca", "tfidf", "one-hot-encoder",
+)
+
+
 def sklearn_models() -> dict[str, object]:
     """Small fitted estimators of many kinds, keyed by a name for test ids."""
     from sklearn.cluster import KMeans  # noqa: PLC0415
@@ -282,6 +289,23 @@ def safetensors_file(folder: Path, name: str = "model.safetensors") -> Path:
     return path
 
 
+def safetensors_with_header_length(folder: Path, length: int) -> Path:
+    """A file written by safetensors whose JSON header is exactly `length` bytes long.
+
+    The header length is the first 8 bytes of the file, so it decides what the file's first
+    bytes look like (0x80 0x00 is also how a pickle starts; 0x78 0x01 how zlib does).
+    """
+    from safetensors.numpy import save  # noqa: PLC0415
+
+    for size in range(1, length):
+        data = save({"w" * size: np.zeros(2, dtype=np.float32)}, metadata={"format": "pt"})
+        if struct.unpack("<Q", data[:8])[0] == length:
+            path = folder / f"header-{length:#x}.safetensors"
+            path.write_bytes(data)
+            return path
+    raise AssertionError(f"no tensor name gives a {length}-byte header")
+
+
 def safetensors_raw(folder: Path, header: dict[str, object], data: bytes, name: str, declared_length: int | None = None) -> Path:
     """A safetensors file written by hand: 8-byte header length, JSON header, data."""
     raw = json.dumps(header).encode()
@@ -301,10 +325,24 @@ def safetensors_trailing_bytes(folder: Path) -> Path:
 
 def safetensors_overlapping(folder: Path) -> Path:
     header = {
+        "__metadata__": {"format": "pt"},
         "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
         "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
     }
     return safetensors_raw(folder, header, bytes(12), "overlap.safetensors")
+
+
+def safetensors_gap(folder: Path) -> Path:
+    header = {
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]},
+    }
+    return safetensors_raw(folder, header, bytes(24), "gap.safetensors")
+
+
+def safetensors_out_of_bounds(folder: Path) -> Path:
+    header = {"a": {"dtype": "F64", "shape": [4], "data_offsets": [0, 32]}}
+    return safetensors_raw(folder, header, bytes(16), "out_of_bounds.safetensors")
 
 
 def safetensors_bad_dtype(folder: Path) -> Path:

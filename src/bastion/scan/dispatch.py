@@ -37,6 +37,7 @@ _MODEL_SUFFIXES = (
 _PICKLE0_STARTS = frozenset(b"(c]}).NIJKLSVFlditpPU")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _NPY = b"\x93NUMPY"
+_LZMA_DICT_SIZES = frozenset((1 << n).to_bytes(4, "little") for n in range(12, 31))
 _COMPRESSION_MAGIC = (
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bzip2"),
@@ -143,6 +144,10 @@ def _compression(head: bytes) -> str | None:
             return kind
     if len(head) >= 2 and head[0] == 0x78 and ((head[0] << 8) | head[1]) % 31 == 0:
         return "zlib"
+    # .lzma ("alone") streams, as joblib writes them: properties byte 0x5D, then a
+    # little-endian power-of-two dictionary size.
+    if len(head) >= 13 and head[0] == 0x5D and head[1:5] in _LZMA_DICT_SIZES:
+        return "lzma"
     return None
 
 

@@ -65,10 +65,10 @@ HOSTILE_PICKLES = [
 # Hand-written streams for opcodes that pickle.dumps never emits for plain data.
 HAND_PICKLES = [
     b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x85R.",
-    b"(cposix\nsystem\nS'true'\ni.",
+    b"(S'true'\niposix\nsystem\n.",
     b"\x80\x02cbuiltins\nlist\n)\x81}b\x82\x01\x83\x01\x00\x84\x01\x00\x00\x00Q.",
-    b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00ab\x97\x98(K\x01K\x021\x8f(K\x01\x90\x91.",
-    b"(I1\nL2L\nF1.5\nS'a'\nVb\nP1\ng0\nNt0p0\n.",
+    b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00ab\x97\x98(K\x01K\x021\x8f(K\x01\x90(K\x02\x91.",
+    b"(I1\np0\nL2L\nF1.5\nS'a'\nVb\nP1\ng0\nNt.",
 ]
 ALL_PICKLES = PICKLES + HOSTILE_PICKLES + HAND_PICKLES
 

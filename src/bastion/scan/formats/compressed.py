@@ -103,6 +103,8 @@ def _decompressor(kind: str, raw: io.RawIOBase) -> BinaryIO:
         return bz2.BZ2File(buffered, "rb")  # type: ignore[return-value]
     if kind == "xz":
         return lzma.LZMAFile(buffered, "rb")  # type: ignore[return-value]
+    if kind == "lzma":
+        return lzma.LZMAFile(buffered, "rb", format=lzma.FORMAT_ALONE)  # type: ignore[return-value]
     if kind == "zlib":
         return _ZlibStream(buffered)  # type: ignore[arg-type,return-value]  # a RawIOBase stream
     if kind == "lz4":

@@ -133,7 +133,8 @@ class _Stream:
             before = len(ctx.findings)
             emu = self.emulate_one()
             if emu.error is not None:
-                if count == 0 and tentative and not emu.globals and len(ctx.findings) == before:
+                if count == 0 and tentative and not self._worth_keeping(before):
+                    del ctx.findings[before:]
                     return False
                 if count == 0 or emu.globals or len(ctx.findings) > before:
                     if count >= 1 and not legacy:
@@ -176,6 +177,15 @@ class _Stream:
                     "another pickle follows the first; loaders that read on will run it too",
                     self.fmt,
                 )
+
+    def _worth_keeping(self, before: int) -> bool:
+        # Text that merely starts like protocol 0 (TorchScript's "class ...") is not a
+        # pickle; a broken stream that already named something dangerous still counts,
+        # since the unpickler runs every REDUCE it reaches before it fails.
+        return any(
+            f.severity >= Severity.HIGH and f.rule_id not in ("pickle.malformed-global", "pickle.call-chain")
+            for f in self.ctx.findings[before:]
+        )
 
     def _trailing(self, pos: int | None) -> None:
         where = pos if pos is not None else self.src.tell()

@@ -367,6 +367,11 @@ SAFE_CALLABLES = frozenset(
         "sklearn.tree._tree.Tree",
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._ball_tree.BallTree",
+        # Cython's `newObj(cls)` only calls cls.__new__(cls).
+        "sklearn.neighbors._kd_tree.newObj",
+        "sklearn.neighbors._ball_tree.newObj",
+        "sklearn.neighbors._binary_tree.newObj",
+        "sklearn.metrics._dist_metrics.newObj",
         "sklearn.utils._bunch.Bunch",
         # joblib wraps arrays it writes next to the pickle.
         "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -382,6 +387,9 @@ SAFE_CALLABLE_PREFIXES = (
     "torch.ao.quantization.",
     "numpy.dtypes.",
 )
+
+# Packages whose Cython `__pyx_unpickle_*` reconstructors are trusted.
+_CYTHON_TRUSTED = ("numpy.", "sklearn.", "scipy.", "pandas._libs.")
 
 # Prefixes of classes that checkpoints routinely rebuild through NEWOBJ/copyreg: trusted
 # ecosystem types that are never flagged when only rebuilt.
@@ -581,12 +589,15 @@ def is_safe_callable(module: str, name: str, extra: frozenset[str] = frozenset()
         return True
     if module == "torch" and name in TORCH_TYPES:
         return True
+    # Cython's generated `__pyx_unpickle_<Class>` rebuilds its own extension type.
+    if name.startswith("__pyx_unpickle_") and "." not in name and full.startswith(_CYTHON_TRUSTED):
+        return True
     return full.startswith(SAFE_CALLABLE_PREFIXES) and "." not in name
 
 
 def _is_trusted_class(module: str, name: str) -> bool:
     full = f"{module}.{name}"
-    return full.startswith(TRUSTED_CLASS_PREFIXES) and "." not in name and not name.startswith("_")
+    return full.startswith(TRUSTED_CLASS_PREFIXES) and "." not in name and not name.startswith("__")
 
 
 def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judgement | None:

@@ -160,6 +160,10 @@ _REBUILDS_ARG0 = frozenset(
         "numpy.core.multiarray._reconstruct",
         "numpy._core.multiarray._reconstruct",
         "torch._utils._rebuild_wrapper_subclass",
+        "sklearn.neighbors._kd_tree.newObj",
+        "sklearn.neighbors._ball_tree.newObj",
+        "sklearn.neighbors._binary_tree.newObj",
+        "sklearn.metrics._dist_metrics.newObj",
     }
 )
 _CALLS_ARG0 = frozenset({"torch._tensor._rebuild_from_type_v2", "collections.defaultdict"})
@@ -201,12 +205,20 @@ def _flatten(value: object, out: list[object], depth: int = 0) -> None:
         out.append(value)
 
 
-def _state_keys(state: object) -> list[str]:
+def _dangerous_state_keys(state: object) -> list[str]:
+    """Keys of a BUILD state that change what later opcodes do.
+
+    BUILD looks `__setstate__` up on the instance, so a state that stores one makes the
+    next BUILD call it; slot state is applied with setattr, so any special name there
+    (`__class__`, `__dict__`) rewires the object. Other dunder keys in a plain __dict__
+    update are inert (special methods are looked up on the type).
+    """
     keys: list[str] = []
-    parts = state if isinstance(state, tuple) else (state,)
-    for part in parts:
-        if isinstance(part, PDict):
-            keys.extend(k for k, _ in part.items if isinstance(k, str))
+    dict_state, slot_state = (state[0], state[1]) if isinstance(state, tuple) and len(state) == 2 else (state, None)
+    if isinstance(dict_state, PDict):
+        keys.extend(k for k, _ in dict_state.items if k == "__setstate__")
+    if isinstance(slot_state, PDict):
+        keys.extend(k for k, _ in slot_state.items if isinstance(k, str) and k.startswith("__"))
     return keys
 
 
@@ -476,7 +488,7 @@ class Machine:
         if isinstance(target, Global):
             target.use(Use.MUTATE, pos)
             self._observe(Event.BUILD_ON_GLOBAL, pos, target.dotted)
-        dunders = [k for k in _state_keys(state) if k.startswith("__")]
+        dunders = _dangerous_state_keys(state)
         if dunders:
             self._observe(Event.BUILD_DUNDER, pos, ", ".join(dunders[:5]))
         values: list[object] = []

@@ -1,0 +1,108 @@
+"""PyTorch checkpoints: zip and legacy `torch.save`, TorchScript, and tampered archives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bastion.scan.api import scan_path
+from corpus import builders, pickles, zips
+from corpus.expect import assert_fails_with, assert_passes, describe, rules
+
+pytest.importorskip("torch")
+
+TORCHSCRIPT_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="BUG: TorchScript's code/*.py members start with 'class ...', which the sniffer takes for a "
+    "protocol-0 pickle (GLOBAL opcode 'c'): pickle.malformed-global + scan.incomplete on every TorchScript file",
+)
+
+BENIGN: list[object] = [
+    pytest.param(builders.torch_state_dict, id="state-dict"),
+    pytest.param(builders.torch_full_sequential, id="full-sequential"),
+    pytest.param(builders.torch_full_module_subclass, id="full-module-subclass"),
+    pytest.param(builders.torch_training_checkpoint, id="training-checkpoint-with-optimizer"),
+    pytest.param(builders.torch_legacy, id="legacy-serialization"),
+    pytest.param(builders.torchscript_scripted, id="torchscript-scripted", marks=TORCHSCRIPT_BUG),
+    pytest.param(builders.torchscript_traced, id="torchscript-traced", marks=TORCHSCRIPT_BUG),
+    pytest.param(builders.torch_tensor_plain_pickle, id="tensor-in-plain-pickle"),
+]
+
+
+@pytest.mark.parametrize("build", BENIGN)
+def test_benign_torch_file_passes(build: Callable[[Path], Path], tmp_path: Path) -> None:
+    assert_passes(scan_path(build(tmp_path)))
+
+
+def test_full_model_of_a_user_class_names_the_class_without_blocking(tmp_path: Path) -> None:
+    report = scan_path(builders.torch_full_module_subclass(tmp_path))
+    assert_passes(report)
+    evidence = {f.evidence for f in report.findings if f.rule_id == "pickle.unknown-class"}
+    assert "corpus.torch_models.TinyNet" in evidence, describe(report.findings)
+
+
+def test_torch_zip_with_os_system_is_blocked(tmp_path: Path) -> None:
+    report = scan_path(builders.torch_malicious(tmp_path))
+    assert_fails_with(report, "pickle.dangerous-global")
+    [finding] = [f for f in report.findings if f.rule_id == "pickle.dangerous-global"]
+    assert finding.location.member == "malicious/data.pkl"
+
+
+def test_legacy_torch_file_with_os_system_is_blocked(tmp_path: Path) -> None:
+    assert_fails_with(scan_path(builders.torch_legacy_malicious(tmp_path)), "pickle.dangerous-global")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "weights.bin", "checkpoint"])
+def test_malicious_torch_zip_is_found_by_content_whatever_its_name(name: str, tmp_path: Path) -> None:
+    path = builders.torch_malicious(tmp_path, name=name)
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")
+
+
+def test_hand_assembled_data_pkl_in_a_real_torch_zip_is_blocked(tmp_path: Path) -> None:
+    source = builders.torch_state_dict(tmp_path, "model.pt").read_bytes()
+    path = tmp_path / "swapped.pt"
+    path.write_bytes(zips.with_member_replaced(source, "data.pkl", pickles.STACK_GLOBAL_VIA_MEMO))
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")
+
+
+def test_torch_zip_with_a_wrong_crc_is_still_scanned(tmp_path: Path) -> None:
+    path = tmp_path / "bad_crc.pt"
+    path.write_bytes(zips.with_bad_crc(builders.torch_malicious(tmp_path).read_bytes(), "data.pkl"))
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    assert "archive.bad-crc" in rules(report)
+
+
+def test_torch_zip_whose_local_name_differs_from_the_directory_is_still_scanned(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.pt"
+    path.write_bytes(zips.with_local_name(builders.torch_malicious(tmp_path).read_bytes(), "data.pkl", "data.pkX"))
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    assert "archive.name-mismatch" in rules(report)
+
+
+def test_torch_zip_with_megabytes_of_padding_before_data_pkl_is_still_scanned(tmp_path: Path) -> None:
+    path = tmp_path / "padded.pt"
+    padded = zips.with_stored_member_first(builders.torch_malicious(tmp_path).read_bytes(), "malicious/.pad", bytes(3 << 20))
+    path.write_bytes(padded)
+    assert path.stat().st_size > 3 << 20
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")
+
+
+def test_benign_torch_zip_with_padding_member_first_passes(tmp_path: Path) -> None:
+    path = tmp_path / "padded.pt"
+    path.write_bytes(zips.with_stored_member_first(builders.torch_state_dict(tmp_path).read_bytes(), "model/.pad", bytes(3 << 20)))
+    assert_passes(scan_path(path))
+
+
+@pytest.mark.slow
+def test_large_state_dict_passes_without_its_tensors_being_read(tmp_path: Path) -> None:
+    # The tensors are never unpickled nor scanned; the scan costs the pickle and the zip directory.
+    path = builders.torch_large_state_dict(tmp_path, megabytes=200)
+    try:
+        assert path.stat().st_size > 200_000_000
+        assert_passes(scan_path(path))
+    finally:
+        path.unlink()
