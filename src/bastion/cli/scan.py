@@ -8,6 +8,8 @@ from typing import TextIO
 
 import click
 
+from bastion.errors import ArtifactError
+
 FORMATS = ("text", "json", "sarif")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -64,6 +66,9 @@ def scan_command(
     active = load_policy(policy, block_at=fail_on)
     with _Progress() as progress:
         report = scan_paths(list(paths), active.scan, progress=progress, workers=workers)
+    if not report.files:
+        # An empty folder is usually a wrong path in a pipeline: never a silent pass.
+        raise ArtifactError(f"nothing to scan: {', '.join(map(str, paths))} holds no files", hint="Check the path.")
     block_at = active.scan.block_at
     out: TextIO = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
