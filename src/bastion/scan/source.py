@@ -183,6 +183,22 @@ class StreamSource:
         return not self.peek(1)
 
 
+class RawSourceReader(io.RawIOBase):
+    """A ByteSource seen as a raw binary stream, for the stdlib's decompressors and tarfile."""
+
+    def __init__(self, src: ByteSource) -> None:
+        super().__init__()
+        self._src = src
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub names it `b`
+        data = self._src.read_some(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def source_from_bytes(data: bytes, name: str) -> MemorySource:
     """A source over bytes already in memory."""
     return MemorySource(data, name)

@@ -16,25 +16,9 @@ from typing import BinaryIO
 from bastion.errors import ArtifactError, LimitExceeded, UnsupportedFormat
 from bastion.findings import Location
 from bastion.scan.context import ScanContext
-from bastion.scan.source import ByteSource, StreamSource
+from bastion.scan.source import ByteSource, RawSourceReader, StreamSource
 
 _CHUNK = 1 << 16
-
-
-class _SourceReader(io.RawIOBase):
-    """A raw stream over a ByteSource, for the stdlib decompressors."""
-
-    def __init__(self, src: ByteSource) -> None:
-        super().__init__()
-        self._src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub names it `b`
-        data = self._src.read_some(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class _Guarded(io.RawIOBase):
@@ -119,7 +103,7 @@ def _decompressor(kind: str, raw: io.RawIOBase) -> BinaryIO:
 def scan_compressed(ctx: ScanContext, src: ByteSource, loc: Location, kind: str, name: str, depth: int) -> None:
     """Decompress a whole-file stream and scan what it holds."""
     ctx.saw(kind)
-    inner = _decompressor(kind, _SourceReader(src))
+    inner = _decompressor(kind, RawSourceReader(src))
     guarded = io.BufferedReader(_Guarded(inner, src, ctx, name), 1 << 16)
     stripped = name.rsplit(".", 1)[0] if "." in name else name
     ctx.nested(StreamSource(guarded, f"{name} ({kind})"), loc.inside(f"<{kind}>"), stripped, depth + 1)

@@ -9,27 +9,13 @@ from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.formats.ziparchive import escapes_root
-from bastion.scan.source import ByteSource, StreamSource
-
-
-class _Raw(io.RawIOBase):
-    def __init__(self, src: ByteSource) -> None:
-        super().__init__()
-        self._src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub names it `b`
-        data = self._src.read_some(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+from bastion.scan.source import ByteSource, RawSourceReader, StreamSource
 
 
 def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> None:
     """Scan every regular member of a tar stream; report links and escaping paths."""
     ctx.saw("tar")
-    stream = io.BufferedReader(_Raw(src), 1 << 16)
+    stream = io.BufferedReader(RawSourceReader(src), 1 << 16)
     count = 0
     try:
         with tarfile.open(fileobj=stream, mode="r|") as archive:
