@@ -237,10 +237,11 @@ class Inputs:
 class Timing:
     """Median wall time over the repeats of one tool on one input."""
 
-    median_s: float | None  # None when a repeat timed out or the tool is missing
+    median_s: float | None  # None when a repeat timed out
     runs_s: tuple[float, ...]
     outcome: Outcome
     peak_rss_bytes: int
+    message: str  # last stderr line of a run that was not clean, to tell a crash from a finding
 
 
 @dataclass(frozen=True, slots=True)
@@ -991,12 +992,20 @@ def summarize(tool: Tool, measurements: Sequence[Measurement]) -> Timing:
     """Median time, last outcome and peak memory over the repeats."""
     times = tuple(m.wall_s for m in measurements)
     timed_out = any(m.timed_out for m in measurements)
+    outcome = judge_all(tool, measurements[-1])
     return Timing(
         median_s=None if timed_out else statistics.median(times),
         runs_s=times,
-        outcome=judge_all(tool, measurements[-1]),
+        outcome=outcome,
         peak_rss_bytes=max(m.peak_rss_bytes for m in measurements),
+        message="" if outcome.is_clean else last_line(measurements[-1].results[-1].stderr),
     )
+
+
+def last_line(text: str, limit: int = 160) -> str:
+    """The last non-blank line of some output, shortened."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
 
 
 # --------------------------------------------------------------------------- report
@@ -1141,6 +1150,13 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def seconds(value: float | None, result: str | None, report: Report) -> str:
+    """A time cell; a timed-out run shows as more than the time budget."""
+    if value is None and result == Outcome.TIMEOUT:
+        return f">{report.inputs['timeout_s']:.0f}"
+    return fmt(value)
+
+
 def fraction(part: int | None, whole: int | None) -> str:
     """'n/m (p%)' or '-'."""
     if part is None or not whole:
@@ -1180,11 +1196,11 @@ def render_text(report: Report, show_files: bool) -> str:
             r["version"],
             fraction(r["detected"], r["malicious"]),
             fraction(r["false_alarms"], r["benign"]),
-            fmt(r["ckpt_s"]),
+            seconds(r["ckpt_s"], r["ckpt_result"], report),
             fmt(r["ckpt_ratio_to_bastion"]),
             fmt(r["ckpt_ratio_to_sha256sum"]),
             fmt(r["ckpt_result"]),
-            fmt(r["dir_s"]),
+            seconds(r["dir_s"], r["dir_result"], report),
             fmt(r["dir_ratio_to_bastion"]),
             fmt(r["dir_ratio_to_sha256sum"]),
             fmt(r["dir_result"]),
@@ -1224,7 +1240,8 @@ def render_details(report: Report) -> str:
         for kind, timing in (("checkpoint", t.checkpoint), ("directory", t.directory)):
             if timing is not None:
                 runs = ", ".join(f"{s:.2f}" for s in timing.runs_s)
-                lines.append(f"    {kind} runs (s): {runs}; result {timing.outcome}")
+                said = f" ({timing.message})" if timing.message else ""
+                lines.append(f"    {kind} runs (s): {runs}; result {timing.outcome}{said}")
     return "\n".join(lines)
 
 

@@ -433,7 +433,6 @@ def onnx_custom_in_subgraph(folder: Path) -> Path:
 
 def onnx_external_data(folder: Path, location: str, name: str) -> Path:
     """A model whose weight is read from `location` (relative to the model's folder)."""
-    import onnx  # noqa: PLC0415
     from onnx import external_data_helper, helper  # noqa: PLC0415
 
     weight = _onnx_weight()

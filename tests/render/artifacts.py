@@ -70,7 +70,9 @@ def notebook_with_secrets(folder: Path) -> Path:
         {
             "cell_type": "code",
             "source": ["key = open('id_rsa').read()\n"],
-            "outputs": [{"output_type": "stream", "name": "stdout", "text": FAKE_PRIVATE_KEY.splitlines(keepends=True)}],
+            "outputs": [
+                {"output_type": "stream", "name": "stdout", "text": FAKE_PRIVATE_KEY.splitlines(keepends=True)}
+            ],
         },
     ]
     doc = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}

@@ -33,7 +33,7 @@ import pytest
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CORPUS_FOLDERS = (SHARED / "corpus", SHARED / "external-corpus")
 
-HARNESS = r'''
+HARNESS = r"""
 import ast
 import json
 import os
@@ -116,7 +116,7 @@ phase = "done"
 verdicts = {f.path: f.verdict(bastion.Severity.HIGH).value for f in report.files}
 with open(result_path, "w", encoding="utf-8") as out:
     json.dump({"violations": violations, "verdicts": verdicts}, out)
-'''
+"""
 
 
 class _Call:
@@ -182,7 +182,9 @@ def _run_harness(tmp_path: Path, targets: list[Path], *, sabotage: bool = False)
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert result.exists(), f"the harness ended without its report: something it scanned took over\n{done.stdout[-2000:]}"
+    assert result.exists(), (
+        f"the harness ended without its report: something it scanned took over\n{done.stdout[-2000:]}"
+    )
     outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
     return outcome
 

@@ -34,6 +34,7 @@ _MODEL_SUFFIXES = (
     ".tflite",
     ".mar",
 )
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".dill", ".sav", ".p", ".bin")
 _PICKLE0_STARTS = frozenset(b"(c]}).NIJKLSVFlditpPU")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _NPY = b"\x93NUMPY"
@@ -87,12 +88,16 @@ def scan_source(ctx: ScanContext, src: ByteSource, loc: Location, name: str, dep
         ctx.incomplete(loc, f"could not be fully analysed: {type(err).__name__}: {err}", "malformed")
 
 
-def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: PLR0912
+def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: C901, PLR0912  # one flat routing table
     head = src.peek(512)
     lower = name.lower()
     if not head:
         return
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+    if _is_safetensors(head, src.size):
+        from bastion.scan.formats.safetensors import scan_safetensors
+
+        scan_safetensors(ctx, src, loc)
+    elif head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         from bastion.scan.formats.ziparchive import scan_zip
 
         scan_zip(ctx, in_memory(src), loc, depth)
@@ -128,10 +133,8 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         raise UnsupportedFormat("RAR archives are not unpacked by Bastion; their members cannot be analysed")
     elif head[0] in _PICKLE0_STARTS and _tentative_pickle(ctx, src, loc, depth):
         return
-    elif _is_safetensors(head):
-        from bastion.scan.formats.safetensors import scan_safetensors
-
-        scan_safetensors(ctx, src, loc)
+    elif head[0] in _PICKLE0_STARTS and lower.endswith(_PICKLE_SUFFIXES):
+        raise ArtifactError(f"{name} is named like a pickle and starts like one, but does not parse as one")
     elif _looks_text(head):
         _scan_text(ctx, src, loc, name, depth)
     elif not _scan_protobuf(ctx, src, loc, head, lower):
@@ -151,9 +154,14 @@ def _compression(head: bytes) -> str | None:
     return None
 
 
-def _is_safetensors(head: bytes) -> bool:
-    # An 8-byte little-endian header length, then the JSON header's opening brace.
-    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2
+def _is_safetensors(head: bytes, size: int | None) -> bool:
+    # An 8-byte little-endian header length, then the JSON header. Checked before the
+    # pickle and zlib magics, which a header length's first byte can equal (0x80, 0x78);
+    # a pickle cannot pass for this, as its bytes 2-7 make the "length" exceed the file.
+    if len(head) < 10 or head[8:9] != b"{" or head[9:10] not in (b'"', b"}", b" ", b"\n"):
+        return False
+    length = int.from_bytes(head[:8], "little")
+    return length >= 2 and (size is None or length <= size - 8)
 
 
 def _scan_protobuf(ctx: ScanContext, src: ByteSource, loc: Location, head: bytes, lower: str) -> bool:

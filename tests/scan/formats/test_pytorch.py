@@ -13,20 +13,14 @@ from corpus.expect import assert_fails_with, assert_passes, describe, rules
 
 pytest.importorskip("torch")
 
-TORCHSCRIPT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: TorchScript's code/*.py members start with 'class ...', which the sniffer takes for a "
-    "protocol-0 pickle (GLOBAL opcode 'c'): pickle.malformed-global + scan.incomplete on every TorchScript file",
-)
-
 BENIGN: list[object] = [
     pytest.param(builders.torch_state_dict, id="state-dict"),
     pytest.param(builders.torch_full_sequential, id="full-sequential"),
     pytest.param(builders.torch_full_module_subclass, id="full-module-subclass"),
     pytest.param(builders.torch_training_checkpoint, id="training-checkpoint-with-optimizer"),
     pytest.param(builders.torch_legacy, id="legacy-serialization"),
-    pytest.param(builders.torchscript_scripted, id="torchscript-scripted", marks=TORCHSCRIPT_BUG),
-    pytest.param(builders.torchscript_traced, id="torchscript-traced", marks=TORCHSCRIPT_BUG),
+    pytest.param(builders.torchscript_scripted, id="torchscript-scripted"),
+    pytest.param(builders.torchscript_traced, id="torchscript-traced"),
     pytest.param(builders.torch_tensor_plain_pickle, id="tensor-in-plain-pickle"),
 ]
 

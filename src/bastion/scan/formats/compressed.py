@@ -19,6 +19,7 @@ from bastion.scan.context import ScanContext
 from bastion.scan.source import ByteSource, RawSourceReader, StreamSource
 
 _CHUNK = 1 << 16
+_DRAIN = 1 << 20
 
 
 class _Guarded(io.RawIOBase):
@@ -106,4 +107,9 @@ def scan_compressed(ctx: ScanContext, src: ByteSource, loc: Location, kind: str,
     inner = _decompressor(kind, RawSourceReader(src))
     guarded = io.BufferedReader(_Guarded(inner, src, ctx, name), 1 << 16)
     stripped = name.rsplit(".", 1)[0] if "." in name else name
-    ctx.nested(StreamSource(guarded, f"{name} ({kind})"), loc.inside(f"<{kind}>"), stripped, depth + 1)
+    inner_src = StreamSource(guarded, f"{name} ({kind})")
+    ctx.nested(inner_src, loc.inside(f"<{kind}>"), stripped, depth + 1)
+    # Decompress what the inner scan did not need: a bomb is caught by the ratio and
+    # budget limits however little of it the format needed, and corrupt data is noticed.
+    while guarded.read(_DRAIN):
+        pass

@@ -68,6 +68,12 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int
     return usize, csize, offset
 
 
+def _complete(record: bytes, size: int, name: str) -> bytes:
+    if len(record) != size:
+        raise ArtifactError(f"{name}: the end-of-central-directory record is cut short (truncated zip)")
+    return record
+
+
 def _find_central_directory(src: MemorySource) -> tuple[int, int, int, int]:
     """(offset, size, entry count, prefix length) of the central directory."""
     tail_start = max(0, src.size - (_EOCD.size + _MAX_COMMENT))
@@ -75,7 +81,7 @@ def _find_central_directory(src: MemorySource) -> tuple[int, int, int, int]:
     if at < 0:
         raise ArtifactError(f"{src.name}: no end-of-central-directory record (truncated zip?)")
     sig, _disk, _cd_disk, _n_here, count, cd_size, cd_offset, _clen = _EOCD.unpack(
-        src.bytes_at(at, _EOCD.size).ljust(_EOCD.size, b"\0")
+        _complete(src.bytes_at(at, _EOCD.size), _EOCD.size, src.name)
     )
     del sig
     cd_end = at
@@ -214,6 +220,14 @@ def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> 
     declared = sum(m.size for m in members if not (is_torch and is_torch_storage(m.name)))
     if declared > ctx.limits.max_expanded_bytes:
         raise LimitExceeded(f"members declare {declared} bytes uncompressed, over the limit (zip bomb?)")
+    limits = ctx.limits
+    for member in members:
+        if member.size > limits.ratio_grace_bytes and member.size > limits.max_compression_ratio * max(
+            1, member.compressed_size
+        ):
+            raise LimitExceeded(
+                f"member {member.name!r} declares a compression ratio over {limits.max_compression_ratio}:1 (zip bomb?)"
+            )
     _check_layout(ctx, src, members, loc, cd_offset)
     for member in members:
         mloc = loc.inside(member.name)
