@@ -7,10 +7,11 @@ other pickle. Numeric data is skipped, never read.
 from __future__ import annotations
 
 import ast
+import math
 import struct
 
 from bastion.errors import ArtifactError
-from bastion.findings import Location
+from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.formats.pickle import scan_pickle
 from bastion.scan.source import ByteSource
@@ -25,6 +26,22 @@ def _has_object(descr: object) -> bool:
     if isinstance(descr, list):
         return any(isinstance(field, tuple) and len(field) >= 2 and _has_object(field[1]) for field in descr)
     return True  # an unknown description cannot be vouched for
+
+
+_ITEM_SIZES = {"b": 1, "i": 1, "u": 1, "f": 1, "c": 1, "m": 1, "M": 1, "S": 1, "U": 4, "V": 1, "?": 1}
+
+
+def _data_bytes(header: dict[str, object]) -> int | None:
+    """Bytes of array data a simple dtype and shape call for, or None when not simple."""
+    descr, shape = header["descr"], header["shape"]
+    if not isinstance(descr, str) or not isinstance(shape, tuple):
+        return None
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ArtifactError(f".npy shape {shape!r} is not a tuple of sizes")
+    kind, digits = descr.lstrip("<>|=")[:1], descr.lstrip("<>|=")[1:]
+    if kind not in _ITEM_SIZES or not digits.isdigit():
+        return None
+    return math.prod(shape) * int(digits) * _ITEM_SIZES[kind]
 
 
 def read_header(src: ByteSource) -> dict[str, object]:
@@ -57,3 +74,17 @@ def scan_npy(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
     header = read_header(src)
     if _has_object(header["descr"]):
         scan_pickle(ctx, src, loc.at(src.tell()), depth, "npy-object")
+        return
+    expected = _data_bytes(header)
+    if expected is None:
+        return
+    # np.load reads exactly shape x itemsize bytes: fewer is a truncated file.
+    src.skip(expected)
+    if not src.at_end():
+        ctx.add(
+            "npy.trailing-data",
+            Severity.LOW,
+            loc.at(src.tell()),
+            "bytes follow the array that np.load never reads",
+            "npy",
+        )

@@ -14,7 +14,7 @@ from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.formats.joblib import NestedPickle, read_inline_array
 from bastion.scan.pickle.rules import is_dangerous, judge_global
-from bastion.scan.pickle.symbolic import Emulation, Event, Machine
+from bastion.scan.pickle.symbolic import Emulation, Event, Global, Machine
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
 
 # GLOBAL/INST as raw bytes: what a divergent reader finds where a linear one sees data.
@@ -126,57 +126,58 @@ class _Stream:
 
     def run(self, tentative: bool) -> bool:
         """Emulate every stream; False when `tentative` and the data turned out not to be pickle."""
-        ctx, src = self.ctx, self.src
-        count = 0
-        legacy = False
-        while True:
-            before = len(ctx.findings)
+        ctx = self.ctx
+        before = len(ctx.findings)
+        emu = self.emulate_one()
+        if emu.error is not None:
+            if tentative and not self._worth_keeping(before):
+                del ctx.findings[before:]
+                return False
+            ctx.incomplete(
+                self.loc.at(emu.error_pos),
+                f"the pickle stream is malformed or truncated ({emu.error}); it cannot be fully analysed",
+                self.fmt,
+            )
+        elif emu.value == TORCH_LEGACY_MAGIC:
+            ctx.saw("torch-legacy")
+            self._legacy_rest()
+        else:
+            self._further_streams()
+        return True
+
+    def _legacy_rest(self) -> None:
+        # Legacy torch.save: after the magic number, pickles of the protocol version,
+        # sys_info, the object and the storage keys; then the storages' raw bytes.
+        storages: dict[str, int] = {}
+        for index in range(1, TORCH_LEGACY_PICKLES):
             emu = self.emulate_one()
             if emu.error is not None:
-                if count == 0 and tentative and not self._worth_keeping(before):
-                    del ctx.findings[before:]
-                    return False
-                if count == 0 or emu.globals or len(ctx.findings) > before:
-                    if count >= 1 and not legacy:
-                        self._trailing(emu.error_pos)
-                        return True
-                    ctx.incomplete(
-                        self.loc.at(emu.error_pos),
-                        f"the pickle stream is malformed or truncated ({emu.error}); it cannot be fully analysed",
-                        self.fmt,
-                    )
-                    return True
-                if legacy and count < TORCH_LEGACY_PICKLES:
-                    ctx.incomplete(
-                        self.loc.at(emu.error_pos), f"legacy PyTorch file is truncated ({emu.error})", "torch-legacy"
-                    )
-                    return True
-                self._trailing(emu.error_pos)
-                return True
-            count += 1
-            if count == 1 and emu.value == TORCH_LEGACY_MAGIC:
-                legacy = True
-                ctx.saw("torch-legacy")
-            if legacy and count == TORCH_LEGACY_PICKLES:
-                return True  # the rest is raw storage data, loaded as bytes, never unpickled
-            if src.at_end():
-                if legacy:
-                    ctx.incomplete(
-                        self.loc.at(src.tell()), "legacy PyTorch file ends before its storages", "torch-legacy"
-                    )
-                return True
-            head = src.peek(1)
-            if not legacy and head[0] not in _STREAM_STARTS:
-                self._trailing(src.tell())
-                return True
-            if count >= 1 and not legacy:
-                ctx.add(
-                    "pickle.multiple-streams",
-                    Severity.LOW,
-                    self.loc.at(src.tell()),
-                    "another pickle follows the first; loaders that read on will run it too",
-                    self.fmt,
-                )
+                raise ArtifactError(f"legacy PyTorch file is truncated or malformed ({emu.error})")
+            if index == TORCH_LEGACY_PICKLES - 2:
+                storages = _storage_sizes(emu)
+        # The storages are read as bytes, never unpickled: walk them only to prove that
+        # every one is there, so a truncated download is not reported clean.
+        _walk_legacy_storages(self.src, emu.value, storages)
+
+    def _further_streams(self) -> None:
+        # pickle.load stops at STOP; a loader that reads on runs what follows.
+        src = self.src
+        while not src.at_end():
+            start = src.tell()
+            if src.peek(1)[0] not in _STREAM_STARTS:
+                self._trailing(start)
+                return
+            emu = self.emulate_one()
+            if emu.error is not None:
+                self._trailing(start)
+                return
+            self.ctx.add(
+                "pickle.multiple-streams",
+                Severity.LOW,
+                self.loc.at(start),
+                "another pickle follows the first; loaders that read on will run it too",
+                self.fmt,
+            )
 
     def _worth_keeping(self, before: int) -> bool:
         # Text that merely starts like protocol 0 (TorchScript's "class ...") is not a
@@ -196,6 +197,39 @@ class _Stream:
             "bytes follow the pickle that pickle.load never reads; other loaders or tools might",
             self.fmt,
         )
+
+
+_ELEMENT_SIZES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "QInt8Storage": 1, "QUInt8Storage": 1,
+    "QInt32Storage": 4, "UntypedStorage": 1,
+}  # fmt: skip
+
+
+def _storage_sizes(emu: Emulation) -> dict[str, int]:
+    """Element size of each storage key named by the legacy checkpoint's persistent ids."""
+    sizes: dict[str, int] = {}
+    for ref in emu.persistent:
+        pid = ref.pid
+        if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[2], str):
+            kind = pid[1]
+            name = kind.name if isinstance(kind, Global) else ""
+            sizes[pid[2]] = _ELEMENT_SIZES.get(name, 0)
+    return sizes
+
+
+def _walk_legacy_storages(src: ByteSource, keys: object, sizes: dict[str, int]) -> None:
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ArtifactError("legacy PyTorch file: the storage key list is not a list of names")
+    for key in keys:
+        element = sizes.get(key, 0)
+        if element == 0:
+            raise ArtifactError(f"legacy PyTorch file: storage {key!r} has an unknown element type")
+        count = int.from_bytes(src.read(8), "little", signed=True)
+        if count < 0:
+            raise ArtifactError(f"legacy PyTorch file: storage {key!r} declares {count} elements")
+        src.skip(count * element)
 
 
 def scan_pickle(

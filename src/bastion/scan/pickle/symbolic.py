@@ -142,6 +142,7 @@ class Emulation:
 
     protocol: int = 0
     globals: list[Global] = field(default_factory=list)
+    persistent: list[Persistent] = field(default_factory=list)
     calls: list[Result] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     value: object = None
@@ -446,10 +447,10 @@ class Machine:
                     self._build(target, state, pos)
                     if self.after_build is not None:
                         self.after_build(self, target, src, pos)
-                elif code == 0x51:  # BINPERSID
-                    stack.append(Persistent(self._pop()))
-                elif code == 0x50:  # PERSID
-                    stack.append(Persistent(arg))
+                elif code in (0x51, 0x50):  # BINPERSID, PERSID
+                    ref = Persistent(self._pop() if code == 0x51 else arg)
+                    out.persistent.append(ref)
+                    stack.append(ref)
                 elif code in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
                     self._observe(Event.EXTENSION, pos, f"extension code {arg}")
                     stack.append(Unknown("extension"))
