@@ -7,6 +7,7 @@ climbs from a value to `__globals__`, `__builtins__` or `os` escapes the sandbox
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 
@@ -80,16 +81,52 @@ def scan_gguf(ctx: ScanContext, src: ByteSource, loc: Location) -> None:
     kv_count = int(reader.scalar(count_fmt))
     if kv_count > _MAX_KV:
         raise LimitExceeded(f"{kv_count} GGUF metadata entries")
+    alignment = 32
     for _ in range(kv_count):
         key = reader.string(True)
         vtype = int(reader.scalar("<I"))
         keep = vtype == _STRING
         value = reader.value(vtype, keep)
+        if key == "general.alignment" and isinstance(value, int) and value > 0:
+            alignment = value
         if isinstance(value, str) and value:
             here = loc.inside(key)
             if "chat_template" in key:
                 check_template(ctx, value, here, "gguf")
             scan_text_for_secrets(ctx, value, here, "gguf")
+    _check_tensor_extents(reader, _tensors, count_fmt, alignment)
+
+
+# ggml tensor types: (elements per block, bytes per block); others are checked by offset only.
+_GGML_BLOCKS = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 30: (1, 2),
+}  # fmt: skip
+_MAX_TENSORS = 1 << 20
+_MAX_DIMS = 8
+
+
+def _check_tensor_extents(reader: _Reader, count: int, count_fmt: str, alignment: int) -> None:
+    """Read the tensor table; every tensor must lie inside the data that follows."""
+    if count > _MAX_TENSORS:
+        raise LimitExceeded(f"{count} GGUF tensors")
+    extent = 0
+    for _ in range(count):
+        reader.string(False)
+        dims = int(reader.scalar("<I"))
+        if dims > _MAX_DIMS:
+            raise ArtifactError(f"GGUF tensor with {dims} dimensions")
+        shape = [int(reader.scalar(count_fmt)) for _ in range(dims)]
+        ggml_type = int(reader.scalar("<I"))
+        offset = int(reader.scalar("<Q"))
+        block = _GGML_BLOCKS.get(ggml_type)
+        size = 0 if block is None else -(-math.prod(shape) // block[0]) * block[1]
+        extent = max(extent, offset + size)
+    src = reader.src
+    data_start = -(-src.tell() // alignment) * alignment
+    if src.size is not None and data_start + extent > src.size:
+        raise ArtifactError(f"GGUF tensors need {data_start + extent} bytes; the file holds {src.size} (truncated)")
 
 
 def check_template(ctx: ScanContext, template: str, loc: Location, fmt: str) -> None:

@@ -18,6 +18,7 @@ from bastion.scan.context import ScanContext
 from bastion.scan.pickle.rules import is_dangerous
 from bastion.scan.source import MemorySource
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _JSON_START = re.compile(rb"\{\s{0,16}\"")
 _KERAS_MODULES = ("keras", "tensorflow", "tf_keras", "keras_nlp", "keras_hub", "keras_cv")
 _CODE_LAYERS = frozenset({"Lambda", "__lambda__"})
@@ -72,6 +73,36 @@ def scan_hdf5(ctx: ScanContext, src: MemorySource, loc: Location) -> None:
         pos = at + max(1, len(text[:used].encode("utf-8")))
     if not found and src.find(b"model_config") >= 0:
         raise ArtifactError("HDF5 file names a model_config that could not be decoded")
+    _check_hdf5_end(src)
+
+
+def _check_hdf5_end(src: MemorySource) -> None:
+    """The superblock records where the file ends; a shorter file is truncated."""
+    at = next((o for o in (0, 512, 1024, 2048) if src.bytes_at(o, 8) == _HDF5_SIGNATURE), None)
+    if at is None:
+        return
+    version = src.bytes_at(at + 8, 1)
+    if not version:
+        raise ArtifactError("HDF5 superblock is truncated")
+    if version[0] in (0, 1):
+        size_at, addresses = at + 13, at + 24 + (4 if version[0] == 1 else 0)
+        field = 2  # base, free-space info, end of file
+    elif version[0] in (2, 3):
+        size_at, addresses = at + 9, at + 12
+        field = 2  # base, superblock extension, end of file
+    else:
+        return
+    width = src.bytes_at(size_at, 1)
+    if not width or width[0] not in (2, 4, 8):
+        raise ArtifactError("HDF5 superblock has an invalid offset size")
+    n = width[0]
+    raw = src.bytes_at(addresses, n * (field + 1))
+    if len(raw) != n * (field + 1):
+        raise ArtifactError("HDF5 superblock is truncated")
+    base = int.from_bytes(raw[:n], "little")
+    end = int.from_bytes(raw[field * n : (field + 1) * n], "little")
+    if end != (1 << (8 * n)) - 1 and base + end > src.size:
+        raise ArtifactError(f"HDF5 file ends at byte {src.size} but its superblock says {base + end} (truncated)")
 
 
 def check_config(ctx: ScanContext, doc: object, loc: Location) -> None:
