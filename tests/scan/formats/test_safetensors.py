@@ -18,13 +18,9 @@ def test_file_written_by_safetensors_passes(tmp_path: Path) -> None:
     assert report.files[0].formats == ("safetensors",)
 
 
-# Header lengths whose first bytes also open another format: 0x80 0x00 (pickle protocol 0
-# opcode PROTO), 0x78 0x01 (a zlib header), 'P' 'p' (protocol-0 pickle opcodes).
-HEADER_SNIFF_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the sniffer tries pickle (0x80, byte 1 <= 5) and zlib (0x78 0x01) before safetensors, so a valid "
-    "file whose header length is 0x80, 0x180 ... 0x580 or 0x178 is misread and reported as scan.incomplete",
-)
+# Header lengths whose first bytes also open another format: 0x80 0x00 (pickle PROTO),
+# 0x78 0x01 (a zlib header), 'P' 'p' (protocol-0 pickle opcodes). Regression: the sniffer
+# once tried pickle and zlib before safetensors and misread these.
 
 
 @pytest.mark.parametrize(
@@ -32,11 +28,11 @@ HEADER_SNIFF_BUG = pytest.mark.xfail(
     [
         0x50,
         0x70,
-        pytest.param(0x80, marks=HEADER_SNIFF_BUG),
-        pytest.param(0x178, marks=HEADER_SNIFF_BUG),
-        pytest.param(0x180, marks=HEADER_SNIFF_BUG),
-        pytest.param(0x280, marks=HEADER_SNIFF_BUG),
-        pytest.param(0x580, marks=HEADER_SNIFF_BUG),
+        0x80,
+        0x178,
+        0x180,
+        0x280,
+        0x580,
         0x600,
     ],
     ids=hex,
