@@ -35,7 +35,10 @@ _MODEL_SUFFIXES = (
     ".mar",
 )
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".dill", ".sav", ".p", ".bin")
-_PICKLE0_STARTS = frozenset(b"(c]}).NIJKLSVFlditpPU")
+# The unpickler runs a stream whatever opcode opens it (PROTO is optional), so every
+# opcode byte may start a pickle; text that starts so is read as text if it fails to parse.
+_PICKLE0_STARTS = frozenset(b"().012FIJKLMNPQRSTUVXabcdeghijlopqrstu}]GBC") | frozenset(range(0x80, 0x99))
+_PROBE = 1 << 16
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _NPY = b"\x93NUMPY"
 _LZMA_DICT_SIZES = frozenset((1 << n).to_bytes(4, "little") for n in range(12, 31))
@@ -73,19 +76,15 @@ def in_memory(src: ByteSource, limit: int = _MAX_IN_MEMORY) -> MemorySource:
 def scan_source(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:
     """Sniff `src` and scan it; any parse failure becomes a not-analysed finding."""
     try:
-        try:
-            _route(ctx, src, loc, name, depth)
-        except _Rerouted as again:
-            _route(ctx, again.memory, loc, name, depth)
+        _route(ctx, src, loc, name, depth)
     except LimitExceeded as err:
         ctx.incomplete(loc, f"{err.message}; analysis stopped", "limits", "scan.limit-exceeded")
     except UnsupportedFormat as err:
         ctx.incomplete(loc, err.message, "unsupported", "scan.unsupported-format")
     except ArtifactError as err:
         ctx.incomplete(loc, f"could not be fully analysed: {err.message}", "malformed")
-    except (ValueError, OverflowError, MemoryError, RecursionError, EOFError, OSError) as err:
-        # A parser bug must not turn into "clean": report the input as not analysed.
-        ctx.incomplete(loc, f"could not be fully analysed: {type(err).__name__}: {err}", "malformed")
+    except Exception as err:  # a parser bug must never turn into "clean"
+        ctx.incomplete(loc, f"could not be fully analysed (internal error {type(err).__name__}: {err})", "malformed")
 
 
 def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:  # noqa: C901, PLR0912  # one flat routing table
@@ -187,22 +186,28 @@ def _unknown(ctx: ScanContext, loc: Location, name: str, lower: str) -> None:
 
 
 def _tentative_pickle(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> bool:
-    """Scan data that may be a protocol-0/1 pickle; rewind and return False if it is not."""
+    """Scan data that starts with a pickle opcode but no PROTO; False if it is not a pickle.
+
+    The unpickler does not need PROTO first, so any opcode can open a stream. A window
+    on memory is tried in place and rewound; a stream is probed on its buffered head
+    and, only if that parses, scanned for real.
+    """
     from bastion.scan.formats.pickle import scan_pickle
 
-    memory = in_memory(src)
-    if scan_pickle(ctx, memory, loc, depth, tentative=True):
-        return True
-    memory.seek(0)
-    if memory is not src:
-        raise _Rerouted(memory)
-    return False
-
-
-class _Rerouted(Exception):  # control flow: route the in-memory copy instead
-    def __init__(self, memory: MemorySource) -> None:
-        super().__init__()
-        self.memory = memory
+    if isinstance(src, MemorySource):
+        start = src.tell()
+        if scan_pickle(ctx, src, loc, depth, tentative=True):
+            return True
+        src.seek(start)
+        return False
+    probe = src.peek(_PROBE)
+    trial = ScanContext(ctx.limits, ctx.dispatch, ctx.allow_globals)
+    if not scan_pickle(trial, source_from_bytes(probe, src.name), loc, depth, tentative=True):
+        if len(probe) < _PROBE:
+            return False  # the whole stream was tried
+        if not any(f.rule_id == "scan.incomplete" for f in trial.findings):
+            return False
+    return scan_pickle(ctx, src, loc, depth)
 
 
 def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:

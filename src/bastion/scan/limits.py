@@ -28,6 +28,8 @@ class ScanLimits:
     max_pickle_opcodes: int = 50_000_000
     max_memo_entries: int = 5_000_000
     max_stack_items: int = 5_000_000
+    max_open_marks: int = 100_000
+    """Real pickles nest MARKs a few dozen deep; each open one holds a list."""
     max_inline_bytes: int = 1 * MiB
     """Longer pickle strings and byte strings are skipped, not kept in memory."""
     max_text_bytes: int = 16 * MiB

@@ -39,7 +39,14 @@ class _Guarded(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub names it `b`
         try:
             data = self._inner.read(len(buffer))
-        except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as err:
+        except (
+            OSError,
+            EOFError,
+            zlib.error,
+            lzma.LZMAError,
+            ValueError,
+            RuntimeError,
+        ) as err:  # lz4 raises RuntimeError
             raise ArtifactError(f"{self._name}: corrupt compressed data ({err})") from err
         n = len(data)
         buffer[:n] = data

@@ -22,6 +22,7 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _STRING, _ARRAY = 8, 9
 _MAX_KV = 1 << 20
 _MAX_ARRAY = 1 << 28
+_MAX_NESTING = 16
 
 TEMPLATE_ESCAPES = re.compile(
     r"__(?:globals|builtins|subclasses|class|mro|base|bases|init|import|getattribute|code|dict|reduce|reduce_ex|loader|spec)__"
@@ -49,7 +50,9 @@ class _Reader:
             return ""
         return self.src.read(n).decode("utf-8", "replace")
 
-    def value(self, vtype: int, keep: bool) -> object:
+    def value(self, vtype: int, keep: bool, depth: int = 0) -> object:
+        if depth > _MAX_NESTING:
+            raise LimitExceeded(f"GGUF arrays nested more than {_MAX_NESTING} deep")
         if vtype in _SCALARS:
             return self.scalar(_SCALARS[vtype])
         if vtype == _STRING:
@@ -63,7 +66,7 @@ class _Reader:
                 self.src.skip(count * struct.calcsize(_SCALARS[inner]))
                 return None
             for _ in range(count):
-                self.value(inner, False)
+                self.value(inner, False, depth + 1)
             return None
         raise ArtifactError(f"unknown GGUF value type {vtype}")
 

@@ -126,6 +126,8 @@ def check_config(ctx: ScanContext, doc: object, loc: Location) -> None:
 def _check_object(ctx: ScanContext, node: dict[str, object], loc: Location) -> None:
     cls = node.get("class_name")
     module = node.get("module")
+    if not isinstance(cls, str):
+        cls = ""
     config = node.get("config")
     layer_name = config.get("name", "") if isinstance(config, dict) else ""
     if cls in _CODE_LAYERS:

@@ -61,7 +61,7 @@ def read_header(src: ByteSource) -> dict[str, object]:
     try:
         # literal_eval evaluates literals only; the header is a dict of str, bool, tuples.
         header = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
         raise ArtifactError(f".npy header is not a literal dict: {text[:80]!r}") from err
     if not isinstance(header, dict) or not {"descr", "shape", "fortran_order"} <= header.keys():
         raise ArtifactError(".npy header lacks descr, shape or fortran_order")

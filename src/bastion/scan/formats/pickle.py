@@ -22,7 +22,8 @@ _RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 TORCH_LEGACY_PICKLES = 5  # magic, protocol, sys_info, the object, storage keys
-_STREAM_STARTS = frozenset(b"\x80(c]}).NIJKLSVXFGldtipPU")
+# Any opcode may open a further stream (PROTO is optional).
+_STREAM_STARTS = frozenset(b"().012FIJKLMNPQRSTUVXabcdeghijlopqrstu}]GBC") | frozenset(range(0x80, 0x99))
 
 _EVENT_RULES: dict[Event, tuple[str, Severity]] = {
     Event.CALL_ON_RESULT: ("pickle.call-chain", Severity.HIGH),
@@ -33,6 +34,7 @@ _EVENT_RULES: dict[Event, tuple[str, Severity]] = {
     Event.EXTENSION: ("pickle.extension-registry", Severity.HIGH),
     Event.FRAME_QUIRK: ("pickle.frame-violation", Severity.HIGH),
 }
+_MAX_GLOBAL_FINDINGS = 200
 _EMBEDDED_LOADERS = frozenset(
     {
         "pickle.loads",
@@ -45,18 +47,34 @@ _EMBEDDED_LOADERS = frozenset(
 )
 
 
-def report_emulation(ctx: ScanContext, emu: Emulation, loc: Location, fmt: str, base: int = 0) -> None:
+def _distinct_globals(globals_seen: list[Global]) -> list[Global]:
+    """One Global per name, carrying every use any of its imports had (first offset kept)."""
+    merged: dict[tuple[str, str], Global] = {}
+    for g in globals_seen:
+        first = merged.get((g.module, g.name))
+        if first is None:
+            merged[(g.module, g.name)] = Global(g.module, g.name, g.pos, dict(g.uses))
+        else:
+            for how, pos in g.uses.items():
+                first.uses.setdefault(how, pos)
+    return list(merged.values())
+
+
+def report_emulation(ctx: ScanContext, emu: Emulation, loc: Location, fmt: str) -> None:
     """Turn what a stream did into findings: judged globals, then structural events."""
-    seen: set[tuple[str, str]] = set()
-    for g in emu.globals:
-        judgement = judge_global(g, ctx.allow_globals)
-        if judgement is None:
-            continue
-        key = (judgement.rule_id, g.dotted)
-        if key in seen:
-            continue
-        seen.add(key)
-        ctx.add(judgement.rule_id, judgement.severity, loc.at(base + g.pos), judgement.message, fmt, g.dotted)
+    judged = [(g, j) for g in _distinct_globals(emu.globals) if (j := judge_global(g, ctx.allow_globals)) is not None]
+    judged.sort(key=lambda pair: -pair[1].severity)
+    for g, judgement in judged[:_MAX_GLOBAL_FINDINGS]:
+        ctx.add(judgement.rule_id, judgement.severity, loc.at(g.pos), judgement.message, fmt, g.dotted)
+    if len(judged) > _MAX_GLOBAL_FINDINGS:
+        rest = judged[_MAX_GLOBAL_FINDINGS:]
+        ctx.add(
+            "pickle.more-globals",
+            max(j.severity for _g, j in rest),
+            loc,
+            f"{len(rest)} more imported names were flagged; the most severe are listed above",
+            fmt,
+        )
     reported: set[Event] = set()
     for obs in emu.observations:
         if obs.event in reported and obs.event is not Event.FRAME_QUIRK:
@@ -64,7 +82,7 @@ def report_emulation(ctx: ScanContext, emu: Emulation, loc: Location, fmt: str, 
         reported.add(obs.event)
         rule_id, severity = _EVENT_RULES[obs.event]
         detail = f": {obs.detail}" if obs.detail else ""
-        ctx.add(rule_id, severity, loc.at(base + obs.pos), f"the stream {obs.event.value}{detail}", fmt, obs.detail)
+        ctx.add(rule_id, severity, loc.at(obs.pos), f"the stream {obs.event.value}{detail}", fmt, obs.detail)
 
 
 class _Stream:

@@ -131,7 +131,7 @@ def _tensor_problem(info: object) -> str:
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         return "entry must have exactly dtype, shape and data_offsets"
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPE_BITS:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         return f"unknown dtype {dtype!r}"
     if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
         return "shape must be a list of non-negative integers"

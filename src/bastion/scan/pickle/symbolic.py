@@ -189,21 +189,30 @@ EmbeddedSink = Callable[[bytes, int, str], None]
 BuildHook = Callable[["Machine", object, ByteSource, int], None]
 
 
-def _flatten(value: object, out: list[object], depth: int = 0) -> None:
-    if depth > 50:
-        return
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            _flatten(item, out, depth + 1)
-    elif isinstance(value, PDict):
-        for k, v in value.items:
-            _flatten(k, out, depth + 1)
-            _flatten(v, out, depth + 1)
-    elif isinstance(value, PSet):
-        for item in value.items:
-            _flatten(item, out, depth + 1)
-    else:
-        out.append(value)
+_FLATTEN_BUDGET = 100_000
+_MAX_OBSERVATIONS_PER_EVENT = 8
+
+
+def _flatten(value: object, out: list[object]) -> None:
+    """The leaves of a value, each shared container visited once (memo makes DAGs cheap to build)."""
+    seen: set[int] = set()
+    pending = [value]
+    budget = _FLATTEN_BUDGET
+    while pending and budget:
+        budget -= 1
+        item = pending.pop()
+        if isinstance(item, (tuple, list, PDict, PSet)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            if isinstance(item, PDict):
+                pending.extend(part for pair in item.items for part in pair)
+            elif isinstance(item, PSet):
+                pending.extend(item.items)
+            else:
+                pending.extend(item)
+        else:
+            out.append(item)
 
 
 def _dangerous_state_keys(state: object) -> list[str]:
@@ -235,6 +244,7 @@ class Machine:
         self.stack: list[object] = []
         self.metastack: list[list[object]] = []
         self.memo: dict[int, object] = {}
+        self.counts: dict[Event, int] = {}
         self.out = Emulation()
 
     # -- helpers -------------------------------------------------------------------
@@ -258,7 +268,11 @@ class Machine:
         return items
 
     def _observe(self, event: Event, pos: int, detail: str = "") -> None:
-        self.out.observations.append(Observation(event, pos, detail))
+        # The first few of each kind are evidence enough; thousands would only bloat the report.
+        seen = self.counts.get(event, 0)
+        self.counts[event] = seen + 1
+        if seen < _MAX_OBSERVATIONS_PER_EVENT:
+            self.out.observations.append(Observation(event, pos, detail))
 
     def _new_global(self, module: object, name: object, pos: int) -> object:
         if not isinstance(module, str) or not isinstance(name, str):
@@ -310,6 +324,7 @@ class Machine:
         limits = self.limits
         max_stack = limits.max_stack_items
         max_memo = limits.max_memo_entries
+        max_marks = limits.max_open_marks
 
         def quirk(pos: int, detail: str) -> None:
             self._observe(Event.FRAME_QUIRK, pos, detail)
@@ -339,6 +354,9 @@ class Machine:
                     except KeyError:
                         raise ArtifactError(f"memo key {arg!r} not defined at byte {pos}") from None
                 elif code == 0x28:  # MARK
+                    # Each open MARK holds a list: count them, or a file of "(" fills memory.
+                    if len(self.metastack) >= max_marks:
+                        raise LimitExceeded(f"more than {max_marks} MARKs open at once")
                     self.metastack.append(stack)
                     self.stack = []
                 elif code == 0x4E:  # NONE
@@ -519,10 +537,22 @@ def _setitems(target: object, pairs: list[tuple[object, object]], pos: int) -> N
 
 
 def _describe(value: object) -> str:
+    depth = 0
+    while isinstance(value, Result) and depth < 8:
+        value, depth = value.func, depth + 1
+    text = _describe_leaf(value)
+    return (
+        f"the result of {text}(...)"
+        if depth == 1
+        else (f"a call chain {depth} deep ending in {text}" if depth else text)
+    )
+
+
+def _describe_leaf(value: object) -> str:
     if isinstance(value, Global):
         return value.dotted
     if isinstance(value, Result):
-        return f"the result of {_describe(value.func)}(...)"
+        return "a longer call chain"
     if isinstance(value, (str, bytes)):
         return repr(value[:60])
     if isinstance(value, LargeData):
