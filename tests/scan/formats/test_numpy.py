@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bastion.findings import Severity, Verdict
 from bastion.scan.api import scan_path
 from corpus import builders
 from corpus.expect import assert_fails_with, assert_passes
@@ -54,3 +56,14 @@ def test_structured_numeric_array_passes(tmp_path: Path) -> None:
 def test_object_array_renamed_to_a_numeric_name_is_still_emulated(tmp_path: Path) -> None:
     path = builders.npy_object_malicious(tmp_path).rename(tmp_path / "embeddings.bin")
     assert_fails_with(scan_path(path), "pickle.dangerous-global")
+
+
+@pytest.mark.parametrize("start", [b"\x80\x04", b"PK\x03\x04"], ids=["pickle-magic", "zip-magic"])
+def test_array_data_that_starts_like_a_file_is_data(start: bytes, tmp_path: Path) -> None:
+    # Regression (benchmark seed 7, small_0353.pkl): numpy pickles array bytes as an
+    # argument of _frombuffer; bytes given to anything but a loader are not a nested file.
+    array = np.frombuffer(start + bytes(62), dtype=np.uint8).copy()
+    path = tmp_path / "arrays.pkl"
+    path.write_bytes(pickle.dumps({"weights": array}, protocol=5))
+    report = scan_path(path)
+    assert report.verdict(Severity.HIGH) is Verdict.PASS, [f.rule_id for f in report.findings]

@@ -96,14 +96,17 @@ class _Stream:
         self.depth = depth
 
     def _embedded(self, data: bytes, pos: int, func: str) -> None:
+        # Only bytes handed to a loader are a file to analyse; bytes given to anything
+        # else (numpy's _frombuffer array data) are data, whatever they happen to start with.
         ctx = self.ctx
-        if func not in _EMBEDDED_LOADERS and not data.startswith((b"\x80", b"PK\x03\x04")):
+        module, _, name = func.rpartition(".")
+        if func not in _EMBEDDED_LOADERS and not is_dangerous(module, name):
             return
         ctx.embedded += 1
         if ctx.embedded > ctx.limits.max_embedded_pickles:
             return
         ctx.nested(
-            source_from_bytes(data, "embedded"), self.loc.inside(f"<embedded@{pos}>"), "embedded.pkl", self.depth + 1
+            source_from_bytes(data, "embedded"), self.loc.inside(f"<embedded@{pos}>"), "embedded", self.depth + 1
         )
 
     def _after_build(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
