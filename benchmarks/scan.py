@@ -37,7 +37,8 @@ this file with ``_generate`` under Bastion's interpreter (``--gen-python``), whi
 torch and numpy. Inputs and scratch files live in ``--workdir`` (default: a temp
 dir), removed at the end unless ``--keep``; a kept work dir is reused by the next run
 with the same ``--seed``, ``--ckpt-mb`` and ``--pickles``. A ~1 GB run needs ~1.2 GB
-of free disk there and about 45 minutes on 2 cores, most of it ModelAudit.
+of free disk there and about 25 minutes on 2 cores, most of it ModelAudit (its
+scan of the 1,000 pickles takes ~750 s here, past the default 600 s ``--timeout``).
 
 Run it from the repository root::
 
@@ -61,6 +62,7 @@ import os
 import pickle
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -89,6 +91,7 @@ TORCH_WHEEL_GLOB: Final = "torch-2.13.0*-cp311-cp311-*linux*_x86_64.whl"
 WHEEL_DIRS: Final = (Path("/opt/wheels"),)
 SAMPLE_INTERVAL_S: Final = 0.05
 TRACEBACK: Final = "Traceback (most recent call last)"
+LOG_LINE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
 PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 GENERATE_COMMAND: Final = "_generate"
 INPUTS_VERSION: Final = 1
@@ -1013,14 +1016,19 @@ def summarize(tool: Tool, measurements: Sequence[Measurement]) -> Timing:
         runs_s=times,
         outcome=outcome,
         peak_rss_bytes=max(m.peak_rss_bytes for m in measurements),
-        message="" if outcome.is_clean else last_line(measurements[-1].results[-1].stderr),
+        message="" if outcome.is_clean else error_line(measurements[-1].results[-1].stderr),
     )
 
 
-def last_line(text: str, limit: int = 160) -> str:
-    """The last non-blank line of some output, shortened."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:limit] if lines else ""
+def error_line(stderr: str, limit: int = 160) -> str:
+    """The line of stderr that says what went wrong: a traceback's last, else the first.
+
+    Timestamped logging lines ("2026-01-01 12:00:00,000 - ...") are noise here and skipped.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not LOG_LINE.match(line)]
+    if not lines:
+        return ""
+    return (lines[-1] if TRACEBACK in stderr else lines[0])[:limit]
 
 
 # --------------------------------------------------------------------------- report
