@@ -80,8 +80,16 @@ def _walk(root: Path) -> Iterator[str]:
             yield full
 
 
-def _scan_one(args: tuple[str, ScanPolicy]) -> FileReport:
-    return scan_file(*args)
+_WORKER_POLICY = ScanPolicy()
+
+
+def _init_worker(policy: ScanPolicy) -> None:
+    global _WORKER_POLICY  # noqa: PLW0603  # one policy per worker process, sent once
+    _WORKER_POLICY = policy
+
+
+def _scan_in_worker(path: str) -> FileReport:
+    return scan_file(path, _WORKER_POLICY)
 
 
 def scan_paths(
@@ -123,8 +131,8 @@ def scan_paths(
         from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415  # only for many files
 
         chunk = max(1, min(64, total // (count * 8)))
-        with ProcessPoolExecutor(max_workers=count) as pool:
-            for i, report in enumerate(pool.map(_scan_one, [(f, active) for f in files], chunksize=chunk), 1):
+        with ProcessPoolExecutor(max_workers=count, initializer=_init_worker, initargs=(active,)) as pool:
+            for i, report in enumerate(pool.map(_scan_in_worker, files, chunksize=chunk), 1):
                 results.append(report)
                 if progress is not None:
                     progress(i, total, report.path)

@@ -11,6 +11,7 @@ HIGH, rebuilding an instance of it through the standard reconstruction paths is 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from bastion.findings import Severity
@@ -556,6 +557,7 @@ class Judgement:
     message: str
 
 
+@functools.lru_cache(maxsize=8192)
 def canonical_module(module: str) -> str:
     """The module a name really resolves to, after Python 2 and C-accelerator aliases."""
     head, _, rest = module.partition(".")
@@ -570,6 +572,7 @@ def _in_module_set(dotted: str, modules: frozenset[str]) -> bool:
     return any(".".join(parts[:i]) in modules for i in range(1, len(parts) + 1))
 
 
+@functools.lru_cache(maxsize=8192)
 def is_dangerous(module: str, name: str) -> bool:
     """True for names known to run code, touch files or the network, or lead to either."""
     full = f"{canonical_module(module)}.{name}"
@@ -582,6 +585,7 @@ def is_dangerous(module: str, name: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=8192)
 def is_safe_callable(module: str, name: str, extra: frozenset[str] = frozenset()) -> bool:
     """True for the exact callables real checkpoints use while loading."""
     full = f"{canonical_module(module)}.{name}"
