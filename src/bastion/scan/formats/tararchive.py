@@ -23,6 +23,8 @@ def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
                 count += 1
                 if count > ctx.limits.max_members:
                     raise LimitExceeded(f"more than {ctx.limits.max_members} members")
+                if member.size > ctx.limits.max_expanded_bytes:
+                    raise LimitExceeded(f"member {member.name!r} declares {member.size} bytes, over the scan's budget")
                 mloc = loc.inside(member.name)
                 if escapes_root(member.name):
                     ctx.add(

@@ -130,6 +130,8 @@ def read_members(src: MemorySource, max_members: int) -> tuple[list[ZipMember], 
             "utf-8" if lfields[2] & 0x800 else "cp437", "replace"
         )
         data_offset = header + _LOCAL.size + lnlen + lxlen
+        if data_offset + csize > src.size:
+            raise ArtifactError(f"{src.name}: member {name!r} runs past the end of the archive (truncated?)")
         members.append(
             ZipMember(name, local_name, method, flags, crc, csize, usize, header, data_offset, name.endswith("/"))
         )
@@ -162,6 +164,8 @@ class _Inflater(io.RawIOBase):
             if self._pos >= self._end:
                 return 0
             chunk = self._src.bytes_at(self._pos, min(1 << 16, self._end - self._pos))
+            if not chunk:
+                raise ArtifactError(f"{self._member.name}: compressed data runs past the end of the archive")
             self._pos += len(chunk)
             if self._inflate:
                 try:

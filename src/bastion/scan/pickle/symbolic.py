@@ -510,11 +510,13 @@ class Machine:
         dunders = _dangerous_state_keys(state)
         if dunders:
             self._observe(Event.BUILD_DUNDER, pos, ", ".join(dunders[:5]))
-        values: list[object] = []
-        _flatten(state, values)
-        for value in values:
-            if isinstance(value, Global) and isinstance(target, Global):
-                value.use(Use.MUTATE, pos)
+        if isinstance(target, Global):
+            # Names stored onto an imported object may be fetched back as attributes later.
+            values: list[object] = []
+            _flatten(state, values)
+            for value in values:
+                if isinstance(value, Global):
+                    value.use(Use.MUTATE, pos)
 
 
 def _extend(target: object, items: list[object], pos: int) -> None:
