@@ -213,17 +213,17 @@ def _tentative_pickle(ctx: ScanContext, src: ByteSource, loc: Location, depth: i
 def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:
     data = src.read_some(ctx.limits.max_text_bytes)
     from bastion.scan import secrets
-    from bastion.scan.formats import keras, protobuf_models
 
     text = data.decode("utf-8", "replace")
     lower = name.lower()
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
-        if secrets.scan_notebook(ctx, text, loc):
+    if text.lstrip().startswith("{"):
+        from bastion.scan.formats import keras
+
+        if secrets.scan_notebook(ctx, text, loc) or keras.scan_config_text(ctx, text, loc, lower):
             return
-        if keras.scan_config_text(ctx, text, loc, lower):
-            return
-    if lower.endswith(".pb") or lower.endswith(".onnx"):
+    if lower.endswith((".pb", ".onnx")):
+        from bastion.scan.formats import protobuf_models
+
         kind = protobuf_models.sniff(data[:512], lower)
         if kind is not None:
             protobuf_models.scan_protobuf_model(ctx, source_from_bytes(data, src.name), loc, kind)

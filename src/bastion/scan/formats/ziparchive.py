@@ -210,6 +210,14 @@ def open_member(src: MemorySource, member: ZipMember, ctx: ScanContext, name: st
     raise ArtifactError(f"{name}: compression method {member.method} is not supported")
 
 
+_TORCH_METADATA = frozenset({"version", ".format_version", ".storage_alignment", "byteorder"})
+
+
+def _is_torch_metadata(member: ZipMember) -> bool:
+    # A few bytes of text (a version number, "little") that torch.load parses as numbers.
+    return member.name.rsplit("/", 1)[-1] in _TORCH_METADATA and member.size <= 64
+
+
 def is_torch_storage(name: str) -> bool:
     """True for PyTorch's raw tensor storages (`archive/data/0`), which are never unpickled."""
     return bool(_TORCH_STORAGE.match(name))
@@ -236,7 +244,7 @@ def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> 
     for member in members:
         mloc = loc.inside(member.name)
         _check_member(ctx, member, mloc)
-        if member.is_dir or (is_torch and is_torch_storage(member.name)):
+        if member.is_dir or (is_torch and (is_torch_storage(member.name) or _is_torch_metadata(member))):
             continue
         try:
             msrc = open_member(src, member, ctx, member.name)
