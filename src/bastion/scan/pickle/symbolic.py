@@ -143,10 +143,8 @@ class Emulation:
     protocol: int = 0
     globals: list[Global] = field(default_factory=list)
     persistent: list[Persistent] = field(default_factory=list)
-    calls: list[Result] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     value: object = None
-    end: int = 0
     error: str | None = None
     error_pos: int | None = None
 
@@ -285,7 +283,6 @@ class Machine:
 
     def _call(self, func: object, args: object, pos: int, how: str) -> Result:
         result = Result(func, args, pos, how)
-        self.out.calls.append(result)
         if isinstance(func, Global):
             func.use(Use.RECONSTRUCT if how == "newobj" else Use.CALL, pos)
             self._special_arguments(func, args, pos)
@@ -483,7 +480,6 @@ class Machine:
                     pass
                 elif code == 0x2E:  # STOP
                     out.value = self._pop()
-                    out.end = src.tell()
                     return out
                 else:  # pragma: no cover - parse_opcodes rejects unknown opcodes
                     raise ArtifactError(f"unhandled opcode 0x{code:02x} at byte {pos}")
