@@ -145,6 +145,8 @@ class Emulation:
     persistent: list[Persistent] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     value: object = None
+    end: int = 0
+    """Offset just past STOP (0 when the stream broke first)."""
     error: str | None = None
     error_pos: int | None = None
 
@@ -480,6 +482,7 @@ class Machine:
                     pass
                 elif code == 0x2E:  # STOP
                     out.value = self._pop()
+                    out.end = src.tell()
                     return out
                 else:  # pragma: no cover - parse_opcodes rejects unknown opcodes
                     raise ArtifactError(f"unhandled opcode 0x{code:02x} at byte {pos}")
