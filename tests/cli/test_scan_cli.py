@@ -128,7 +128,10 @@ def test_fail_on_critical_lets_a_high_finding_through(tmp_path: Path) -> None:
 def test_fail_on_flag_overrides_the_environment(tmp_path: Path) -> None:
     write(tmp_path, "model.pkl", pickles.REDUCE_UNKNOWN_FUNCTION)
     assert bastion("scan", "model.pkl", cwd=tmp_path, env={"BASTION_FAIL_ON": "critical"}).returncode == 0
-    assert bastion("scan", "model.pkl", "--fail-on", "high", cwd=tmp_path, env={"BASTION_FAIL_ON": "critical"}).returncode == 1
+    assert (
+        bastion("scan", "model.pkl", "--fail-on", "high", cwd=tmp_path, env={"BASTION_FAIL_ON": "critical"}).returncode
+        == 1
+    )
 
 
 def test_folder_is_scanned_recursively(tmp_path: Path) -> None:
@@ -178,3 +181,16 @@ def test_policy_file_allow_list_unblocks_a_named_callable(tmp_path: Path) -> Non
     write(tmp_path, "model.pkl", pickles.REDUCE_UNKNOWN_FUNCTION)
     (tmp_path / "policy.yaml").write_text("version: 1\nscan:\n  allow_globals: [mymod.helper]\n")
     assert bastion("scan", "model.pkl", "--policy", "policy.yaml", cwd=tmp_path).returncode == 0
+
+
+def test_unwritable_output_path_is_a_clear_usage_error(tmp_path: Path) -> None:
+    model = tmp_path / "m.pkl"
+    model.write_bytes(b"\x80\x04N.")
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", "scan", str(model), "-o", str(tmp_path / "no" / "such" / "r.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "cannot write the report" in done.stderr and "Traceback" not in done.stderr

@@ -8,7 +8,7 @@ from typing import TextIO
 
 import click
 
-from bastion.errors import ArtifactError
+from bastion.errors import ArtifactError, ConfigError
 
 FORMATS = ("text", "json", "sarif")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -70,7 +70,7 @@ def scan_command(
         # An empty folder is usually a wrong path in a pipeline: never a silent pass.
         raise ArtifactError(f"nothing to scan: {', '.join(map(str, paths))} holds no files", hint="Check the path.")
     block_at = active.scan.block_at
-    out: TextIO = output.open("w", encoding="utf-8") if output else sys.stdout
+    out: TextIO = _open_output(output) if output else sys.stdout
     try:
         if output_format == "json":
             from bastion.render.scan_json import render_json  # noqa: PLC0415
@@ -88,6 +88,13 @@ def scan_command(
         if output:
             out.close()
     return exit_code(report.verdict(block_at))
+
+
+def _open_output(path: Path) -> TextIO:
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot write the report to {path}: {err.strerror}", hint="Check the --output path.") from err
 
 
 class _Progress:
