@@ -194,3 +194,15 @@ def test_unwritable_output_path_is_a_clear_usage_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "cannot write the report" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_file_behind_a_symlink_in_a_folder_is_scanned(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.bin"
+    outside.write_bytes(pickle.dumps(SystemCall(), protocol=4))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").symlink_to(outside)
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", "scan", str(folder)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1, done.stdout + done.stderr

@@ -80,9 +80,10 @@ def _walk(root: Path) -> Iterator[str]:
         dirs.sort()
         for name in sorted(files):
             full = os.path.join(folder, name)
-            if os.path.islink(full) or not os.path.isfile(full):
-                continue
-            yield full
+            # A link to a file is scanned through the link, as a loader would read it;
+            # links to folders are not followed (os.walk), so a cycle cannot trap the scan.
+            if os.path.isfile(full):
+                yield full
 
 
 _WORKER_POLICY = ScanPolicy()
