@@ -94,7 +94,9 @@ def _open_output(path: Path) -> TextIO:
     try:
         return path.open("w", encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"cannot write the report to {path}: {err.strerror}", hint="Check the --output path.") from err
+        raise ConfigError(
+            f"cannot write the report to {path}: {err.strerror}", hint="Check the --output path."
+        ) from err
 
 
 class _Progress:

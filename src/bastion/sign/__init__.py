@@ -1,0 +1,1 @@
+"""SIGN: are these exactly the bytes a trusted party released?"""
