@@ -180,4 +180,3 @@ def compare_manifests(signed: Manifest, actual: Manifest) -> ManifestDiff:
             missing.remove(old)
             extra.remove(new)
     return ManifestDiff(changed, tuple(missing), tuple(extra), tuple(renamed))
-

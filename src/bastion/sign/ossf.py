@@ -1,0 +1,205 @@
+"""Signatures in the OpenSSF model-signing format (v1.0 predicate, key-based).
+
+A Sigstore bundle (v0.3 JSON) around a DSSE envelope around an in-toto statement whose
+single subject is the model's root digest and whose predicate lists every file's
+SHA-256. ECDSA signatures are DER over the DSSE pre-authentication encoding, with the
+hash that matches the curve, as model-signing writes and checks them. See
+docs/research/openssf-model-signing.md for the format as established against 1.1.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from bastion.errors import VerificationError
+from bastion.sign.keys import PrivateKey, PublicKey, public_pem
+from bastion.sign.manifest import (
+    GIT_PATHS,
+    FileDigest,
+    Manifest,
+    Sha256,
+    compare_manifests,
+    hash_model,
+)
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+DEFAULT_SIGNATURE = "model.sig"
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What a successful verification established."""
+
+    root_digest: Sha256
+    files: int
+    key_hint: str
+
+
+def pae(payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding of an in-toto payload."""
+    kind = PAYLOAD_TYPE.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def _hash_for(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
+    return {"secp256r1": hashes.SHA256(), "secp384r1": hashes.SHA384()}.get(curve.name, hashes.SHA512())
+
+
+def _statement(model_name: str, manifest: Manifest, ignore_paths: list[str]) -> bytes:
+    doc = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": model_name, "digest": {"sha256": manifest.root_digest()}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "resources": [{"name": f.name, "algorithm": "sha256", "digest": f.digest} for f in manifest.files],
+            "serialization": {
+                "method": "files",
+                "hash_type": "sha256",
+                "allow_symlinks": False,
+                "ignore_paths": ignore_paths,
+            },
+        },
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def sign_model(model: Path, key: PrivateKey, signature: Path | None = None) -> Path:
+    """Hash a model and write its signature bundle (default: `model.sig` beside it or in it).
+
+    Returns:
+        The path of the bundle written.
+    """
+    target = signature or (model / DEFAULT_SIGNATURE if model.is_dir() else model.with_name(model.name + ".sig"))
+    ignore = _ignore_for(model, target)
+    manifest = hash_model(model, ignore)
+    payload = _statement(model.resolve().name, manifest, [*ignore, *GIT_PATHS])
+    message = pae(payload)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        sig = key.sign(message)
+    else:
+        sig = key.sign(message, ec.ECDSA(_hash_for(key.curve)))
+    bundle = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {
+            "publicKey": {"hint": hashlib.sha256(public_pem(key.public_key())).hexdigest()},
+            "tlogEntries": [],
+        },
+        "dsseEnvelope": {
+            "payload": base64.b64encode(payload).decode(),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
+        },
+    }
+    target.write_text(json.dumps(bundle), encoding="utf-8")
+    return target
+
+
+def _ignore_for(model: Path, signature: Path) -> list[str]:
+    if model.is_dir() and signature.resolve().is_relative_to(model.resolve()):
+        return [signature.resolve().relative_to(model.resolve()).as_posix()]
+    return []
+
+
+def verify_model(model: Path, public_key: PublicKey, signature: Path | None = None) -> Verified:
+    """Check a model against its bundle: the signature, then every file's digest.
+
+    Raises:
+        VerificationError: naming the cause (unreadable bundle, wrong key, bad signature,
+            or each changed, missing, extra and renamed file).
+    """
+    target = signature or (model / DEFAULT_SIGNATURE if model.is_dir() else model.with_name(model.name + ".sig"))
+    bundle = _read_bundle(target)
+    envelope = bundle["dsseEnvelope"]
+    hint = hashlib.sha256(public_pem(public_key)).hexdigest()
+    signed_hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint")
+    if signed_hint not in (None, "", hint):
+        raise VerificationError(
+            f"{target}: signed with a different key (hint {str(signed_hint)[:12]}…, yours {hint[:12]}…)",
+            hint="Verify with the public key of the party that released the model.",
+        )
+    try:
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        sig = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise VerificationError(f"{target}: the DSSE envelope is malformed ({err})") from err
+    if envelope.get("payloadType") != PAYLOAD_TYPE:
+        raise VerificationError(f"{target}: payload type {envelope.get('payloadType')!r} is not in-toto")
+    try:
+        if isinstance(public_key, ed25519.Ed25519PublicKey):
+            public_key.verify(sig, pae(payload))
+        else:
+            public_key.verify(sig, pae(payload), ec.ECDSA(_hash_for(public_key.curve)))
+    except InvalidSignature as err:
+        raise VerificationError(
+            f"{target}: the signature does not verify with this key (wrong key, or the bundle was altered)",
+            hint="Verify with the releasing party's public key; fetch the signature again.",
+        ) from err
+    statement = _statement_of(payload, target)
+    signed = _manifest_from(statement, target)
+    ignore = [*_ignore_for(model, target), *_ignored_paths(statement)]
+    diff = compare_manifests(signed, hash_model(model, ignore))
+    if not diff.is_empty:
+        raise VerificationError(
+            f"{model}: " + "; ".join(diff.reasons()),
+            hint="The model's bytes are not those that were signed: fetch it again from a trusted source.",
+        )
+    return Verified(signed.root_digest(), len(signed.files), hint)
+
+
+def _read_bundle(path: Path) -> dict[str, Any]:  # JSON at the boundary, checked field by field
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise VerificationError(
+            f"{path}: signature cannot be read ({err.strerror})", hint="Check the --signature path."
+        ) from err
+    except ValueError as err:
+        raise VerificationError(f"{path}: signature is not JSON ({err})") from err
+    if not isinstance(bundle, dict) or bundle.get("mediaType") != BUNDLE_MEDIA_TYPE or "dsseEnvelope" not in bundle:
+        raise VerificationError(f"{path}: not a Sigstore v0.3 bundle with a DSSE envelope")
+    return bundle
+
+
+def _statement_of(payload: bytes, target: Path) -> dict[str, Any]:
+    try:
+        statement = json.loads(payload)
+    except ValueError as err:
+        raise VerificationError(f"{target}: signed payload is not JSON") from err
+    if not isinstance(statement, dict):
+        raise VerificationError(f"{target}: signed payload is not a JSON object")
+    if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") != PREDICATE_TYPE:
+        raise VerificationError(f"{target}: not an in-toto statement of a model-signing v1.0 predicate")
+    return statement
+
+
+def _manifest_from(statement: dict[str, Any], target: Path) -> Manifest:
+    try:
+        resources = statement["predicate"]["resources"]
+        subjects = statement["subject"]
+        files = tuple(FileDigest(r["name"], Sha256(r["digest"])) for r in resources if r["algorithm"] == "sha256")
+        if len(files) != len(resources) or not isinstance(subjects, list) or len(subjects) != 1:
+            raise VerificationError(f"{target}: only files-mode SHA-256 signatures with one subject are supported")
+        manifest = Manifest(files)
+        if subjects[0]["digest"]["sha256"] != manifest.root_digest():
+            raise VerificationError(f"{target}: the subject digest does not match the listed files")
+    except (KeyError, TypeError) as err:
+        raise VerificationError(f"{target}: the statement is malformed ({err})") from err
+    return manifest
+
+
+def _ignored_paths(statement: dict[str, Any]) -> list[str]:
+    serialization = statement.get("predicate", {}).get("serialization", {})
+    paths = serialization.get("ignore_paths", []) if isinstance(serialization, dict) else []
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
