@@ -13,6 +13,7 @@ import click
 
 from bastion import __version__
 from bastion.cli.scan import scan_command
+from bastion.cli.sign import keygen_command, sign_command, verify_command
 from bastion.errors import BastionError
 
 
@@ -23,6 +24,9 @@ def app() -> None:
 
 
 app.add_command(scan_command)
+app.add_command(keygen_command)
+app.add_command(sign_command)
+app.add_command(verify_command)
 
 
 def main() -> None:
