@@ -11,6 +11,7 @@ from __future__ import annotations
 from bastion.errors import ArtifactError, LimitExceeded, UnsupportedFormat
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
+from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
 
 _MODEL_SUFFIXES = (
@@ -35,9 +36,6 @@ _MODEL_SUFFIXES = (
     ".mar",
 )
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".dill", ".sav", ".p", ".bin")
-# The unpickler runs a stream whatever opcode opens it (PROTO is optional), so every
-# opcode byte may start a pickle; text that starts so is read as text if it fails to parse.
-_PICKLE0_STARTS = frozenset(b"().012FIJKLMNPQRSTUVXabcdeghijlopqrstu}]GBC") | frozenset(range(0x80, 0x99))
 _PROBE = 1 << 16
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _NPY = b"\x93NUMPY"
@@ -130,9 +128,9 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         raise UnsupportedFormat("7z archives are not unpacked by Bastion; their members cannot be analysed")
     elif head.startswith(b"Rar!\x1a\x07"):
         raise UnsupportedFormat("RAR archives are not unpacked by Bastion; their members cannot be analysed")
-    elif head[0] in _PICKLE0_STARTS and _tentative_pickle(ctx, src, loc, depth):
+    elif head[0] in STREAM_START_BYTES and _tentative_pickle(ctx, src, loc, depth):
         return
-    elif head[0] in _PICKLE0_STARTS and lower.endswith(_PICKLE_SUFFIXES):
+    elif head[0] in STREAM_START_BYTES and lower.endswith(_PICKLE_SUFFIXES):
         raise ArtifactError(f"{name} is named like a pickle and starts like one, but does not parse as one")
     elif _looks_text(head):
         _scan_text(ctx, src, loc, name, depth)

@@ -13,6 +13,7 @@ from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.formats.joblib import NestedPickle, read_inline_array
+from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.pickle.rules import is_dangerous, judge_global
 from bastion.scan.pickle.symbolic import Emulation, Event, Global, Machine
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
@@ -22,8 +23,6 @@ _RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 TORCH_LEGACY_PICKLES = 5  # magic, protocol, sys_info, the object, storage keys
-# Any opcode may open a further stream (PROTO is optional).
-_STREAM_STARTS = frozenset(b"().012FIJKLMNPQRSTUVXabcdeghijlopqrstu}]GBC") | frozenset(range(0x80, 0x99))
 
 _EVENT_RULES: dict[Event, tuple[str, Severity]] = {
     Event.CALL_ON_RESULT: ("pickle.call-chain", Severity.HIGH),
@@ -185,7 +184,7 @@ class _Stream:
         src = self.src
         while not src.at_end():
             start = src.tell()
-            if src.peek(1)[0] not in _STREAM_STARTS:
+            if src.peek(1)[0] not in STREAM_START_BYTES:
                 self._trailing(start)
                 return
             emu = self.emulate_one()

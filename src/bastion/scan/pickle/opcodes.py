@@ -55,6 +55,10 @@ NAMES: dict[int, str] = {
     if isinstance(code, bytes) and len(code) == 1 and name.isupper()
 }
 
+# The unpickler runs a stream whatever opcode opens it (PROTO is optional), so any of
+# these bytes may start a pickle.
+STREAM_START_BYTES = frozenset(NAMES)
+
 _NO_ARG = frozenset(
     c[0]
     for c in (
