@@ -1,9 +1,11 @@
-"""Signatures in the OpenSSF model-signing format (v1.0 predicate, key-based).
+"""Signatures in the OpenSSF model-signing format (v1.0 predicate, key or certificate).
 
 A Sigstore bundle (v0.3 JSON) around a DSSE envelope around an in-toto statement whose
 single subject is the model's root digest and whose predicate lists every file's
 SHA-256. ECDSA signatures are DER over the DSSE pre-authentication encoding, with the
-hash that matches the curve, as model-signing writes and checks them. See
+hash that matches the curve, as model-signing writes and checks them. A key-based
+bundle names the key by a hint; a certificate-based one carries the leaf certificate
+and its intermediates, and trust comes from the roots the verifier names. See
 docs/research/openssf-model-signing.md for the format as established against 1.1.1.
 """
 
@@ -12,15 +14,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bastion.errors import VerificationError
+from bastion.sign.certs import (
+    certificate_chain_material,
+    chain_from_bundle,
+    check_signing_certificate,
+    subject_of,
+    verify_certificate_chain,
+)
 from bastion.sign.keys import PrivateKey, PublicKey, public_pem
 from bastion.sign.manifest import (
     GIT_PATHS,
@@ -44,7 +55,7 @@ class Verified:
 
     root_digest: Sha256
     files: int
-    key_hint: str
+    key_hint: str  # the key's hint (SHA-256 of its PEM), or the leaf certificate's subject
 
 
 def pae(payload: bytes) -> bytes:
@@ -75,13 +86,38 @@ def _statement(model_name: str, manifest: Manifest, ignore_paths: list[str]) -> 
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def sign_model(model: Path, key: PrivateKey, signature: Path | None = None) -> Path:
+def sign_model(
+    model: Path,
+    key: PrivateKey,
+    signature: Path | None = None,
+    certificate_chain: Sequence[x509.Certificate] | None = None,
+) -> Path:
     """Hash a model and write its signature bundle (default: `model.sig` beside it or in it).
+
+    Args:
+        model: a model folder or file.
+        key: the signing key.
+        signature: where to write the bundle.
+        certificate_chain: the leaf certificate for `key`, then its intermediates; the
+            bundle then carries them instead of a key hint, as `model_signing sign
+            certificate` writes it.
 
     Returns:
         The path of the bundle written.
+
+    Raises:
+        ConfigError: the leaf certificate does not hold `key` or is not meant for signing.
+
+    Example:
+        >>> sign_model(Path("my-model"), key, certificate_chain=load_certificates([leaf, ca]))
     """
-    target = signature or (model / DEFAULT_SIGNATURE if model.is_dir() else model.with_name(model.name + ".sig"))
+    material: dict[str, object]
+    if certificate_chain:
+        check_signing_certificate(certificate_chain[0], key)
+        material = certificate_chain_material(certificate_chain)
+    else:
+        material = {"publicKey": {"hint": hashlib.sha256(public_pem(key.public_key())).hexdigest()}, "tlogEntries": []}
+    target = signature or _default_signature(model)
     ignore = _ignore_for(model, target)
     manifest = hash_model(model, ignore)
     payload = _statement(model.resolve().name, manifest, [*ignore, *GIT_PATHS])
@@ -92,10 +128,7 @@ def sign_model(model: Path, key: PrivateKey, signature: Path | None = None) -> P
         sig = key.sign(message, ec.ECDSA(_hash_for(key.curve)))
     bundle = {
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {
-            "publicKey": {"hint": hashlib.sha256(public_pem(key.public_key())).hexdigest()},
-            "tlogEntries": [],
-        },
+        "verificationMaterial": material,
         "dsseEnvelope": {
             "payload": base64.b64encode(payload).decode(),
             "payloadType": PAYLOAD_TYPE,
@@ -104,6 +137,10 @@ def sign_model(model: Path, key: PrivateKey, signature: Path | None = None) -> P
     }
     target.write_text(json.dumps(bundle), encoding="utf-8")
     return target
+
+
+def _default_signature(model: Path) -> Path:
+    return model / DEFAULT_SIGNATURE if model.is_dir() else model.with_name(model.name + ".sig")
 
 
 def _ignore_for(model: Path, signature: Path) -> list[str]:
@@ -119,9 +156,8 @@ def verify_model(model: Path, public_key: PublicKey, signature: Path | None = No
         VerificationError: naming the cause (unreadable bundle, wrong key, bad signature,
             or each changed, missing, extra and renamed file).
     """
-    target = signature or (model / DEFAULT_SIGNATURE if model.is_dir() else model.with_name(model.name + ".sig"))
+    target = signature or _default_signature(model)
     bundle = _read_bundle(target)
-    envelope = bundle["dsseEnvelope"]
     hint = hashlib.sha256(public_pem(public_key)).hexdigest()
     signed_hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint")
     if signed_hint not in (None, "", hint):
@@ -129,6 +165,49 @@ def verify_model(model: Path, public_key: PublicKey, signature: Path | None = No
             f"{target}: signed with a different key (hint {str(signed_hint)[:12]}…, yours {hint[:12]}…)",
             hint="Verify with the public key of the party that released the model.",
         )
+    payload = _verified_payload(bundle, public_key, target, "this key")
+    signed = _check_files(model, payload, target)
+    return Verified(signed.root_digest(), len(signed.files), hint)
+
+
+def verify_model_with_certificates(
+    model: Path, trusted_roots: Sequence[x509.Certificate], signature: Path | None = None
+) -> Verified:
+    """Check a certificate-signed model: the chain to a trusted root, the signature, every file.
+
+    The chain is validated now, up to one of `trusted_roots` (the certificates after the
+    leaf in the bundle serve only as intermediates); the signature is then checked with
+    the leaf's key, and the files exactly as `verify_model` does.
+
+    Args:
+        model: a model folder or file.
+        trusted_roots: the certificates to trust, typically the releasing party's root CA
+            (see `bastion.sign.certs.load_certificates`). Never empty: there is no default.
+        signature: the bundle (default: `model.sig` beside or in the model).
+
+    Returns:
+        What was verified; `key_hint` is the leaf certificate's subject.
+
+    Raises:
+        ConfigError: no trusted root was given.
+        VerificationError: naming the cause (no or malformed chain, leaf expired or not yet
+            valid or not meant for signing, chain not leading to a trusted root, signature
+            not made by the leaf's key, or each changed, missing, extra and renamed file).
+
+    Example:
+        >>> verify_model_with_certificates(Path("my-model"), load_certificates([Path("root.pem")]))
+    """
+    target = signature or _default_signature(model)
+    bundle = _read_bundle(target)
+    chain = chain_from_bundle(bundle, target)
+    leaf_key = verify_certificate_chain(chain, trusted_roots, target)
+    payload = _verified_payload(bundle, leaf_key, target, f"the key of the leaf certificate {subject_of(chain[0])}")
+    signed = _check_files(model, payload, target)
+    return Verified(signed.root_digest(), len(signed.files), subject_of(chain[0]))
+
+
+def _verified_payload(bundle: dict[str, Any], public_key: PublicKey, target: Path, whose: str) -> bytes:
+    envelope = bundle["dsseEnvelope"]
     try:
         payload = base64.b64decode(envelope["payload"], validate=True)
         sig = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
@@ -143,9 +222,13 @@ def verify_model(model: Path, public_key: PublicKey, signature: Path | None = No
             public_key.verify(sig, pae(payload), ec.ECDSA(_hash_for(public_key.curve)))
     except InvalidSignature as err:
         raise VerificationError(
-            f"{target}: the signature does not verify with this key (wrong key, or the bundle was altered)",
-            hint="Verify with the releasing party's public key; fetch the signature again.",
+            f"{target}: the signature does not verify with {whose} (wrong key, or the bundle was altered)",
+            hint="Verify with the releasing party's public key or root; fetch the signature again.",
         ) from err
+    return payload
+
+
+def _check_files(model: Path, payload: bytes, target: Path) -> Manifest:
     statement = _statement_of(payload, target)
     signed = _manifest_from(statement, target)
     ignore = [*_ignore_for(model, target), *_ignored_paths(statement)]
@@ -155,7 +238,7 @@ def verify_model(model: Path, public_key: PublicKey, signature: Path | None = No
             f"{model}: " + "; ".join(diff.reasons()),
             hint="The model's bytes are not those that were signed: fetch it again from a trusted source.",
         )
-    return Verified(signed.root_digest(), len(signed.files), hint)
+    return signed
 
 
 def _read_bundle(path: Path) -> dict[str, Any]:  # JSON at the boundary, checked field by field
