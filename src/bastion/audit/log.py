@@ -120,7 +120,8 @@ class AuditLog:
         return written
 
     def _checkpoint_in(self, connection: Connection, seq: int, entry_hash: bytes, now: datetime) -> None:
-        assert self.signing_key is not None
+        if self.signing_key is None:
+            return
         signature = sign_bytes(self.signing_key, checkpoint_message(self.chain, seq, entry_hash, now))
         connection.execute(
             insert(audit_checkpoints).values(

@@ -108,6 +108,7 @@ versions = Table(
     Column("model", String(200), ForeignKey("models.name"), primary_key=True),
     Column("number", Integer, primary_key=True, autoincrement=False),
     Column("root_digest", String(71), nullable=False),  # sha256:<hex> over the manifest
+    Column("layout", String(8), nullable=False),  # "file" (one file) or "folder"
     Column("stage", String(64), nullable=False),
     Column("registered_at", Timestamp, nullable=False),
     Column("registered_by", String(200), nullable=False),

@@ -36,7 +36,7 @@ def load_policy(path: Path | None = None, *, block_at: str | None = None) -> Pol
         except yaml.YAMLError as err:
             raise ConfigError(f"{source}: not valid YAML: {err}", hint="Fix the YAML syntax.") from err
         try:
-            policy = PolicyFile.model_validate(raw or {}).to_policy()
+            policy = PolicyFile.model_validate(raw or {}).to_policy(source.parent)
         except ValidationError as err:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
             raise ConfigError(f"{source}: {problems}", hint="Fix or remove the named keys.") from err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bastion.findings import Severity
 from bastion.scan.limits import DEFAULT_LIMITS, ScanLimits
@@ -21,8 +23,37 @@ class ScanPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class StageRequirements:
+    """What a model version must show to enter one stage.
+
+    Every promotion re-scans and re-checks digests whatever this says; these add to that.
+    """
+
+    scan_block_at: Severity | None = None  # None: the policy's scan.block_at
+    signature_keys: tuple[Path, ...] = ()  # a valid signature by one of these; empty: not required
+    sources: tuple[str, ...] = ()  # glob patterns of allowed sources; empty: any
+    licences: tuple[str, ...] = ()  # allowed licence ids (lower case); empty: any
+    approvals: int = 0  # distinct approvers, never the registrant when duties are separated
+    assessment_min: Mapping[str, float] = field(default_factory=dict)
+    assessment_max: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GatePolicy:
+    """The stages in order and what each requires."""
+
+    stages: tuple[str, ...] = ("dev", "staging", "production")
+    separation_of_duties: bool = True
+    requirements: Mapping[str, StageRequirements] = field(default_factory=dict)
+
+    def requirements_for(self, stage: str) -> StageRequirements:
+        return self.requirements.get(stage, StageRequirements())
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """The whole policy; later stages add their sections."""
 
     version: int = 1
     scan: ScanPolicy = field(default_factory=ScanPolicy)
+    gate: GatePolicy = field(default_factory=GatePolicy)

@@ -104,6 +104,7 @@ def upgrade() -> None:
     sa.Column('model', sa.String(length=200), nullable=False),
     sa.Column('number', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('root_digest', sa.String(length=71), nullable=False),
+    sa.Column('layout', sa.String(length=8), nullable=False),
     sa.Column('stage', sa.String(length=64), nullable=False),
     sa.Column('registered_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('registered_by', sa.String(length=200), nullable=False),
