@@ -12,6 +12,7 @@ import sys
 import click
 
 from bastion import __version__
+from bastion.cli.registry import audit_group, gate_group, registry_group
 from bastion.cli.scan import scan_command
 from bastion.cli.sign import keygen_command, sign_command, verify_command
 from bastion.errors import BastionError
@@ -27,6 +28,9 @@ app.add_command(scan_command)
 app.add_command(keygen_command)
 app.add_command(sign_command)
 app.add_command(verify_command)
+app.add_command(registry_group)
+app.add_command(gate_group)
+app.add_command(audit_group)
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""Registry records as text for people and as JSON for machines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from bastion.audit import AuditReport
+from bastion.registry.records import GateDecision, ModelSummary, ModelVersion
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def as_json(value: Any) -> str:
+    """Any record (or list of records) as indented JSON."""
+    payload = _plain(value)
+    if isinstance(value, GateDecision):
+        payload["reasons"] = list(value.reasons)
+    if isinstance(value, AuditReport):
+        payload["ok"] = value.ok
+        payload["unsigned_tail"] = value.unsigned_tail
+    return json.dumps(payload, indent=2)
+
+
+def decision_text(decision: GateDecision) -> str:
+    verb = "promoted" if decision.recorded else ("may go" if decision.allowed else "refused")
+    head = f"{decision.model}@{decision.number}: {decision.from_stage} -> {decision.to_stage}: {verb}"
+    lines = [head]
+    for check in decision.checks:
+        lines.append(f"  [{'ok' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
+    if decision.attestation_blob:
+        lines.append(f"  attestation: {decision.attestation_blob}")
+    return "\n".join(lines)
+
+
+def version_text(version: ModelVersion) -> str:
+    lineage = version.lineage
+    lines = [
+        f"{version.ref}  stage {version.stage}  {version.root_digest}",
+        f"  registered {version.registered_at:%Y-%m-%d %H:%M:%S} UTC by {version.registered_by}",
+        f"  signed: {'yes' if version.signature_blob else 'no'}",
+    ]
+    for label, value in (
+        ("source", lineage.source),
+        ("licence", lineage.licence),
+        ("training data", lineage.training_data_digest),
+        ("parent", lineage.parent),
+    ):
+        if value:
+            lines.append(f"  {label}: {value}")
+    lines.extend(f"  {f.digest}  {f.size:>12}  {f.path}" for f in version.files)
+    return "\n".join(lines)
+
+
+def models_text(summaries: list[ModelSummary]) -> str:
+    if not summaries:
+        return "no models"
+    rows = [f"{'model':<32} {'latest':>6}  stages"]
+    for s in summaries:
+        staged = ", ".join(f"{stage}@{number}" for stage, number in s.stages)
+        rows.append(f"{s.name:<32} {s.latest:>6}  {staged}")
+    return "\n".join(rows)
+
+
+def audit_text(report: AuditReport) -> str:
+    status = "intact" if report.ok else f"TAMPERED: {len(report.problems) + report.problems_not_listed} problem(s)"
+    lines = [
+        f"audit chain {report.chain!r}: {report.entries} entries, {report.checkpoints} signed checkpoints: {status}"
+    ]
+    lines.extend(f"  entry {p.seq}: [{p.kind.value}] {p.message}" for p in report.problems)
+    if report.problems_not_listed:
+        lines.append(f"  ... and {report.problems_not_listed} more")
+    if report.unsigned_tail:
+        lines.append(f"  note: the last {report.unsigned_tail} entries are chained but not yet under a signed checkpoint")
+    return "\n".join(lines)
