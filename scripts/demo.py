@@ -1,4 +1,8 @@
-"""End-to-end demo: build real model files, booby-trap some, scan them all with `bastion scan`.
+"""End-to-end demo: scan real and booby-trapped models, then sign, register and promote one.
+
+Part 1 builds model files, booby-traps some, and scans them all with `bastion scan`.
+Part 2 signs a clean model, registers it, promotes it through the gate to production
+(signature, re-scan and a second person's approval), and shows a tampered copy refused.
 
 The payloads are harmless (`true`, `print`) and are never run: Bastion reads the files
 without loading them, and this script only *writes* them.
@@ -10,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -95,8 +100,83 @@ def main() -> int:
         if wrong:
             print("Demo FAILED: unexpected verdicts for", ", ".join(wrong))
             return 1
-        print("Demo OK: every booby-trapped or broken file was refused, every real model passed.")
-        return 0
+        print("Part 1 OK: every booby-trapped or broken file was refused, every real model passed.\n")
+        return lifecycle(folder, bastion)
+
+
+POLICY = """\
+version: 1
+scan: {block_at: high}
+gate:
+  stages: [dev, staging, production]
+  separation_of_duties: true
+  require:
+    staging: {signature_keys: [../release.pub], scan_block_at: high}
+    production: {signature_keys: [../release.pub], scan_block_at: medium, approvals: 1, licences: [apache-2.0, mit]}
+"""
+
+
+def lifecycle(folder: Path, bastion: list[str]) -> int:
+    """Sign, register, promote through the gate; a tampered copy must be refused."""
+    env = dict(os.environ, BASTION_REGISTRY=str(folder / "registry"))
+    env.pop("BASTION_TOKEN", None)
+    failures: list[str] = []
+
+    def run(*args: str, expect: int = 0, token: str | None = None, show: bool = True) -> str:
+        shown = " ".join(a if len(a) < 60 else "..." for a in args)
+        if show:
+            print(f"$ bastion {shown}", flush=True)
+        result = subprocess.run(
+            [*bastion, *args], env=dict(env, BASTION_TOKEN=token) if token else env,
+            capture_output=True, text=True, check=False,
+        )
+        if show:
+            sys.stdout.write(result.stdout + result.stderr)
+        if result.returncode != expect:
+            failures.append(f"`bastion {shown}` exited {result.returncode}, expected {expect}")
+        return result.stdout.strip()
+
+    release = folder / "release-model"
+    release.mkdir()
+    (release / "classifier.safetensors").write_bytes((folder / "classifier.safetensors").read_bytes())
+    (release / "config.json").write_text(json.dumps({"architecture": "mlp", "labels": ["ok", "fraud"]}))
+    run("keygen", str(folder / "release.key"))
+    run("sign", str(release), "--key", str(folder / "release.key"))
+    run("verify", str(release), "--key", str(folder / "release.pub"))
+
+    admin = run("registry", "init", str(folder / "registry"), show=False)
+    (folder / "registry" / "policy.yaml").write_text(POLICY)
+    print(f"(registry created; policy:)\n{POLICY}")
+    run("registry", "user", "add", "carol", "--role", "contributor", token=admin)
+    run("registry", "user", "add", "bob", "--role", "approver", token=admin)
+    carol = run("registry", "token", "issue", "carol", show=False, token=admin)
+    bob = run("registry", "token", "issue", "bob", show=False, token=admin)
+
+    run("registry", "register", "fraud-detector", str(release), "--source", "git+https://git.example/ml/fraud",
+        "--licence", "apache-2.0", token=carol)
+    run("registry", "promote", "fraud-detector@1", "--stage", "staging", token=carol)
+    run("gate", "check", "fraud-detector@1", "--stage", "production", expect=1, token=carol)
+    run("registry", "approve", "fraud-detector@1", "--stage", "production", expect=2, token=carol)
+    run("registry", "approve", "fraud-detector@1", "--stage", "production", token=bob)
+    run("registry", "promote", "fraud-detector@1", "--stage", "production", token=carol)
+
+    print("\n# Someone swaps one byte of the released weights:")
+    tampered = folder / "tampered-model"
+    shutil.copytree(release, tampered)
+    weights = bytearray((tampered / "classifier.safetensors").read_bytes())
+    weights[-1] ^= 0x01
+    (tampered / "classifier.safetensors").write_bytes(bytes(weights))
+    run("verify", str(tampered), "--key", str(folder / "release.pub"), expect=1)
+    run("registry", "register", "fraud-detector", str(tampered), "--source", "git+https://git.example/ml/fraud",
+        "--licence", "apache-2.0", token=carol)
+    run("registry", "promote", "fraud-detector@2", "--stage", "staging", expect=1, token=carol)
+    run("registry", "list", token=carol)
+    run("audit", "verify", token=admin)
+    if failures:
+        print("Demo FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("Demo OK: the signed model reached production through the gate; the tampered copy was refused.")
+    return 0
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def check_signature(fetched: Fetched, keys: Sequence[Path]) -> Check:
         try:
             verify_model(fetched.model_path, public_key, fetched.signature_path)
         except VerificationError as err:
-            failures.append(f"key {key_id(public_key)} ({path.name}): {err.message}")
+            message = err.message.replace(f"{fetched.model_path}: ", "")  # the path is a private copy
+            failures.append(f"key {key_id(public_key)} ({path.name}): {message}")
             continue
         return Check("signature", True, f"signature verified with allowed key {key_id(public_key)} ({path.name})")
     return Check("signature", False, "no allowed key verifies the signature: " + _listed(failures))
