@@ -178,8 +178,13 @@ class AuditLog:
 
     # --- checking ------------------------------------------------------------------------
 
-    def verify(self, trusted_keys: Iterable[PublicKey]) -> AuditReport:
-        """Walk the chain from its first entry and report every departure from what was written."""
+    def verify(self, trusted_keys: Iterable[PublicKey], witness: Checkpoint | None = None) -> AuditReport:
+        """Walk the chain from its first entry and report every departure from what was written.
+
+        `witness` is a signed head kept outside the database (see `bastion.audit.witness`):
+        checked like a checkpoint, it also catches the newest entries cut off together with
+        the checkpoints that covered them.
+        """
         keys = {key_id(key): key for key in trusted_keys}
         with self.engine.connect() as connection:
             checkpoints = {
@@ -191,7 +196,8 @@ class AuditLog:
                 )
             }
             head = connection.execute(select(audit_heads).where(audit_heads.c.chain == self.chain)).first()
-        walk = _ChainWalk(self.chain, checkpoints)
+        witnesses = {} if witness is None or checkpoints.get(witness.seq) == witness else {witness.seq: witness}
+        walk = _ChainWalk(self.chain, checkpoints, witnesses)
         for row in self._rows():
             walk.step(*row)
         last = walk.expected - 1
@@ -210,9 +216,10 @@ class AuditLog:
 class _ChainWalk:
     """The state of one pass over a chain: what the next entry must look like."""
 
-    def __init__(self, chain: str, checkpoints: dict[int, Checkpoint]) -> None:
+    def __init__(self, chain: str, checkpoints: dict[int, Checkpoint], witnesses: dict[int, Checkpoint]) -> None:
         self.chain = chain
         self.checkpoints = checkpoints
+        self.witnesses = witnesses  # witnessed heads that differ from the checkpoint at the same entry
         self.expected = 1
         self.previous = GENESIS
         self.shift = 0  # how far entries sit from where they were written
@@ -242,13 +249,13 @@ class _ChainWalk:
                 f"entry {seq} does not follow entry {seq - 1}: an entry between them was inserted, "
                 f"replaced or removed, or entry {seq - 1} was rewritten",
             )
-        signed = self.checkpoints.get(seq)
-        if signed is not None and signed.entry_hash != entry_hash:
-            self._report(
-                ProblemKind.REWRITTEN,
-                seq,
-                f"entries up to {seq} were rewritten: the signed checkpoint at {seq} names a different hash",
-            )
+        for signed in (self.checkpoints.get(seq), self.witnesses.get(seq)):
+            if signed is not None and signed.entry_hash != entry_hash:
+                self._report(
+                    ProblemKind.REWRITTEN,
+                    seq,
+                    f"entries up to {seq} were rewritten: a signed checkpoint at {seq} names a different hash",
+                )
         self.previous = entry_hash
         self.expected = seq + 1
 
@@ -270,12 +277,14 @@ class _ChainWalk:
             )
 
     def finish(self, last: int, keys: dict[str, PublicKey], head_seq: int | None) -> None:
-        for seq, row in sorted(self.checkpoints.items()):
+        signed = [*self.checkpoints.items(), *self.witnesses.items()]
+        for seq, row in sorted(signed, key=lambda item: item[0]):
             if seq > last:
                 self._report(
                     ProblemKind.TRUNCATED,
                     seq,
-                    f"a signed checkpoint covers entry {seq} but the log ends at {last}: entries were deleted",
+                    f"a signed checkpoint or witness covers entry {seq} but the log ends at {last}: "
+                    "entries were deleted",
                 )
             key = keys.get(row.key_id)
             if key is None:

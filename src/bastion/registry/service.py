@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bastion.audit import AuditEvent, AuditLog, AuditReport
+from bastion.audit.witness import advance_witness, read_witness
 from bastion.db import connect
 from bastion.db.tables import approvals, grants, models, principals, promotions, tokens, version_files, versions
 from bastion.errors import AccessDenied, ArtifactError, ConfigError, RegistryError
@@ -48,6 +49,7 @@ from bastion.sign.manifest import hash_model
 
 SIGNATURE_NAME = "model.sig"
 NO_LINEAGE = Lineage()
+_HEAD_KEY = "bastion.audit.head"  # connection.info slot: the last entry this transaction wrote
 MODEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -92,8 +94,23 @@ class Registry:
     def stages(self) -> tuple[str, ...]:
         return self.policy.gate.stages
 
+    @property
+    def witness_path(self) -> Path:
+        return self.config.home / "audit-witness.json"
+
+    @contextmanager
+    def _change(self) -> Iterator[Connection]:
+        """A transaction for a change and its audit entries; the witness follows once it commits."""
+        with self.engine.begin() as connection:
+            connection.info.pop(_HEAD_KEY, None)
+            yield connection
+            head = connection.info.pop(_HEAD_KEY, None)
+        if head is not None:
+            advance_witness(self.witness_path, self.signing_key, self.audit.chain, *head)
+
     def _record(self, connection: Connection, actor: str, action: str, subject: str, **details: object) -> None:
-        self.audit.append(AuditEvent(actor, action, subject, details), connection=connection)
+        entry = self.audit.append(AuditEvent(actor, action, subject, details), connection=connection)
+        connection.info[_HEAD_KEY] = (entry.seq, bytes.fromhex(entry.entry_hash))
 
     # --- identities, roles and tokens ----------------------------------------------------
 
@@ -101,7 +118,7 @@ class Registry:
         """Create the first administrator and return its token; refused once anyone exists."""
         _check_name("principal", admin)
         new = token_text.issue()
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             if connection.execute(select(func.count()).select_from(principals)).scalar_one():
                 raise RegistryError(
                     "the registry already has principals", hint="Ask an administrator for a token instead."
@@ -140,7 +157,7 @@ class Registry:
         _check_name("principal", name)
         if kind not in {"user", "service"}:
             raise ConfigError(f"unknown principal kind {kind!r}", hint="Use user or service.")
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             try:
                 connection.execute(
                     insert(principals).values(name=name, kind=kind, created_at=_now(), created_by=actor.name)
@@ -152,7 +169,7 @@ class Registry:
     def grant(self, actor: Principal, name: str, role: Role, model: str = ANY_MODEL) -> None:
         """Give `name` `role` on `model` (or every model), replacing any role it held there."""
         actor.require(Action.GRANT, model)
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             if connection.execute(select(principals.c.name).where(principals.c.name == name)).first() is None:
                 raise RegistryError(f"no principal named {name!r}", hint="Add it with `bastion registry user add`.")
             where = (grants.c.principal == name) & (grants.c.model == model)
@@ -167,7 +184,7 @@ class Registry:
         actor.require(Action.ISSUE_TOKEN)
         new = token_text.issue()
         expires = _now() + expires_in if expires_in else None
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             if connection.execute(select(principals.c.name).where(principals.c.name == name)).first() is None:
                 raise RegistryError(f"no principal named {name!r}", hint="Add it with `bastion registry user add`.")
             connection.execute(
@@ -188,7 +205,7 @@ class Registry:
 
     def revoke_token(self, actor: Principal, token_id: str) -> None:
         actor.require(Action.REVOKE_TOKEN)
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             done = connection.execute(update(tokens).where(tokens.c.token_id == token_id).values(revoked=True))
             if not done.rowcount:
                 raise RegistryError(f"no token {token_id!r}")
@@ -307,7 +324,7 @@ class Registry:
         now = _now()
         for _attempt in range(5):  # two registrations racing for the same number: retry
             try:
-                with self.engine.begin() as connection:
+                with self._change() as connection:
                     if connection.execute(select(models.c.name).where(models.c.name == model)).first() is None:
                         connection.execute(
                             insert(models).values(name=model, created_at=now, created_by=actor.name, description=description)
@@ -427,7 +444,7 @@ class Registry:
         """Record `actor`'s approval of a version for `stage`."""
         actor.require(Action.APPROVE, model)
         self._check_stage(stage)
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             version = self._version_in(connection, model, number)
             if self.policy.gate.separation_of_duties and version.registered_by == actor.name:
                 self._record(connection, actor.name, "version.approve.refused", version.ref, stage=stage,
@@ -516,7 +533,7 @@ class Registry:
         actor.require(Action.GATE_CHECK, model)
         version = self.version(actor, model, number)
         decision = self._decide(actor, version, stage)
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             self._record(connection, actor.name, "gate.check", version.ref, **_decision_details(decision))
         return decision
 
@@ -533,7 +550,7 @@ class Registry:
         if decision.allowed:
             envelope = sign_statement(attestation_statement(version, decision, self.policy_digest), self.signing_key)
             attestation = self.blobs.put_bytes(envelope)
-        with self.engine.begin() as connection:
+        with self._change() as connection:
             if decision.allowed:
                 moved = connection.execute(
                     update(versions)
@@ -565,7 +582,8 @@ class Registry:
 
     def verify_audit(self, actor: Principal) -> AuditReport:
         actor.require(Action.READ_AUDIT)
-        return self.audit.verify([load_public_key(self.config.public_key)])
+        witness = read_witness(self.witness_path, self.audit.chain)
+        return self.audit.verify([load_public_key(self.config.public_key)], witness)
 
     def export_audit(self, actor: Principal, stream: IO[str]) -> int:
         actor.require(Action.READ_AUDIT)
