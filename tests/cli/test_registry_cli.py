@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -62,8 +63,6 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def _copy(populated: dict[str, object], tmp_path: Path) -> tuple[Path, str]:
     """A private copy of the populated registry, to tamper with."""
-    import shutil
-
     home = tmp_path / "registry"
     shutil.copytree(Path(str(populated["home"])), home)
     config = (home / "registry.yaml").read_text()

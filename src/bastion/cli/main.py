@@ -12,6 +12,7 @@ import sys
 import click
 
 from bastion import __version__
+from bastion.cli.policy import policy_group
 from bastion.cli.registry import audit_group, gate_group, registry_group
 from bastion.cli.scan import scan_command
 from bastion.cli.sign import keygen_command, sign_command, verify_command
@@ -31,6 +32,7 @@ app.add_command(verify_command)
 app.add_command(registry_group)
 app.add_command(gate_group)
 app.add_command(audit_group)
+app.add_command(policy_group)
 
 
 def main() -> None:
