@@ -10,6 +10,7 @@ BastionError              .hint: str
 │   └── LimitExceeded     size, nesting depth, opcode or memo budget
 ├── VerificationError     digest, manifest or signature mismatch
 ├── RegistryError
+│   └── NotFound          no such model, version, principal, token or blob
 ├── AccessDenied
 └── BackendUnavailable
 ```
@@ -65,6 +66,12 @@ class VerificationError(BastionError):
 
 class RegistryError(BastionError):
     """The registry refused or could not complete an operation."""
+
+
+class NotFound(RegistryError):
+    """What was named is not in the registry."""
+
+    default_hint = "`bastion registry list` shows what is there."
 
 
 class AccessDenied(BastionError):

@@ -107,6 +107,34 @@ def init_command(home: Path, database: str | None, blobs: str | None, admin: str
     click.echo(token)
 
 
+@registry_group.command("serve")
+@click.option(
+    "--registry",
+    "home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BASTION_REGISTRY",
+    default=".bastion-registry",
+    show_default=True,
+    help="The registry folder (holds registry.yaml) [env BASTION_REGISTRY].",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8700, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+def serve_command(home: Path, host: str, port: int, workers: int) -> None:
+    """Serve the registry's HTTP API (every route needs `Authorization: Bearer <token>`)."""
+    import uvicorn  # noqa: PLC0415
+
+    from bastion.registry import load_config  # noqa: PLC0415
+
+    load_config(home)  # fail here, with the reason, not in a worker
+    os.environ["BASTION_REGISTRY"] = str(home.resolve())
+    click.echo(f"registry {home} on http://{host}:{port} (docs off; see README)", err=True)
+    uvicorn.run(
+        "bastion.registry.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
+        log_level="info", server_header=False,
+    )
+
+
 @registry_group.command("register")
 @click.argument("model")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))

@@ -43,6 +43,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -53,6 +54,7 @@ from bastion.errors import (
     BackendUnavailable,
     BastionError,
     ConfigError,
+    NotFound,
     RegistryError,
     VerificationError,
 )
@@ -78,7 +80,7 @@ from bastion.registry.api_models import (
     VersionBody,
 )
 from bastion.registry.records import ModelVersion
-from bastion.registry.roles import Principal, Role
+from bastion.registry.roles import Action, Principal, Role
 from bastion.registry.service import Registry
 from bastion.sign.ossf import PAYLOAD_TYPE
 
@@ -129,6 +131,8 @@ def _status_of(err: BastionError) -> int:
         return status.HTTP_503_SERVICE_UNAVAILABLE
     if isinstance(err, ConfigError | ArtifactError | VerificationError):
         return status.HTTP_400_BAD_REQUEST
+    if isinstance(err, NotFound):
+        return status.HTTP_404_NOT_FOUND
     if isinstance(err, RegistryError):
         return status.HTTP_409_CONFLICT
     return status.HTTP_500_INTERNAL_SERVER_ERROR
@@ -180,8 +184,7 @@ Caller = Annotated[Principal, Depends(_caller)]
 
 def _require_uploader(caller: Principal) -> None:
     """Blobs are shared by every model: uploading or probing one needs contributor somewhere."""
-    if not any(role >= Role.CONTRIBUTOR for _model, role in caller.grants):
-        raise AccessDenied(f"{caller.name} may not upload blobs: it needs contributor on some model")
+    caller.require_somewhere(Action.REGISTER)
 
 
 def _version_or_404(registry: Registry, caller: Principal, name: str, number: int) -> ModelVersion:
@@ -480,6 +483,12 @@ def create_app(registry: Registry, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYT
     async def bastion_error(_request: Request, err: BastionError) -> JSONResponse:
         return _error_response(_status_of(err), err.message, err.hint)
 
+    @app.exception_handler(OperationalError)
+    async def database_down(_request: Request, err: OperationalError) -> JSONResponse:
+        return _error_response(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the registry database is unavailable", "Try again shortly."
+        )
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
@@ -496,3 +505,11 @@ def create_app(registry: Registry, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYT
         )
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for the registry named by BASTION_REGISTRY: what `bastion registry serve` runs in each worker."""
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    return create_app(Registry.open(Path(os.environ["BASTION_REGISTRY"])))

@@ -75,6 +75,11 @@ class Principal:
         roles = [role for target, role in self.grants if target in {model, ANY_MODEL}]
         return max(roles) if roles else None
 
+    def require_somewhere(self, action: Action) -> None:
+        """Raise AccessDenied unless some role this principal holds, on any model, allows `action`."""
+        if not any(role >= action.least_role for _, role in self.grants):
+            raise AccessDenied(f"{self.name} may not {action.value} on any model: it needs {action.least_role.label}")
+
     def require(self, action: Action, model: str = ANY_MODEL) -> None:
         """Raise AccessDenied unless this principal's role on `model` allows `action`."""
         role = self.role_on(model)

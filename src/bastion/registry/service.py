@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import IO
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bastion.audit import AuditEvent, AuditLog, AuditReport
 from bastion.audit.witness import advance_witness, read_witness
 from bastion.db import connect
 from bastion.db.tables import approvals, grants, models, principals, promotions, tokens, version_files, versions
-from bastion.errors import AccessDenied, ArtifactError, ConfigError, RegistryError
+from bastion.errors import AccessDenied, ArtifactError, BackendUnavailable, ConfigError, NotFound, RegistryError
 from bastion.policy.load import load_policy
 from bastion.policy.schema import Policy
 from bastion.registry import tokens as token_text
@@ -101,10 +101,13 @@ class Registry:
     @contextmanager
     def _change(self) -> Iterator[Connection]:
         """A transaction for a change and its audit entries; the witness follows once it commits."""
-        with self.engine.begin() as connection:
-            connection.info.pop(_HEAD_KEY, None)
-            yield connection
-            head = connection.info.pop(_HEAD_KEY, None)
+        try:
+            with self.engine.begin() as connection:
+                connection.info.pop(_HEAD_KEY, None)
+                yield connection
+                head = connection.info.pop(_HEAD_KEY, None)
+        except OperationalError as err:
+            raise BackendUnavailable(f"the registry database failed: {err.orig}") from err
         if head is not None:
             advance_witness(self.witness_path, self.signing_key, self.audit.chain, *head)
 
@@ -171,7 +174,7 @@ class Registry:
         actor.require(Action.GRANT, model)
         with self._change() as connection:
             if connection.execute(select(principals.c.name).where(principals.c.name == name)).first() is None:
-                raise RegistryError(f"no principal named {name!r}", hint="Add it with `bastion registry user add`.")
+                raise NotFound(f"no principal named {name!r}", hint="Add it with `bastion registry user add`.")
             where = (grants.c.principal == name) & (grants.c.model == model)
             if connection.execute(select(grants.c.role).where(where)).first() is None:
                 connection.execute(insert(grants).values(principal=name, model=model, role=role.label))
@@ -186,7 +189,7 @@ class Registry:
         expires = _now() + expires_in if expires_in else None
         with self._change() as connection:
             if connection.execute(select(principals.c.name).where(principals.c.name == name)).first() is None:
-                raise RegistryError(f"no principal named {name!r}", hint="Add it with `bastion registry user add`.")
+                raise NotFound(f"no principal named {name!r}", hint="Add it with `bastion registry user add`.")
             connection.execute(
                 insert(tokens).values(
                     token_id=new.token_id,
@@ -208,7 +211,7 @@ class Registry:
         with self._change() as connection:
             done = connection.execute(update(tokens).where(tokens.c.token_id == token_id).values(revoked=True))
             if not done.rowcount:
-                raise RegistryError(f"no token {token_id!r}")
+                raise NotFound(f"no token {token_id!r}")
             self._record(connection, actor.name, "token.revoke", token_id)
 
     # --- registering ---------------------------------------------------------------------
@@ -293,12 +296,16 @@ class Registry:
         manifest = Manifest(
             tuple(sorted((FileDigest(n, d.removeprefix("sha256:")) for n, (d, _) in files.items()), key=lambda f: f.name))  # type: ignore[arg-type]
         )
-        stored = tuple(StoredFile(n, d, s) for n, (d, s) in sorted(files.items()))
-        with self._checked_out(stored, layout, signature_blob, assessment_blob) as fetched:
+        claimed = tuple(StoredFile(n, d, s) for n, (d, s) in sorted(files.items()))
+        with self._checked_out(claimed, layout, signature_blob, assessment_blob) as fetched:
+            root = fetched.model_path if layout == "folder" else fetched.model_path.parent
+            stored = tuple(StoredFile(f.path, f.digest, (root / f.path).stat().st_size) for f in claimed)
             report = scan_path(fetched.model_path, self.policy.scan)
-        text = io.StringIO()
-        render_json(report, self.policy.scan.block_at, text)
-        scan_blob = self.blobs.put_bytes(text.getvalue().encode())
+            text = io.StringIO()
+            render_json(report, self.policy.scan.block_at, text)
+            # The report names the private copy; readers want paths inside the model.
+            scan_json = text.getvalue().replace(json.dumps(str(root) + "/")[1:-1], "")
+        scan_blob = self.blobs.put_bytes(scan_json.encode())
         return self._insert_version(
             actor, model, f"sha256:{manifest.root_digest()}", layout, stored, lineage, signature_blob, scan_blob,
             assessment_blob, description, scan_verdict=report.verdict(self.policy.scan.block_at).value,
@@ -370,18 +377,18 @@ class Registry:
                 select(versions.c.number).where(versions.c.model == name, versions.c.number == int(number))
             ).first()
         if found is None:
-            raise RegistryError(f"parent {parent} is not in this registry")
+            raise NotFound(f"parent {parent} is not in this registry")
         return name, int(number)
 
     # --- reading -------------------------------------------------------------------------
 
     def _version_in(self, connection: Connection, model: str, number: int | None) -> ModelVersion:
         query = select(versions).where(versions.c.model == model)
-        query = query.where(versions.c.number == number) if number else query.order_by(versions.c.number.desc())
+        query = query.order_by(versions.c.number.desc()) if number is None else query.where(versions.c.number == number)
         row = connection.execute(query.limit(1)).first()
         if row is None:
-            what = f"{model}@{number}" if number else f"model {model!r}"
-            raise RegistryError(f"{what} is not in this registry", hint="`bastion registry list` shows what is.")
+            what = f"{model}@{number}" if number is not None else f"model {model!r}"
+            raise NotFound(f"{what} is not in this registry", hint="`bastion registry list` shows what is.")
         files = connection.execute(
             select(version_files.c.path, version_files.c.digest, version_files.c.size)
             .where(version_files.c.model == model, version_files.c.number == row.number)
@@ -408,7 +415,7 @@ class Registry:
                 select(versions.c.number).where(versions.c.model == model).order_by(versions.c.number)
             ).scalars().all()
             if not numbers:
-                raise RegistryError(f"model {model!r} is not in this registry")
+                raise NotFound(f"model {model!r} is not in this registry")
             return [self._version_in(connection, model, n) for n in numbers]
 
     def models(self, actor: Principal) -> list[ModelSummary]:
@@ -435,7 +442,7 @@ class Registry:
     def scan_report(self, actor: Principal, model: str, number: int) -> bytes:
         version = self.version(actor, model, number)
         if version.scan_blob is None:
-            raise RegistryError(f"{version.ref} has no scan report")
+            raise NotFound(f"{version.ref} has no scan report")
         return self.blobs.read_bytes(version.scan_blob)
 
     # --- approving, checking, promoting --------------------------------------------------
@@ -575,7 +582,14 @@ class Registry:
         )
 
     def attestation(self, actor: Principal, digest: str) -> bytes:
-        actor.require(Action.READ)
+        """The signed attestation of a promotion, by digest; only promotions' attestations are served."""
+        with self.engine.connect() as connection:
+            model = connection.execute(
+                select(promotions.c.model).where(promotions.c.attestation_blob == digest).limit(1)
+            ).scalar_one_or_none()
+        if model is None:
+            raise NotFound(f"{digest} is not the attestation of any promotion")
+        actor.require(Action.READ, model)
         return self.blobs.read_bytes(digest)
 
     # --- the audit log -------------------------------------------------------------------
