@@ -301,13 +301,6 @@ def test_a_bad_policy_field_is_a_config_error_naming_it(make_registry: MakeRegis
     assert named in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="src/bastion/registry/service.py:521-524 (Registry._decide) calls self.stages.index(version.stage); a version "
-    "in a stage the edited policy no longer lists makes promote/check_gate raise a bare ValueError "
-    "('tuple.index(x): x not in tuple') instead of a refused decision or a ConfigError",
-)
 def test_a_version_in_a_stage_the_policy_dropped_is_refused_not_crashed(
     make_registry: MakeRegistry, tmp_path: Path
 ) -> None:

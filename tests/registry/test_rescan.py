@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from bastion.errors import RegistryError
 from bastion.registry import Registry
 from bastion.sign.keys import generate_key, load_private_key, save_keypair
 from bastion.sign.ossf import sign_model
@@ -61,13 +58,6 @@ def test_promotion_refuses_a_version_whose_blob_is_gone(registry: Registry, team
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RegistryError,
-    reason="src/bastion/registry/service.py:501 (Registry._checked_out) fetches the signature blob without catching "
-    "RegistryError (model blobs, lines 494-497, are caught), so a missing signature blob aborts promote() "
-    "with an exception: no refused decision, no 'version.promote.refused' audit entry",
-)
 def test_promotion_refuses_and_audits_a_version_whose_signature_blob_is_gone(
     make_registry: MakeRegistry, tmp_path: Path
 ) -> None:
