@@ -32,6 +32,7 @@ class Fetched:
     signature_path: Path | None
     actual_digests: Mapping[str, str | None]  # path -> digest of the bytes fetched; None: blob missing
     assessment: Mapping[str, float] | None
+    signature_problem: str = ""  # the stored bundle is gone or changed; empty when it is intact
 
 
 def _listed(items: Sequence[str]) -> str:
@@ -72,6 +73,8 @@ def check_scan(fetched: Fetched, policy: ScanPolicy) -> Check:
 
 
 def check_signature(fetched: Fetched, keys: Sequence[Path]) -> Check:
+    if fetched.signature_problem:
+        return Check("signature", False, fetched.signature_problem)
     if fetched.signature_path is None:
         return Check("signature", False, "no signature was registered with this version; sign it and register again")
     failures = []

@@ -186,7 +186,7 @@ class Registry:
         """A new token for `name`; its text is returned once and only its hash is kept."""
         actor.require(Action.ISSUE_TOKEN)
         new = token_text.issue()
-        expires = _now() + expires_in if expires_in else None
+        expires = _now() + expires_in if expires_in is not None else None
         with self._change() as connection:
             if connection.execute(select(principals.c.name).where(principals.c.name == name)).first() is None:
                 raise NotFound(f"no principal named {name!r}", hint="Add it with `bastion registry user add`.")
@@ -495,10 +495,16 @@ class Registry:
                     actual[stored.path] = self.blobs.fetch(stored.digest, target)
                 except RegistryError:
                     actual[stored.path] = None
-            signature_path = None
+            signature_path, signature_problem = None, ""
             if signature_blob is not None:
                 signature_path = Path(work) / SIGNATURE_NAME
-                self.blobs.fetch(signature_blob, signature_path)
+                try:
+                    fetched_digest = self.blobs.fetch(signature_blob, signature_path)
+                except RegistryError:
+                    signature_path, signature_problem = None, f"the signature blob {signature_blob} is missing from the store"
+                else:
+                    if fetched_digest != signature_blob:
+                        signature_problem = f"the stored signature changed since registration (now {fetched_digest})"
             assessment = None
             if assessment_blob is not None:
                 try:
@@ -506,7 +512,7 @@ class Registry:
                 except (ValueError, RegistryError):
                     assessment = None
             model_path = root / files[0].path if layout == "file" else root
-            yield Fetched(model_path, signature_path, actual, assessment)
+            yield Fetched(model_path, signature_path, actual, assessment, signature_problem)
 
     def _decide(self, actor: Principal, version: ModelVersion, stage: str) -> GateDecision:
         self._check_stage(stage)
@@ -518,7 +524,16 @@ class Registry:
             ).scalars().all()
         order = self.stages.index
         checks: list[Check] = []
-        if order(stage) <= order(version.stage):
+        if version.stage not in self.stages:
+            checks.append(
+                Check(
+                    "stage",
+                    False,
+                    f"{version.ref} is in stage {version.stage!r}, which the policy no longer lists "
+                    f"({', '.join(self.stages)}); restore the stage in the policy or register the model again",
+                )
+            )
+        elif order(stage) <= order(version.stage):
             checks.append(Check("stage", False, f"{version.ref} is already in {version.stage}"))
         elif order(stage) != order(version.stage) + 1:
             skipped = self.stages[order(version.stage) + 1]
