@@ -4,8 +4,7 @@ Every tamper test changes the tables the way someone with database access but wi
 signing key would: plain SQL on `audit_entries`, `audit_checkpoints` and `audit_heads`. Each
 asserts the ProblemKind, the seq it is reported at, and that the message names that entry.
 
-Tests marked `xfail(strict=True, reason="BUG: ...")` reproduce open bugs; they turn into
-failures (XPASS) once the code is fixed: remove the mark then.
+The tests at the end reproduce bugs these tests found, now fixed, and guard against their return.
 """
 
 from __future__ import annotations
@@ -25,8 +24,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine, select, text
 
 from bastion.audit import AuditEntry, AuditEvent, AuditLog, AuditProblem, AuditReport, ProblemKind
 from bastion.audit.model import GENESIS, entry_body
@@ -127,7 +125,7 @@ def relink_from(engine: Engine, first: int, *, through: int | None = None) -> No
 def forge_entry(engine: Engine, seq: int, actor: str = "mallory") -> bytes:
     """Insert a well-formed entry at `seq` that links to the entry stored at `seq - 1`."""
     body = entry_body(CHAIN, seq, datetime.now(UTC), AuditEvent(actor, "PROMOTE", "backdoor@1"))
-    previous = stored_hash(engine, seq - 1)
+    previous = stored_hash(engine, seq - 1) if seq > 1 else bytes(32)
     digest = hashlib.sha256(previous + body.encode()).digest()
     run_sql(
         engine,
@@ -455,19 +453,15 @@ def test_writer_raises_when_the_database_is_gone(engine: Engine, make_unreachabl
         writer.append(event(1))
         make_unreachable(engine)
         for n in (2, 3):  # and keeps failing fast, not only the first time
-            with pytest.raises(OperationalError):
+            with pytest.raises(BackendUnavailable):
                 writer.submit(event(n)).result(timeout=15)
-        with pytest.raises(OperationalError):
+        with pytest.raises(BackendUnavailable):
             writer.append(event(4))
 
 
-# --- open bugs -----------------------------------------------------------------------------
+# --- bugs found by these tests, fixed ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AuditLog.append lets sqlalchemy.exc.OperationalError escape instead of BackendUnavailable",
-)
 def test_append_to_a_database_that_is_gone_is_backend_unavailable(
     engine: Engine, make_unreachable: Callable[[Engine], None]
 ) -> None:
@@ -477,11 +471,6 @@ def test_append_to_a_database_that_is_gone_is_backend_unavailable(
         log.append(event(1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AuditWriter._write calls set_result on a cancelled Future; InvalidStateError kills the writer thread",
-)
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's death, seen above
 def test_a_cancelled_submission_does_not_stop_the_writer(engine: Engine) -> None:
     log = AuditLog(engine, CHAIN)
     with AuditWriter(log) as writer:
@@ -495,19 +484,16 @@ def test_a_cancelled_submission_does_not_stop_the_writer(engine: Engine) -> None
         assert later.result(timeout=1).actor == "user-3"  # hangs for ever: the writer thread is dead
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify reads the head and the entries in separate transactions; an append between them is "
-    "reported as HEAD_MISMATCH on an intact log",
-)
 def test_verify_while_another_writer_appends_finds_no_problem(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     log, _ = filled(engine, 5)
     other = AuditLog(engine, CHAIN)
     read_entries = log._rows
 
-    def rows_after_a_concurrent_append(after: int = 0) -> Iterator[tuple[int, str, bytes, bytes]]:
-        other.append(event(6))  # another process, between verify's two reads
-        yield from read_entries(after)
+    def rows_after_a_concurrent_append(
+        after: int | None = None, connection: Connection | None = None
+    ) -> Iterator[tuple[int, str, bytes, bytes]]:
+        other.append(event(6))  # another process, between verify's reads of the head and of the entries
+        yield from read_entries(after, connection)
 
     monkeypatch.setattr(log, "_rows", rows_after_a_concurrent_append)
 
@@ -516,9 +502,6 @@ def test_verify_while_another_writer_appends_finds_no_problem(engine: Engine, mo
     assert report.ok, report.problems
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: _ChainWalk ignores an entry whose body names another chain when its seq matches"
-)
 def test_entries_copied_from_another_chain_are_reported(engine: Engine) -> None:
     log, _ = filled(engine, 5)
     other = AuditLog(engine, "gateway")
@@ -543,7 +526,6 @@ def test_entries_copied_from_another_chain_are_reported(engine: Engine) -> None:
     assert report.problems[0].seq == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _ChainWalk.step reports an entry at seq 0 as MISSING 'entries 1 to -1'")
 def test_entry_forged_before_the_first_is_not_called_missing(engine: Engine) -> None:
     log, _ = filled(engine, 5)
     forge_entry(engine, 0)
@@ -554,11 +536,6 @@ def test_entry_forged_before_the_first_is_not_called_missing(engine: Engine) -> 
     assert ProblemKind.MISSING not in kinds(report), report.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on SQLite every transaction is BEGIN IMMEDIATE, reads included, so an open entries() "
-    "iterator holds the write lock and appends wait (and fail after 30 s)",
-)
 def test_reading_the_log_on_sqlite_does_not_block_appends(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     reader_engine, writer_engine = connect(url), connect(url)
@@ -585,11 +562,6 @@ def _connect_in_process(url: str, start: Any) -> None:
     connect(url).dispose()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="BUG (racy): connect() on a fresh PostgreSQL database from several processes at once lets each run "
-    "the migration; the losers fail with DuplicateTable",
-)
 def test_processes_starting_on_a_fresh_postgres_database_all_connect(empty_postgres_url: str) -> None:
     context = multiprocessing.get_context(_START_METHOD)
     start = context.Barrier(4)

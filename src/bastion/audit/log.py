@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import IO
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bastion.audit.model import (
     GENESIS,
@@ -32,7 +32,9 @@ from bastion.audit.model import (
     checkpoint_message,
     entry_body,
 )
+from bastion.db.engine import snapshot, writer
 from bastion.db.tables import audit_checkpoints, audit_entries, audit_heads
+from bastion.errors import BackendUnavailable, ConfigError
 from bastion.sign.keys import PrivateKey, PublicKey
 from bastion.sign.raw import key_id, sign_bytes, signature_valid
 
@@ -64,6 +66,7 @@ class AuditLog:
         checkpoint_every: int = 1,
     ) -> None:
         self.engine = engine
+        self._writes = writer(engine)
         self.chain = chain
         self.signing_key = signing_key
         self.checkpoint_every = max(1, checkpoint_every)
@@ -75,7 +78,7 @@ class AuditLog:
         if exists is not None:
             return
         try:
-            with self.engine.begin() as connection:
+            with self._writes.begin() as connection:
                 connection.execute(
                     insert(audit_heads).values(chain=self.chain, seq=0, entry_hash=GENESIS, checkpoint_seq=0)
                 )
@@ -92,8 +95,11 @@ class AuditLog:
         """Record several events in one transaction: one commit, one checkpoint at most."""
         if connection is not None:
             return self._append_in(connection, events)
-        with self.engine.begin() as own:
-            return self._append_in(own, events)
+        try:
+            with self._writes.begin() as own:
+                return self._append_in(own, events)
+        except OperationalError as err:
+            raise BackendUnavailable(f"cannot write the audit log: {err.orig}") from err
 
     def _append_in(self, connection: Connection, events: Sequence[AuditEvent]) -> list[AuditEntry]:
         head = connection.execute(_LOCK_HEAD, {"chain": self.chain}).one()
@@ -138,7 +144,7 @@ class AuditLog:
         """Sign the current head now (e.g. at shutdown); returns the sequence number covered."""
         if self.signing_key is None:
             return 0
-        with self.engine.begin() as connection:
+        with self._writes.begin() as connection:
             head = connection.execute(
                 select(audit_heads).where(audit_heads.c.chain == self.chain).with_for_update()
             ).one()
@@ -151,18 +157,26 @@ class AuditLog:
 
     # --- reading -------------------------------------------------------------------------
 
-    def _rows(self, after: int = 0) -> Iterator[tuple[int, str, bytes, bytes]]:
+    def _rows(
+        self, after: int | None = None, connection: Connection | None = None
+    ) -> Iterator[tuple[int, str, bytes, bytes]]:
+        """Every row of the chain in order (after `after` if given): even rows numbered 0 or below."""
+        if connection is None:
+            with self.engine.connect() as own:
+                yield from self._rows(after, own)
+            return
         query = (
             select(audit_entries.c.seq, audit_entries.c.body, audit_entries.c.prev_hash, audit_entries.c.entry_hash)
-            .where(audit_entries.c.chain == self.chain, audit_entries.c.seq > after)
+            .where(audit_entries.c.chain == self.chain)
             .order_by(audit_entries.c.seq)
         )
-        with self.engine.connect() as connection:
-            result = connection.execution_options(stream_results=True, yield_per=20_000).execute(query)
-            for seq, body, prev_hash, entry_hash in result:
-                yield int(seq), body, bytes(prev_hash), bytes(entry_hash)
+        if after is not None:
+            query = query.where(audit_entries.c.seq > after)
+        result = connection.execution_options(stream_results=True, yield_per=20_000).execute(query)
+        for seq, body, prev_hash, entry_hash in result:
+            yield int(seq), body, bytes(prev_hash), bytes(entry_hash)
 
-    def entries(self, after: int = 0) -> Iterator[AuditEntry]:
+    def entries(self, after: int | None = None) -> Iterator[AuditEntry]:
         """The entries in order, as recorded (check them with `verify` before trusting them)."""
         for _seq, body, _prev, entry_hash in self._rows(after):
             yield AuditEntry.from_body(body, entry_hash)
@@ -186,7 +200,9 @@ class AuditLog:
         the checkpoints that covered them.
         """
         keys = {key_id(key): key for key in trusted_keys}
-        with self.engine.connect() as connection:
+        # One snapshot for the checkpoints, the head and the entries, so that appends made
+        # meanwhile by others are neither half-seen nor reported as problems.
+        with snapshot(self.engine).connect() as connection:
             checkpoints = {
                 int(row.seq): Checkpoint(
                     int(row.seq), bytes(row.entry_hash), row.signed_at, row.key_id, bytes(row.signature)
@@ -196,10 +212,15 @@ class AuditLog:
                 )
             }
             head = connection.execute(select(audit_heads).where(audit_heads.c.chain == self.chain)).first()
-        witnesses = {} if witness is None or checkpoints.get(witness.seq) == witness else {witness.seq: witness}
-        walk = _ChainWalk(self.chain, checkpoints, witnesses)
-        for row in self._rows():
-            walk.step(*row)
+            if (checkpoints or witness) and not keys:
+                raise ConfigError(
+                    "the audit log has signed checkpoints but no trusted key was given to check them",
+                    hint="Pass the public key of whoever signs the log (the registry's registry.pub).",
+                )
+            witnesses = {} if witness is None or checkpoints.get(witness.seq) == witness else {witness.seq: witness}
+            walk = _ChainWalk(self.chain, checkpoints, witnesses)
+            for row in self._rows(connection=connection):
+                walk.step(*row)
         last = walk.expected - 1
         walk.finish(last, keys, None if head is None else int(head.seq))
         return AuditReport(
@@ -231,6 +252,11 @@ class _ChainWalk:
 
     def step(self, seq: int, body: str, prev_hash: bytes, entry_hash: bytes) -> None:
         self.count += 1
+        if seq < self.expected:  # only before the first entry: seq is unique and rows come in order
+            self._report(
+                ProblemKind.OUT_OF_PLACE, seq, f"entry numbered {seq} precedes the first entry: it was inserted"
+            )
+            return
         gap = seq != self.expected
         if gap:
             first, last = self.expected, seq - 1
@@ -261,9 +287,15 @@ class _ChainWalk:
 
     def _out_of_place(self, seq: int, body: str) -> None:
         try:
-            written_at = int(json.loads(body)["seq"])
+            record = json.loads(body)
+            written_at, chain = int(record["seq"]), str(record["chain"])
         except (ValueError, KeyError, TypeError):
             self._report(ProblemKind.EDITED, seq, f"entry {seq} was edited: its body is not an audit entry")
+            return
+        if chain != self.chain:
+            self._report(
+                ProblemKind.OUT_OF_PLACE, seq, f"entry {seq} holds entry {written_at} of another chain, {chain!r}"
+            )
             return
         shift = written_at - seq
         if shift != self.shift:

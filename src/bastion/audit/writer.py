@@ -49,8 +49,9 @@ class AuditWriter:
             while True:
                 if item is _STOP:
                     stopping = True
-                else:
+                elif item[1].set_running_or_notify_cancel():  # type: ignore[index]
                     batch.append(item)  # type: ignore[arg-type]
+                # else: the caller cancelled before the write began, so the event is not written
                 if len(batch) >= self.max_batch:
                     break
                 try:

@@ -1,8 +1,10 @@
 """Engines for SQLite (the default: nothing to start) and PostgreSQL, and schema migration.
 
-SQLite runs in WAL mode with `synchronous=FULL`, so a committed row survives a power cut,
-and every transaction starts with `BEGIN IMMEDIATE`, so writers queue instead of failing
-half-way with "database is locked". PostgreSQL is reached through psycopg 3.
+SQLite runs in WAL mode with `synchronous=FULL`, so a committed row survives a power cut.
+Transactions opened through `writer(engine)` start with `BEGIN IMMEDIATE`, so writers queue
+instead of failing half-way with "database is locked"; reads start a deferred transaction,
+a snapshot that neither blocks writers nor is blocked by them. PostgreSQL is reached
+through psycopg 3.
 """
 
 from __future__ import annotations
@@ -60,9 +62,29 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        immediate = connection.get_execution_options().get(_WRITE_OPTION)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+_WRITE_OPTION = "bastion_writes"
+_MIGRATION_LOCK = 0x62617374  # "bast": the PostgreSQL advisory lock held while migrating
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine (same pool), for transactions that will write.
+
+    On SQLite they take the write lock at BEGIN; on PostgreSQL nothing changes.
+    """
+    return engine.execution_options(**{_WRITE_OPTION: True})
+
+
+def snapshot(engine: Engine) -> Engine:
+    """The same engine, for reads that must see one consistent state across statements."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    return engine  # a SQLite transaction in WAL mode is a snapshot already
 
 
 def upgrade(engine: Engine) -> None:
@@ -72,16 +94,31 @@ def upgrade(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with writer(engine).begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
 
 def connect(url: str) -> Engine:
-    """An engine whose schema is current: what every command opens."""
+    """An engine whose schema is current: what every command opens.
+
+    Processes starting together on a new database migrate it once: on PostgreSQL they take
+    turns on an advisory lock, on SQLite the write lock of the migration's transaction.
+    """
     engine = make_engine(url)
-    if "alembic_version" not in inspect(engine).get_table_names() or _behind(engine):
-        upgrade(engine)
+    if engine.dialect.name != "postgresql":
+        if _behind(engine):
+            upgrade(engine)
+        return engine
+    with engine.connect() as lock:
+        lock.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+        lock.commit()
+        try:
+            if _behind(engine):
+                upgrade(engine)
+        finally:
+            lock.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+            lock.commit()
     return engine
 
 
@@ -89,6 +126,8 @@ def _behind(engine: Engine) -> bool:
     from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
     from alembic.script import ScriptDirectory  # noqa: PLC0415
 
+    if "alembic_version" not in inspect(engine).get_table_names():
+        return True
     script = ScriptDirectory(str(MIGRATIONS))
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()

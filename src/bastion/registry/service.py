@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bastion.audit import AuditEvent, AuditLog, AuditReport
 from bastion.audit.witness import advance_witness, read_witness
-from bastion.db import connect
+from bastion.db import connect, writer
 from bastion.db.tables import approvals, grants, models, principals, promotions, tokens, version_files, versions
 from bastion.errors import AccessDenied, ArtifactError, BackendUnavailable, ConfigError, NotFound, RegistryError
 from bastion.policy.load import load_policy
@@ -75,6 +75,7 @@ class Registry:
     def __init__(self, config: RegistryConfig, *, policy: Policy | None = None) -> None:
         self.config = config
         self.engine: Engine = connect(config.database)
+        self._writes = writer(self.engine)
         self.blobs = BlobStore(config.blobs, config.blob_options)
         self.policy = policy or load_policy(config.policy if config.policy.exists() else None)
         self.policy_digest = (
@@ -102,7 +103,7 @@ class Registry:
     def _change(self) -> Iterator[Connection]:
         """A transaction for a change and its audit entries; the witness follows once it commits."""
         try:
-            with self.engine.begin() as connection:
+            with self._writes.begin() as connection:
                 connection.info.pop(_HEAD_KEY, None)
                 yield connection
                 head = connection.info.pop(_HEAD_KEY, None)
