@@ -24,7 +24,8 @@ class _Request(BaseModel):
 
 
 class _Response(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # from_attributes: a body is read straight off the frozen record (properties included).
+    model_config = ConfigDict(frozen=True, from_attributes=True)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -160,13 +161,7 @@ class ApprovalBody(_Response):
 
     @classmethod
     def of(cls, approval: Approval) -> ApprovalBody:
-        return cls(
-            model=approval.model,
-            number=approval.number,
-            stage=approval.stage,
-            approver=approval.approver,
-            approved_at=approval.approved_at,
-        )
+        return cls.model_validate(approval)
 
 
 class CheckBody(_Response):
@@ -290,17 +285,7 @@ class AuditReportBody(_Response):
 
     @classmethod
     def of(cls, report: AuditReport) -> AuditReportBody:
-        return cls(
-            ok=report.ok,
-            chain=report.chain,
-            entries=report.entries,
-            last_seq=report.last_seq,
-            checkpoints=report.checkpoints,
-            last_signed_seq=report.last_signed_seq,
-            unsigned_tail=report.unsigned_tail,
-            problems=[AuditProblemBody(kind=p.kind.value, seq=p.seq, message=p.message) for p in report.problems],
-            problems_not_listed=report.problems_not_listed,
-        )
+        return cls.model_validate(report)
 
 
 class Health(_Response):
