@@ -15,6 +15,7 @@ from bastion import __version__
 from bastion.cli.policy import policy_group
 from bastion.cli.registry import audit_group, gate_group, registry_group
 from bastion.cli.scan import scan_command
+from bastion.cli.serve import keys_group, models_group, serve_command
 from bastion.cli.sign import keygen_command, sign_command, verify_command
 from bastion.errors import BastionError
 
@@ -33,6 +34,9 @@ app.add_command(registry_group)
 app.add_command(gate_group)
 app.add_command(audit_group)
 app.add_command(policy_group)
+app.add_command(serve_command)
+app.add_command(keys_group)
+app.add_command(models_group)
 
 
 def main() -> None:

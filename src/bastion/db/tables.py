@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -154,4 +155,36 @@ promotions = Table(
     Column("allowed", Boolean, nullable=False),
     Column("reasons", Text, nullable=False),  # JSON list of the checks and their outcome
     Column("attestation_blob", String(71), nullable=True),
+)
+
+# --- the serving gateway -------------------------------------------------------------------
+
+serve_keys = Table(  # API keys of the inference gateway; only a hash of the secret is kept
+    "serve_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("secret_hash", LargeBinary(32), nullable=False),
+    Column("name", String(200), nullable=False),  # who holds it, e.g. "mobile-backend"
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", Timestamp, nullable=True),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("suspended_reason", Text, nullable=True),  # set by an alarm or an operator; None: active
+    Column("models", Text, nullable=False),  # JSON list of model names, or ["*"]
+    Column("operations", Text, nullable=False),  # JSON list: infer, metadata, token
+    Column("output", String(16), nullable=False),  # label | score | probabilities
+    Column("precision", Integer, nullable=True),  # decimals of scores/probabilities; None: as computed
+    Column("rate_per_second", Float, nullable=True),
+    Column("burst", Integer, nullable=True),
+    Column("daily", Integer, nullable=True),
+    Column("monthly", Integer, nullable=True),
+)
+
+serve_disabled_models = Table(  # the kill switch: a model listed here is not served
+    "serve_disabled_models",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("disabled_at", Timestamp, nullable=False),
+    Column("disabled_by", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
 )

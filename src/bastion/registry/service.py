@@ -515,6 +515,25 @@ class Registry:
             model_path = root / files[0].path if layout == "file" else root
             yield Fetched(model_path, signature_path, actual, assessment, signature_problem)
 
+    @contextmanager
+    def checked_out(self, actor: Principal, version: ModelVersion) -> Iterator[Fetched]:
+        """A version's stored bytes in a private temporary folder, as stored (check before use)."""
+        actor.require(Action.READ, version.model)
+        with self._checked_out(version.files, version.layout, version.signature_blob, version.assessment_blob) as fetched:
+            yield fetched
+
+    def newest_in(self, actor: Principal, model: str, stage: str) -> ModelVersion:
+        """The newest version of `model` now in `stage`; NotFound if none is."""
+        actor.require(Action.READ, model)
+        self._check_stage(stage)
+        with self.engine.connect() as connection:
+            number = connection.execute(
+                select(func.max(versions.c.number)).where(versions.c.model == model, versions.c.stage == stage)
+            ).scalar_one()
+            if number is None:
+                raise NotFound(f"no version of {model!r} is in stage {stage}", hint="Promote one through the gate first.")
+            return self._version_in(connection, model, int(number))
+
     def _decide(self, actor: Principal, version: ModelVersion, stage: str) -> GateDecision:
         self._check_stage(stage)
         with self.engine.connect() as connection:

@@ -1,0 +1,191 @@
+"""`bastion serve`, `bastion keys ...` and `bastion models disable|enable`: thin wiring over bastion.serve."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from bastion.cli.registry import _emit, _registry_options
+
+if TYPE_CHECKING:
+    from bastion.registry import Principal, Registry
+    from bastion.serve.keys import KeyStore
+
+
+def _key_store(registry: Registry) -> KeyStore:
+    from bastion.audit import AuditLog  # noqa: PLC0415
+    from bastion.serve.keys import KeyStore  # noqa: PLC0415
+    from bastion.serve.run import AUDIT_CHAIN  # noqa: PLC0415
+
+    log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1)
+    return KeyStore(registry.engine, log)
+
+
+@click.command("serve")
+@click.option(
+    "--registry", "home", type=click.Path(file_okay=False, path_type=Path), envvar="BASTION_REGISTRY",
+    default=".bastion-registry", show_default=True, help="The registry folder [env BASTION_REGISTRY].",
+)
+@click.option("--model", "models", multiple=True, required=True, help="A model to serve; repeatable.")
+@click.option("--stage", default="production", show_default=True, help="Serve the newest version in this stage.")
+@click.option(
+    "--trusted-key", "trusted_keys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Public key a served model must be signed with; repeatable [default: the policy's keys for --stage].",
+)
+@click.option("--redis", "redis_url", envvar="BASTION_REDIS_URL", help="Share limits and quotas across replicas.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--admin-host", default="127.0.0.1", show_default=True)
+@click.option("--admin-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--on-alarm", type=click.Choice(["throttle", "suspend", "alert"]), default="throttle", show_default=True,
+    help="What a detector alarm does to the key (every alarm is audited and counted).",
+)
+@click.option("--webhook", help="POST each alarm as JSON to this URL.")
+def serve_command(
+    home: Path, models: tuple[str, ...], stage: str, trusted_keys: tuple[Path, ...], redis_url: str | None,
+    host: str, port: int, admin_host: str, admin_port: int, on_alarm: str, webhook: str | None,
+) -> None:
+    """Serve promoted, signed models behind the gateway (Open Inference Protocol on --port).
+
+    Only the newest version of each --model in --stage is served, and only if its stored bytes,
+    signature and scan check out at load. Callers need an API key (`bastion keys create`);
+    BASTION_TOKEN is the registry token the gateway loads models with.
+    """
+    from bastion.registry import Registry  # noqa: PLC0415
+    from bastion.serve.gateway import AlarmPolicy  # noqa: PLC0415
+    from bastion.serve.run import GatewaySettings, assemble, serve_forever  # noqa: PLC0415
+
+    settings = GatewaySettings(
+        models=models, stage=stage, trusted_keys=trusted_keys, redis_url=redis_url,
+        alarm_policy=AlarmPolicy(action=on_alarm, webhook=webhook),
+        host=host, port=port, admin_host=admin_host, admin_port=admin_port,
+    )
+    registry = Registry.open(home)
+    caller = registry.authenticate(os.environ.get("BASTION_TOKEN"))
+    assembled = assemble(registry, caller, settings)
+    for name, reason in assembled.refused.items():
+        click.echo(f"refused {name}: {reason}", err=True)
+    if not assembled.gateway.models:
+        assembled.close()
+        raise click.ClickException("no model passed its checks; nothing to serve")
+    for model in assembled.gateway.models.values():
+        click.echo(f"serving {model.ref} ({model.spec.format}) on http://{host}:{port}/v2/models/{model.name}", err=True)
+    click.echo(f"admin API on http://{admin_host}:{admin_port}", err=True)
+    try:
+        asyncio.run(serve_forever(assembled, settings))
+    finally:
+        assembled.close()
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """API keys of the serving gateway (registry admin only)."""
+
+
+@keys_group.command("create")
+@click.argument("name")
+@click.option("--model", "models", multiple=True, default=("*",), show_default=True, help="Models it may call.")
+@click.option(
+    "--operation", "operations", multiple=True, type=click.Choice(["infer", "metadata", "token"]),
+    default=("infer", "metadata"), show_default=True,
+)
+@click.option("--output", type=click.Choice(["label", "score", "probabilities"]), default="label", show_default=True,
+              help="How much an answer shows.")
+@click.option("--precision", type=click.IntRange(0, 6), help="Decimals of scores or probabilities.")
+@click.option("--rate", type=float, default=10.0, show_default=True, help="Requests per second (0: unlimited).")
+@click.option("--burst", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--daily", type=click.IntRange(0), default=10_000, show_default=True, help="Daily quota (0: none).")
+@click.option("--monthly", type=click.IntRange(0), default=0, show_default=True, help="Monthly quota (0: none).")
+@click.option("--expires-days", type=float, default=90.0, show_default=True, help="Lifetime in days (0: never).")
+@_registry_options
+def keys_create_command(
+    registry: Registry, caller: Principal, fmt: str, name: str, models: tuple[str, ...],
+    operations: tuple[str, ...], output: str, precision: int | None, rate: float, burst: int, daily: int,
+    monthly: int, expires_days: float,
+) -> None:
+    """Create a key for NAME (who holds it); the key is printed once."""
+    from bastion.registry.roles import Action  # noqa: PLC0415
+    from bastion.serve.keys import KeySpec, key_summary  # noqa: PLC0415
+    from bastion.serve.limits import Quota, RateLimit  # noqa: PLC0415
+
+    caller.require(Action.ISSUE_TOKEN)
+    spec = KeySpec(
+        name=name, models=models, operations=operations, output=output, precision=precision,
+        rate=RateLimit(rate, burst) if rate > 0 else None,
+        quota=Quota(daily or None, monthly or None) if daily or monthly else None,
+        expires_in=timedelta(days=expires_days) if expires_days > 0 else None,
+    )
+    store = _key_store(registry)
+    key, text = store.create(caller.name, spec)
+    _emit(fmt, {"key": text, **key_summary([key])[0]}, text)
+
+
+@keys_group.command("list")
+@_registry_options
+def keys_list_command(registry: Registry, caller: Principal, fmt: str) -> None:
+    """Every key: scopes, limits, expiry and state (never the secret)."""
+    from bastion.registry.roles import Action  # noqa: PLC0415
+    from bastion.serve.keys import key_summary  # noqa: PLC0415
+
+    caller.require(Action.ISSUE_TOKEN)
+    store = _key_store(registry)
+    rows = key_summary(store.all())
+    lines = [
+        f"{r['key_id']}  {r['name']:<24} models={','.join(r['models'])}  output={r['output']}"  # type: ignore[arg-type]
+        f"  {'REVOKED' if r['revoked'] else 'SUSPENDED' if r['suspended'] else 'active'}"
+        for r in rows
+    ]
+    _emit(fmt, rows, "\n".join(lines) or "no keys")
+
+
+def _key_change(action: str) -> click.Command:
+    @click.command(action)
+    @click.argument("key_id")
+    @click.option("--reason", default="", help="Why; recorded in the audit log.")
+    @_registry_options
+    def command(registry: Registry, caller: Principal, fmt: str, key_id: str, reason: str) -> None:
+        from bastion.registry.roles import Action  # noqa: PLC0415
+
+        caller.require(Action.REVOKE_TOKEN)
+        store = _key_store(registry)
+        getattr(store, action)(caller.name, key_id, reason or f"{action} by {caller.name}")
+        _emit(fmt, {action: key_id}, f"{action}: {key_id} (gateways apply it within a second)")
+
+    command.help = f"{action.capitalize()} a key at once, without restarting any gateway."
+    return command
+
+
+for _action in ("revoke", "suspend", "resume"):
+    keys_group.add_command(_key_change(_action))
+
+
+@click.group("models")
+def models_group() -> None:
+    """The kill switch: stop or restart serving a model on every gateway, without a restart."""
+
+
+def _model_change(action: str) -> click.Command:
+    @click.command(action)
+    @click.argument("model")
+    @click.option("--reason", default="", help="Why; recorded in the audit log.")
+    @_registry_options
+    def command(registry: Registry, caller: Principal, fmt: str, model: str, reason: str) -> None:
+        from bastion.registry.roles import Action  # noqa: PLC0415
+
+        caller.require(Action.REVOKE_TOKEN)
+        store = _key_store(registry)
+        getattr(store, f"{action}_model")(caller.name, model, reason or f"{action}d by {caller.name}")
+        _emit(fmt, {action: model}, f"{model}: {action}d (gateways apply it within a second)")
+
+    command.help = f"{action.capitalize()} serving MODEL."
+    return command
+
+
+for _action in ("disable", "enable"):
+    models_group.add_command(_model_change(_action))

@@ -1,0 +1,129 @@
+"""The gateway's admin API, on its own port: keys, the kill switch and metrics.
+
+Callers authenticate with a registry token of an administrator; every change is audited and
+takes effect in this process at once (other replicas see it within their refresh interval).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from bastion.errors import AccessDenied, BastionError, ConfigError, NotFound
+from bastion.registry import Principal, Registry
+from bastion.registry.roles import Action
+from bastion.serve.gateway import Gateway
+from bastion.serve.keys import KeySpec, key_summary
+from bastion.serve.limits import Quota, RateLimit
+
+Operation = Literal["infer", "metadata", "token"]
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    models: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    operations: list[Operation] = Field(default_factory=lambda: list[Operation](["infer", "metadata"]))
+    output: Literal["label", "score", "probabilities"] = "label"
+    precision: int | None = Field(None, ge=0, le=6)
+    rate_per_second: float | None = Field(10.0, gt=0)
+    burst: int = Field(20, ge=1)
+    daily: int | None = Field(10_000, ge=1)
+    monthly: int | None = Field(None, ge=1)
+    expires_in_days: float | None = Field(90, gt=0)
+
+    def to_spec(self) -> KeySpec:
+        return KeySpec(
+            name=self.name,
+            models=tuple(self.models),
+            operations=tuple(self.operations),
+            output=self.output,
+            precision=self.precision,
+            rate=RateLimit(self.rate_per_second, self.burst) if self.rate_per_second else None,
+            quota=Quota(self.daily, self.monthly) if self.daily or self.monthly else None,
+            expires_in=timedelta(days=self.expires_in_days) if self.expires_in_days else None,
+        )
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("", max_length=500)
+
+
+def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
+    app = FastAPI(title="Bastion gateway admin", docs_url=None, redoc_url=None, openapi_url=None)
+    bearer = HTTPBearer(auto_error=False)
+
+    def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        try:
+            principal = registry.authenticate(credentials.credentials if credentials else None)
+        except AccessDenied as err:
+            raise HTTPException(401, err.message, headers={"WWW-Authenticate": "Bearer"}) from err
+        principal.require(Action.ISSUE_TOKEN)
+        return principal
+
+    Admin = Annotated[Principal, Depends(admin)]  # noqa: N806 - a type alias, named as one
+    store = gateway.store
+
+    @app.exception_handler(BastionError)
+    async def bastion_error(_request: Request, err: BastionError) -> JSONResponse:
+        status = 403 if isinstance(err, AccessDenied) else 404 if isinstance(err, NotFound) else 400
+        return JSONResponse({"error": err.message, "hint": err.hint}, status_code=status)
+
+    @app.get("/admin/keys")
+    def list_keys(_caller: Admin) -> list[dict[str, object]]:
+        return key_summary(store.all())
+
+    @app.post("/admin/keys", status_code=201)
+    def create_key(body: NewKey, caller: Admin) -> dict[str, object]:
+        key, text = store.create(caller.name, body.to_spec())
+        gateway.refresh()
+        return {"key": text, **key_summary([key])[0]}
+
+    @app.delete("/admin/keys/{key_id}", status_code=204)
+    def revoke_key(key_id: str, caller: Admin) -> Response:
+        store.revoke(caller.name, key_id, "revoked through the admin API")
+        gateway.refresh()
+        return Response(status_code=204)
+
+    @app.post("/admin/keys/{key_id}/suspend")
+    def suspend_key(key_id: str, body: Reason, caller: Admin) -> dict[str, str]:
+        store.suspend(caller.name, key_id, body.reason or "suspended by an operator")
+        gateway.refresh()
+        return {"suspended": key_id}
+
+    @app.post("/admin/keys/{key_id}/resume")
+    def resume_key(key_id: str, body: Reason, caller: Admin) -> dict[str, str]:
+        store.resume(caller.name, key_id, body.reason)
+        gateway.refresh()
+        gateway.unthrottle(key_id)
+        return {"resumed": key_id}
+
+    @app.post("/admin/models/{name}/disable")
+    def disable_model(name: str, body: Reason, caller: Admin) -> dict[str, str]:
+        if name not in gateway.models:
+            raise ConfigError(f"this gateway does not serve {name!r}")
+        store.disable_model(caller.name, name, body.reason or "disabled by an operator")
+        gateway.refresh()
+        return {"disabled": name}
+
+    @app.post("/admin/models/{name}/enable")
+    def enable_model(name: str, body: Reason, caller: Admin) -> dict[str, str]:
+        store.enable_model(caller.name, name, body.reason)
+        gateway.refresh()
+        return {"enabled": name}
+
+    @app.get("/metrics")
+    async def metrics(_caller: Admin) -> Response:
+        body = await run_in_threadpool(gateway.metrics.exposition)
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    return app

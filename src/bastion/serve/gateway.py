@@ -1,0 +1,343 @@
+"""The inference gateway: Starlette on the hot path, every check in the server.
+
+Per request, in order: authenticate (a key or a short-lived token; nothing anonymous), check
+the key's scope and state and the model's kill switch, apply rate limits and quotas, read and
+validate the input against the model's declared contract, run the model, cut the answer down
+to the detail the key was granted, feed the detectors, and record the call in the gateway's
+hash-chained audit log. Refusals carry no detail an attacker could learn from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bastion.audit import AuditEvent
+from bastion.audit.writer import AuditWriter
+from bastion.errors import BackendUnavailable
+from bastion.serve.detect import Alarm, QueryMonitor, TrainingProfile
+from bastion.serve.keys import ApiKey, KeyStore, secret_matches, split_key
+from bastion.serve.limits import Limiter, RateLimit
+from bastion.serve.loader import ServedModel
+from bastion.serve.metrics import GatewayMetrics
+from bastion.serve.output import shape_outputs
+from bastion.serve.protocol import GENERIC_REFUSAL, InvalidRequest, infer_response, model_metadata, parse_infer
+from bastion.serve.tokens import TokenMinter
+
+JSON = "application/json"
+THROTTLED = RateLimit(per_second=0.2, burst=1)  # one query every five seconds
+
+
+@dataclass(frozen=True)
+class AlarmPolicy:
+    """What happens to a key when a detector raises an alarm on it."""
+
+    action: str = "throttle"  # throttle | suspend | alert
+    throttle: RateLimit = THROTTLED
+    webhook: str | None = None
+
+
+@dataclass
+class Caller:
+    """Who is asking: the key, and the one model a token confines it to."""
+
+    key: ApiKey
+    token_model: str | None = None
+
+
+@dataclass
+class _State:
+    keys: dict[str, ApiKey] = field(default_factory=dict)
+    disabled: dict[str, str] = field(default_factory=dict)
+    throttled: dict[str, RateLimit] = field(default_factory=dict)
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
+
+
+class Gateway:
+    """One gateway process: its models, its view of the keys, its limits, detectors and records."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ServedModel],
+        store: KeyStore,
+        limiter: Limiter,
+        minter: TokenMinter,
+        audit: AuditWriter,
+        *,
+        alarm_policy: AlarmPolicy | None = None,
+        refresh_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.models = dict(models)
+        self.store = store
+        self.limiter = limiter
+        self.minter = minter
+        self.audit = audit
+        self.alarm_policy = alarm_policy or AlarmPolicy()
+        self.refresh_seconds = refresh_seconds
+        self.clock = clock
+        self.metrics = GatewayMetrics.create()
+        self.monitors = {
+            name: QueryMonitor(TrainingProfile.from_dict(model.spec.profile))
+            for name, model in self.models.items()
+            if model.spec.profile
+        }
+        self._state = _State()
+        self._http: httpx.AsyncClient | None = None
+        self.refresh()
+
+    # --- the view of keys and kill switches ------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload keys and disabled models from the database (done every `refresh_seconds`)."""
+        keys, disabled = self.store.snapshot()
+        self._state = _State(keys, disabled, self._state.throttled)
+
+    def unthrottle(self, key_id: str) -> None:
+        """Lift an alarm's throttle on a key (an operator resumed it)."""
+        self._state.throttled.pop(key_id, None)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            with contextlib.suppress(Exception):  # a database hiccup keeps the last good view
+                keys, disabled = await asyncio.to_thread(self.store.snapshot)
+                self._state = _State(keys, disabled, self._state.throttled)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self._http = httpx.AsyncClient(timeout=5.0)
+        task = asyncio.create_task(self._refresh_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self._http.aclose()
+            await self.limiter.close()
+
+    # --- authentication ------------------------------------------------------------------
+
+    def _authenticate(self, request: Request) -> Caller | Response:
+        header = request.headers.get("authorization", "")
+        text = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        if not text:
+            return self._deny(401, "missing-credentials", "an API key or token is required")
+        now = self.clock()
+        if text.startswith("bst1."):
+            claims = self.minter.check(text, now)
+            key = self._state.keys.get(claims.key_id) if claims else None
+            if claims is None or key is None:
+                return self._deny(401, "bad-token", "the token is not valid")
+            caller = Caller(key, claims.model)
+        else:
+            parts = split_key(text)
+            key = self._state.keys.get(parts[0]) if parts else None
+            if parts is None or key is None or not secret_matches(key, parts[1]):
+                return self._deny(401, "bad-key", "the API key is not valid")
+            caller = Caller(key)
+        if key.revoked:
+            return self._deny(401, "revoked", "the API key was revoked")
+        if key.expired(datetime.fromtimestamp(now, UTC)):
+            return self._deny(401, "expired", "the API key has expired")
+        if key.suspended_reason is not None:
+            return self._deny(403, "suspended", "the API key is suspended")
+        return caller
+
+    def _deny(self, status: int, reason: str, message: str) -> Response:
+        self.metrics.refusals.labels(reason).inc()
+        headers = {"WWW-Authenticate": 'Bearer realm="bastion"'} if status == 401 else None
+        response = _error(status, message, headers)
+        response.background = None
+        response.headers["x-bastion-refusal"] = reason
+        return response
+
+    def _scope(self, caller: Caller, model: str, operation: str) -> Response | None:
+        key = caller.key
+        if operation not in key.operations or not key.allows_model(model) or (
+            caller.token_model is not None and caller.token_model != model
+        ):
+            return self._deny(403, "out-of-scope", "the API key may not do this")
+        if model not in self.models:
+            return self._deny(404, "unknown-model", "no such model")
+        if model in self._state.disabled:
+            return self._deny(503, "model-disabled", "the model is not available")
+        return None
+
+    # --- records -------------------------------------------------------------------------
+
+    def _record(self, key_id: str, what: str, subject: str, **details: Any) -> None:
+        """Queue an audit entry; the writer commits it with others (flushed at shutdown)."""
+        self.audit.submit(AuditEvent(key_id, what, subject, details))
+
+    # --- routes --------------------------------------------------------------------------
+
+    async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["name"]
+        caller = self._authenticate(request)
+        if isinstance(caller, Response):
+            self._record("-", "infer.refused", name, status=caller.status_code, reason=caller.headers["x-bastion-refusal"])
+            return caller
+        key = caller.key
+        refused = self._scope(caller, name, "infer")
+        if refused is not None:
+            self._record(key.key_id, "infer.refused", name, status=refused.status_code, reason=refused.headers["x-bastion-refusal"])
+            return refused
+        model = self.models[name]
+        rate = self._state.throttled.get(key.key_id, key.rate)
+        try:
+            decision = await self.limiter.check(key.key_id, name, rate, key.quota)
+        except BackendUnavailable:
+            self._record(key.key_id, "infer.refused", model.ref, status=503, reason="limits-unavailable")
+            return self._deny(503, "limits-unavailable", "the service is unavailable")
+        if not decision.allowed:
+            reason = str(decision.reason)
+            self.metrics.refusals.labels(reason).inc()
+            self._record(key.key_id, "infer.refused", model.ref, status=429, reason=reason)
+            retry = str(max(1, int(decision.retry_after + 0.999)))
+            return _error(429, "too many requests", {"Retry-After": retry, "x-bastion-refusal": reason})
+        body = await self._read_body(request, model.spec.max_request_bytes)
+        try:
+            if body is None:
+                raise InvalidRequest("too-large")
+            parsed = parse_infer(body, model.spec)
+        except InvalidRequest as invalid:
+            self.metrics.refusals.labels("invalid-input").inc()
+            self._record(key.key_id, "infer.refused", model.ref, status=400, reason=f"invalid-input:{invalid.reason}")
+            return _error(400, GENERIC_REFUSAL, {"x-bastion-refusal": "invalid-input"})
+        probabilities = model.predict_proba(parsed.rows)
+        outputs = shape_outputs(probabilities, model.spec.labels, key.output, key.precision)
+        alarms = self._observe(key.key_id, name, parsed.rows)
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(name, "ok").inc()
+        self.metrics.latency.labels(name).observe(elapsed)
+        self._record(
+            key.key_id, "infer", model.ref, status=200, rows=int(parsed.rows.shape[0]),
+            latency_ms=round(elapsed * 1000, 3), request_id=parsed.request_id,
+        )
+        for alarm in alarms:
+            await self._on_alarm(alarm, model)
+        return Response(infer_response(name, model.version, parsed.request_id, outputs), media_type=JSON)
+
+    async def _read_body(self, request: Request, limit: int) -> bytes | None:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _observe(self, key_id: str, model: str, rows: Any) -> list[Alarm]:
+        monitor = self.monitors.get(model)
+        return monitor.observe(key_id, rows) if monitor is not None else []
+
+    async def _on_alarm(self, alarm: Alarm, model: ServedModel) -> None:
+        policy = self.alarm_policy
+        self.metrics.alarms.labels(alarm.kind, policy.action).inc()
+        self._record(
+            alarm.key_id, "alarm", model.ref, kind=alarm.kind, queries=alarm.queries, score=alarm.score,
+            threshold=alarm.threshold, action=policy.action, message=alarm.message,
+        )
+        if policy.action == "throttle":
+            self._state.throttled[alarm.key_id] = policy.throttle
+        elif policy.action == "suspend":
+            key = self._state.keys.get(alarm.key_id)
+            if key is not None:  # stop it here at once, and everywhere once the database says so
+                self._state.keys[alarm.key_id] = _suspended(key, alarm.kind)
+            await asyncio.to_thread(self.store.suspend, "gateway", alarm.key_id, f"alarm {alarm.kind}")
+        if policy.webhook and self._http is not None:
+            payload = {"alarm": alarm.kind, "key_id": alarm.key_id, "model": model.ref, "queries": alarm.queries,
+                       "score": alarm.score, "threshold": alarm.threshold, "action": policy.action,
+                       "message": alarm.message}
+            with contextlib.suppress(httpx.HTTPError):
+                await self._http.post(policy.webhook, json=payload)
+
+    async def model_metadata(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        caller = self._authenticate(request)
+        if isinstance(caller, Response):
+            return caller
+        refused = self._scope(caller, name, "metadata")
+        if refused is not None:
+            return refused
+        model = self.models[name]
+        return Response(model_metadata(name, model.version, model.spec, caller.key.output), media_type=JSON)
+
+    async def model_ready(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        caller = self._authenticate(request)
+        if isinstance(caller, Response):
+            return caller
+        refused = self._scope(caller, name, "metadata")
+        return refused if refused is not None else Response(status_code=200)
+
+    async def server_ready(self, request: Request) -> Response:
+        caller = self._authenticate(request)
+        return caller if isinstance(caller, Response) else Response(status_code=200 if self.models else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        caller = self._authenticate(request)
+        if isinstance(caller, Response):
+            return caller
+        return Response(orjson.dumps({"name": "bastion", "version": "0.1.0", "extensions": []}), media_type=JSON)
+
+    async def issue_token(self, request: Request) -> Response:
+        """POST /v2/tokens {"model": ..., "lifetime": seconds}: a short-lived token for one model."""
+        caller = self._authenticate(request)
+        if isinstance(caller, Response):
+            return caller
+        if caller.token_model is not None:
+            return self._deny(403, "token-from-token", "a token cannot issue tokens")
+        try:
+            wanted = orjson.loads(await request.body())
+            model, lifetime = str(wanted["model"]), int(wanted.get("lifetime", 300))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return _error(400, "send {\"model\": NAME, \"lifetime\": SECONDS}")
+        refused = self._scope(caller, model, "token")
+        if refused is not None:
+            return refused
+        token, expires = self.minter.issue(caller.key.key_id, model, lifetime, self.clock())
+        self._record(caller.key.key_id, "token.issue", model, expires=expires)
+        return Response(orjson.dumps({"token": token, "expires": expires, "model": model}), media_type=JSON)
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/v2/health/ready", self.server_ready, methods=["GET"]),
+            Route("/v2/health/live", self.server_ready, methods=["GET"]),
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/tokens", self.issue_token, methods=["POST"]),
+            Route("/v2/models/{name}", self.model_metadata, methods=["GET"]),
+            Route("/v2/models/{name}/ready", self.model_ready, methods=["GET"]),
+            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}", self.model_metadata, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/ready", self.model_ready, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
+        ]
+        return Starlette(routes=routes, lifespan=self.lifespan)
+
+
+def _suspended(key: ApiKey, reason: str) -> ApiKey:
+    from dataclasses import replace  # noqa: PLC0415
+
+    return replace(key, suspended_reason=f"alarm {reason}")

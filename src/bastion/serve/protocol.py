@@ -1,0 +1,134 @@
+"""The Open Inference Protocol (KServe V2 REST) on the hot path: parse, validate, answer.
+
+Requests that do not match the model's declared input are refused with one generic message:
+the refusal never echoes the input or the schema, so probing it teaches a caller nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from bastion.serve.spec import DATATYPES, ServingSpec
+
+GENERIC_REFUSAL = "the request does not match the model's input contract"
+
+
+class InvalidRequest(Exception):
+    """A request refused before inference; `reason` is for the audit log and metrics only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    request_id: str
+    rows: NDArray[np.float32]
+
+
+def parse_infer(body: bytes, spec: ServingSpec) -> InferRequest:
+    """Rows of features from a V2 request body, checked against `spec`, or InvalidRequest."""
+    if len(body) > spec.max_request_bytes:
+        raise InvalidRequest("too-large")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("not-json") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("not-an-object")
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InvalidRequest("inputs")
+    tensor: dict[str, Any] = inputs[0]
+    declared = spec.input
+    if tensor.get("name") != declared.name or tensor.get("datatype") != declared.datatype:
+        raise InvalidRequest("name-or-datatype")
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != len(declared.row_shape) + 1
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or tuple(shape[1:]) != declared.row_shape
+        or not 1 <= shape[0] <= spec.max_batch
+    ):
+        raise InvalidRequest("shape")
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise InvalidRequest("data")
+    flat = _flatten(data)
+    if len(flat) != shape[0] * declared.features:
+        raise InvalidRequest("data-length")
+    rows = _to_array(flat, declared.datatype).reshape(shape[0], declared.features)
+    _check_values(rows, spec)
+    request_id = document.get("id", "")
+    return InferRequest(request_id if isinstance(request_id, str) and len(request_id) <= 128 else "", rows)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    if data and isinstance(data[0], list):  # the protocol allows nested row-major lists
+        flat: list[Any] = []
+        for item in data:
+            if not isinstance(item, list):
+                raise InvalidRequest("data")
+            flat.extend(_flatten(item))
+        return flat
+    return data
+
+
+def _to_array(flat: list[Any], datatype: str) -> NDArray[np.float32]:
+    for value in flat:
+        if isinstance(value, bool):
+            if datatype != "BOOL":
+                raise InvalidRequest("element-type")
+        elif not isinstance(value, int | float) or (datatype in {"INT32", "INT64"} and isinstance(value, float)):
+            raise InvalidRequest("element-type")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRequest("not-finite")
+    try:
+        array = np.asarray(flat, dtype=DATATYPES[datatype])
+    except (OverflowError, ValueError):
+        raise InvalidRequest("element-range") from None
+    return array.astype(np.float32, copy=False)
+
+
+def _check_values(rows: NDArray[np.float32], spec: ServingSpec) -> None:
+    declared = spec.input
+    if declared.minimum is not None and bool((rows < np.asarray(declared.minimum, dtype=np.float32)).any()):
+        raise InvalidRequest("below-min")
+    if declared.maximum is not None and bool((rows > np.asarray(declared.maximum, dtype=np.float32)).any()):
+        raise InvalidRequest("above-max")
+    for index, allowed in declared.categories.items():
+        if not all(float(v) in allowed for v in rows[:, index]):
+            raise InvalidRequest("category")
+
+
+def infer_response(model: str, version: int, request_id: str, outputs: list[dict[str, Any]]) -> bytes:
+    document: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": outputs}
+    if request_id:
+        document["id"] = request_id
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def model_metadata(model: str, version: int, spec: ServingSpec, detail: str) -> bytes:
+    """The V2 model metadata; the input's ranges are never shown, the outputs by the key's detail."""
+    outputs: list[dict[str, Any]] = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    if detail == "score":
+        outputs.append({"name": "score", "datatype": "FP64", "shape": [-1]})
+    elif detail == "probabilities":
+        outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [-1, len(spec.labels)]})
+    return orjson.dumps(
+        {
+            "name": model,
+            "versions": [str(version)],
+            "platform": spec.format,
+            "inputs": [{"name": spec.input.name, "datatype": spec.input.datatype, "shape": [-1, *spec.input.row_shape]}],
+            "outputs": outputs,
+        }
+    )

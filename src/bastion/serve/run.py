@@ -1,0 +1,127 @@
+"""Assemble a gateway from a registry and settings, and run it: inference and admin ports.
+
+The inference port speaks the Open Inference Protocol; the admin port (keys, kill switch,
+metrics) listens separately so that it can stay on a private interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from bastion.audit import AuditEvent, AuditLog
+from bastion.audit.writer import AuditWriter
+from bastion.errors import ConfigError
+from bastion.registry import Principal, Registry
+from bastion.serve.gateway import AlarmPolicy, Gateway
+from bastion.serve.keys import KeyStore
+from bastion.serve.limits import make_limiter
+from bastion.serve.loader import LoadRefused, ServedModel, load_promoted
+from bastion.serve.tokens import TokenMinter
+
+AUDIT_CHAIN = "gateway"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How a gateway is set up; every field has a command-line flag in `bastion serve`."""
+
+    models: tuple[str, ...]
+    stage: str = "production"
+    trusted_keys: tuple[Path, ...] = ()  # empty: the keys the policy requires for `stage`
+    trusted_types: tuple[str, ...] = ()  # extra types skops may load
+    redis_url: str | None = None
+    alarm_policy: AlarmPolicy = field(default_factory=AlarmPolicy)
+    refresh_seconds: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8001
+
+
+@dataclass
+class Assembled:
+    """A gateway and what it holds open: close it with `close()` (flushes the audit log)."""
+
+    gateway: Gateway
+    registry: Registry
+    audit_log: AuditLog
+    writer: AuditWriter
+    refused: dict[str, str]
+
+    def close(self) -> None:
+        self.writer.close()
+        self.audit_log.checkpoint()
+        self.registry.close()
+
+
+def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -> Assembled:
+    """Load every named model that passes its checks; refuse (and record) the others."""
+    if not settings.models:
+        raise ConfigError("name at least one model to serve", hint="bastion serve --model NAME")
+    trusted = settings.trusted_keys or registry.policy.gate.requirements_for(settings.stage).signature_keys
+    audit_log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1000)
+    writer = AuditWriter(audit_log)
+    loaded: dict[str, ServedModel] = {}
+    refused: dict[str, str] = {}
+    for name in settings.models:
+        try:
+            model = load_promoted(registry, caller, name, settings.stage, trusted, trusted_types=settings.trusted_types)
+        except LoadRefused as err:
+            refused[name] = err.message
+            audit_log.append(AuditEvent(caller.name, "model.load.refused", err.ref, {"reasons": list(err.reasons)}))
+            continue
+        loaded[name] = model
+        audit_log.append(
+            AuditEvent(caller.name, "model.load", model.ref, {"root_digest": model.root_digest, "stage": settings.stage})
+        )
+    gateway = Gateway(
+        loaded,
+        KeyStore(registry.engine, audit_log),
+        make_limiter(settings.redis_url),
+        TokenMinter.from_file(registry.config.home / "gateway-token.secret"),
+        writer,
+        alarm_policy=settings.alarm_policy,
+        refresh_seconds=settings.refresh_seconds,
+    )
+    return Assembled(gateway, registry, audit_log, writer, refused)
+
+
+def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server without its own signal handling: `serve_forever` stops both together."""
+
+    class Quiet(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False, access_log=False)
+    return Quiet(config)
+
+
+async def serve_forever(assembled: Assembled, settings: GatewaySettings) -> None:
+    """Serve both ports until SIGINT or SIGTERM; the caller closes `assembled` afterwards."""
+    from bastion.serve.admin import create_admin_app  # noqa: PLC0415
+
+    inference = _server(assembled.gateway.app(), settings.host, settings.port)
+    admin = _server(create_admin_app(assembled.gateway, assembled.registry), settings.admin_host, settings.admin_port)
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        inference.should_exit = True
+        admin.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await asyncio.gather(inference.serve(), admin.serve())
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
