@@ -15,17 +15,25 @@ import json
 import os
 import pickle
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import joblib
 import numpy as np
 import torch
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from corpus.serving import dataset, write_model  # the same builder the tests use
 
 
 class _RunsOnLoad:
@@ -137,9 +145,7 @@ def lifecycle(folder: Path, bastion: list[str]) -> int:
         return result.stdout.strip()
 
     release = folder / "release-model"
-    release.mkdir()
-    (release / "classifier.safetensors").write_bytes((folder / "classifier.safetensors").read_bytes())
-    (release / "config.json").write_text(json.dumps({"architecture": "mlp", "labels": ["ok", "fraud"]}))
+    write_model(release, "onnx")  # a fraud classifier as ONNX, with serving.yaml (inputs, labels, data profile)
     run("keygen", str(folder / "release.key"))
     run("sign", str(release), "--key", str(folder / "release.key"))
     run("verify", str(release), "--key", str(folder / "release.pub"))
@@ -163,9 +169,9 @@ def lifecycle(folder: Path, bastion: list[str]) -> int:
     print("\n# Someone swaps one byte of the released weights:")
     tampered = folder / "tampered-model"
     shutil.copytree(release, tampered)
-    weights = bytearray((tampered / "classifier.safetensors").read_bytes())
-    weights[-1] ^= 0x01
-    (tampered / "classifier.safetensors").write_bytes(bytes(weights))
+    weights = bytearray((tampered / "model.onnx").read_bytes())
+    weights[-5] ^= 0x01
+    (tampered / "model.onnx").write_bytes(bytes(weights))
     run("verify", str(tampered), "--key", str(folder / "release.pub"), expect=1)
     run("registry", "register", "fraud-detector", str(tampered), "--source", "git+https://git.example/ml/fraud",
         "--licence", "apache-2.0", token=carol)
@@ -175,7 +181,89 @@ def lifecycle(folder: Path, bastion: list[str]) -> int:
     if failures:
         print("Demo FAILED:\n  " + "\n  ".join(failures))
         return 1
-    print("Demo OK: the signed model reached production through the gate; the tampered copy was refused.")
+    print("Part 2 OK: the signed model reached production through the gate; the tampered copy was refused.\n")
+    return serving(folder, bastion, env, admin, run, failures)
+
+
+def _extraction(infer: Any, key: str, data: Any, failures: list[str]) -> None:
+    """Query uniformly at random over a wide box, as a model thief does, until the gateway stops the key."""
+    print("\n# partner-x starts querying uniformly at random over a wide box (model extraction):")
+    rng = np.random.default_rng(1)
+    low, high = data.x_train.min(), data.x_train.max()
+    for query in range(1, 501):
+        response = infer(key, rng.uniform(low, high, size=(1, 20)))
+        if response.status_code != 200:
+            print(f"   query {query}: HTTP {response.status_code} {response.json()} (the alarm suspended the key)")
+            return
+    failures.append("the extraction attack ran 500 queries without an alarm")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serving(folder: Path, bastion: list[str], env: dict[str, str], admin: str, run: Any, failures: list[str]) -> int:
+    """Serve the promoted model; call it with a scoped key; show refusals and an extraction alarm."""
+    app_key = run("keys", "create", "mobile-backend", "--model", "fraud-detector", "--output", "label",
+                  "--rate", "50", "--burst", "100", show=False, token=admin)
+    scraper_key = run("keys", "create", "partner-x", "--model", "fraud-detector", "--output", "label",
+                      "--rate", "1000", "--burst", "1000", show=False, token=admin)
+    print("$ bastion keys create mobile-backend --model fraud-detector --output label --rate 50 --burst 100")
+    print("$ bastion keys create partner-x ...   (two keys; each printed once)")
+    port, admin_port = _free_port(), _free_port()
+    command = [*bastion, "serve", "--model", "fraud-detector", "--port", str(port), "--admin-port", str(admin_port),
+               "--on-alarm", "suspend"]
+    print(f"$ bastion serve --model fraud-detector --port {port} --admin-port {admin_port} --on-alarm suspend")
+    server = subprocess.Popen(command, env=dict(env, BASTION_TOKEN=admin), stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v2/models/fraud-detector/infer"
+    data = dataset()
+    try:
+        with httpx.Client(timeout=10) as client:
+            for _ in range(100):
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/v2/health/ready",
+                                  headers={"Authorization": f"Bearer {app_key}"}).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+
+            def infer(key: str | None, rows: Any) -> httpx.Response:
+                body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": list(rows.shape),
+                                    "data": rows.ravel().tolist()}]}
+                headers = {"Authorization": f"Bearer {key}"} if key else {}
+                return client.post(url, json=body, headers=headers)
+
+            answer = infer(app_key, data.x_test[:3])
+            print(f"\n# The mobile backend's key (labels only): HTTP {answer.status_code}")
+            print("  ", json.dumps(answer.json()["outputs"]))
+            if answer.status_code != 200 or [o["name"] for o in answer.json()["outputs"]] != ["label"]:
+                failures.append("the scoped key did not get a label-only answer")
+            anonymous = infer(None, data.x_test[:1])
+            print(f"# No key: HTTP {anonymous.status_code} {anonymous.json()}")
+            wild = infer(app_key, np.full((1, 20), 1e6))
+            print(f"# An input far outside the model's declared range: HTTP {wild.status_code} {wild.json()}")
+            if anonymous.status_code != 401 or wild.status_code != 400:
+                failures.append("a refusal was not refused")
+
+            _extraction(infer, scraper_key, data, failures)
+            still = infer(app_key, data.x_test[:1])
+            print(f"# The mobile backend is unaffected: HTTP {still.status_code}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    run("audit", "verify", "--chain", "gateway", token=admin)
+    exported = run("audit", "export", "--chain", "gateway", show=False, token=admin).splitlines()
+    alarms = [json.loads(line)["body"] for line in exported if json.loads(line)["body"]["action"] == "alarm"]
+    for alarm in alarms:
+        print(f"audit: {alarm['actor']} {alarm['details']['kind']} after {alarm['details']['queries']} queries "
+              f"-> {alarm['details']['action']}")
+    if failures:
+        print("Demo FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("Demo OK: served only the signed, promoted model; scoped answers; refusals; the extraction was stopped.")
     return 0
 
 

@@ -298,26 +298,34 @@ def audit_group() -> None:
     """The registry's tamper-evident audit log (admin only)."""
 
 
+CHAIN_OPTION = click.option(
+    "--chain", type=click.Choice(["registry", "gateway"]), default="registry", show_default=True,
+    help="The registry's decisions, or the serving gateways' calls.",
+)
+
+
 @audit_group.command("verify")
+@CHAIN_OPTION
 @_registry_options
-def audit_verify_command(registry: Registry, caller: Principal, fmt: str) -> None:
+def audit_verify_command(registry: Registry, caller: Principal, fmt: str, chain: str) -> None:
     """Check every entry's hash, link and place, and every signed checkpoint; exit 1 if tampered."""
     from bastion.render.registry_text import audit_text  # noqa: PLC0415
 
-    report = registry.verify_audit(caller)
+    report = registry.verify_audit(caller, chain)
     _emit(fmt, report, audit_text(report))
     sys.exit(0 if report.ok else 1)
 
 
 @audit_group.command("export")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
+@CHAIN_OPTION
 @_registry_options
-def audit_export_command(registry: Registry, caller: Principal, fmt: str, output: Path | None) -> None:
+def audit_export_command(registry: Registry, caller: Principal, fmt: str, output: Path | None, chain: str) -> None:
     """Every entry as one JSON line, with its hashes."""
     del fmt  # JSON lines whatever the format
     if output is None:
-        count = registry.export_audit(caller, sys.stdout)
+        count = registry.export_audit(caller, sys.stdout, chain)
     else:
         with output.open("w", encoding="utf-8") as stream:
-            count = registry.export_audit(caller, stream)
+            count = registry.export_audit(caller, stream, chain)
     click.echo(f"exported {count} entries", err=True)

@@ -49,6 +49,7 @@ from bastion.sign.manifest import hash_model
 
 SIGNATURE_NAME = "model.sig"
 NO_LINEAGE = Lineage()
+AUDIT_CHAINS = ("registry", "gateway")  # the registry's decisions; the serving gateways' calls
 _HEAD_KEY = "bastion.audit.head"  # connection.info slot: the last entry this transaction wrote
 MODEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -629,14 +630,23 @@ class Registry:
 
     # --- the audit log -------------------------------------------------------------------
 
-    def verify_audit(self, actor: Principal) -> AuditReport:
-        actor.require(Action.READ_AUDIT)
-        witness = read_witness(self.witness_path, self.audit.chain)
-        return self.audit.verify([load_public_key(self.config.public_key)], witness)
+    def _chain(self, chain: str) -> AuditLog:
+        if chain == self.audit.chain:
+            return self.audit
+        if chain not in AUDIT_CHAINS:
+            raise ConfigError(f"unknown audit chain {chain!r}", hint=f"Chains: {', '.join(AUDIT_CHAINS)}.")
+        return AuditLog(self.engine, chain)
 
-    def export_audit(self, actor: Principal, stream: IO[str]) -> int:
+    def verify_audit(self, actor: Principal, chain: str = "registry") -> AuditReport:
+        """Check one audit chain: the registry's, or the serving gateway's."""
         actor.require(Action.READ_AUDIT)
-        return self.audit.export_jsonl(stream)
+        log = self._chain(chain)
+        witness = read_witness(self.witness_path, chain)
+        return log.verify([load_public_key(self.config.public_key)], witness)
+
+    def export_audit(self, actor: Principal, stream: IO[str], chain: str = "registry") -> int:
+        actor.require(Action.READ_AUDIT)
+        return self._chain(chain).export_jsonl(stream)
 
 
 def _decision_details(decision: GateDecision) -> dict[str, object]:
