@@ -49,6 +49,16 @@ class AlarmPolicy:
     webhook: str | None = None
 
 
+@dataclass(frozen=True)
+class InputLogging:
+    """Inputs go to the audit log only when asked for, with the listed features masked."""
+
+    masked: frozenset[int] = frozenset()  # feature indices holding personal data
+
+    def render(self, rows: Any) -> list[list[float | str]]:
+        return [["***" if i in self.masked else float(v) for i, v in enumerate(row)] for row in rows.tolist()]
+
+
 @dataclass
 class Caller:
     """Who is asking: the key, and the one model a token confines it to."""
@@ -82,6 +92,7 @@ class Gateway:
         alarm_policy: AlarmPolicy | None = None,
         refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        input_logging: InputLogging | None = None,
     ) -> None:
         self.models = dict(models)
         self.store = store
@@ -91,6 +102,7 @@ class Gateway:
         self.alarm_policy = alarm_policy or AlarmPolicy()
         self.refresh_seconds = refresh_seconds
         self.clock = clock
+        self.input_logging = input_logging
         self.metrics = GatewayMetrics.create()
         self.monitors = {
             name: QueryMonitor(TrainingProfile.from_dict(model.spec.profile))
@@ -228,9 +240,10 @@ class Gateway:
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(name, "ok").inc()
         self.metrics.latency.labels(name).observe(elapsed)
+        logged = {} if self.input_logging is None else {"inputs": self.input_logging.render(parsed.rows)}
         self._record(
             key.key_id, "infer", model.ref, status=200, rows=int(parsed.rows.shape[0]),
-            latency_ms=round(elapsed * 1000, 3), request_id=parsed.request_id,
+            latency_ms=round(elapsed * 1000, 3), request_id=parsed.request_id, **logged,
         )
         for alarm in alarms:
             await self._on_alarm(alarm, model)

@@ -20,7 +20,7 @@ from bastion.audit import AuditEvent, AuditLog
 from bastion.audit.writer import AuditWriter
 from bastion.errors import ConfigError
 from bastion.registry import Principal, Registry
-from bastion.serve.gateway import AlarmPolicy, Gateway
+from bastion.serve.gateway import AlarmPolicy, Gateway, InputLogging
 from bastion.serve.keys import KeyStore
 from bastion.serve.limits import make_limiter
 from bastion.serve.loader import LoadRefused, ServedModel, load_promoted
@@ -40,6 +40,8 @@ class GatewaySettings:
     redis_url: str | None = None
     alarm_policy: AlarmPolicy = field(default_factory=AlarmPolicy)
     refresh_seconds: float = 1.0
+    log_inputs: bool = False  # write request inputs to the audit log
+    masked_features: tuple[int, ...] = ()  # ...with these feature indices masked
     host: str = "127.0.0.1"
     port: int = 8000
     admin_host: str = "127.0.0.1"
@@ -90,6 +92,7 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
         writer,
         alarm_policy=settings.alarm_policy,
         refresh_seconds=settings.refresh_seconds,
+        input_logging=InputLogging(frozenset(settings.masked_features)) if settings.log_inputs else None,
     )
     return Assembled(gateway, registry, audit_log, writer, refused)
 
