@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -223,8 +224,10 @@ class Gateway:
             reason = str(decision.reason)
             self.metrics.refusals.labels(reason).inc()
             self._record(key.key_id, "infer.refused", model.ref, status=429, reason=reason)
-            retry = str(max(1, int(decision.retry_after + 0.999)))
-            return _error(429, "too many requests", {"Retry-After": retry, "x-bastion-refusal": reason})
+            headers = {"x-bastion-refusal": reason}
+            if math.isfinite(decision.retry_after):  # infinite: no wait would ever let it through
+                headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
+            return _error(429, "too many requests", headers)
         body = await self._read_body(request, model.spec.max_request_bytes)
         try:
             if body is None:
