@@ -1,0 +1,313 @@
+"""The query monitor flags extraction and membership probing, and leaves benign keys alone.
+
+The attacks are small versions of those in benchmarks/attack_sim_offline.py, against a
+20-feature logistic regression on make_classification data, with fixed seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from bastion.errors import ArtifactError, ConfigError
+from bastion.serve.detect import (
+    Alarm,
+    AlarmKind,
+    DetectorConfig,
+    QueryMonitor,
+    TrainingProfile,
+    shapiro_w,
+    shapiro_w_royston,
+)
+
+N_FEATURES = 20
+N_TRAIN = 10_000
+BENIGN_KEYS = 10
+BENIGN_QUERIES = 2_000
+
+
+@dataclass(frozen=True)
+class World:
+    x_train: np.ndarray
+    benign: np.ndarray
+    seeds: np.ndarray
+    target: LogisticRegression
+    profile: TrainingProfile
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    total = N_TRAIN + BENIGN_KEYS * BENIGN_QUERIES + 100
+    x, y = make_classification(n_samples=total, n_features=N_FEATURES, n_informative=10, random_state=7)
+    x_train, y_train = x[:N_TRAIN], y[:N_TRAIN]
+    return World(
+        x_train=x_train,
+        benign=x[N_TRAIN : N_TRAIN + BENIGN_KEYS * BENIGN_QUERIES],
+        seeds=x[-100:],
+        target=LogisticRegression(max_iter=2_000).fit(x_train, y_train),
+        profile=TrainingProfile.from_data(x_train),
+    )
+
+
+def first_alarm(monitor: QueryMonitor, key: str, queries: np.ndarray) -> Alarm | None:
+    for row in queries:
+        alarms = monitor.observe(key, row[None, :])
+        if alarms:
+            return alarms[0]
+    return None
+
+
+def uniform_box(world: World, n: int, seed: int) -> np.ndarray:
+    low, high = world.x_train.min(axis=0), world.x_train.max(axis=0)
+    span = high - low
+    return np.random.default_rng(seed).uniform(low - span / 2, high + span / 2, size=(n, N_FEATURES))
+
+
+def jacobian_augmentation(world: World, n: int, step: float) -> np.ndarray:
+    """Papernot et al. 2017 with a logistic-regression substitute, label-only oracle."""
+    points = world.seeds[:10]
+    labels = world.target.predict(points)
+    sent = [points]
+    rnd = 0
+    while sum(len(s) for s in sent) < n:
+        copy = LogisticRegression(max_iter=2_000).fit(points, labels)
+        direction = np.sign(copy.coef_[0])[None, :] * np.where(labels == 1, 1.0, -1.0)[:, None]
+        new = points + step * (-1.0) ** (rnd // 3) * direction
+        sent.append(new)
+        points, labels = np.vstack([points, new]), np.concatenate([labels, world.target.predict(new)])
+        rnd += 1
+    return np.vstack(sent)[:n]
+
+
+def membership_probes(world: World, n: int, noise: float, interleave: bool) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    records = world.x_train[rng.choice(N_TRAIN, size=8, replace=False)]
+    per = math.ceil(n / 8)
+    std = world.x_train.std(axis=0)
+    blocks = [record + rng.normal(size=(per, N_FEATURES)) * noise * std for record in records]
+    queries = np.stack(blocks, axis=1).reshape(-1, N_FEATURES) if interleave else np.vstack(blocks)
+    return queries[:n]
+
+
+@pytest.mark.parametrize("widen", [0.5, 0.0], ids=["box-2x-range", "box-inside-range"])
+def test_uniform_box_probing_is_flagged_within_150_queries(world: World, widen: float) -> None:
+    low, high = world.x_train.min(axis=0), world.x_train.max(axis=0)
+    span = (high - low) * widen
+    queries = np.random.default_rng(1).uniform(low - span, high + span, size=(150, N_FEATURES))
+    alarm = first_alarm(QueryMonitor(world.profile), "k", queries)
+    assert alarm is not None
+    assert alarm.kind == AlarmKind.OUT_OF_DISTRIBUTION
+    assert alarm.queries <= 150
+    assert alarm.score >= alarm.threshold
+
+
+@pytest.mark.parametrize("step", [0.1, 0.5, 1.0])
+def test_jacobian_augmentation_is_flagged_within_150_queries(world: World, step: float) -> None:
+    alarm = first_alarm(QueryMonitor(world.profile), "k", jacobian_augmentation(world, 150, step))
+    assert alarm is not None
+    assert alarm.kind in {AlarmKind.PRADA, AlarmKind.NEAR_DUPLICATE}
+    assert alarm.queries <= 150
+
+
+@pytest.mark.parametrize(("noise", "interleave"), [(0.05, False), (0.01, True), (0.001, False)])
+def test_membership_probing_is_flagged_within_150_queries(world: World, noise: float, interleave: bool) -> None:
+    monitor = QueryMonitor(world.profile)
+    alarm = first_alarm(monitor, "k", membership_probes(world, 150, noise, interleave))
+    assert alarm is not None
+    assert alarm.kind == AlarmKind.NEAR_DUPLICATE
+    assert alarm.queries <= 150
+
+
+def test_prada_test_alone_flags_small_step_augmentation(world: World) -> None:
+    # With the near-duplicate test off, the Shapiro-Wilk test still sees the spike of equal distances.
+    monitor = QueryMonitor(world.profile, DetectorConfig(dup_radius=0.0))
+    alarm = first_alarm(monitor, "k", jacobian_augmentation(world, 150, 0.1))
+    assert alarm is not None
+    assert alarm.kind == AlarmKind.PRADA
+    assert alarm.score < alarm.threshold
+
+
+def test_benign_streams_raise_no_alarm(world: World) -> None:
+    monitor = QueryMonitor(world.profile)
+    for k in range(BENIGN_KEYS):
+        key = f"benign-{k}"
+        for row in world.benign[k * BENIGN_QUERIES : (k + 1) * BENIGN_QUERIES]:
+            assert monitor.observe(key, row[None, :]) == []
+        assert monitor.alarmed(key) == set()
+    stats = monitor.snapshot("benign-0")
+    assert stats is not None
+    assert stats.queries == BENIGN_QUERIES
+    assert stats.prada_w > monitor.config.prada_delta
+
+
+def test_benign_stream_in_batches_raises_no_alarm(world: World) -> None:
+    monitor = QueryMonitor(world.profile)
+    for batch in world.benign[:BENIGN_QUERIES].reshape(-1, 50, N_FEATURES):
+        assert monitor.observe("batched", batch) == []
+
+
+def test_alarm_fires_once_then_stays_raised(world: World) -> None:
+    monitor = QueryMonitor(world.profile)
+    queries = uniform_box(world, 400, seed=2)
+    raised = [alarm for row in queries for alarm in monitor.observe("k", row[None, :])]
+    assert [a.kind for a in raised].count(AlarmKind.OUT_OF_DISTRIBUTION) == 1
+    assert AlarmKind.OUT_OF_DISTRIBUTION in monitor.alarmed("k")
+    for row in world.benign[:200]:
+        monitor.observe("k", row[None, :])
+    assert AlarmKind.OUT_OF_DISTRIBUTION in monitor.alarmed("k")
+    assert monitor.alarmed("other") == set()
+
+
+def test_alarm_names_key_and_query_index(world: World) -> None:
+    monitor = QueryMonitor(world.profile)
+    alarms = monitor.observe("key-41", uniform_box(world, 100, seed=3))
+    assert len(alarms) == 1
+    alarm = alarms[0]
+    assert alarm.key_id == "key-41"
+    assert alarm.queries == monitor.config.ood_min_queries
+    assert "key-41" in alarm.message
+    with pytest.raises(AttributeError):
+        alarm.score = 0.0  # type: ignore[misc]
+
+
+def test_state_stays_within_bound_over_100k_queries(world: World) -> None:
+    config = DetectorConfig()
+    monitor = QueryMonitor(world.profile, config)
+    rng = np.random.default_rng(5)
+    mean, std = np.array(world.profile.mean), np.array(world.profile.std)
+    monitor.observe("k", mean + std * rng.normal(size=(1_000, N_FEATURES)))
+    after_1k = monitor.state_bytes("k")
+    for _ in range(99):
+        monitor.observe("k", mean + std * rng.normal(size=(1_000, N_FEATURES)))
+    stats = monitor.snapshot("k")
+    assert stats is not None
+    assert stats.queries == 100_000
+    assert monitor.state_bytes("k") == after_1k
+    assert monitor.state_bytes("k") <= config.state_bytes_bound(N_FEATURES)
+    assert config.state_bytes_bound(N_FEATURES) < 32 * 1024
+
+
+def test_least_recently_seen_key_is_evicted_beyond_max_keys(world: World) -> None:
+    monitor = QueryMonitor(world.profile, DetectorConfig(max_keys=3))
+    row = world.benign[:1]
+    for key in ("a", "b", "c"):
+        monitor.observe(key, row)
+    monitor.observe("a", row)  # "b" is now the least recently seen
+    monitor.observe("d", row)
+    assert len(monitor) == 3
+    assert monitor.snapshot("b") is None
+    assert all(monitor.snapshot(key) is not None for key in ("a", "c", "d"))
+
+
+def test_forget_drops_state_and_alarms(world: World) -> None:
+    monitor = QueryMonitor(world.profile)
+    monitor.observe("k", uniform_box(world, 50, seed=4))
+    assert monitor.alarmed("k")
+    monitor.forget("k")
+    monitor.forget("never-seen")
+    assert monitor.alarmed("k") == set()
+    assert monitor.state_bytes("k") == 0
+    assert len(monitor) == 0
+
+
+def test_non_finite_queries_are_atypical_and_do_not_break_the_stream(world: World) -> None:
+    monitor = QueryMonitor(world.profile)
+    queries = world.benign[:40].copy()
+    queries[::2, 3] = np.nan
+    queries[1::4, 0] = np.inf
+    alarms = monitor.observe("k", queries)
+    assert [a.kind for a in alarms] == [AlarmKind.OUT_OF_DISTRIBUTION]
+
+
+def test_observe_rejects_wrong_shape(world: World) -> None:
+    monitor = QueryMonitor(world.profile)
+    with pytest.raises(ArtifactError, match=r"expected \(batch, 20\)"):
+        monitor.observe("k", np.zeros((2, 19)))
+    with pytest.raises(ArtifactError):
+        monitor.observe("k", np.zeros(20))
+
+
+def test_profile_round_trips_through_json(world: World) -> None:
+    text = json.dumps(world.profile.to_dict())
+    assert TrainingProfile.from_dict(json.loads(text)) == world.profile
+    assert world.profile.n_features == N_FEATURES
+    assert world.profile.typical_score[0] < 1.0 < world.profile.typical_score[1]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"schema": "bastion.training-profile/0"}, "schema"),
+        ({"extra": 1}, "fields differ"),
+        ({"std": [1.0] * 19}, "differ in length"),
+        ({"mean": ["x"] * 20}, "unreadable"),
+        ({"maximum": [math.inf] * 20}, "NaN or infinity"),
+    ],
+)
+def test_profile_from_dict_refuses_malformed(world: World, change: dict[str, object], match: str) -> None:
+    data = world.profile.to_dict() | change
+    with pytest.raises(ArtifactError, match=match):
+        TrainingProfile.from_dict(data)
+
+
+def test_profile_from_data_refuses_unusable_input() -> None:
+    with pytest.raises(ArtifactError):
+        TrainingProfile.from_data(np.zeros(5))
+    with pytest.raises(ArtifactError):
+        TrainingProfile.from_data(np.array([[1.0, np.nan], [2.0, 3.0]]))
+
+
+def test_constant_feature_in_training_data_gives_finite_statistics() -> None:
+    x = np.random.default_rng(0).normal(size=(500, 3))
+    x[:, 1] = 4.0
+    monitor = QueryMonitor(TrainingProfile.from_data(x))
+    assert monitor.observe("k", x[:10]) == []
+    stats = monitor.snapshot("k")
+    assert stats is not None
+    assert math.isfinite(stats.atypical_share)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6, 11, 12, 40, 256])
+def test_royston_w_matches_scipy(n: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(n)
+    for sample in (rng.normal(size=n), rng.exponential(size=n), rng.uniform(size=n)):
+        assert shapiro_w_royston(sample) == pytest.approx(stats.shapiro(sample).statistic, abs=1e-6)
+
+
+def test_equal_distances_give_zero_w() -> None:
+    assert shapiro_w(np.full(50, 0.3)) == 0.0
+    assert shapiro_w_royston(np.full(50, 0.3)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_keys": 0},
+        {"prada_window": 4},
+        {"prada_min_queries": 2},
+        {"prada_delta": 1.5},
+        {"dup_share": 0.0},
+        {"prada_warmup": -1},
+    ],
+)
+def test_config_refuses_nonsense(bad: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        DetectorConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_observe_cost_is_small(world: World) -> None:
+    # A loose sanity bound (~300 us per query), not a benchmark: see benchmarks/attack_sim_offline.py.
+    monitor = QueryMonitor(world.profile)
+    rows = world.benign[:10_000]
+    start = time.perf_counter()
+    for row in rows:
+        monitor.observe("k", row[None, :])
+    assert time.perf_counter() - start < 3.0
