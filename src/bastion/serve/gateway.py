@@ -177,7 +177,6 @@ class Gateway:
         self.metrics.refusals.labels(reason).inc()
         headers = {"WWW-Authenticate": 'Bearer realm="bastion"'} if status == 401 else None
         response = _error(status, message, headers)
-        response.background = None
         response.headers["x-bastion-refusal"] = reason
         return response
 
