@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 from numpy.typing import NDArray
+from skl2onnx import to_onnx
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
+from skops.io import dump
 
 from bastion.serve.detect import TrainingProfile
 
@@ -47,14 +49,10 @@ def write_model(folder: Path, kind: str = "onnx", data: Dataset | None = None, m
     model = fit(data)
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "onnx":
-        from skl2onnx import to_onnx
-
         onnx_model = to_onnx(model, data.x_train[:1].astype(np.float32), options={id(model): {"zipmap": False}})
         (folder / "model.onnx").write_bytes(onnx_model.SerializeToString())
         file, extra = "model.onnx", {"probabilities_output": "probabilities"}
     else:
-        from skops.io import dump
-
         dump(model, folder / "model.skops")
         file, extra = "model.skops", {}
     spec = {

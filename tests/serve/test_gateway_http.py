@@ -55,12 +55,6 @@ from corpus.gateway_env import (
 
 UNBOUNDED = "fraud-unbounded"  # the ONNX model with min and max removed from its serving.yaml
 ALERT_ONLY = AlarmPolicy(action="alert")  # detectors must not throttle the keys these tests use
-ADMIN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: admin.py defines `Admin = Annotated[Principal, Depends(admin)]` inside create_admin_app while the "
-    "module has `from __future__ import annotations`; FastAPI cannot resolve the string 'Admin', takes "
-    "`_caller`/`caller` for a required query parameter, and answers every admin route 422",
-)
 
 
 def shared_dir(factory: pytest.TempPathFactory) -> Path:
@@ -203,7 +197,6 @@ def test_a_key_revoked_in_the_store_is_refused_with_its_tokens(world: World) -> 
     assert_refused(world.infer(token), 401, "revoked")
 
 
-@ADMIN_BUG
 def test_a_key_revoked_through_the_admin_api_is_refused_at_once(world: World) -> None:
     key, text = world.gateway.key()
     assert world.infer(text).status_code == 200
@@ -237,7 +230,6 @@ def test_a_suspended_key_is_403_until_resumed(world: World) -> None:
     assert world.infer(text).status_code == 200
 
 
-@ADMIN_BUG
 def test_suspend_and_resume_through_the_admin_api(world: World) -> None:
     key, text = world.gateway.key()
     assert world.admin.post(f"/admin/keys/{key.key_id}/suspend", json={"reason": "crawler"}).status_code == 200
@@ -264,11 +256,6 @@ def test_an_unknown_model_is_404(world: World) -> None:
     assert_refused(world.infer(text, "no-such-model"), 404, "unknown-model")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: gateway.py ignores {version} in /versions/{v}/ routes: any version "
-    "number is answered by the served version (200, model_version '1')",
-)
 def test_a_version_that_is_not_served_is_404(world: World) -> None:
     _, text = world.gateway.key()
     answer = world.client.post(f"/v2/models/{ONNX}/versions/99/infer", json=infer_body(), headers=bearer(text))
@@ -404,12 +391,6 @@ def test_input_bounds_are_per_feature_and_inclusive(world: World) -> None:
     assert world.infer(text, body=infer_body([edge])).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: protocol.py _to_array checks finiteness before the cast to FP32, so "
-    "1e39 (finite as a double) becomes inf and reaches a model without min/max (200, null outputs; "
-    "500 where warnings are errors)",
-)
 def test_a_number_beyond_fp32_is_refused_even_without_bounds(world: World) -> None:
     _, text = world.gateway.key(output="probabilities", rate=None, quota=None)
     answer = world.client.post(f"/v2/models/{UNBOUNDED}/infer", content=_fp32("1e39"), headers=bearer(text))
@@ -552,7 +533,6 @@ def test_metadata_hides_the_input_ranges(world: World, detail: str, outputs: lis
 # --- kill switch ----------------------------------------------------------------------------
 
 
-@ADMIN_BUG
 def test_the_kill_switch_stops_a_model_for_everyone_and_is_audited(world: World) -> None:
     _, first = world.gateway.key(operations=("infer", "token"))
     _, second = world.gateway.key(output="probabilities")
@@ -586,7 +566,6 @@ def test_the_kill_switch_from_another_process_applies_within_a_second(world: Wor
     assert ("model.enable", "admin", "drill over") in actions
 
 
-@ADMIN_BUG
 def test_the_admin_api_requires_a_registry_administrator(world: World) -> None:
     _, text = world.gateway.key()
     with httpx.Client(base_url=world.gateway.admin_url, timeout=10) as anonymous:
@@ -649,7 +628,6 @@ def _refusals(world: World, *, over_http: bool = True) -> dict[str, float]:
     }
 
 
-@ADMIN_BUG
 def test_metrics_need_an_administrator(world: World) -> None:
     with httpx.Client(base_url=world.gateway.admin_url, timeout=10) as anonymous:
         assert anonymous.get("/metrics").status_code == 401
@@ -658,7 +636,7 @@ def test_metrics_need_an_administrator(world: World) -> None:
     assert "bastion_gateway_refusals_total" in world.admin.get("/metrics").text
 
 
-@pytest.mark.parametrize("over_http", [pytest.param(True, marks=ADMIN_BUG), False], ids=["admin-port", "in-process"])
+@pytest.mark.parametrize("over_http", [pytest.param(True), False], ids=["admin-port", "in-process"])
 def test_metrics_count_refusals_by_reason(world: World, over_http: bool) -> None:
     _, text = world.gateway.key(models=(SKOPS,))
     before = _refusals(world, over_http=over_http)

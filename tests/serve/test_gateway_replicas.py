@@ -35,11 +35,6 @@ from corpus.gateway_env import (
 )
 
 REDIS_URL = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-ADMIN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: admin.py's `Admin` alias is defined inside create_admin_app under `from __future__ import "
-    "annotations`; FastAPI cannot resolve it and answers every admin route 422",
-)
 
 
 def shared_dir(factory: pytest.TempPathFactory) -> Path:
@@ -142,7 +137,6 @@ def test_a_revocation_on_one_replica_reaches_the_other_within_its_refresh(replic
     assert_refused(replicas.infer(replicas.b, text), 401, "revoked")
 
 
-@ADMIN_BUG
 def test_a_revocation_through_replica_a_admin_api_reaches_replica_b(replicas: Replicas) -> None:
     key, text = replicas.a.key()
     replicas.b.assembled.gateway.refresh()

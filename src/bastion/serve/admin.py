@@ -4,8 +4,8 @@ Callers authenticate with a registry token of an administrator; every change is 
 takes effect in this process at once (other replicas see it within their refresh interval).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see the `Admin` dependency alias,
+# defined inside create_admin_app, as an object, not as a string it cannot resolve.
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -70,7 +70,7 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
         principal.require(Action.ISSUE_TOKEN)
         return principal
 
-    Admin = Annotated[Principal, Depends(admin)]  # noqa: N806 - a type alias, named as one
+    Admin = Annotated[Principal, Depends(admin)]  # noqa: N806  # a type alias, named as one
     store = gateway.store
 
     @app.exception_handler(BastionError)

@@ -180,13 +180,13 @@ class Gateway:
         response.headers["x-bastion-refusal"] = reason
         return response
 
-    def _scope(self, caller: Caller, model: str, operation: str) -> Response | None:
+    def _scope(self, caller: Caller, model: str, operation: str, version: str | None = None) -> Response | None:
         key = caller.key
         if operation not in key.operations or not key.allows_model(model) or (
             caller.token_model is not None and caller.token_model != model
         ):
             return self._deny(403, "out-of-scope", "the API key may not do this")
-        if model not in self.models:
+        if model not in self.models or (version is not None and version != str(self.models[model].version)):
             return self._deny(404, "unknown-model", "no such model")
         if model in self._state.disabled:
             return self._deny(503, "model-disabled", "the model is not available")
@@ -208,7 +208,7 @@ class Gateway:
             self._record("-", "infer.refused", name, status=caller.status_code, reason=caller.headers["x-bastion-refusal"])
             return caller
         key = caller.key
-        refused = self._scope(caller, name, "infer")
+        refused = self._scope(caller, name, "infer", request.path_params.get("version"))
         if refused is not None:
             self._record(key.key_id, "infer.refused", name, status=refused.status_code, reason=refused.headers["x-bastion-refusal"])
             return refused
@@ -293,7 +293,7 @@ class Gateway:
         caller = self._authenticate(request)
         if isinstance(caller, Response):
             return caller
-        refused = self._scope(caller, name, "metadata")
+        refused = self._scope(caller, name, "metadata", request.path_params.get("version"))
         if refused is not None:
             return refused
         model = self.models[name]
@@ -304,7 +304,7 @@ class Gateway:
         caller = self._authenticate(request)
         if isinstance(caller, Response):
             return caller
-        refused = self._scope(caller, name, "metadata")
+        refused = self._scope(caller, name, "metadata", request.path_params.get("version"))
         return refused if refused is not None else Response(status_code=200)
 
     async def server_ready(self, request: Request) -> Response:

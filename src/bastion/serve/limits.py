@@ -578,11 +578,12 @@ class RedisLimiter:
         await self._client.aclose()
 
 
-def make_limiter(redis_url: str | None) -> Limiter:
+def make_limiter(redis_url: str | None, prefix: str = "bastion:limits:") -> Limiter:
     """The limiter configuration asks for: shared through Redis if a URL is given, else local.
 
     Args:
         redis_url: where the replicas' shared Redis is, or `None` (or empty) for one gateway.
+        prefix: the Redis key prefix; gateways that must not share limits use different ones.
 
     Returns:
         A `RedisLimiter` for a URL, otherwise a `LocalLimiter`.
@@ -596,5 +597,5 @@ def make_limiter(redis_url: str | None) -> Limiter:
         'LocalLimiter'
     """
     if redis_url:
-        return RedisLimiter(redis_url)
+        return RedisLimiter(redis_url, prefix)
     return LocalLimiter()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bastion.errors import ArtifactError, BastionError, VerificationError
+from bastion.errors import ArtifactError, BastionError, NotFound, VerificationError
 from bastion.policy.schema import ScanPolicy
 from bastion.registry import Principal, Registry
 from bastion.registry.gate import check_scan, check_signature, check_stored_bytes
@@ -61,7 +61,10 @@ def load_promoted(
     trusted_types: Sequence[str] = (),
 ) -> ServedModel:
     """The newest version of `model` in `stage`, checked and loaded; LoadRefused says why not."""
-    version = registry.newest_in(caller, model, stage)
+    try:
+        version = registry.newest_in(caller, model, stage)
+    except NotFound as err:
+        raise LoadRefused(model, [err.message]) from err
     if not trusted_keys:
         raise LoadRefused(version.ref, ["no trusted signing key is configured; the gateway serves only signed models"])
     if version.layout != "folder":

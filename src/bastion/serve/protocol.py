@@ -92,10 +92,13 @@ def _to_array(flat: list[Any], datatype: str) -> NDArray[np.float32]:
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidRequest("not-finite")
     try:
-        array = np.asarray(flat, dtype=DATATYPES[datatype])
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(flat, dtype=DATATYPES[datatype]).astype(np.float32, copy=False)
     except (OverflowError, ValueError):
         raise InvalidRequest("element-range") from None
-    return array.astype(np.float32, copy=False)
+    if not bool(np.isfinite(array).all()):  # e.g. 1e39 is finite in JSON but not as FP32
+        raise InvalidRequest("element-range")
+    return array
 
 
 def _check_values(rows: NDArray[np.float32], spec: ServingSpec) -> None:

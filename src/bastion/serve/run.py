@@ -38,6 +38,7 @@ class GatewaySettings:
     trusted_keys: tuple[Path, ...] = ()  # empty: the keys the policy requires for `stage`
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
     redis_url: str | None = None
+    redis_prefix: str = "bastion:limits:"  # replicas sharing limits share this prefix
     alarm_policy: AlarmPolicy = field(default_factory=AlarmPolicy)
     refresh_seconds: float = 1.0
     log_inputs: bool = False  # write request inputs to the audit log
@@ -87,7 +88,7 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
     gateway = Gateway(
         loaded,
         KeyStore(registry.engine, audit_log),
-        make_limiter(settings.redis_url),
+        make_limiter(settings.redis_url, settings.redis_prefix),
         TokenMinter.from_file(registry.config.home / "gateway-token.secret"),
         writer,
         alarm_policy=settings.alarm_policy,
