@@ -107,14 +107,15 @@ gate:
     production: {{signature_keys: [{key}], scan_block_at: medium}}
 """
 WRK_SCRIPT: Final = """\
--- POST one of the prepared V2 bodies per request, cycling; each thread starts at its own offset.
+-- POST one of the prepared V2 bodies per request; each thread cycles through its own share of them,
+-- so two threads never send the same row at the same moment (a near-duplicate burst to the detectors).
 local counter = 0
 function setup(thread)
   thread:set("tid", counter)
   counter = counter + 1
 end
 
-local requests, index, count = {}, 0, 0
+local requests, first, index, share = {}, 0, 0, 0
 
 function init(args)
   local headers = {["Content-Type"] = "application/json"}
@@ -124,13 +125,13 @@ function init(args)
   for line in io.lines(args[1]) do
     requests[#requests + 1] = wrk.format("POST", nil, headers, line)
   end
-  count = #requests
-  index = (tid or 0) * math.floor(count / 2)
+  share = math.floor(#requests / tonumber(args[3]))
+  first = (tid or 0) * share
 end
 
 function request()
-  index = index % count + 1
-  return requests[index]
+  index = (index + 1) % share
+  return requests[first + index + 1]
 end
 """
 
@@ -271,9 +272,10 @@ def prepare(workdir: Path, kinds: Sequence[str]) -> Prepared:
     # The load: the held-out rows, as float32 values; the detectors must stay quiet on them.
     rows = data.x_test.astype(np.float32)
     monitor = QueryMonitor(TrainingProfile.from_data(data.x_train))
-    half = len(rows) // 2
-    for i in range(20_000):  # wrk's two threads interleaved, each from its own offset
-        j = (i // 2 + (i % 2) * half) % len(rows)
+    half, seen = len(rows) // 2, [0, 0]
+    for thread in np.random.default_rng(7).integers(0, 2, size=30_000):  # two wrk threads, drifting apart
+        j = thread * half + seen[thread] % half
+        seen[thread] += 1
         if monitor.observe("check", rows[j : j + 1]):
             raise SystemExit("the benchmark's queries raise a detector alarm; they would be throttled")
     bodies = workdir / "bodies.jsonl"
@@ -480,7 +482,8 @@ class Running:
 
 
 def post(url: str, body: bytes, auth: str = "", timeout: float = 10.0) -> tuple[int, dict[str, Any] | None]:
-    """POST a JSON body; the status and the parsed answer (None if not JSON)."""
+    """POST a JSON body; the status and the parsed answer (None if not JSON; a refusal's reason is
+    put under "x-bastion-refusal")."""
     headers = {"Content-Type": "application/json"}
     if auth:
         headers["Authorization"] = f"Bearer {auth}"
@@ -490,6 +493,8 @@ def post(url: str, body: bytes, auth: str = "", timeout: float = 10.0) -> tuple[
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as err:
         status, raw = err.code, err.read()
+        reason = err.headers.get("x-bastion-refusal", "")
+        return status, {"x-bastion-refusal": reason} if reason else None
     try:
         return status, json.loads(raw)
     except ValueError:
@@ -586,7 +591,7 @@ def parse_wrk(output: str) -> Load:
 def run_wrk(launch: Launch, script: Path, bodies: Path, options: Options, seconds: int) -> Load:
     argv = [
         "wrk", f"-t{options.threads}", f"-c{options.connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
-        "-s", str(script), launch.url, "--", str(bodies), launch.auth or "-",
+        "-s", str(script), launch.url, "--", str(bodies), launch.auth or "-", str(options.threads),
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode != 0:
@@ -633,8 +638,8 @@ def bench_one(server: str, kind: str, prepared: Prepared, options: Options, work
         if options.warmup_s:
             run_wrk(launch, script, prepared.bodies, options, options.warmup_s)
         load = run_wrk(launch, script, prepared.bodies, options, options.duration_s)
-        status, _ = post(launch.url, prepared.probe.body, launch.auth)
-        after = "" if status == 200 else f"after the load the probe answered {status}"
+        status, said = post(launch.url, prepared.probe.body, launch.auth)
+        after = "" if status == 200 else f"after the load the probe answered {status} {said or ''}"
         say(f"{kind}/{server}: {load.rps:.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms")
         return Result(server, kind, launch.version, launch.settings, load, after=after)
     except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as err:
