@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 GENESIS = bytes(32)  # the "previous hash" of a chain's first entry
 
 
@@ -64,7 +66,7 @@ def entry_body(chain: str, seq: int, at: datetime, event: AuditEvent) -> str:
         "subject": event.subject,
         "details": dict(event.details),
     }
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
+    return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def body_prefix(chain: str, seq: int) -> str:

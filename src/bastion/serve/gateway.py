@@ -14,7 +14,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,6 +111,9 @@ class Gateway:
             if model.spec.profile
         }
         self._state = _State()
+        self._tickets = 0  # snapshots begun
+        self._applied = 0  # the ticket of the snapshot in force
+        self._suspending: dict[str, str] = {}  # key id -> reason, suspended here, not yet seen in the database
         self._http: httpx.AsyncClient | None = None
         self.refresh()
 
@@ -118,7 +121,28 @@ class Gateway:
 
     def refresh(self) -> None:
         """Reload keys and disabled models from the database (done every `refresh_seconds`)."""
-        keys, disabled = self.store.snapshot()
+        ticket = self._next_ticket()
+        self._apply(ticket, *self.store.snapshot())
+
+    def _next_ticket(self) -> int:
+        self._tickets += 1
+        return self._tickets
+
+    def _apply(self, ticket: int, keys: dict[str, ApiKey], disabled: dict[str, str]) -> None:
+        """Install a snapshot unless a newer one (begun later) is installed already.
+
+        Suspensions this gateway made on an alarm stay in force over a snapshot read before
+        they were committed, until the database shows them.
+        """
+        if ticket <= self._applied:
+            return
+        self._applied = ticket
+        for key_id, reason in list(self._suspending.items()):
+            key = keys.get(key_id)
+            if key is None or key.suspended_reason is not None:
+                del self._suspending[key_id]  # the database has it now
+            else:
+                keys[key_id] = replace(key, suspended_reason=reason)
         self._state = _State(keys, disabled, self._state.throttled)
 
     def unthrottle(self, key_id: str) -> None:
@@ -128,9 +152,9 @@ class Gateway:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_seconds)
+            ticket = self._next_ticket()
             with contextlib.suppress(Exception):  # a database hiccup keeps the last good view
-                keys, disabled = await asyncio.to_thread(self.store.snapshot)
-                self._state = _State(keys, disabled, self._state.throttled)
+                self._apply(ticket, *await asyncio.to_thread(self.store.snapshot))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -196,7 +220,7 @@ class Gateway:
 
     def _record(self, key_id: str, what: str, subject: str, **details: Any) -> None:
         """Queue an audit entry; the writer commits it with others (flushed at shutdown)."""
-        self.audit.submit(AuditEvent(key_id, what, subject, details))
+        self.audit.record(AuditEvent(key_id, what, subject, details))
 
     # --- routes --------------------------------------------------------------------------
 
@@ -277,10 +301,12 @@ class Gateway:
         if policy.action == "throttle":
             self._state.throttled[alarm.key_id] = policy.throttle
         elif policy.action == "suspend":
+            reason = f"alarm {alarm.kind}"
             key = self._state.keys.get(alarm.key_id)
             if key is not None:  # stop it here at once, and everywhere once the database says so
-                self._state.keys[alarm.key_id] = _suspended(key, alarm.kind)
-            await asyncio.to_thread(self.store.suspend, "gateway", alarm.key_id, f"alarm {alarm.kind}")
+                self._suspending[alarm.key_id] = reason
+                self._state.keys[alarm.key_id] = replace(key, suspended_reason=reason)
+            await asyncio.to_thread(self.store.suspend, "gateway", alarm.key_id, reason)
         if policy.webhook and self._http is not None:
             payload = {"alarm": alarm.kind, "key_id": alarm.key_id, "model": model.ref, "queries": alarm.queries,
                        "score": alarm.score, "threshold": alarm.threshold, "action": policy.action,
@@ -350,9 +376,3 @@ class Gateway:
             Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)
-
-
-def _suspended(key: ApiKey, reason: str) -> ApiKey:
-    from dataclasses import replace  # noqa: PLC0415
-
-    return replace(key, suspended_reason=f"alarm {reason}")

@@ -6,7 +6,6 @@ the refusal never echoes the input or the schema, so probing it teaches a caller
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,29 +82,35 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 
 def _to_array(flat: list[Any], datatype: str) -> NDArray[np.float32]:
-    for value in flat:
-        if isinstance(value, bool):
-            if datatype != "BOOL":
-                raise InvalidRequest("element-type")
-        elif not isinstance(value, int | float) or (datatype in {"INT32", "INT64"} and isinstance(value, float)):
-            raise InvalidRequest("element-type")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise InvalidRequest("not-finite")
+    # Vectorised: numpy infers one element type for the list; Python only looks for booleans,
+    # which numpy would silently turn into numbers.
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            array = np.asarray(flat, dtype=DATATYPES[datatype]).astype(np.float32, copy=False)
+            raw = np.array(flat)
     except (OverflowError, ValueError):
-        raise InvalidRequest("element-range") from None
-    if not bool(np.isfinite(array).all()):  # e.g. 1e39 is finite in JSON but not as FP32
+        raise InvalidRequest("element-type") from None
+    kind = raw.dtype.kind
+    if datatype == "BOOL":
+        if kind != "b":
+            raise InvalidRequest("element-type")
+    elif kind not in ("iu" if datatype in {"INT32", "INT64"} else "iuf") or any(
+        v is True or v is False for v in flat
+    ):
+        raise InvalidRequest("element-type")
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = raw.astype(DATATYPES[datatype], copy=False).astype(np.float32, copy=False)
+    if kind in "iu" and not np.array_equal(array, raw):  # an integer beyond the declared width
+        raise InvalidRequest("element-range")
+    if not bool(np.isfinite(array).all()):  # NaN, or e.g. 1e39: finite in JSON, not as FP32
         raise InvalidRequest("element-range")
     return array
 
 
 def _check_values(rows: NDArray[np.float32], spec: ServingSpec) -> None:
     declared = spec.input
-    if declared.minimum is not None and bool((rows < np.asarray(declared.minimum, dtype=np.float32)).any()):
+    if declared.minimum_array is not None and bool((rows < declared.minimum_array).any()):
         raise InvalidRequest("below-min")
-    if declared.maximum is not None and bool((rows > np.asarray(declared.maximum, dtype=np.float32)).any()):
+    if declared.maximum_array is not None and bool((rows > declared.maximum_array).any()):
         raise InvalidRequest("above-max")
     for index, allowed in declared.categories.items():
         if not all(float(v) in allowed for v in rows[:, index]):

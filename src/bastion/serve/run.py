@@ -71,7 +71,7 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
         raise ConfigError("name at least one model to serve", hint="bastion serve --model NAME")
     trusted = settings.trusted_keys or registry.policy.gate.requirements_for(settings.stage).signature_keys
     audit_log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1000)
-    writer = AuditWriter(audit_log)
+    writer = AuditWriter(audit_log, max_delay=0.05)  # about 20 commits a second however busy
     loaded: dict[str, ServedModel] = {}
     refused: dict[str, str] = {}
     for name in settings.models:

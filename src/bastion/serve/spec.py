@@ -23,9 +23,12 @@ registry re-checks: nobody can widen a model's input ranges without breaking its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bastion.errors import ConfigError
@@ -74,6 +77,15 @@ class InputSpec:
     minimum: tuple[float, ...] | None  # one per feature (flattened row), or None
     maximum: tuple[float, ...] | None
     categories: dict[int, frozenset[float]] = field(default_factory=dict)
+
+    @cached_property
+    def minimum_array(self) -> NDArray[np.float32] | None:
+        """`minimum` as an array, built once: the hot path compares every request with it."""
+        return None if self.minimum is None else np.asarray(self.minimum, dtype=np.float32)
+
+    @cached_property
+    def maximum_array(self) -> NDArray[np.float32] | None:
+        return None if self.maximum is None else np.asarray(self.maximum, dtype=np.float32)
 
     @property
     def features(self) -> int:
