@@ -1,12 +1,15 @@
 """Group commit: many callers append, one thread writes whatever is waiting in one transaction.
 
-Each caller still gets its entry back only once the transaction holding it has committed, so
-every returned entry is durable; the commit (an fsync on SQLite) is shared by the whole batch.
+Callers of `append` (or `submit`) get their entry back only once the transaction holding it
+has committed, so every returned entry is durable; the commit (an fsync on SQLite) is shared
+by the whole batch. A server's hot path uses `record` instead: it queues the event and goes
+on, and the writer commits what has gathered every `max_delay` seconds without being woken
+per event (waking a thread per request costs a busy server more than the writing does).
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 from concurrent.futures import Future
@@ -16,7 +19,7 @@ from bastion.audit.log import AuditLog
 from bastion.audit.model import AuditEntry, AuditEvent
 from bastion.errors import BackendUnavailable
 
-_STOP = object()
+Queued = tuple[AuditEvent, Future[AuditEntry] | None]
 
 
 class AuditWriter:
@@ -27,17 +30,16 @@ class AuditWriter:
         Args:
             log: the chain to write to.
             max_batch: the most events one transaction holds.
-            max_delay: how long a batch may wait for more events before it is written. Zero
-                writes whatever is waiting at once (lowest latency for `append`); a few
-                milliseconds make a busy gateway commit (and fsync) tens of times a second
-                instead of thousands.
+            max_delay: how often queued `record` events are written. `submit` and `append`
+                wake the writer at once whatever this is.
         """
         self.log = log
         self.max_batch = max_batch
         self.max_delay = max_delay
-        self._queue: queue.SimpleQueue[tuple[AuditEvent, Future[AuditEntry] | None] | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"audit-writer-{log.chain}", daemon=True)
+        self._queue: collections.deque[Queued] = collections.deque()  # append/popleft are thread-safe
+        self._wake = threading.Event()
         self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"audit-writer-{log.chain}", daemon=True)
         self._thread.start()
 
     def submit(self, event: AuditEvent) -> Future[AuditEntry]:
@@ -45,7 +47,8 @@ class AuditWriter:
         if self._closed:
             raise BackendUnavailable("the audit writer is closed", hint="Open a new AuditWriter.")
         future: Future[AuditEntry] = Future()
-        self._queue.put((event, future))
+        self._queue.append((event, future))
+        self._wake.set()
         return future
 
     def append(self, event: AuditEvent) -> AuditEntry:
@@ -60,33 +63,29 @@ class AuditWriter:
         """
         if self._closed:
             raise BackendUnavailable("the audit writer is closed", hint="Open a new AuditWriter.")
-        self._queue.put((event, None))
+        self._queue.append((event, None))
+        if self.max_delay <= 0:
+            self._wake.set()
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            deadline = time.monotonic() + self.max_delay
-            batch: list[tuple[AuditEvent, Future[AuditEntry] | None]] = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    queued: tuple[AuditEvent, Future[AuditEntry] | None] = item  # type: ignore[assignment]
-                    if queued[1] is None or queued[1].set_running_or_notify_cancel():
+        while True:
+            self._wake.wait(timeout=self.max_delay if self.max_delay > 0 else None)
+            self._wake.clear()
+            closing = self._closed
+            while self._queue:
+                batch: list[Queued] = []
+                while self._queue and len(batch) < self.max_batch:
+                    queued = self._queue.popleft()
+                    future = queued[1]
+                    if future is None or future.set_running_or_notify_cancel():
                         batch.append(queued)
                     # else: the caller cancelled before the write began, so the event is not written
-                if stopping or len(batch) >= self.max_batch:
-                    break
-                try:
-                    wait = deadline - time.monotonic()
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._write(batch)
+                if batch:
+                    self._write(batch)
+            if closing:
+                return
 
-    def _write(self, batch: list[tuple[AuditEvent, Future[AuditEntry] | None]]) -> None:
+    def _write(self, batch: list[Queued]) -> None:
         delay = 0.05
         while True:
             try:
@@ -109,7 +108,7 @@ class AuditWriter:
         """Write what is queued, then stop the thread."""
         if not self._closed:
             self._closed = True
-            self._queue.put(_STOP)
+            self._wake.set()
             self._thread.join()
 
     def __enter__(self) -> AuditWriter:
