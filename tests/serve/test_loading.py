@@ -138,7 +138,7 @@ def test_a_model_only_in_staging_is_refused(loaded: Loaded) -> None:
         records = [e for e in loaded.env.audit_entries() if e.action == "model.load.refused"]
         assert any("stage production" in " ".join(e.details["reasons"]) for e in records)
     finally:
-        assembled.writer.close()
+        assembled.observer.close()
 
 
 def test_without_a_trusted_key_nothing_is_served(loaded: Loaded) -> None:
@@ -148,7 +148,7 @@ def test_without_a_trusted_key_nothing_is_served(loaded: Loaded) -> None:
         assert assembled.gateway.models == {}
         assert "no trusted signing key" in assembled.refused[ONNX]
     finally:
-        assembled.writer.close()
+        assembled.observer.close()
 
 
 def _free_port() -> int:

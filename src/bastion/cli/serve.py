@@ -47,13 +47,18 @@ def _key_store(registry: Registry) -> KeyStore:
     help="What a detector alarm does to the key (every alarm is audited and counted).",
 )
 @click.option("--webhook", help="POST each alarm as JSON to this URL.")
+@click.option(
+    "--observer", type=click.Choice(["process", "inline"]), default="process", show_default=True,
+    help="Run the detectors and the audit writer in a process beside the server (faster), or inline "
+    "(an alarm then acts on the very next request rather than milliseconds later).",
+)
 @click.option("--log-inputs", is_flag=True, help="Write request inputs to the audit log (off by default).")
 @click.option("--mask-feature", "masked", multiple=True, type=click.IntRange(0), help="With --log-inputs: mask this "
               "feature index (personal data); repeatable.")
 def serve_command(
     home: Path, models: tuple[str, ...], stage: str, trusted_keys: tuple[Path, ...], redis_url: str | None,
-    host: str, port: int, admin_host: str, admin_port: int, on_alarm: str, webhook: str | None, log_inputs: bool,
-    masked: tuple[int, ...],
+    host: str, port: int, admin_host: str, admin_port: int, on_alarm: str, webhook: str | None, observer: str,
+    log_inputs: bool, masked: tuple[int, ...],
 ) -> None:
     """Serve promoted, signed models behind the gateway (Open Inference Protocol on --port).
 
@@ -69,7 +74,7 @@ def serve_command(
         models=models, stage=stage, trusted_keys=trusted_keys, redis_url=redis_url,
         alarm_policy=AlarmPolicy(action=on_alarm, webhook=webhook),
         host=host, port=port, admin_host=admin_host, admin_port=admin_port, log_inputs=log_inputs,
-        masked_features=masked,
+        masked_features=masked, observer=observer,
     )
     registry = Registry.open(home)
     caller = registry.authenticate(os.environ.get("BASTION_TOKEN"))

@@ -26,13 +26,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bastion.audit import AuditEvent
-from bastion.audit.writer import AuditWriter
 from bastion.errors import BackendUnavailable
-from bastion.serve.detect import Alarm, QueryMonitor, TrainingProfile
+from bastion.serve.detect import Alarm
 from bastion.serve.keys import ApiKey, KeyStore, secret_matches, split_key
 from bastion.serve.limits import Limiter, RateLimit
 from bastion.serve.loader import ServedModel
 from bastion.serve.metrics import GatewayMetrics
+from bastion.serve.observer import Observer
 from bastion.serve.output import shape_outputs
 from bastion.serve.protocol import GENERIC_REFUSAL, InvalidRequest, infer_response, model_metadata, parse_infer
 from bastion.serve.tokens import TokenMinter
@@ -88,7 +88,7 @@ class Gateway:
         store: KeyStore,
         limiter: Limiter,
         minter: TokenMinter,
-        audit: AuditWriter,
+        observer: Observer,
         *,
         alarm_policy: AlarmPolicy | None = None,
         refresh_seconds: float = 1.0,
@@ -99,17 +99,12 @@ class Gateway:
         self.store = store
         self.limiter = limiter
         self.minter = minter
-        self.audit = audit
+        self.observer = observer
         self.alarm_policy = alarm_policy or AlarmPolicy()
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self.input_logging = input_logging
         self.metrics = GatewayMetrics.create()
-        self.monitors = {
-            name: QueryMonitor(TrainingProfile.from_dict(model.spec.profile))
-            for name, model in self.models.items()
-            if model.spec.profile
-        }
         self._state = _State()
         self._tickets = 0  # snapshots begun
         self._applied = 0  # the ticket of the snapshot in force
@@ -159,10 +154,12 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self._http = httpx.AsyncClient(timeout=5.0)
+        await self.observer.start(self._alarm_from_observer)
         task = asyncio.create_task(self._refresh_loop())
         try:
             yield
         finally:
+            await self.observer.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -220,7 +217,7 @@ class Gateway:
 
     def _record(self, key_id: str, what: str, subject: str, **details: Any) -> None:
         """Queue an audit entry; the writer commits it with others (flushed at shutdown)."""
-        self.audit.record(AuditEvent(key_id, what, subject, details))
+        self.observer.record(AuditEvent(key_id, what, subject, details))
 
     # --- routes --------------------------------------------------------------------------
 
@@ -262,7 +259,7 @@ class Gateway:
             return _error(400, GENERIC_REFUSAL, {"x-bastion-refusal": "invalid-input"})
         probabilities = model.predict_proba(parsed.rows)
         outputs = shape_outputs(probabilities, model.spec.labels, key.output, key.precision)
-        alarms = self._observe(key.key_id, name, parsed.rows)
+        alarms = self.observer.observe(key.key_id, name, parsed.rows)
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(name, "ok").inc()
         self.metrics.latency.labels(name).observe(elapsed)
@@ -287,9 +284,9 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _observe(self, key_id: str, model: str, rows: Any) -> list[Alarm]:
-        monitor = self.monitors.get(model)
-        return monitor.observe(key_id, rows) if monitor is not None else []
+    async def _alarm_from_observer(self, alarm: Alarm, model: str) -> None:
+        if model in self.models:
+            await self._on_alarm(alarm, self.models[model])
 
     async def _on_alarm(self, alarm: Alarm, model: ServedModel) -> None:
         policy = self.alarm_policy

@@ -17,13 +17,13 @@ import uvicorn
 from starlette.applications import Starlette
 
 from bastion.audit import AuditEvent, AuditLog
-from bastion.audit.writer import AuditWriter
 from bastion.errors import ConfigError
 from bastion.registry import Principal, Registry
 from bastion.serve.gateway import AlarmPolicy, Gateway, InputLogging
 from bastion.serve.keys import KeyStore
 from bastion.serve.limits import make_limiter
 from bastion.serve.loader import LoadRefused, ServedModel, load_promoted
+from bastion.serve.observer import InlineObserver, Observer, ProcessObserver
 from bastion.serve.tokens import TokenMinter
 
 AUDIT_CHAIN = "gateway"
@@ -43,6 +43,7 @@ class GatewaySettings:
     refresh_seconds: float = 1.0
     log_inputs: bool = False  # write request inputs to the audit log
     masked_features: tuple[int, ...] = ()  # ...with these feature indices masked
+    observer: str = "inline"  # inline | process: where detectors and audit writing run
     host: str = "127.0.0.1"
     port: int = 8000
     admin_host: str = "127.0.0.1"
@@ -56,11 +57,11 @@ class Assembled:
     gateway: Gateway
     registry: Registry
     audit_log: AuditLog
-    writer: AuditWriter
+    observer: Observer
     refused: dict[str, str]
 
     def close(self) -> None:
-        self.writer.close()
+        self.observer.close()
         self.audit_log.checkpoint()
         self.registry.close()
 
@@ -71,7 +72,6 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
         raise ConfigError("name at least one model to serve", hint="bastion serve --model NAME")
     trusted = settings.trusted_keys or registry.policy.gate.requirements_for(settings.stage).signature_keys
     audit_log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1000)
-    writer = AuditWriter(audit_log, max_delay=0.05)  # about 20 commits a second however busy
     loaded: dict[str, ServedModel] = {}
     refused: dict[str, str] = {}
     for name in settings.models:
@@ -85,17 +85,25 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
         audit_log.append(
             AuditEvent(caller.name, "model.load", model.ref, {"root_digest": model.root_digest, "stage": settings.stage})
         )
+    if settings.observer not in {"inline", "process"}:
+        raise ConfigError(f"unknown observer {settings.observer!r}", hint="Use inline or process.")
+    profiles = {name: model.spec.profile for name, model in loaded.items() if model.spec.profile}
+    observer: Observer = (
+        ProcessObserver(registry.config.home, AUDIT_CHAIN, profiles)
+        if settings.observer == "process"
+        else InlineObserver(audit_log, profiles)
+    )
     gateway = Gateway(
         loaded,
         KeyStore(registry.engine, audit_log),
         make_limiter(settings.redis_url, settings.redis_prefix),
         TokenMinter.from_file(registry.config.home / "gateway-token.secret"),
-        writer,
+        observer,
         alarm_policy=settings.alarm_policy,
         refresh_seconds=settings.refresh_seconds,
         input_logging=InputLogging(frozenset(settings.masked_features)) if settings.log_inputs else None,
     )
-    return Assembled(gateway, registry, audit_log, writer, refused)
+    return Assembled(gateway, registry, audit_log, observer, refused)
 
 
 def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:

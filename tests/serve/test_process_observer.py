@@ -1,0 +1,74 @@
+"""The observer process (what `bastion serve` runs by default): nothing lost, alarms still act.
+
+With `observer="process"` the detectors and the audit writer run in a child process; the
+server only queues and sends. These tests drive a real server over HTTP and check that every
+request, answered or refused, reaches the audit chain by shutdown, and that an extraction
+alarm raised in the child suspends the key within a few requests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bastion.audit import AuditLog
+from bastion.serve.gateway import AlarmPolicy
+from bastion.serve.limits import RateLimit
+from bastion.serve.run import GatewaySettings
+from bastion.sign.keys import load_public_key
+from corpus.gateway_env import INPUT, ONNX, built_models, make_registry, start_gateway
+from corpus.serving import dataset
+
+
+def _body(rows: np.ndarray) -> dict[str, object]:
+    return {"inputs": [{"name": INPUT, "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}]}
+
+
+def test_every_request_reaches_the_chain_and_an_alarm_suspends_the_key(tmp_path: Path) -> None:
+    models = built_models(tmp_path / "shared")
+    env = make_registry(tmp_path / "registry", [models.signer_pub])
+    env.publish(ONNX, models.folder("onnx"))
+    settings = GatewaySettings(models=(ONNX,), observer="process", alarm_policy=AlarmPolicy(action="suspend"))
+    running = start_gateway(env.registry, env.admin, settings)
+    data = dataset()
+    sent = {"ok": 0, "refused": 0}
+    try:
+        _, good = running.key("app", rate=RateLimit(1000, 1000), quota=None)
+        _, thief = running.key("thief", rate=RateLimit(1000, 1000), quota=None)
+        url = f"{running.url}/v2/models/{ONNX}/infer"
+        with httpx.Client(timeout=10) as client:
+            for row in data.x_test[:300]:
+                answer = client.post(url, json=_body(row[None, :]), headers={"Authorization": f"Bearer {good}"})
+                assert answer.status_code == 200
+                sent["ok"] += 1
+            for _ in range(25):  # refused ones count too
+                assert client.post(url, json=_body(data.x_test[:1])).status_code == 401
+                sent["refused"] += 1
+            rng = np.random.default_rng(3)
+            low, high = float(data.x_train.min()), float(data.x_train.max())
+            refused_at = None
+            for query in range(1, 301):
+                answer = client.post(
+                    url, json=_body(rng.uniform(low, high, size=(1, 20))), headers={"Authorization": f"Bearer {thief}"}
+                )
+                if answer.status_code == 200:
+                    sent["ok"] += 1
+                else:
+                    sent["refused"] += 1
+                    refused_at = query
+                    assert answer.status_code == 403 and answer.headers["x-bastion-refusal"] == "suspended"
+                    break
+    finally:
+        running.stop()
+    entries = env.audit_entries()
+    alarms = [e for e in entries if e.action == "alarm"]
+    assert len(alarms) == 1 and alarms[0].details["action"] == "suspend"
+    assert refused_at is not None and refused_at <= alarms[0].details["queries"] + 20  # acted within milliseconds
+    assert alarms[0].details["queries"] <= 150
+    infer = [e for e in entries if e.action == "infer"]
+    refusals = [e for e in entries if e.action == "infer.refused"]
+    assert (len(infer), len(refusals)) == (sent["ok"], sent["refused"])  # nothing lost at shutdown
+    report = AuditLog(env.registry.engine, "gateway").verify([load_public_key(env.registry.config.public_key)])
+    assert report.ok, report.problems
