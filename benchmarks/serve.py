@@ -28,8 +28,8 @@ is served by each server in turn, as skops (``sklearn``) and as its ONNX export 
 Before timing, each server must answer one request with the label the scikit-learn model
 predicts, and Bastion must refuse a request without a key (401) and one outside its input
 contract (400). Each server then gets a warm-up (``--warmup`` seconds of the same load), then
-``wrk -t THREADS -c CONNECTIONS -d DURATION --latency``. Every request carries one of the 2,000
-held-out rows (cycled; real, in-distribution queries, so Bastion's detectors stay quiet, as they
+``wrk -t THREADS -c CONNECTIONS -d DURATION --latency``. Every request carries one of 100,000
+distinct in-distribution rows (never repeated in a run, so Bastion's detectors stay quiet, as they
 would for a benign client: checked offline before the run and by a request after it). A server
 that cannot be installed or started is reported as "unavailable: <reason>"; a run with any
 non-2xx answer or socket error is marked invalid.
@@ -235,6 +235,9 @@ class Prepared:
     invalid_body: bytes  # a request outside the input contract
 
 
+LOAD_ROWS = 100_000  # more than a 10 s run sends, so no row is sent twice
+
+
 def prepare(workdir: Path, kinds: Sequence[str]) -> Prepared:
     """Train and write the model once per kind, sign, register and promote it, and make the key."""
     sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -269,11 +272,17 @@ def prepare(workdir: Path, kinds: Sequence[str]) -> Prepared:
             shutil.copy(PEER_APPS / "mlserver" / "model-settings.json", repo / MODEL_PREFIX / "model-settings.json")
             sklearn_model = fitted
 
-    # The load: the held-out rows, as float32 values; the detectors must stay quiet on them.
-    rows = data.x_test.astype(np.float32)
+    # The load: distinct in-distribution rows (held-out rows, then held-out rows with a little
+    # noise), enough that a run never sends one row twice: a real client does not repeat itself,
+    # and repeats are what the near-duplicate detector is for. The detectors must stay quiet.
+    rng = np.random.default_rng(7)
+    picks = rng.integers(0, len(data.x_test), size=LOAD_ROWS - len(data.x_test))
+    noisy = data.x_test[picks] + rng.normal(0.0, 0.35, size=(len(picks), data.x_test.shape[1])) * data.x_train.std(axis=0)
+    inside = ((noisy >= data.x_train.min(axis=0)) & (noisy <= data.x_train.max(axis=0))).all(axis=1)
+    rows = np.vstack([data.x_test, noisy[inside]]).astype(np.float32)  # within every feature's training range
     monitor = QueryMonitor(TrainingProfile.from_data(data.x_train))
     half, seen = len(rows) // 2, [0, 0]
-    for thread in np.random.default_rng(7).integers(0, 2, size=30_000):  # two wrk threads, drifting apart
+    for thread in rng.integers(0, 2, size=len(rows)):  # two wrk threads, drifting apart
         j = thread * half + seen[thread] % half
         seen[thread] += 1
         if monitor.observe("check", rows[j : j + 1]):
@@ -696,7 +705,7 @@ def run(options: Options, workdir: Path, command: str) -> Report:
     inputs = {
         "load": f"{wrk_version()} -t{options.threads} -c{options.connections} -d{options.duration_s}s --latency "
         f"(after {options.warmup_s}s warm-up), {options.rounds} round(s), median shown",
-        "requests": "V2 JSON, one row of 20 FP32 features, 2,000 held-out rows cycled",
+        "requests": f"V2 JSON, one row of 20 FP32 features, {LOAD_ROWS:,} distinct in-distribution rows",
         "model": "LogisticRegression (tests/corpus/serving.py), skops / ONNX / joblib (MLServer)",
     }
     return Report(command, machine, inputs, tuple(results))
