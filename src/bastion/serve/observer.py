@@ -30,6 +30,7 @@ from bastion.serve.detect import Alarm, QueryMonitor, TrainingProfile
 AlarmHandler = Callable[[Alarm, str], Awaitable[None]]  # (alarm, model name)
 FLUSH_SECONDS = 0.002
 COMMIT_SECONDS = 0.05
+READY_SECONDS = 120.0
 
 
 class Observer(Protocol):
@@ -82,12 +83,29 @@ class ProcessObserver:
         )
         self._process.start()
         child.close()
+        self._await_ready()
         self._pending: list[list[Any]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_alarm: AlarmHandler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+
+    def _await_ready(self) -> None:
+        """Serve nothing before the child watches: queries sent while it starts would go unseen."""
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            if self._conn.poll(0.1):
+                try:
+                    message = orjson.loads(self._conn.recv_bytes())
+                except (EOFError, OSError):
+                    break
+                if message == "ready":
+                    return
+                raise BackendUnavailable(f"the observer process failed to start: {message}")
+            if not self._process.is_alive():
+                break
+        raise BackendUnavailable("the observer process did not start", hint="Run with --observer inline to see why.")
 
     def record(self, event: AuditEvent) -> None:
         self._queue(["a", event.actor, event.action, event.subject, dict(event.details)])
@@ -168,10 +186,15 @@ def _child_main(conn: Connection, home: str, chain: str, profiles: dict[str, dic
     from bastion.registry.config import load_config  # noqa: PLC0415
     from bastion.sign.keys import load_private_key  # noqa: PLC0415
 
-    config = load_config(Path(home))
-    engine = connect(config.database)
-    log = AuditLog(engine, chain, signing_key=load_private_key(config.signing_key), checkpoint_every=1000)
-    monitors = {name: QueryMonitor(TrainingProfile.from_dict(p)) for name, p in profiles.items()}
+    try:
+        config = load_config(Path(home))
+        engine = connect(config.database)
+        log = AuditLog(engine, chain, signing_key=load_private_key(config.signing_key), checkpoint_every=1000)
+        monitors = {name: QueryMonitor(TrainingProfile.from_dict(p)) for name, p in profiles.items()}
+    except Exception as err:  # tell the server why, whatever it is, rather than dying silently
+        conn.send_bytes(orjson.dumps(f"{type(err).__name__}: {err}"))
+        return
+    conn.send_bytes(b'"ready"')
     events: list[AuditEvent] = []
     last_commit = time.monotonic()
     stopping = False
