@@ -37,10 +37,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,9 +51,7 @@ import httpx
 import numpy as np
 import orjson
 import sklearn
-import uvicorn
 from sklearn.exceptions import ConvergenceWarning
-from starlette.applications import Starlette
 
 _ROOT = Path(__file__).resolve().parent.parent
 for _folder in (_ROOT / "benchmarks", _ROOT / "tests"):
@@ -72,7 +68,7 @@ from bastion.serve.limits import Quota, RateLimit  # noqa: E402
 from bastion.serve.run import Assembled, GatewaySettings, assemble  # noqa: E402
 from bastion.sign.keys import generate_key, save_keypair  # noqa: E402
 from bastion.sign.ossf import sign_model  # noqa: E402
-from corpus.gateway_env import INPUT, RegistryEnv, make_registry  # noqa: E402
+from corpus.gateway_env import INPUT, RegistryEnv, ServerThread, make_registry  # noqa: E402
 from corpus.serving import LABELS, Dataset, write_model  # noqa: E402
 
 MODEL = "attack-target"
@@ -109,45 +105,12 @@ def build_target(home: Path, seed: int) -> Target:
     return Target(replace(world, target=served, target_eval=served.predict(world.x_eval)), env)
 
 
-class TcpServer:
-    """uvicorn on 127.0.0.1 in a background thread, on a socket made with `IPPROTO_TCP`.
-
-    `gateway_env.ServerThread` makes its socket with protocol 0; asyncio sets `TCP_NODELAY` only
-    on accepted sockets whose protocol is `IPPROTO_TCP`, so there every keep-alive answer (head
-    and body written apart) waits ~40 ms for the client's delayed ACK: 45 ms a query instead of
-    ~2 ms, and this simulation would take an hour.
-    """
-
-    def __init__(self, app: Starlette) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
-
-    def start(self) -> TcpServer:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=30)
-        self._socket.close()
-
-
 @dataclass
 class Served:
     """An assembled gateway serving its inference port (what `gateway_env.RunningGateway` offers)."""
 
     assembled: Assembled
-    inference: TcpServer
+    inference: ServerThread
 
     @property
     def url(self) -> str:
@@ -170,7 +133,7 @@ def open_gateway(target: Target, action: str) -> Served:
     settings = GatewaySettings(models=(MODEL,), alarm_policy=AlarmPolicy(action=action))
     assembled = assemble(target.env.registry, target.env.admin, settings)
     assert MODEL in assembled.gateway.models, assembled.refused
-    return Served(assembled, TcpServer(assembled.gateway.app()).start())
+    return Served(assembled, ServerThread(assembled.gateway.app()).start())
 
 
 @contextmanager

@@ -24,18 +24,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = click.Choice(["text", "json"])
 
 
+REGISTRY_OPTION = click.option(
+    "--registry",
+    "home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BASTION_REGISTRY",
+    default=".bastion-registry",
+    show_default=True,
+    help="The registry folder (holds registry.yaml) [env BASTION_REGISTRY].",
+)
+
+
 def _registry_options(func: F) -> F:
     """--registry, --token-file and --format on a command; opens the registry and the caller."""
 
-    @click.option(
-        "--registry",
-        "home",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="BASTION_REGISTRY",
-        default=".bastion-registry",
-        show_default=True,
-        help="The registry folder (holds registry.yaml) [env BASTION_REGISTRY].",
-    )
+    @REGISTRY_OPTION
     @click.option(
         "--token-file",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -108,15 +111,7 @@ def init_command(home: Path, database: str | None, blobs: str | None, admin: str
 
 
 @registry_group.command("serve")
-@click.option(
-    "--registry",
-    "home",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="BASTION_REGISTRY",
-    default=".bastion-registry",
-    show_default=True,
-    help="The registry folder (holds registry.yaml) [env BASTION_REGISTRY].",
-)
+@REGISTRY_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8700, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bastion.cli.registry import _emit, _registry_options
+from bastion.cli.registry import REGISTRY_OPTION, _emit, _registry_options
 
 if TYPE_CHECKING:
     from bastion.registry import Principal, Registry
@@ -27,10 +27,7 @@ def _key_store(registry: Registry) -> KeyStore:
 
 
 @click.command("serve")
-@click.option(
-    "--registry", "home", type=click.Path(file_okay=False, path_type=Path), envvar="BASTION_REGISTRY",
-    default=".bastion-registry", show_default=True, help="The registry folder [env BASTION_REGISTRY].",
-)
+@REGISTRY_OPTION
 @click.option("--model", "models", multiple=True, required=True, help="A model to serve; repeatable.")
 @click.option("--stage", default="production", show_default=True, help="Serve the newest version in this stage.")
 @click.option(
