@@ -111,7 +111,7 @@ def test_a_suspended_key_stays_refused_across_a_refresh(target: sim.Target) -> N
     hundreds of answers to the suspended key, until the next refresh)."""
     settings = GatewaySettings(models=(sim.MODEL,), alarm_policy=AlarmPolicy(action="suspend"))
     assembled = assemble(target.env.registry, target.env.admin, settings)
-    gateway = sim.Served(assembled, sim.TcpServer(assembled.gateway.app()).start())
+    gateway = sim.Served(assembled, sim.ServerThread(assembled.gateway.app()).start())
     store = assembled.gateway.store
     try:
         caller = sim.new_caller(gateway, "attacker", rate=sim.FAST)
