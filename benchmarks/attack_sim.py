@@ -319,7 +319,7 @@ def attacks(seed: int) -> list[Attack]:
 @dataclass(frozen=True)
 class AlarmSeen:
     kind: str
-    queries: int  # the monitor's count: queries answered (and observed) when it fired
+    queries: int  # the monitor's count when it fired: queries answered, or refused as out of range
     action: str
 
 
@@ -368,7 +368,9 @@ def measure(
     labels = trace.labels
     answered_idx = np.flatnonzero(labels != REFUSED)
     alarm = min(alarms, key=lambda a: a.queries) if alarms else None
-    alarm_at = int(answered_idx[alarm.queries - 1]) + 1 if alarm and alarm.queries <= answered_idx.size else None
+    # The detectors see answered queries and well-formed ones refused as out of range (400).
+    observed_idx = np.flatnonzero((labels != REFUSED) | (trace.statuses == 400))
+    alarm_at = int(observed_idx[alarm.queries - 1]) + 1 if alarm and alarm.queries <= observed_idx.size else None
     refusal = trace.first_refusal()
     after = int(np.sum(answered_idx >= refusal[0])) if refusal else 0
     return Outcome(

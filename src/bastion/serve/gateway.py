@@ -259,6 +259,9 @@ class Gateway:
         except InvalidRequest as invalid:
             self.metrics.refusals.labels("invalid-input").inc()
             self._record(key.key_id, "infer.refused", model.ref, status=400, reason=f"invalid-input:{invalid.reason}")
+            if invalid.rows is not None:  # well formed but out of bounds: a probe the detectors must see
+                for alarm in self.observer.observe(key.key_id, name, invalid.rows):
+                    await self._on_alarm(alarm, model)
             return _error(400, GENERIC_REFUSAL, {"x-bastion-refusal": "invalid-input"})
         probabilities = model.predict_proba(parsed.rows)
         outputs = shape_outputs(probabilities, model.spec.labels, key.output, key.precision)

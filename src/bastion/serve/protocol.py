@@ -19,11 +19,16 @@ GENERIC_REFUSAL = "the request does not match the model's input contract"
 
 
 class InvalidRequest(Exception):
-    """A request refused before inference; `reason` is for the audit log and metrics only."""
+    """A request refused before inference; `reason` is for the audit log and metrics only.
 
-    def __init__(self, reason: str) -> None:
+    `rows` holds the parsed features when the request was well formed but its values were out
+    of bounds: probing outside the declared ranges is itself a sign the detectors must see.
+    """
+
+    def __init__(self, reason: str, rows: NDArray[np.float32] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.rows = rows
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,10 @@ def parse_infer(body: bytes, spec: ServingSpec) -> InferRequest:
     if len(flat) != shape[0] * declared.features:
         raise InvalidRequest("data-length")
     rows = _to_array(flat, declared.datatype).reshape(shape[0], declared.features)
-    _check_values(rows, spec)
+    try:
+        _check_values(rows, spec)
+    except InvalidRequest as invalid:
+        raise InvalidRequest(invalid.reason, rows) from None
     request_id = document.get("id", "")
     return InferRequest(request_id if isinstance(request_id, str) and len(request_id) <= 128 else "", rows)
 
