@@ -72,7 +72,7 @@ from corpus.gateway_env import INPUT, RegistryEnv, ServerThread, make_registry  
 from corpus.serving import LABELS, Dataset, write_model  # noqa: E402
 
 MODEL = "attack-target"
-FAST = RateLimit(per_second=1_000.0, burst=1_000)
+FAST = RateLimit(per_second=100_000.0, burst=100_000)
 BUDGETS = offline.BUDGETS  # (150, 500, 1000, 2000)
 QUERIES = 2_000
 ACTIONS = ("suspend", "throttle")
@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
 
         benign = run_benign(target, args.benign_keys, offline.BENIGN_QUERIES)
         print(
-            f"benign: {benign.keys} keys x {benign.queries} held-out queries (action suspend, rate 1000/s, no quota): "
+            f"benign: {benign.keys} keys x {benign.queries} held-out queries (action suspend, rate 100,000/s, no quota): "
             f"{benign.alarms} alarms, {benign.refused} refusals ({benign.seconds:.1f} s)"
         )
 
