@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -195,6 +195,7 @@ class Gateway:
             return self._deny(401, "expired", "the API key has expired")
         if key.suspended_reason is not None:
             return self._deny(403, "suspended", "the API key is suspended")
+        request.state.key_id = key.key_id  # for the audit entry of a route that is not /infer
         return caller
 
     def _deny(self, status: int, reason: str, message: str) -> Response:
@@ -362,20 +363,38 @@ class Gateway:
         if refused is not None:
             return refused
         token, expires = self.minter.issue(caller.key.key_id, model, lifetime, self.clock())
-        self._record(caller.key.key_id, "token.issue", model, expires=expires)
         return Response(orjson.dumps({"token": token, "expires": expires, "model": model}), media_type=JSON)
 
+    def _audited(self, action: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """`handler`, with its outcome written to the audit log (/infer records its own, in detail)."""
+
+        async def audited(request: Request) -> Response:
+            response = await handler(request)
+            refusal = response.headers.get("x-bastion-refusal")
+            what = f"{action}.refused" if response.status_code >= 400 else action
+            key_id = getattr(request.state, "key_id", "-")
+            subject = request.path_params.get("name", "-")
+            details: dict[str, int | str] = {"status": response.status_code}
+            if refusal:
+                details["reason"] = refusal
+            self._record(key_id, what, subject, **details)
+            return response
+
+        return audited
+
     def app(self) -> Starlette:
+        metadata, ready = self._audited("metadata", self.model_metadata), self._audited("ready", self.model_ready)
+        server_ready = self._audited("ready", self.server_ready)
         routes = [
-            Route("/v2/health/ready", self.server_ready, methods=["GET"]),
-            Route("/v2/health/live", self.server_ready, methods=["GET"]),
-            Route("/v2", self.server_metadata, methods=["GET"]),
-            Route("/v2/tokens", self.issue_token, methods=["POST"]),
-            Route("/v2/models/{name}", self.model_metadata, methods=["GET"]),
-            Route("/v2/models/{name}/ready", self.model_ready, methods=["GET"]),
+            Route("/v2/health/ready", server_ready, methods=["GET"]),
+            Route("/v2/health/live", server_ready, methods=["GET"]),
+            Route("/v2", self._audited("metadata", self.server_metadata), methods=["GET"]),
+            Route("/v2/tokens", self._audited("token", self.issue_token), methods=["POST"]),
+            Route("/v2/models/{name}", metadata, methods=["GET"]),
+            Route("/v2/models/{name}/ready", ready, methods=["GET"]),
             Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
-            Route("/v2/models/{name}/versions/{version}", self.model_metadata, methods=["GET"]),
-            Route("/v2/models/{name}/versions/{version}/ready", self.model_ready, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/ready", ready, methods=["GET"]),
             Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)
