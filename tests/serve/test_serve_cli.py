@@ -1,0 +1,87 @@
+"""`bastion serve` as a user runs it: a real process, keys from `bastion keys create`, SIGTERM.
+
+The command must serve the promoted model on both ports, refuse what it should, and on
+SIGTERM write every call to the audit chain before it exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bastion.audit import AuditLog
+from bastion.sign.keys import load_public_key
+from corpus.gateway_env import INPUT, ONNX, built_models, make_registry
+from corpus.serving import dataset
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _bastion(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_serve_answers_refuses_and_flushes_its_audit_on_sigterm(tmp_path: Path) -> None:
+    models = built_models(tmp_path / "shared")
+    registry = make_registry(tmp_path / "registry", [models.signer_pub])
+    registry.publish(ONNX, models.folder("onnx"))
+    env = {**os.environ, "BASTION_REGISTRY": str(registry.home), "BASTION_TOKEN": registry.admin_token}
+    key = _bastion("keys", "create", "app", "--model", ONNX, "--output", "score", "--precision", "2", env=env)
+    port, admin_port = _free_port(), _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli.main", "serve", "--model", ONNX, "--port", str(port),
+         "--admin-port", str(admin_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    sent = 0
+    try:
+        with httpx.Client(timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    ready = client.get(f"{url}/v2/health/ready", headers={"Authorization": f"Bearer {key}"})
+                    sent += 1
+                    if ready.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline, "bastion serve did not come up"
+                time.sleep(0.2)
+            rows = dataset().x_test[:2]
+            body = {"inputs": [{"name": INPUT, "datatype": "FP32", "shape": [2, 20], "data": rows.ravel().tolist()}]}
+            answer = client.post(f"{url}/v2/models/{ONNX}/infer", json=body, headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == 200
+            outputs = {o["name"]: o for o in answer.json()["outputs"]}
+            assert set(outputs) == {"label", "score"}
+            assert all(round(v, 2) == v for v in outputs["score"]["data"])
+            assert client.post(f"{url}/v2/models/{ONNX}/infer", json=body).status_code == 401
+            metrics = client.get(
+                f"http://127.0.0.1:{admin_port}/metrics", headers={"Authorization": f"Bearer {registry.admin_token}"}
+            )
+            assert metrics.status_code == 200 and "bastion_gateway_refusals" in metrics.text
+            sent += 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr
+    entries = list(AuditLog(registry.registry.engine, "gateway").entries())
+    calls = [e for e in entries if e.action.split(".")[0] in {"ready", "infer"}]
+    assert len(calls) == sent
+    report = AuditLog(registry.registry.engine, "gateway").verify([load_public_key(registry.registry.config.public_key)])
+    assert report.ok, report.problems
