@@ -151,25 +151,27 @@ def keys_list_command(registry: Registry, caller: Principal, fmt: str) -> None:
     _emit(fmt, rows, "\n".join(lines) or "no keys")
 
 
-def _key_change(action: str) -> click.Command:
-    @click.command(action)
-    @click.argument("key_id")
+def _switch(action: str, method: str, subject: str, help_text: str) -> click.Command:
+    """A command that flips a key's or a model's state through `KeyStore.<method>`, audited."""
+
+    @click.command(action, help=help_text)
+    @click.argument("subject", metavar=subject)
     @click.option("--reason", default="", help="Why; recorded in the audit log.")
     @_registry_options
-    def command(registry: Registry, caller: Principal, fmt: str, key_id: str, reason: str) -> None:
+    def command(registry: Registry, caller: Principal, fmt: str, subject: str, reason: str) -> None:
         from bastion.registry.roles import Action  # noqa: PLC0415
 
         caller.require(Action.REVOKE_TOKEN)
-        store = _key_store(registry)
-        getattr(store, action)(caller.name, key_id, reason or f"{action} by {caller.name}")
-        _emit(fmt, {action: key_id}, f"{action}: {key_id} (gateways apply it within a second)")
+        getattr(_key_store(registry), method)(caller.name, subject, reason or f"{action} by {caller.name}")
+        _emit(fmt, {action: subject}, f"{action}: {subject} (gateways apply it within a second)")
 
-    command.help = f"{action.capitalize()} a key at once, without restarting any gateway."
     return command
 
 
 for _action in ("revoke", "suspend", "resume"):
-    keys_group.add_command(_key_change(_action))
+    keys_group.add_command(
+        _switch(_action, _action, "KEY_ID", f"{_action.capitalize()} a key at once, without restarting any gateway.")
+    )
 
 
 @click.group("models")
@@ -177,22 +179,5 @@ def models_group() -> None:
     """The kill switch: stop or restart serving a model on every gateway, without a restart."""
 
 
-def _model_change(action: str) -> click.Command:
-    @click.command(action)
-    @click.argument("model")
-    @click.option("--reason", default="", help="Why; recorded in the audit log.")
-    @_registry_options
-    def command(registry: Registry, caller: Principal, fmt: str, model: str, reason: str) -> None:
-        from bastion.registry.roles import Action  # noqa: PLC0415
-
-        caller.require(Action.REVOKE_TOKEN)
-        store = _key_store(registry)
-        getattr(store, f"{action}_model")(caller.name, model, reason or f"{action}d by {caller.name}")
-        _emit(fmt, {action: model}, f"{model}: {action}d (gateways apply it within a second)")
-
-    command.help = f"{action.capitalize()} serving MODEL."
-    return command
-
-
 for _action in ("disable", "enable"):
-    models_group.add_command(_model_change(_action))
+    models_group.add_command(_switch(_action, f"{_action}_model", "MODEL", f"{_action.capitalize()} serving MODEL."))
