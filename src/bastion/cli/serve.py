@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -65,7 +64,7 @@ def serve_command(
     """
     from bastion.registry import Registry  # noqa: PLC0415
     from bastion.serve.gateway import AlarmPolicy  # noqa: PLC0415
-    from bastion.serve.run import GatewaySettings, assemble, serve_forever  # noqa: PLC0415
+    from bastion.serve.run import GatewaySettings, assemble, run_gateway  # noqa: PLC0415
 
     settings = GatewaySettings(
         models=models, stage=stage, trusted_keys=trusted_keys, redis_url=redis_url,
@@ -85,7 +84,7 @@ def serve_command(
         click.echo(f"serving {model.ref} ({model.spec.format}) on http://{host}:{port}/v2/models/{model.name}", err=True)
     click.echo(f"admin API on http://{admin_host}:{admin_port}", err=True)
     try:
-        asyncio.run(serve_forever(assembled, settings))
+        run_gateway(assembled, settings)
     finally:
         assembled.close()
 

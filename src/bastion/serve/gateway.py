@@ -1,21 +1,27 @@
-"""The inference gateway: Starlette on the hot path, every check in the server.
+"""The inference gateway: every check in the server, on a lean path of its own.
 
 Per request, in order: authenticate (a key or a short-lived token; nothing anonymous), check
 the key's scope and state and the model's kill switch, apply rate limits and quotas, read and
 validate the input against the model's declared contract, run the model, cut the answer down
 to the detail the key was granted, feed the detectors, and record the call in the gateway's
 hash-chained audit log. Refusals carry no detail an attacker could learn from.
+
+Inference requests are served by `GatewayApp`, a bare ASGI application that hands every other
+route to Starlette: a framework's routing, middleware and request and response objects cost
+as much per request as all of the gateway's checks together. Predictions go through a
+`Batcher`, so requests that reach a model in the same event-loop turn share one model call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -24,9 +30,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bastion.audit import AuditEvent
 from bastion.errors import BackendUnavailable
+from bastion.serve.batching import Batcher
 from bastion.serve.detect import Alarm
 from bastion.serve.keys import ApiKey, KeyStore, secret_matches, split_key
 from bastion.serve.limits import Limiter, RateLimit
@@ -39,6 +47,9 @@ from bastion.serve.tokens import TokenMinter
 
 JSON = "application/json"
 THROTTLED = RateLimit(per_second=0.2, burst=1)  # one query every five seconds
+INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+_JSON_HEADERS = ((b"content-type", b"application/json"),)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,72 @@ class _State:
     throttled: dict[str, RateLimit] = field(default_factory=dict)
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer or a refusal, before it is sent; `refusal` is the reason a refusal carries in
+    its `x-bastion-refusal` header (for the caller's operator, the metrics and the audit log)."""
+
+    status: int
+    body: bytes = b""
+    refusal: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """ASGI headers: content type and length, the refusal, and the extra headers."""
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(self.body)).encode())] if self.body else [
+            (b"content-length", b"0")
+        ]
+        if self.refusal:
+            headers.append((b"x-bastion-refusal", self.refusal.encode()))
+        headers.extend((name.encode(), value.encode("latin-1")) for name, value in self.headers)
+        return headers
+
+    def response(self) -> Response:
+        """The same reply as a Starlette response."""
+        headers = dict(self.headers)
+        if self.refusal:
+            headers["x-bastion-refusal"] = self.refusal
+        return Response(self.body, status_code=self.status, media_type=JSON if self.body else None, headers=headers)
+
+
+def _error(status: int, message: str, refusal: str = "", headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, orjson.dumps({"error": message}), refusal, headers)
+
+
+def _infer_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, bytes | None]:
+    """The Authorization and X-API-Key headers' text and the declared Content-Length, one pass."""
+    authorization = api_key = ""
+    declared: bytes | None = None
+    for header, value in headers:
+        if header == b"authorization":
+            authorization = value.decode("latin-1")
+        elif header == b"x-api-key":
+            api_key = value.decode("latin-1")
+        elif header == b"content-length":
+            declared = value
+    return authorization, api_key, declared
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
+    """The request body from ASGI `receive`, or None when it is (or declares itself) over `limit`."""
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Gateway:
@@ -107,6 +182,8 @@ class Gateway:
         self.metrics = GatewayMetrics.create()
         # Label lookups cost more than the increments: the hot path's children are made once.
         self._answered = {name: self.metrics.requests.labels(name, "ok") for name in self.models}
+        self._refs = {name: model.ref for name, model in self.models.items()}
+        self.batchers = {name: Batcher(model.predict_proba) for name, model in self.models.items()}
         self._latency = {name: self.metrics.latency.labels(name) for name in self.models}
         self._state = _State()
         self._tickets = 0  # snapshots begun
@@ -171,9 +248,9 @@ class Gateway:
 
     # --- authentication ------------------------------------------------------------------
 
-    def _authenticate(self, request: Request) -> Caller | Response:
-        header = request.headers.get("authorization", "")
-        text = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    def _authenticate(self, authorization: str, api_key: str) -> Caller | Reply:
+        """The caller that the `Authorization: Bearer` or `X-API-Key` header names, or a refusal."""
+        text = authorization[7:].strip() if authorization[:7].lower() == "bearer " else api_key
         if not text:
             return self._deny(401, "missing-credentials", "an API key or token is required")
         now = self.clock()
@@ -191,21 +268,26 @@ class Gateway:
             caller = Caller(key)
         if key.revoked:
             return self._deny(401, "revoked", "the API key was revoked")
-        if key.expired(datetime.fromtimestamp(now, UTC)):
+        if key.expired(now):
             return self._deny(401, "expired", "the API key has expired")
         if key.suspended_reason is not None:
             return self._deny(403, "suspended", "the API key is suspended")
-        request.state.key_id = key.key_id  # for the audit entry of a route that is not /infer
         return caller
 
-    def _deny(self, status: int, reason: str, message: str) -> Response:
-        self.metrics.refusals.labels(reason).inc()
-        headers = {"WWW-Authenticate": 'Bearer realm="bastion"'} if status == 401 else None
-        response = _error(status, message, headers)
-        response.headers["x-bastion-refusal"] = reason
-        return response
+    def _request_caller(self, request: Request) -> Caller | Reply:
+        """`_authenticate` for a Starlette route; the key id is kept for its audit entry."""
+        headers = request.headers
+        caller = self._authenticate(headers.get("authorization", ""), headers.get("x-api-key", ""))
+        if isinstance(caller, Caller):
+            request.state.key_id = caller.key.key_id
+        return caller
 
-    def _scope(self, caller: Caller, model: str, operation: str, version: str | None = None) -> Response | None:
+    def _deny(self, status: int, reason: str, message: str) -> Reply:
+        self.metrics.refusals.labels(reason).inc()
+        headers = (("www-authenticate", 'Bearer realm="bastion"'),) if status == 401 else ()
+        return _error(status, message, reason, headers)
+
+    def _scope(self, caller: Caller, model: str, operation: str, version: str | None = None) -> Reply | None:
         key = caller.key
         if operation not in key.operations or not key.allows_model(model) or (
             caller.token_model is not None and caller.token_model != model
@@ -223,48 +305,47 @@ class Gateway:
         """Queue an audit entry; the writer commits it with others (flushed at shutdown)."""
         self.observer.record(AuditEvent(key_id, what, subject, details))
 
-    # --- routes --------------------------------------------------------------------------
+    # --- inference -----------------------------------------------------------------------
 
-    async def infer(self, request: Request) -> Response:
+    async def infer(self, name: str, version: str | None, headers: Iterable[tuple[bytes, bytes]], receive: Receive) -> Reply:
+        """Answer one V2 inference request for model `name`: every check, the model, the record.
+
+        `headers` and `receive` are the request's ASGI headers and receive channel.
+        """
         started = time.perf_counter()
-        name = request.path_params["name"]
-        caller = self._authenticate(request)
-        if isinstance(caller, Response):
-            self._record("-", "infer.refused", name, status=caller.status_code, reason=caller.headers["x-bastion-refusal"])
+        authorization, api_key, declared = _infer_headers(headers)
+        caller = self._authenticate(authorization, api_key)
+        if isinstance(caller, Reply):
+            self._record("-", "infer.refused", name, status=caller.status, reason=caller.refusal)
             return caller
         key = caller.key
-        refused = self._scope(caller, name, "infer", request.path_params.get("version"))
+        refused = self._scope(caller, name, "infer", version)
         if refused is not None:
-            self._record(key.key_id, "infer.refused", name, status=refused.status_code, reason=refused.headers["x-bastion-refusal"])
+            self._record(key.key_id, "infer.refused", name, status=refused.status, reason=refused.refusal)
             return refused
         model = self.models[name]
-        rate = self._state.throttled.get(key.key_id, key.rate)
+        ref = self._refs[name]
+        limited = await self._limit(key, name)
+        if limited is not None:
+            self._record(key.key_id, "infer.refused", ref, status=limited.status, reason=limited.refusal)
+            return limited
         try:
-            decision = await self.limiter.check(key.key_id, name, rate, key.quota)
-        except BackendUnavailable:
-            self._record(key.key_id, "infer.refused", model.ref, status=503, reason="limits-unavailable")
-            return self._deny(503, "limits-unavailable", "the service is unavailable")
-        if not decision.allowed:
-            reason = str(decision.reason)
-            self.metrics.refusals.labels(reason).inc()
-            self._record(key.key_id, "infer.refused", model.ref, status=429, reason=reason)
-            headers = {"x-bastion-refusal": reason}
-            if math.isfinite(decision.retry_after):  # infinite: no wait would ever let it through
-                headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
-            return _error(429, "too many requests", headers)
-        body = await self._read_body(request, model.spec.max_request_bytes)
+            body = await read_body(receive, declared, model.spec.max_request_bytes)
+        except ClientGone:
+            self._record(key.key_id, "infer.refused", ref, status=499, reason="client-gone")
+            return Reply(499)
         try:
             if body is None:
                 raise InvalidRequest("too-large")
             parsed = parse_infer(body, model.spec)
         except InvalidRequest as invalid:
             self.metrics.refusals.labels("invalid-input").inc()
-            self._record(key.key_id, "infer.refused", model.ref, status=400, reason=f"invalid-input:{invalid.reason}")
+            self._record(key.key_id, "infer.refused", ref, status=400, reason=f"invalid-input:{invalid.reason}")
             if invalid.rows is not None:  # well formed but out of bounds: a probe the detectors must see
                 for alarm in self.observer.observe(key.key_id, name, invalid.rows):
                     await self._on_alarm(alarm, model)
-            return _error(400, GENERIC_REFUSAL, {"x-bastion-refusal": "invalid-input"})
-        probabilities = model.predict_proba(parsed.rows)
+            return _error(400, GENERIC_REFUSAL, "invalid-input")
+        probabilities = await self.batchers[name].predict(parsed.rows)
         outputs = shape_outputs(probabilities, model.spec.labels, key.output, key.precision)
         alarms = self.observer.observe(key.key_id, name, parsed.rows)
         elapsed = time.perf_counter() - started
@@ -272,24 +353,33 @@ class Gateway:
         self._latency[name].observe(elapsed)
         logged = {} if self.input_logging is None else {"inputs": self.input_logging.render(parsed.rows)}
         self._record(
-            key.key_id, "infer", model.ref, status=200, rows=int(parsed.rows.shape[0]),
+            key.key_id, "infer", ref, status=200, rows=int(parsed.rows.shape[0]),
             latency_ms=round(elapsed * 1000, 3), request_id=parsed.request_id, **logged,
         )
         for alarm in alarms:
             await self._on_alarm(alarm, model)
-        return Response(infer_response(name, model.version, parsed.request_id, outputs), media_type=JSON)
+        return Reply(200, infer_response(name, model.version, parsed.request_id, outputs))
 
-    async def _read_body(self, request: Request, limit: int) -> bytes | None:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    async def _limit(self, key: ApiKey, name: str) -> Reply | None:
+        """None if the key's rate limit and quotas let one more request through; else a refusal."""
+        rate = self._state.throttled.get(key.key_id, key.rate)
+        try:
+            decision = await self.limiter.check(key.key_id, name, rate, key.quota)
+        except BackendUnavailable:
+            return self._deny(503, "limits-unavailable", "the service is unavailable")
+        if decision.allowed:
             return None
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+        reason = str(decision.reason)
+        self.metrics.refusals.labels(reason).inc()
+        # infinite: no wait would ever let it through, so no Retry-After
+        wait = (("retry-after", str(max(1, math.ceil(decision.retry_after)))),) if math.isfinite(decision.retry_after) else ()
+        return _error(429, "too many requests", reason, wait)
+
+    async def _infer_route(self, request: Request) -> Response:
+        """/infer through Starlette (GatewayApp answers it first; this serves a bare Starlette mount)."""
+        params = request.path_params
+        reply = await self.infer(params["name"], params.get("version"), request.scope["headers"], request.receive)
+        return reply.response()
 
     async def _alarm_from_observer(self, alarm: Alarm, model: str) -> None:
         if model in self.models:
@@ -318,39 +408,41 @@ class Gateway:
             with contextlib.suppress(httpx.HTTPError):
                 await self._http.post(policy.webhook, json=payload)
 
-    async def model_metadata(self, request: Request) -> Response:
+    # --- the other routes ----------------------------------------------------------------
+
+    async def model_metadata(self, request: Request) -> Reply:
         name = request.path_params["name"]
-        caller = self._authenticate(request)
-        if isinstance(caller, Response):
+        caller = self._request_caller(request)
+        if isinstance(caller, Reply):
             return caller
         refused = self._scope(caller, name, "metadata", request.path_params.get("version"))
         if refused is not None:
             return refused
         model = self.models[name]
-        return Response(model_metadata(name, model.version, model.spec, caller.key.output), media_type=JSON)
+        return Reply(200, model_metadata(name, model.version, model.spec, caller.key.output))
 
-    async def model_ready(self, request: Request) -> Response:
+    async def model_ready(self, request: Request) -> Reply:
         name = request.path_params["name"]
-        caller = self._authenticate(request)
-        if isinstance(caller, Response):
+        caller = self._request_caller(request)
+        if isinstance(caller, Reply):
             return caller
         refused = self._scope(caller, name, "metadata", request.path_params.get("version"))
-        return refused if refused is not None else Response(status_code=200)
+        return refused if refused is not None else Reply(200)
 
-    async def server_ready(self, request: Request) -> Response:
-        caller = self._authenticate(request)
-        return caller if isinstance(caller, Response) else Response(status_code=200 if self.models else 503)
+    async def server_ready(self, request: Request) -> Reply:
+        caller = self._request_caller(request)
+        return caller if isinstance(caller, Reply) else Reply(200 if self.models else 503)
 
-    async def server_metadata(self, request: Request) -> Response:
-        caller = self._authenticate(request)
-        if isinstance(caller, Response):
+    async def server_metadata(self, request: Request) -> Reply:
+        caller = self._request_caller(request)
+        if isinstance(caller, Reply):
             return caller
-        return Response(orjson.dumps({"name": "bastion", "version": "0.1.0", "extensions": []}), media_type=JSON)
+        return Reply(200, orjson.dumps({"name": "bastion", "version": "0.1.0", "extensions": []}))
 
-    async def issue_token(self, request: Request) -> Response:
+    async def issue_token(self, request: Request) -> Reply:
         """POST /v2/tokens {"model": ..., "lifetime": seconds}: a short-lived token for one model."""
-        caller = self._authenticate(request)
-        if isinstance(caller, Response):
+        caller = self._request_caller(request)
+        if isinstance(caller, Reply):
             return caller
         if caller.token_model is not None:
             return self._deny(403, "token-from-token", "a token cannot issue tokens")
@@ -363,26 +455,26 @@ class Gateway:
         if refused is not None:
             return refused
         token, expires = self.minter.issue(caller.key.key_id, model, lifetime, self.clock())
-        return Response(orjson.dumps({"token": token, "expires": expires, "model": model}), media_type=JSON)
+        return Reply(200, orjson.dumps({"token": token, "expires": expires, "model": model}))
 
-    def _audited(self, action: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        """`handler`, with its outcome written to the audit log (/infer records its own, in detail)."""
+    def _audited(self, action: str, handler: Callable[[Request], Awaitable[Reply]]) -> Callable[[Request], Awaitable[Response]]:
+        """`handler` as a Starlette endpoint, its outcome written to the audit log."""
 
         async def audited(request: Request) -> Response:
-            response = await handler(request)
-            refusal = response.headers.get("x-bastion-refusal")
-            what = f"{action}.refused" if response.status_code >= 400 else action
+            reply = await handler(request)
+            what = f"{action}.refused" if reply.status >= 400 else action
             key_id = getattr(request.state, "key_id", "-")
             subject = request.path_params.get("name", "-")
-            details: dict[str, int | str] = {"status": response.status_code}
-            if refusal:
-                details["reason"] = refusal
+            details: dict[str, int | str] = {"status": reply.status}
+            if reply.refusal:
+                details["reason"] = reply.refusal
             self._record(key_id, what, subject, **details)
-            return response
+            return reply.response()
 
         return audited
 
-    def app(self) -> Starlette:
+    def app(self) -> GatewayApp:
+        """The ASGI application: inference on the lean path, the rest through Starlette."""
         metadata, ready = self._audited("metadata", self.model_metadata), self._audited("ready", self.model_ready)
         server_ready = self._audited("ready", self.server_ready)
         routes = [
@@ -392,9 +484,40 @@ class Gateway:
             Route("/v2/tokens", self._audited("token", self.issue_token), methods=["POST"]),
             Route("/v2/models/{name}", metadata, methods=["GET"]),
             Route("/v2/models/{name}/ready", ready, methods=["GET"]),
-            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
+            Route("/v2/models/{name}/infer", self._infer_route, methods=["POST"]),
             Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
             Route("/v2/models/{name}/versions/{version}/ready", ready, methods=["GET"]),
-            Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}/infer", self._infer_route, methods=["POST"]),
         ]
-        return Starlette(routes=routes, lifespan=self.lifespan)
+        return GatewayApp(self, Starlette(routes=routes, lifespan=self.lifespan))
+
+
+class GatewayApp:
+    """The gateway's ASGI application: POST .../infer on a path of its own, the rest to Starlette.
+
+    An unexpected error on the inference path is answered with a generic 500 and recorded in the
+    audit log, like every other outcome.
+    """
+
+    def __init__(self, gateway: Gateway, routes: Starlette) -> None:
+        self.gateway = gateway
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.fullmatch(scope["path"])
+            if match is not None:
+                await self._infer(match[1], match[2], scope, receive, send)
+                return
+        await self.routes(scope, receive, send)
+
+    async def _infer(self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            reply = await self.gateway.infer(name, version, scope["headers"], receive)
+        except Exception:
+            log.exception("inference on %s failed", name)
+            self.gateway.metrics.refusals.labels("error").inc()
+            self.gateway._record("-", "infer.error", name, status=500, reason="error")
+            reply = _error(500, "internal error", "error")
+        await send({"type": "http.response.start", "status": reply.status, "headers": reply.raw_headers()})
+        await send({"type": "http.response.body", "body": reply.body})

@@ -53,8 +53,9 @@ class ApiKey:
     def allows_model(self, model: str) -> bool:
         return ANY in self.models or model in self.models
 
-    def expired(self, now: datetime) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
+    def expired(self, now: float) -> bool:
+        """Whether the key has expired at `now`, a Unix time (compared as a number, per request)."""
+        return self.expires_at is not None and self.expires_at.timestamp() <= now
 
 
 @dataclass(frozen=True)

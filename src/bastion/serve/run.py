@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from bastion.audit import AuditEvent, AuditLog
 from bastion.errors import ConfigError
@@ -106,7 +106,7 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
     return Assembled(gateway, registry, audit_log, observer, refused)
 
 
-def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
+def _server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
     """A uvicorn server without its own signal handling: `serve_forever` stops both together."""
 
     class Quiet(uvicorn.Server):
@@ -114,7 +114,10 @@ def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False, access_log=False)
+    # No proxy headers: X-Forwarded-For from any client would otherwise rename the caller.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", server_header=False, access_log=False, proxy_headers=False
+    )
     return Quiet(config)
 
 
@@ -137,3 +140,15 @@ async def serve_forever(assembled: Assembled, settings: GatewaySettings) -> None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def run_gateway(assembled: Assembled, settings: GatewaySettings) -> None:
+    """Serve until SIGINT or SIGTERM, on uvloop where it is installed (Linux and macOS)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - Windows
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve_forever(assembled, settings))
