@@ -586,7 +586,7 @@ def test_the_script_is_loaded_again_after_redis_forgets_it(space: RedisSpace) ->
         try:
             first = await limiter.check("k1", "m", None, Quota(daily=5))
             # As if Redis had restarted: EVALSHA answers NOSCRIPT for this digest.
-            limiter._script.sha = "0" * 40
+            limiter._sha = "0" * 40
             return [first, await limiter.check("k1", "m", None, Quota(daily=5))]
         finally:
             await limiter.close()

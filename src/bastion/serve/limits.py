@@ -24,15 +24,16 @@ gateway fails closed.
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Final, Protocol
-from urllib.parse import urlsplit
 
 from bastion.errors import BackendUnavailable, ConfigError
+from bastion.serve.resp import RedisConnection, RedisDown, RedisReplyError
 
 __all__ = [
     "LimitDecision",
@@ -457,17 +458,6 @@ return {1, 0, '', day_used, month_used}
 _REASONS: Final = {reason.value.encode(): reason for reason in LimitReason}
 
 
-def _redacted(url: str) -> str:
-    """The URL without its user name and password, for messages."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable URL>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 class RedisLimiter:
     """Limits kept in Redis and shared by every gateway replica that uses the same `prefix`.
 
@@ -498,24 +488,9 @@ class RedisLimiter:
         timeout: float = 1.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        import redis.asyncio  # noqa: PLC0415 - only deployments that share limits need redis
-        from redis.asyncio.retry import Retry  # noqa: PLC0415
-        from redis.backoff import NoBackoff  # noqa: PLC0415
-
-        self._where = _redacted(url)
-        try:
-            self._client = redis.asyncio.Redis.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as err:
-            raise ConfigError(
-                f"Redis URL {self._where} is not valid: {err}",
-                hint="Use redis://host:port/db, rediss:// for TLS, or unix:///path.",
-            ) from err
-        self._script = self._client.register_script(_SCRIPT)
+        self._redis = RedisConnection(url, timeout=timeout)  # ConfigError for a bad URL
+        self._where = self._redis.where
+        self._sha = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._prefix = prefix
         self._clock = clock
 
@@ -525,11 +500,19 @@ class RedisLimiter:
         return f"{self._prefix}{{{len(key_id)}:{key_id}:{model}}}"
 
     async def _run(self, key_id: str, model: str, args: list[str | int]) -> list[Any]:
-        from redis.exceptions import RedisError  # noqa: PLC0415
-
+        key = self._key(key_id, model)
         try:
-            reply: list[Any] = await self._script(keys=[self._key(key_id, model)], args=args)
-        except (RedisError, OSError) as err:
+            try:
+                reply: list[Any] = await self._redis.call("EVALSHA", self._sha, 1, key, *args)
+            except RedisReplyError as err:
+                if not str(err).startswith("NOSCRIPT"):
+                    raise
+                # Redis restarted or flushed its scripts; the script did not run, so running it
+                # again counts the request once.
+                self._sha = await self._redis.call("SCRIPT", "LOAD", _SCRIPT)
+                self._sha = self._sha.decode() if isinstance(self._sha, bytes) else self._sha
+                reply = await self._redis.call("EVALSHA", self._sha, 1, key, *args)
+        except (RedisDown, RedisReplyError) as err:
             raise BackendUnavailable(
                 f"Redis at {self._where} did not answer the rate-limit script: {err}",
                 hint="Check that Redis is running and reachable; until it is, requests are refused.",
@@ -574,8 +557,8 @@ class RedisLimiter:
         return Usage(daily_used=int(reply[3]), monthly_used=int(reply[4]))
 
     async def close(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
+        """Close the connection to Redis."""
+        self._redis.close()
 
 
 def make_limiter(redis_url: str | None, prefix: str = "bastion:limits:") -> Limiter:
