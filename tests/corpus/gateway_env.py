@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import uvicorn
 import yaml
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from bastion.audit import AuditEntry, AuditLog
 from bastion.registry import Principal, Registry, init_registry
@@ -133,7 +133,7 @@ def make_registry(home: Path, signature_keys: Sequence[Path] = ()) -> RegistryEn
 class ServerThread:
     """A real uvicorn server on 127.0.0.1 (a port of its own), in a background thread."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -345,7 +347,9 @@ class Gateway:
                 for alarm in self.observer.observe(key.key_id, name, invalid.rows):
                     await self._on_alarm(alarm, model)
             return _error(400, GENERIC_REFUSAL, "invalid-input")
-        probabilities = await self.batchers[name].predict(parsed.rows)
+        probabilities = await self._predict(key.key_id, name, parsed.rows)
+        if isinstance(probabilities, Reply):
+            return probabilities
         outputs = shape_outputs(probabilities, model.spec.labels, key.output, key.precision)
         alarms = self.observer.observe(key.key_id, name, parsed.rows)
         elapsed = time.perf_counter() - started
@@ -359,6 +363,16 @@ class Gateway:
         for alarm in alarms:
             await self._on_alarm(alarm, model)
         return Reply(200, infer_response(name, model.version, parsed.request_id, outputs))
+
+    async def _predict(self, key_id: str, name: str, rows: NDArray[np.float32]) -> NDArray[np.float64] | Reply:
+        """The model's probabilities for `rows` (batched with other requests), or a generic 500."""
+        try:
+            return await self.batchers[name].predict(rows)
+        except Exception:
+            log.exception("the model %s failed", self._refs[name])
+            self.metrics.refusals.labels("error").inc()
+            self._record(key_id, "infer.error", self._refs[name], status=500, reason="model-error")
+            return _error(500, "internal error", "error")
 
     async def _limit(self, key: ApiKey, name: str) -> Reply | None:
         """None if the key's rate limit and quotas let one more request through; else a refusal."""
@@ -517,7 +531,7 @@ class GatewayApp:
         except Exception:
             log.exception("inference on %s failed", name)
             self.gateway.metrics.refusals.labels("error").inc()
-            self.gateway._record("-", "infer.error", name, status=500, reason="error")
+            self.gateway._record("-", "infer.error", name, status=500, reason="internal-error")
             reply = _error(500, "internal error", "error")
         await send({"type": "http.response.start", "status": reply.status, "headers": reply.raw_headers()})
         await send({"type": "http.response.body", "body": reply.body})
