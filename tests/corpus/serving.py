@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
 import yaml
 from numpy.typing import NDArray
@@ -52,11 +53,14 @@ def write_model(folder: Path, kind: str = "onnx", data: Dataset | None = None, m
         onnx_model = to_onnx(model, data.x_train[:1].astype(np.float32), options={id(model): {"zipmap": False}})
         (folder / "model.onnx").write_bytes(onnx_model.SerializeToString())
         file, extra = "model.onnx", {"probabilities_output": "probabilities"}
+    elif kind == "joblib":
+        joblib.dump(model, folder / "model.joblib")
+        file, extra = "model.joblib", {}
     else:
         dump(model, folder / "model.skops")
         file, extra = "model.skops", {}
     spec = {
-        "format": "onnx" if kind == "onnx" else "sklearn",
+        "format": {"onnx": "onnx", "joblib": "joblib"}.get(kind, "sklearn"),
         "file": file,
         "inputs": [
             {

@@ -50,6 +50,7 @@ class StageFile(BaseModel):
     approvals: int = Field(0, ge=0, le=10)
     assessment_min: dict[str, float] = Field(default_factory=dict)
     assessment_max: dict[str, float] = Field(default_factory=dict)
+    allow_pickle: bool = False
 
     def to_requirements(self, base: Path) -> StageRequirements:
         return StageRequirements(
@@ -60,6 +61,7 @@ class StageFile(BaseModel):
             approvals=self.approvals,
             assessment_min=dict(self.assessment_min),
             assessment_max=dict(self.assessment_max),
+            allow_pickle=self.allow_pickle,
         )
 
 

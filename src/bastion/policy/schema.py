@@ -36,6 +36,9 @@ class StageRequirements:
     approvals: int = 0  # distinct approvers, never the registrant when duties are separated
     assessment_min: Mapping[str, float] = field(default_factory=dict)
     assessment_max: Mapping[str, float] = field(default_factory=dict)
+    # The gateway may load this stage's models from pickle (joblib), and then only a file whose
+    # scan finds nothing at all: loading a pickle runs whatever it names.
+    allow_pickle: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """What a served model declares about itself: `serving.yaml`, shipped (and signed) with the model.
 
 ```yaml
-format: onnx                 # onnx | sklearn (skops)
+format: onnx                 # onnx | sklearn (skops) | joblib (a pickle: only where the policy allows)
 file: model.onnx
 inputs:
   - name: features
@@ -57,7 +57,7 @@ class _InputFile(BaseModel):
 class _SpecFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["onnx", "sklearn"]
+    format: Literal["onnx", "sklearn", "joblib"]
     file: str = Field(min_length=1)
     inputs: list[_InputFile] = Field(min_length=1, max_length=1)
     labels: list[str] = Field(min_length=2)

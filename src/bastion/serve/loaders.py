@@ -1,0 +1,128 @@
+"""The format loaders: the only place where Bastion loads a model file, and only to serve it.
+
+ONNX runs in ONNX Runtime and scikit-learn comes out of skops with an allow-list of types:
+neither runs code from the file. A joblib file is a pickle, and loading it runs whatever it
+names: it is loaded only where the serving stage's policy says `allow_pickle: true`, and only
+when a scan of the file finds nothing at all, not merely nothing blocking. `load_promoted`
+(`bastion.serve.loader`) calls these only after the digests, the signature and a fresh scan
+of the whole version have passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bastion.errors import ArtifactError
+from bastion.findings import Verdict
+from bastion.policy.schema import ScanPolicy
+from bastion.scan.api import scan_path
+from bastion.serve.spec import ServingSpec
+
+Predictor = Callable[[NDArray[np.float32]], NDArray[np.float64]]  # rows -> class probabilities
+
+
+@dataclass(frozen=True)
+class FormatLoader:
+    """The loader `spec.format` names, with what the serving stage's policy allows."""
+
+    spec: ServingSpec
+    trusted_types: Sequence[str]
+    scan_policy: ScanPolicy
+    allow_pickle: bool
+    stage: str
+
+    def load(self, path: Path) -> Predictor:
+        spec = self.spec
+        if not path.is_file():
+            raise ArtifactError(f"{spec.file}, named in serving.yaml, is not among the model's files")
+        if spec.format == "onnx":
+            return _load_onnx(path, spec)
+        if spec.format == "joblib":
+            return self._load_joblib(path)
+        return _load_skops(path, spec, self.trusted_types)
+
+    def _load_joblib(self, path: Path) -> Predictor:
+        spec = self.spec
+        if not self.allow_pickle:
+            raise ArtifactError(
+                f"{spec.file} is a joblib pickle, and the policy does not allow pickle in {self.stage}",
+                hint=f"Export the model with skops or to ONNX, or set gate.require.{self.stage}.allow_pickle: true.",
+            )
+        report = scan_path(path, self.scan_policy)
+        if report.findings or report.verdict(self.scan_policy.block_at) is not Verdict.PASS:
+            rules = sorted({f.rule_id for f in report.findings}) or ["incomplete scan"]
+            raise ArtifactError(f"{spec.file} is a pickle and its scan is not clean ({', '.join(rules)}): not loaded")
+        import joblib  # noqa: PLC0415
+
+        try:
+            # The policy allows pickle here and the scan found nothing in it: every global it
+            # names is a known-safe class or function.
+            estimator = joblib.load(path)  # nosec B301
+        except Exception as err:
+            raise ArtifactError(f"{spec.file}: joblib cannot load it: {err}") from err
+        return _classifier(estimator, spec)
+
+
+def _load_onnx(path: Path, spec: ServingSpec) -> Predictor:
+    import onnxruntime  # noqa: PLC0415
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # requests are small; parallelism comes from serving many
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own untyped errors for a bad graph
+        raise ArtifactError(f"{spec.file}: ONNX Runtime cannot load it: {err}") from err
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ArtifactError(f"{spec.file}: the graph takes {len(inputs)} inputs; one is supported")
+    input_name = inputs[0].name
+    outputs = [o.name for o in session.get_outputs()]
+    wanted = spec.probabilities_output or (outputs[1] if len(outputs) > 1 else outputs[0])
+    if wanted not in outputs:
+        raise ArtifactError(f"{spec.file}: no output named {wanted!r} (outputs: {', '.join(outputs)})")
+    output_type = next(o.type for o in session.get_outputs() if o.name == wanted)
+    if not output_type.startswith("tensor"):
+        raise ArtifactError(f"{spec.file}: output {wanted!r} is {output_type}; export with zipmap=False")
+    dtype = np.float64 if spec.input.datatype == "FP64" else np.float32
+
+    def predict(rows: NDArray[np.float32]) -> NDArray[np.float64]:
+        result = session.run([wanted], {input_name: rows.astype(dtype, copy=False)})[0]
+        return np.asarray(result, dtype=np.float64)
+
+    return predict
+
+
+def _load_skops(path: Path, spec: ServingSpec, trusted_types: Sequence[str]) -> Predictor:
+    from skops.io import get_untrusted_types, load  # noqa: PLC0415
+
+    try:
+        untrusted = get_untrusted_types(file=str(path))
+    except Exception as err:  # skops raises assorted errors for a malformed archive
+        raise ArtifactError(f"{spec.file}: not a readable skops file: {err}") from err
+    refused = sorted(set(untrusted) - set(trusted_types))
+    if refused:
+        raise ArtifactError(
+            f"{spec.file}: holds types outside skops' defaults and the allow-list: {', '.join(refused)}",
+        )
+    try:
+        estimator = load(str(path), trusted=list(untrusted))
+    except Exception as err:
+        raise ArtifactError(f"{spec.file}: skops cannot load it: {err}") from err
+    return _classifier(estimator, spec)
+
+
+def _classifier(estimator: object, spec: ServingSpec) -> Predictor:
+    predict_proba = getattr(estimator, "predict_proba", None)
+    if predict_proba is None:
+        raise ArtifactError(f"{spec.file}: the estimator has no predict_proba; only classifiers are served")
+
+    def predict(rows: NDArray[np.float32]) -> NDArray[np.float64]:
+        return np.asarray(predict_proba(rows), dtype=np.float64)
+
+    return predict
