@@ -5,7 +5,8 @@ is served by each server in turn, as skops (``sklearn``) and as its ONNX export 
 127.0.0.1, and driven by one load generator, ``wrk``, in the same run:
 
 * **bare Starlette** and **FastAPI** (``benchmarks/serve_peers/``), from the project's virtualenv
-  (same uvicorn as Bastion, one worker): the model loaded with skops or ONNX Runtime as Bastion
+  (same uvicorn as Bastion, one worker, on the same uvloop event loop and httptools parser that
+  uvicorn picks up when they are installed, as they are with Bastion): the model loaded with skops or ONNX Runtime as Bastion
   loads it, the same V2 request parsed and the same V2 answer given, with no check at all.
   Starlette parses with orjson; FastAPI declares the request as a pydantic model and returns a
   dict, as its documentation does.
@@ -18,7 +19,9 @@ is served by each server in turn, as skops (``sklearn``) and as its ONNX export 
 * **BentoML** (pinned, own venv): a ``@bentoml.service`` (one worker, metrics and access log off)
   whose API takes the V2 request's own fields (``inputs``, ``id``) as its JSON parameters at
   ``POST /infer``, and answers the same V2 document.
-* **Bastion** (``bastion serve``, one process, as a user runs it) with every check on: an API key
+* **Bastion** (``bastion serve``, one process, as a user runs it: uvloop and httptools, inference
+  on its own ASGI path, and adaptive batching, which lets requests that reach the model in the
+  same event-loop turn share one model call) with every check on: an API key
   (rate limit and daily/monthly quotas so high they never refuse, but checked on every request),
   input validation against ``serving.yaml``, the label-only output policy, the extraction and
   membership detectors, and the hash-chained audit log; once with in-process limits, once with
@@ -411,7 +414,7 @@ def make_launch(server: str, kind: str, prepared: Prepared, options: Options, wo
             "--port", str(port), "--log-level", "warning", "--no-access-log", "--no-server-header",
         )
         version = f"{server} {dist_version(venv_bin / 'python', server)}, uvicorn {dist_version(venv_bin / 'python', 'uvicorn')}"
-        return Launch(argv, env, REPO_ROOT, url, "", v2_label, version, "one uvicorn worker, no access log")
+        return Launch(argv, env, REPO_ROOT, url, "", v2_label, version, "one uvicorn worker (uvloop, httptools), no access log")
     if server in ("bastion", "bastion-redis"):
         admin_port = free_port()
         argv = [
