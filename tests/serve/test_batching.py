@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Iterable
 
 import numpy as np
-import pytest
 from numpy.typing import NDArray
 
 from bastion.serve.batching import Batcher
@@ -237,13 +236,6 @@ def test_requests_in_separate_turns_make_separate_calls() -> None:
     assert (batcher.calls, batcher.rows) == (2, 6 + 13)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "batching.py _run_batch: np.concatenate runs outside the try, so rows of another width "
-        "raise out of the loop callback and every request of that turn waits forever"
-    ),
-)
 def test_a_request_of_another_width_cannot_stall_the_others() -> None:
     model = Model()
     batcher = Batcher(model)

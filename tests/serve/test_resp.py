@@ -227,6 +227,8 @@ def test_parse_percent_decodes_user_name_and_password() -> None:
         f"redis://gateway:{SECRET}@cache.internal:6379/?db=one",
         f"redis://gateway:{SECRET}@cache.internal:port/0",  # port not a number
         f"redis://gateway:{SECRET}@cache.internal:70000/0",  # port out of range
+        f"redis://gateway:{SECRET}@cache.internal:0/0",  # port zero, not "the default"
+        f"redis://gateway:{SECRET}@cache.internal:6379/-1",  # a negative database
         f"redis://gateway:{SECRET}@/0",  # no host
         f"unix://gateway:{SECRET}@",  # no socket path
     ],
@@ -498,13 +500,6 @@ def test_close_fails_waiting_calls_and_the_next_call_reconnects(space: RedisSpac
     assert echo == b"reopened"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "resp.py close(): it cancels the task opening the connection, and callers awaiting "
-        "asyncio.shield(connecting) in _connect get CancelledError instead of RedisDown"
-    ),
-)
 def test_close_while_logging_in_fails_the_waiting_call_with_redis_down() -> None:
     async def scenario() -> BaseException | None:
         async with _silent_server() as silent:
@@ -598,13 +593,6 @@ def _with_db(url: str, db: int) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}", query=""))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "resp.py _open: self._transport is set before AUTH and SELECT are answered, so a call "
-        "made by another task between AUTH and SELECT runs on database 0, not the URL's"
-    ),
-)
 def test_calls_made_while_logging_in_run_on_the_url_database(acl_user: AclUser, space: RedisSpace) -> None:
     db = acl_user.address.db or 1  # not database 0, so the connection must SELECT it
     with redis.Redis.from_url(_with_db(space.url, 0)) as db0, redis.Redis.from_url(_with_db(space.url, db)) as dbn:

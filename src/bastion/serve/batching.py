@@ -58,8 +58,8 @@ class Batcher:
             start = end
 
     def _run_batch(self, batch: list[tuple[NDArray[np.float32], asyncio.Future[NDArray[np.float64]]]]) -> None:
-        rows = batch[0][0] if len(batch) == 1 else np.concatenate([r for r, _ in batch])
-        try:
+        try:  # rows of another width cannot be stacked: that too is retried one by one
+            rows = batch[0][0] if len(batch) == 1 else np.concatenate([r for r, _ in batch])
             answers = self._predict(rows)
             self.calls += 1
             self.rows += rows.shape[0]

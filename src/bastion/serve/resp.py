@@ -55,9 +55,11 @@ class RedisAddress:
         try:
             db_text = query.get("db", [parts.path.strip("/") if parts.scheme != "unix" else ""])[0] or "0"
             db = int(db_text)
-            port = parts.port or 6379
+            port = 6379 if parts.port is None else parts.port
         except ValueError as err:
             raise ConfigError(f"Redis URL {redacted(url)} is not valid: {err}") from err
+        if db < 0 or not 0 < port < 65536:
+            raise ConfigError(f"Redis URL {redacted(url)} is not valid: port {port}, database {db}")
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
         if parts.scheme == "unix":
@@ -117,6 +119,7 @@ class RedisConnection:
         self.where = redacted(url)
         self.timeout = timeout
         self._transport: asyncio.Transport | None = None
+        self._ready = False  # logged in and on the URL's database: open to every caller
         self._connecting: asyncio.Task[None] | None = None
         self._reader = hiredis.Reader(replyError=RedisReplyError)
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
@@ -126,8 +129,11 @@ class RedisConnection:
 
     async def call(self, *args: bytes | str | int) -> Any:
         """Send one command and return its reply (RedisReplyError for an error reply)."""
-        if self._transport is None:
+        if not self._ready:
             await self._connect()
+        return await self._send(args)
+
+    async def _send(self, args: tuple[bytes | str | int, ...]) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((future, time.monotonic()))
@@ -156,6 +162,12 @@ class RedisConnection:
         connecting = self._connecting
         try:
             await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if connecting.cancelled() and (task is None or not task.cancelling()):
+                # close() stopped the connection being opened, not this caller's task
+                raise RedisDown(f"Redis at {self.where}: the connection was closed") from None
+            raise
         finally:
             if connecting.done() and self._connecting is connecting:
                 self._connecting = None
@@ -181,12 +193,13 @@ class RedisConnection:
             hello.append(("AUTH", address.username, address.password) if address.username else ("AUTH", address.password))
         if address.db:
             hello.append(("SELECT", address.db))
-        for command in hello:
+        for command in hello:  # sent ahead of everything else: nobody else may call yet
             try:
-                await self.call(*command)
+                await self._send(command)
             except RedisReplyError as err:
-                self.close()
+                self._broken(RedisDown(f"Redis at {self.where} refused {command[0]}: {err}"))
                 raise RedisDown(f"Redis at {self.where} refused {command[0]}: {err}") from err
+        self._ready = True
 
     def _received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -217,9 +230,11 @@ class RedisConnection:
 
     def _lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._ready = False
         self._fail(RedisDown(f"Redis at {self.where}: the connection was lost{f': {exc}' if exc else ''}"))
 
     def _broken(self, error: RedisDown) -> None:
+        self._ready = False
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.abort()
@@ -240,6 +255,7 @@ class RedisConnection:
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
+        self._ready = False
         transport, self._transport = self._transport, None
         if transport is not None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
