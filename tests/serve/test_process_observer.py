@@ -72,3 +72,38 @@ def test_every_request_reaches_the_chain_and_an_alarm_suspends_the_key(tmp_path:
     assert (len(infer), len(refusals)) == (sent["ok"], sent["refused"])  # nothing lost at shutdown
     report = AuditLog(env.registry.engine, "gateway").verify([load_public_key(env.registry.config.public_key)])
     assert report.ok, report.problems
+
+
+def test_a_burst_larger_than_the_pipe_loses_nothing_on_uvloop(tmp_path: Path) -> None:
+    """uvloop makes the pipes it watches non-blocking: a batch bigger than the pipe's buffer must
+    still reach the child whole, however long the child takes to read it."""
+    import asyncio  # noqa: PLC0415
+
+    import uvloop  # noqa: PLC0415
+
+    from bastion.audit import AuditEvent  # noqa: PLC0415
+    from bastion.serve.observer import ProcessObserver  # noqa: PLC0415
+
+    env = make_registry(tmp_path / "registry")
+    observer = ProcessObserver(env.home, "gateway", {})
+    count = 30_000
+
+    async def burst() -> None:
+        async def no_alarm(*_: object) -> None:
+            return None
+
+        await observer.start(no_alarm)
+        for wave in range(3):  # three flushes of ~1.5 MB each, each far over a 64 KiB pipe
+            for i in range(count // 3):
+                observer.record(AuditEvent("key", "infer", "m@1", {"status": 200, "n": wave * count + i, "pad": "x" * 32}))
+            await asyncio.sleep(0.01)
+        await observer.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(burst())
+    observer.close()
+    numbers = sorted(e.details["n"] for e in env.audit_entries() if e.action == "infer")
+    assert len(numbers) == count
+    assert numbers == sorted({wave * count + i for wave in range(3) for i in range(count // 3)})
+    report = AuditLog(env.registry.engine, "gateway").verify([load_public_key(env.registry.config.public_key)])
+    assert report.ok, report.problems

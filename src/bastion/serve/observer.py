@@ -3,8 +3,13 @@
 Every answered request feeds the detectors and the audit log. Done inline, both run on the
 event loop's thread and hold the GIL (on two cores they halved the gateway's throughput).
 `ProcessObserver` hands them, batched every few milliseconds, to a separate process that
-runs the detectors and writes the audit log; alarms come back over the same pipe and act on
-the key a few milliseconds later. `InlineObserver` keeps everything in the server: alarms act
+runs the detectors and writes the audit log; alarms come back over a second pipe and act on
+the key a few milliseconds later.
+
+The batches go out from a thread of their own, over a pipe the event loop never watches: the
+pipe stays blocking (uvloop makes the descriptors it watches non-blocking, and a batch larger
+than the pipe's buffer would then fail half-written), and a child slow to read holds up that
+thread, never the requests. Nothing queued is dropped. `InlineObserver` keeps everything in the server: alarms act
 on the very next request, which the attack-simulation tests rely on.
 """
 
@@ -12,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from multiprocessing.connection import Connection
@@ -77,13 +84,20 @@ class ProcessObserver:
 
     def __init__(self, home: Path, chain: str, profiles: Mapping[str, dict[str, Any]]) -> None:
         context = multiprocessing.get_context("spawn")  # the server holds threads and ONNX Runtime
-        self._conn, child = context.Pipe(duplex=True)
+        inbox, self._records = context.Pipe(duplex=False)  # server -> child: records and rows
+        self._conn, outbox = context.Pipe(duplex=False)  # child -> server: ready, alarms, stopped
         self._process = context.Process(
-            target=_child_main, args=(child, str(home), chain, dict(profiles)), name="bastion-observer", daemon=True
+            target=_child_main, args=(inbox, outbox, str(home), chain, dict(profiles)), name="bastion-observer",
+            daemon=True,
         )
         self._process.start()
-        child.close()
+        inbox.close()
+        outbox.close()
         self._await_ready()
+        self._outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._send_error: OSError | None = None
+        self._sender = threading.Thread(target=self._send_loop, name="bastion-observer-send", daemon=True)
+        self._sender.start()
         self._pending: list[list[Any]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,10 +140,18 @@ class ProcessObserver:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        try:
-            self._conn.send_bytes(orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY, default=str))
-        except OSError as err:
-            raise BackendUnavailable(f"the observer process is gone: {err}") from err
+        if self._send_error is not None:
+            raise BackendUnavailable(f"the observer process is gone: {self._send_error}")
+        self._outgoing.put(orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY, default=str))
+
+    def _send_loop(self) -> None:
+        """The sender thread: batches to the child in order, blocking while its pipe is full."""
+        while (data := self._outgoing.get()) is not None:
+            try:
+                self._records.send_bytes(data)
+            except OSError as err:
+                self._send_error = err
+                return
 
     async def start(self, on_alarm: AlarmHandler) -> None:
         self._loop = asyncio.get_running_loop()
@@ -165,7 +187,9 @@ class ProcessObserver:
             return
         self._stopped = True
         self._flush()
-        self._conn.send_bytes(b'"stop"')
+        self._outgoing.put(b'"stop"')
+        self._outgoing.put(None)
+        self._sender.join()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._conn.poll(0.1):
@@ -178,9 +202,12 @@ class ProcessObserver:
                 break
         self._process.join(timeout=10)
         self._conn.close()
+        self._records.close()
 
 
-def _child_main(conn: Connection, home: str, chain: str, profiles: dict[str, dict[str, Any]]) -> None:
+def _child_main(
+    inbox: Connection, conn: Connection, home: str, chain: str, profiles: dict[str, dict[str, Any]]
+) -> None:
     """The observer process: detectors, and the audit chain written in batches."""
     from bastion.db import connect  # noqa: PLC0415
     from bastion.registry.config import load_config  # noqa: PLC0415
@@ -199,8 +226,8 @@ def _child_main(conn: Connection, home: str, chain: str, profiles: dict[str, dic
     last_commit = time.monotonic()
     stopping = False
     while not stopping:
-        if conn.poll(COMMIT_SECONDS):
-            message = orjson.loads(conn.recv_bytes())
+        if inbox.poll(COMMIT_SECONDS):
+            message = orjson.loads(inbox.recv_bytes())
             if message == "stop":
                 stopping = True
             else:
@@ -221,6 +248,7 @@ def _child_main(conn: Connection, home: str, chain: str, profiles: dict[str, dic
     engine.dispose()
     conn.send_bytes(b'"stopped"')
     conn.close()
+    inbox.close()
 
 
 def _commit(log: AuditLog, events: list[AuditEvent]) -> None:
