@@ -65,6 +65,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -636,28 +637,52 @@ class Report:
     results: tuple[Result, ...] = field(default=())
 
 
+def gateway_entries(registry_home: Path) -> int:
+    """How many entries Bastion's gateway chain holds (read straight from the registry database)."""
+    with contextlib.closing(sqlite3.connect(registry_home / "registry.db")) as db:
+        row = db.execute("SELECT count(*) FROM audit_entries WHERE chain = 'gateway'").fetchone()
+    return int(row[0])
+
+
+def audit_shortfall(before: int, after: int, sent: int) -> str:
+    """A problem if the gateway wrote fewer entries than wrk counted answers (in-flight requests
+    at wrk's cut-off are answered and recorded but not counted, so a few more are expected)."""
+    written = after - before
+    return "" if written >= sent else f"audit chain lost entries: {written:,} written for {sent:,} answered requests"
+
+
 def bench_one(server: str, kind: str, prepared: Prepared, options: Options, workdir: Path, script: Path) -> Result:
-    """Start, verify, warm up, time, re-check and stop one server."""
+    """Start, verify, warm up, time, re-check and stop one server (Bastion: and count its records)."""
     launch = make_launch(server, kind, prepared, options, workdir)
     if isinstance(launch, str):
         return Result(server, kind, unavailable=launch)
     say(f"{kind}/{server}: starting ({launch.version})")
+    audited = server.startswith("bastion")
+    entries_before = gateway_entries(prepared.registry_home) if audited else 0
     running = Running(launch, workdir / "logs" / f"{kind}-{server}.log")
+    result: Result | None = None
     try:
         why = wait_ready(running, launch, prepared, options.startup_timeout_s) or verify(server, launch, prepared)
         if why:
             return Result(server, kind, launch.version, launch.settings, unavailable=why)
-        if options.warmup_s:
-            run_wrk(launch, script, prepared.bodies, options, options.warmup_s)
+        warmup = run_wrk(launch, script, prepared.bodies, options, options.warmup_s) if options.warmup_s else None
         load = run_wrk(launch, script, prepared.bodies, options, options.duration_s)
         status, said = post(launch.url, prepared.probe.body, launch.auth)
         after = "" if status == 200 else f"after the load the probe answered {status} {said or ''}"
         say(f"{kind}/{server}: {load.rps:.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms")
-        return Result(server, kind, launch.version, launch.settings, load, after=after)
+        result = Result(server, kind, launch.version, launch.settings, load, after=after)
+        sent = load.requests + (warmup.requests if warmup else 0)
     except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as err:
         return Result(server, kind, launch.version, launch.settings, unavailable=f"{type(err).__name__}: {err}")
     finally:
-        running.stop()
+        running.stop()  # Bastion writes everything queued before it exits
+    if audited:
+        written = gateway_entries(prepared.registry_home) - entries_before
+        say(f"{kind}/{server}: {written:,} audit entries for {sent:,} requests wrk counted")
+        lost = audit_shortfall(entries_before, entries_before + written, sent)
+        if lost:
+            result = replace(result, after="; ".join(filter(None, (result.after, lost))))
+    return result
 
 
 def median_result(runs: Sequence[Result]) -> Result:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bastion.audit import AuditLog
 from bastion.sign.keys import load_public_key
@@ -36,17 +37,29 @@ def _bastion(*args: str, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def test_serve_answers_refuses_and_flushes_its_audit_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("target", "stop_signal"),
+    [
+        ("process", signal.SIGTERM),  # e.g. Kubernetes: PID 1 of the container
+        ("group", signal.SIGTERM),  # e.g. systemd's default KillMode: every process of the unit
+        ("group", signal.SIGINT),  # Ctrl-C in a terminal: the foreground process group
+    ],
+)
+def test_serve_answers_refuses_and_flushes_its_audit_when_stopped(
+    tmp_path: Path, target: str, stop_signal: signal.Signals
+) -> None:
     models = built_models(tmp_path / "shared")
     registry = make_registry(tmp_path / "registry", [models.signer_pub])
     registry.publish(ONNX, models.folder("onnx"))
     env = {**os.environ, "BASTION_REGISTRY": str(registry.home), "BASTION_TOKEN": registry.admin_token}
-    key = _bastion("keys", "create", "app", "--model", ONNX, "--output", "score", "--precision", "2", env=env)
+    key = _bastion(
+        "keys", "create", "app", "--model", ONNX, "--output", "score", "--precision", "2", "--rate", "0", env=env
+    )
     port, admin_port = _free_port(), _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli.main", "serve", "--model", ONNX, "--port", str(port),
          "--admin-port", str(admin_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     sent = 0
@@ -71,13 +84,22 @@ def test_serve_answers_refuses_and_flushes_its_audit_on_sigterm(tmp_path: Path) 
             assert set(outputs) == {"label", "score"}
             assert all(round(v, 2) == v for v in outputs["score"]["data"])
             assert client.post(f"{url}/v2/models/{ONNX}/infer", json=body).status_code == 401
+            for row in dataset().x_test[2:202]:  # records still queued in the server or its observer at the signal
+                one = {"inputs": [{"name": INPUT, "datatype": "FP32", "shape": [1, 20], "data": row.tolist()}]}
+                assert client.post(
+                    f"{url}/v2/models/{ONNX}/infer", json=one, headers={"Authorization": f"Bearer {key}"}
+                ).status_code == 200
+            sent += 200
             metrics = client.get(
                 f"http://127.0.0.1:{admin_port}/metrics", headers={"Authorization": f"Bearer {registry.admin_token}"}
             )
             assert metrics.status_code == 200 and "bastion_gateway_refusals" in metrics.text
             sent += 2
     finally:
-        server.send_signal(signal.SIGTERM)
+        if target == "group":
+            os.killpg(server.pid, stop_signal)
+        else:
+            server.send_signal(stop_signal)
         _, stderr = server.communicate(timeout=60)
     assert server.returncode == 0, stderr
     entries = list(AuditLog(registry.registry.engine, "gateway").entries())

@@ -16,8 +16,10 @@ on the very next request, which the attack-simulation tests rely on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -208,7 +210,15 @@ class ProcessObserver:
 def _child_main(
     inbox: Connection, conn: Connection, home: str, chain: str, profiles: dict[str, dict[str, Any]]
 ) -> None:
-    """The observer process: detectors, and the audit chain written in batches."""
+    """The observer process: detectors, and the audit chain written in batches.
+
+    It stops when the server says so, after writing everything, or when the server is gone
+    (the pipe closes), after writing what it has. Signals do not stop it: SIGTERM to a whole
+    process group (systemd's default) or Ctrl-C in a terminal reaches it with the server, and
+    it must outlive the server's own shutdown to write the server's last records.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from bastion.db import connect  # noqa: PLC0415
     from bastion.registry.config import load_config  # noqa: PLC0415
     from bastion.sign.keys import load_private_key  # noqa: PLC0415
@@ -227,7 +237,10 @@ def _child_main(
     stopping = False
     while not stopping:
         if inbox.poll(COMMIT_SECONDS):
-            message = orjson.loads(inbox.recv_bytes())
+            try:
+                message = orjson.loads(inbox.recv_bytes())
+            except (EOFError, OSError):  # the server is gone without saying stop
+                message = "stop"
             if message == "stop":
                 stopping = True
             else:
@@ -239,14 +252,16 @@ def _child_main(
                         if monitor is None:
                             continue
                         for alarm in monitor.observe(item[1], np.asarray(item[3], dtype=np.float64)):
-                            conn.send_bytes(orjson.dumps({"alarm": _alarm_dict(alarm), "model": item[2]}))
+                            with contextlib.suppress(OSError):  # a server gone still gets its records written
+                                conn.send_bytes(orjson.dumps({"alarm": _alarm_dict(alarm), "model": item[2]}))
         if events and (stopping or len(events) >= 1000 or time.monotonic() - last_commit >= COMMIT_SECONDS):
             _commit(log, events)
             events = []
             last_commit = time.monotonic()
     log.checkpoint()
     engine.dispose()
-    conn.send_bytes(b'"stopped"')
+    with contextlib.suppress(OSError):
+        conn.send_bytes(b'"stopped"')
     conn.close()
     inbox.close()
 
