@@ -9,6 +9,7 @@ call that fails answers a generic 500 that is counted and audited like every oth
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ import numpy as np
 import onnxruntime
 import pytest
 from numpy.typing import NDArray
+from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.serve.batching import Batcher
 from bastion.serve.gateway import AlarmPolicy
@@ -92,6 +94,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers(
         answers = asyncio.run(_send_all(f"{gateway.url}/v2/models/{ONNX}/infer", key, batches))
         batcher = gateway.assembled.gateway.batchers[ONNX]
         calls, predicted = batcher.calls, batcher.rows
+        metrics = httpx.get(f"{gateway.admin_url}/metrics", headers=bearer(env.admin_token), timeout=10).text
     expected = _one_by_one(models.folder("onnx") / "model.onnx", batches)
     for i, (answer, want) in enumerate(zip(answers, expected, strict=True)):
         assert answer.status_code == 200, answer.text
@@ -102,6 +105,21 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers(
         np.testing.assert_allclose(np.reshape(probabilities["data"], want.shape), want, rtol=1e-5, atol=1e-6)
     assert predicted == int(sizes.sum())
     assert calls < REQUESTS, "no request shared a model call with another"
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+    }
+    assert samples[("bastion_gateway_requests_total", (("model", ONNX), ("outcome", "ok")))] == REQUESTS
+    assert samples[("bastion_gateway_latency_seconds_count", (("model", ONNX),))] == REQUESTS
+    assert samples[("bastion_gateway_latency_seconds_sum", (("model", ONNX),))] > 0
+    buckets = sorted(
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in samples.items()
+        if name == "bastion_gateway_latency_seconds_bucket"
+    )
+    assert buckets[-1] == (float("inf"), REQUESTS)
+    assert all(a[1] <= b[1] for a, b in pairwise(buckets))  # cumulative
 
 
 def test_a_failing_model_call_answers_a_generic_500_that_is_audited(world: tuple[BuiltModels, RegistryEnv]) -> None:

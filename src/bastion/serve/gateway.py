@@ -182,11 +182,10 @@ class Gateway:
         self.clock = clock
         self.input_logging = input_logging
         self.metrics = GatewayMetrics.create()
-        # Label lookups cost more than the increments: the hot path's children are made once.
-        self._answered = {name: self.metrics.requests.labels(name, "ok") for name in self.models}
+        # Per-model counts and batchers are looked up once, not per request.
+        self._answered = {name: self.metrics.answered.of(name) for name in self.models}
         self._refs = {name: model.ref for name, model in self.models.items()}
         self.batchers = {name: Batcher(model.predict_proba) for name, model in self.models.items()}
-        self._latency = {name: self.metrics.latency.labels(name) for name in self.models}
         self._state = _State()
         self._tickets = 0  # snapshots begun
         self._applied = 0  # the ticket of the snapshot in force
@@ -353,8 +352,7 @@ class Gateway:
         outputs = shape_outputs(probabilities, model.spec.labels, key.output, key.precision)
         alarms = self.observer.observe(key.key_id, name, parsed.rows)
         elapsed = time.perf_counter() - started
-        self._answered[name].inc()
-        self._latency[name].observe(elapsed)
+        self._answered[name].observe(elapsed)
         logged = {} if self.input_logging is None else {"inputs": self.input_logging.render(parsed.rows)}
         self._record(
             key.key_id, "infer", ref, status=200, rows=int(parsed.rows.shape[0]),
