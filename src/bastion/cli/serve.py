@@ -61,6 +61,10 @@ def serve_command(
     Only the newest version of each --model in --stage is served, and only if its stored bytes,
     signature and scan check out at load. Callers need an API key (`bastion keys create`);
     BASTION_TOKEN is the registry token the gateway loads models with.
+
+    Each model version holds a serving.yaml naming its format: onnx (ONNX Runtime), sklearn
+    (skops), safetensors (PyTorch weights with the declared layers, run without PyTorch) or
+    joblib (a pickle: only where the stage's policy sets allow_pickle and the scan is clean).
     """
     from bastion.registry import Registry  # noqa: PLC0415
     from bastion.serve.gateway import AlarmPolicy  # noqa: PLC0415

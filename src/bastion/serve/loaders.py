@@ -21,6 +21,7 @@ from bastion.errors import ArtifactError
 from bastion.findings import Verdict
 from bastion.policy.schema import ScanPolicy
 from bastion.scan.api import scan_path
+from bastion.serve.network import dense_network, read_tensors
 from bastion.serve.spec import ServingSpec
 
 Predictor = Callable[[NDArray[np.float32]], NDArray[np.float64]]  # rows -> class probabilities
@@ -42,8 +43,15 @@ class FormatLoader:
             raise ArtifactError(f"{spec.file}, named in serving.yaml, is not among the model's files")
         if spec.format == "onnx":
             return _load_onnx(path, spec)
+        if spec.format == "safetensors":
+            return dense_network(read_tensors(path), spec.layers, spec.input.features, len(spec.labels), spec.file)
         if spec.format == "joblib":
             return self._load_joblib(path)
+        if spec.format == "torchscript":
+            raise ArtifactError(
+                f"{spec.file}: TorchScript is a program, run by PyTorch, which the gateway does not load",
+                hint="Export the model to ONNX, or save its weights as safetensors and declare its layers.",
+            )
         return _load_skops(path, spec, self.trusted_types)
 
     def _load_joblib(self, path: Path) -> Predictor:

@@ -1,7 +1,7 @@
 """What a served model declares about itself: `serving.yaml`, shipped (and signed) with the model.
 
 ```yaml
-format: onnx                 # onnx | sklearn (skops) | joblib (a pickle: only where the policy allows)
+format: onnx                 # onnx | sklearn (skops) | safetensors (with layers) | joblib (pickle: where allowed)
 file: model.onnx
 inputs:
   - name: features
@@ -14,6 +14,7 @@ max_batch: 64
 max_request_bytes: 65536
 probabilities_output: probabilities   # ONNX only: the output that holds class probabilities
 profile: {...}               # optional: the training-data profile the detectors compare with
+layers: [{linear: fc1}, relu, {linear: fc2}, softmax]   # safetensors only: the network (serve.network)
 ```
 
 The file is one of the version's files, so it is covered by the signature and the digests the
@@ -32,6 +33,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bastion.errors import ConfigError
+from bastion.serve.network import ACTIVATIONS, OUTPUTS, Layer
 
 SPEC_NAME = "serving.yaml"
 DATATYPES: dict[str, str] = {"FP32": "float32", "FP64": "float64", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
@@ -57,7 +59,7 @@ class _InputFile(BaseModel):
 class _SpecFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["onnx", "sklearn", "joblib"]
+    format: Literal["onnx", "sklearn", "safetensors", "joblib", "torchscript"]
     file: str = Field(min_length=1)
     inputs: list[_InputFile] = Field(min_length=1, max_length=1)
     labels: list[str] = Field(min_length=2)
@@ -65,6 +67,32 @@ class _SpecFile(BaseModel):
     max_request_bytes: int = Field(1 << 20, ge=256, le=1 << 30)
     probabilities_output: str | None = None
     profile: dict[str, Any] | None = None
+    layers: list[str | dict[str, str]] | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _layers_for_safetensors(self) -> _SpecFile:
+        if (self.format == "safetensors") != (self.layers is not None):
+            raise ValueError("layers: declare them for safetensors, and only for safetensors")
+        return self
+
+
+def _layers(raw: list[str | dict[str, str]] | None) -> tuple[Layer, ...]:
+    """The declared network's layers; ValueError names a bad one."""
+    layers = []
+    for index, item in enumerate(raw or (), start=1):
+        if isinstance(item, dict):
+            if set(item) != {"linear"} or not item["linear"]:
+                raise ValueError(f"layers: layer {index} must be {{linear: NAME}} or one of {', '.join(ACTIVATIONS)}")
+            layers.append(Layer("linear", item["linear"]))
+        elif item in ACTIVATIONS:
+            layers.append(Layer(item))
+        else:
+            raise ValueError(f"layers: layer {index} ({item!r}) is not linear or one of {', '.join(ACTIVATIONS)}")
+    if layers and layers[-1].kind not in OUTPUTS:
+        raise ValueError("layers: the last layer must give probabilities: softmax, or sigmoid for two labels")
+    if layers and not any(layer.kind == "linear" for layer in layers):
+        raise ValueError("layers: a network needs at least one linear layer")
+    return tuple(layers)
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,7 @@ class ServingSpec:
     max_request_bytes: int
     probabilities_output: str | None
     profile: dict[str, Any] | None
+    layers: tuple[Layer, ...] = ()  # safetensors: the network the weights belong to
 
 
 def _per_feature(value: float | list[float] | None, features: int, what: str) -> tuple[float, ...] | None:
@@ -130,6 +159,7 @@ def parse_spec(raw: object, source: str = SPEC_NAME) -> ServingSpec:
             features *= dim
         minimum = _per_feature(declared.min, features, "min")
         maximum = _per_feature(declared.max, features, "max")
+        layers = _layers(spec.layers)
     except (ValidationError, ValueError) as err:
         if isinstance(err, ValidationError):
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
@@ -152,6 +182,7 @@ def parse_spec(raw: object, source: str = SPEC_NAME) -> ServingSpec:
         max_request_bytes=spec.max_request_bytes,
         probabilities_output=spec.probabilities_output,
         profile=spec.profile,
+        layers=layers,
     )
 
 
