@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
-import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -36,12 +33,7 @@ from bastion.serve.limits import (
     make_limiter,
     quota_windows,
 )
-
-REDIS_URL = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+from corpus.redis_env import RedisSpace
 
 
 def _at(text: str) -> float:
@@ -60,37 +52,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@dataclass(frozen=True)
-class RedisSpace:
-    """A reachable Redis and a key prefix of this test's own."""
-
-    url: str
-    prefix: str
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2, retry=None) as client:
-            client.ping()
-    except redis.RedisError as err:
-        message = f"Redis is not reachable at {REDIS_URL}: {err}"
-        if _under_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return REDIS_URL
-
-
-@pytest.fixture
-def space(redis_url: str) -> Iterator[RedisSpace]:
-    prefix = f"bastion:test:{secrets.token_hex(8)}:"
-    yield RedisSpace(redis_url, prefix)
-    with redis.Redis.from_url(redis_url) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 MakeLimiter = Callable[[FakeClock], Limiter]
