@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -63,6 +63,21 @@ class Silent:
 
 
 @contextlib.asynccontextmanager
+async def _listening(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], streams: list[asyncio.StreamWriter]
+) -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 running `handle`; its port. Closes `streams` when done."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for stream in streams:
+            stream.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
 async def _silent_server() -> AsyncIterator[Silent]:
     state = Silent()
     writers: list[asyncio.StreamWriter] = []
@@ -73,15 +88,9 @@ async def _silent_server() -> AsyncIterator[Silent]:
         while data := await reader.read(65536):
             state.received += data
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with _listening(handle, writers) as port:
+        state.port = port
         yield state
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
 
 
 @dataclass
@@ -128,15 +137,9 @@ async def _relay(target: RedisAddress, drip: bool = False) -> AsyncIterator[Rela
         with contextlib.suppress(ConnectionError):
             await asyncio.gather(upstream(reader, redis_writer), downstream(redis_reader, writer))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with _listening(handle, streams) as port:
+        state.port = port
         yield state
-    finally:
-        server.close()
-        for stream in streams:
-            stream.close()
-        await server.wait_closed()
 
 
 async def _until(predicate: Any, seconds: float = 1.0) -> None:
