@@ -302,7 +302,7 @@ class Gateway:
 
     # --- records -------------------------------------------------------------------------
 
-    def _record(self, key_id: str, what: str, subject: str, **details: Any) -> None:
+    def record(self, key_id: str, what: str, subject: str, **details: Any) -> None:
         """Queue an audit entry; the writer commits it with others (flushed at shutdown)."""
         self.observer.record(AuditEvent(key_id, what, subject, details))
 
@@ -317,23 +317,23 @@ class Gateway:
         authorization, api_key, declared = _infer_headers(headers)
         caller = self._authenticate(authorization, api_key)
         if isinstance(caller, Reply):
-            self._record("-", "infer.refused", name, status=caller.status, reason=caller.refusal)
+            self.record("-", "infer.refused", name, status=caller.status, reason=caller.refusal)
             return caller
         key = caller.key
         refused = self._scope(caller, name, "infer", version)
         if refused is not None:
-            self._record(key.key_id, "infer.refused", name, status=refused.status, reason=refused.refusal)
+            self.record(key.key_id, "infer.refused", name, status=refused.status, reason=refused.refusal)
             return refused
         model = self.models[name]
         ref = self._refs[name]
         limited = await self._limit(key, name)
         if limited is not None:
-            self._record(key.key_id, "infer.refused", ref, status=limited.status, reason=limited.refusal)
+            self.record(key.key_id, "infer.refused", ref, status=limited.status, reason=limited.refusal)
             return limited
         try:
             body = await read_body(receive, declared, model.spec.max_request_bytes)
         except ClientGone:
-            self._record(key.key_id, "infer.refused", ref, status=499, reason="client-gone")
+            self.record(key.key_id, "infer.refused", ref, status=499, reason="client-gone")
             return Reply(499)
         try:
             if body is None:
@@ -341,7 +341,7 @@ class Gateway:
             parsed = parse_infer(body, model.spec)
         except InvalidRequest as invalid:
             self.metrics.refusals.labels("invalid-input").inc()
-            self._record(key.key_id, "infer.refused", ref, status=400, reason=f"invalid-input:{invalid.reason}")
+            self.record(key.key_id, "infer.refused", ref, status=400, reason=f"invalid-input:{invalid.reason}")
             if invalid.rows is not None:  # well formed but out of bounds: a probe the detectors must see
                 for alarm in self.observer.observe(key.key_id, name, invalid.rows):
                     await self._on_alarm(alarm, model)
@@ -354,7 +354,7 @@ class Gateway:
         elapsed = time.perf_counter() - started
         self._answered[name].observe(elapsed)
         logged = {} if self.input_logging is None else {"inputs": self.input_logging.render(parsed.rows)}
-        self._record(
+        self.record(
             key.key_id, "infer", ref, status=200, rows=int(parsed.rows.shape[0]),
             latency_ms=round(elapsed * 1000, 3), request_id=parsed.request_id, **logged,
         )
@@ -369,7 +369,7 @@ class Gateway:
         except Exception:
             log.exception("the model %s failed", self._refs[name])
             self.metrics.refusals.labels("error").inc()
-            self._record(key_id, "infer.error", self._refs[name], status=500, reason="model-error")
+            self.record(key_id, "infer.error", self._refs[name], status=500, reason="model-error")
             return _error(500, "internal error", "error")
 
     async def _limit(self, key: ApiKey, name: str) -> Reply | None:
@@ -400,7 +400,7 @@ class Gateway:
     async def _on_alarm(self, alarm: Alarm, model: ServedModel) -> None:
         policy = self.alarm_policy
         self.metrics.alarms.labels(alarm.kind, policy.action).inc()
-        self._record(
+        self.record(
             alarm.key_id, "alarm", model.ref, kind=alarm.kind, queries=alarm.queries, score=alarm.score,
             threshold=alarm.threshold, action=policy.action, message=alarm.message,
         )
@@ -480,7 +480,7 @@ class Gateway:
             details: dict[str, int | str] = {"status": reply.status}
             if reply.refusal:
                 details["reason"] = reply.refusal
-            self._record(key_id, what, subject, **details)
+            self.record(key_id, what, subject, **details)
             return reply.response()
 
         return audited
@@ -529,7 +529,7 @@ class GatewayApp:
         except Exception:
             log.exception("inference on %s failed", name)
             self.gateway.metrics.refusals.labels("error").inc()
-            self.gateway._record("-", "infer.error", name, status=500, reason="internal-error")
+            self.gateway.record("-", "infer.error", name, status=500, reason="internal-error")
             reply = _error(500, "internal error", "error")
         await send({"type": "http.response.start", "status": reply.status, "headers": reply.raw_headers()})
         await send({"type": "http.response.body", "body": reply.body})
