@@ -1,8 +1,8 @@
 """Adaptive batching: predictions asked for in the same event-loop turn run as one model call.
 
 A model call has a fixed cost that dwarfs the cost of a row for the tabular models a gateway
-serves: ONNX Runtime's `run` or scikit-learn's input checks take tens of microseconds whether
-they see one row or fifty. Under load, many requests reach the model in the same turn of the
+serves: scikit-learn's `predict_proba` on a 20-feature logistic regression takes about 100 µs
+for one row and the same for sixteen (ONNX Runtime's `run`, about 5 µs either way). Under load, many requests reach the model in the same turn of the
 event loop; the batcher stacks their rows, calls the model once at the end of that turn, and
 hands each request its own slice of the answer.
 
