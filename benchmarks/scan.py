@@ -77,6 +77,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Self
 
+from _table import fmt, render_table  # benchmarks/ is on sys.path when run as a script
+
 HERE: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = HERE.parent
 SHARED_DIR: Final = REPO_ROOT.parent / "shared"
@@ -1164,15 +1166,6 @@ def table_rows(report: Report) -> list[dict[str, Any]]:
     return rows
 
 
-def fmt(value: Any, digits: int = 2) -> str:
-    """A table cell: '-' for missing, fixed digits for floats."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def seconds(value: float | None, result: str | None, report: Report) -> str:
     """A time cell; a timed-out run shows as more than the time budget."""
     if value is None and result == Outcome.TIMEOUT:
@@ -1185,14 +1178,6 @@ def fraction(part: int | None, whole: int | None) -> str:
     if part is None or not whole:
         return "-"
     return f"{part}/{whole} ({100 * part / whole:.0f}%)"
-
-
-def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def render_text(report: Report, show_files: bool) -> str:

@@ -78,6 +78,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from _table import fmt, render_table  # benchmarks/ is on sys.path when run as a script
+
 HERE: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = HERE.parent
 PEER_APPS: Final = HERE / "serve_peers"
@@ -795,21 +797,6 @@ def acceptance(report: Report) -> list[dict[str, Any]]:
             lines.append({"kind": kind, "check": label, "target": target, "ratio": value,
                           "met": None if value is None else value >= target})
     return lines
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def render_text(report: Report) -> str:
