@@ -107,3 +107,39 @@ def test_a_burst_larger_than_the_pipe_loses_nothing_on_uvloop(tmp_path: Path) ->
     assert numbers == sorted({wave * count + i for wave in range(3) for i in range(count // 3)})
     report = AuditLog(env.registry.engine, "gateway").verify([load_public_key(env.registry.config.public_key)])
     assert report.ok, report.problems
+
+
+def test_a_stalled_observer_holds_the_server_back_and_loses_nothing(tmp_path: Path) -> None:
+    """While the child cannot read, at most BACKLOG_BATCHES wait and the server waits with them
+    (memory stays bounded); once it reads again, every record reaches the chain."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from bastion.audit import AuditEvent  # noqa: PLC0415
+    from bastion.serve.observer import BACKLOG_BATCHES, ProcessObserver  # noqa: PLC0415
+
+    env = make_registry(tmp_path / "registry")
+    observer = ProcessObserver(env.home, "gateway", {})
+    count = BACKLOG_BATCHES + 1_000  # not serving yet: every record is a batch of its own
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(count):
+            observer.record(AuditEvent("key", "infer", "m@1", {"status": 200, "n": i, "pad": "x" * 1024}))
+        done.set()
+
+    child = observer._process.pid
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    try:
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        assert not done.wait(2.0), "the server ran ahead of a stalled observer without bound"
+        assert observer._outgoing.qsize() == BACKLOG_BATCHES
+    finally:
+        os.kill(child, signal.SIGCONT)
+    assert done.wait(60.0)
+    observer.close()
+    numbers = sorted(e.details["n"] for e in env.audit_entries() if e.action == "infer")
+    assert numbers == list(range(count))

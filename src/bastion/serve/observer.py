@@ -9,7 +9,8 @@ the key a few milliseconds later.
 The batches go out from a thread of their own, over a pipe the event loop never watches: the
 pipe stays blocking (uvloop makes the descriptors it watches non-blocking, and a batch larger
 than the pipe's buffer would then fail half-written), and a child slow to read holds up that
-thread, never the requests. Nothing queued is dropped. `InlineObserver` keeps everything in the server: alarms act
+thread, not the requests. Nothing queued is dropped: when `BACKLOG_BATCHES` batches wait, the
+server waits too, so memory stays bounded and the gateway runs at the pace of its audit trail. `InlineObserver` keeps everything in the server: alarms act
 on the very next request, which the attack-simulation tests rely on.
 """
 
@@ -40,6 +41,9 @@ AlarmHandler = Callable[[Alarm, str], Awaitable[None]]  # (alarm, model name)
 FLUSH_SECONDS = 0.002
 COMMIT_SECONDS = 0.05
 READY_SECONDS = 120.0
+# Batches waiting for the child, at most: about a second of records at FLUSH_SECONDS. Past it,
+# the server waits for the child (back-pressure) rather than drop records or grow without bound.
+BACKLOG_BATCHES = 500
 
 
 class Observer(Protocol):
@@ -96,7 +100,7 @@ class ProcessObserver:
         inbox.close()
         outbox.close()
         self._await_ready()
-        self._outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._outgoing: queue.Queue[bytes | None] = queue.Queue(maxsize=BACKLOG_BATCHES)
         self._send_error: OSError | None = None
         self._sender = threading.Thread(target=self._send_loop, name="bastion-observer-send", daemon=True)
         self._sender.start()
@@ -142,9 +146,18 @@ class ProcessObserver:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        if self._send_error is not None:
-            raise BackendUnavailable(f"the observer process is gone: {self._send_error}")
-        self._outgoing.put(orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY, default=str))
+        self._put(orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY, default=str))
+
+    def _put(self, data: bytes | None) -> None:
+        """Queue for the sender thread, waiting while the backlog is full; fails if it is gone."""
+        while True:
+            if self._send_error is not None or not self._sender.is_alive():
+                raise BackendUnavailable(f"the observer process is gone: {self._send_error or 'sender stopped'}")
+            try:
+                self._outgoing.put(data, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _send_loop(self) -> None:
         """The sender thread: batches to the child in order, blocking while its pipe is full."""
@@ -188,9 +201,10 @@ class ProcessObserver:
         if self._stopped:
             return
         self._stopped = True
-        self._flush()
-        self._outgoing.put(b'"stop"')
-        self._outgoing.put(None)
+        with contextlib.suppress(BackendUnavailable):  # a child already gone has written what it could
+            self._flush()
+            self._put(b'"stop"')
+            self._put(None)
         self._sender.join()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
