@@ -509,8 +509,8 @@ class RedisLimiter:
                     raise
                 # Redis restarted or flushed its scripts; the script did not run, so running it
                 # again counts the request once.
-                self._sha = await self._redis.call("SCRIPT", "LOAD", _SCRIPT)
-                self._sha = self._sha.decode() if isinstance(self._sha, bytes) else self._sha
+                loaded = await self._redis.call("SCRIPT", "LOAD", _SCRIPT)
+                self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
                 reply = await self._redis.call("EVALSHA", self._sha, 1, key, *args)
         except (RedisDown, RedisReplyError) as err:
             raise BackendUnavailable(

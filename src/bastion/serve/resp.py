@@ -197,8 +197,9 @@ class RedisConnection:
             try:
                 await self._send(command)
             except RedisReplyError as err:
-                self._broken(RedisDown(f"Redis at {self.where} refused {command[0]}: {err}"))
-                raise RedisDown(f"Redis at {self.where} refused {command[0]}: {err}") from err
+                refused = RedisDown(f"Redis at {self.where} refused {command[0]}: {err}")
+                self._broken(refused)
+                raise refused from err
         self._ready = True
 
     def _received(self, data: bytes) -> None:
