@@ -26,7 +26,12 @@ fi
 stamp=".venv/.installed-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setting up .venv from $lock (hash-checked)..." >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
+  # The lock is complete (pip-compile lists every transitive dependency with its hashes), so it
+  # is installed as it stands, without resolving: a resolver would ask the index about extras
+  # such as pydantic[email] and fail, or drift, as new releases appear. The interpreter's own
+  # bundled pip does this the same today and in a year; `pip check` then proves nothing is missing.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$lock"
+  .venv/bin/python -m pip check
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   rm -f .venv/.installed-*
   touch "$stamp"
