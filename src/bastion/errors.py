@@ -9,6 +9,7 @@ BastionError              .hint: str
 │   ├── UnsupportedFormat
 │   └── LimitExceeded     size, nesting depth, opcode or memo budget
 ├── VerificationError     digest, manifest or signature mismatch
+│   └── IntegrityFailure  stored bytes or records no longer match what was recorded
 ├── RegistryError
 │   └── NotFound          no such model, version, principal, token or blob
 ├── AccessDenied
@@ -62,6 +63,12 @@ class VerificationError(BastionError):
     """A digest, manifest or signature did not match."""
 
     default_hint = "Fetch the artifact again from a trusted source."
+
+
+class IntegrityFailure(VerificationError):
+    """Bytes or records the registry stored no longer match what it recorded: tampering or corruption."""
+
+    default_hint = "Treat the artifact as compromised: restore it from a trusted copy and check the audit log."
 
 
 class RegistryError(BastionError):

@@ -51,6 +51,7 @@ class StageFile(BaseModel):
     assessment_min: dict[str, float] = Field(default_factory=dict)
     assessment_max: dict[str, float] = Field(default_factory=dict)
     allow_pickle: bool = False
+    unsigned_allowed: tuple[str, ...] = ()
 
     def to_requirements(self, base: Path) -> StageRequirements:
         return StageRequirements(
@@ -62,6 +63,7 @@ class StageFile(BaseModel):
             assessment_min=dict(self.assessment_min),
             assessment_max=dict(self.assessment_max),
             allow_pickle=self.allow_pickle,
+            unsigned_allowed=self.unsigned_allowed,
         )
 
 

@@ -39,6 +39,9 @@ class StageRequirements:
     # The gateway may load this stage's models from pickle (joblib), and then only a file whose
     # scan finds nothing at all: loading a pickle runs whatever it names.
     allow_pickle: bool = False
+    # Stored files the signature need not cover (globs over paths in the model); empty: every
+    # stored file must be listed in the signed manifest, or the gate refuses the version.
+    unsigned_allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
