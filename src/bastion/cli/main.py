@@ -3,11 +3,15 @@
 Built on click rather than typer: typer 0.29 builds pydantic adapters for every
 parameter at start-up (about 3x click's import time), and start-up is most of the
 time of a CI scan of one checkpoint.
+
+`pip install bastion` is the scanner and signing; the registry, the gateway and S3 storage
+are extras. A command that needs an extra which is not installed exits 2 naming it.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -17,10 +21,67 @@ from bastion.cli.registry import audit_group, gate_group, registry_group
 from bastion.cli.scan import scan_command
 from bastion.cli.serve import keys_group, models_group, serve_command
 from bastion.cli.sign import keygen_command, sign_command, verify_command
-from bastion.errors import BastionError
+from bastion.errors import BastionError, ConfigError
+
+# The extra that provides each optional package (by its import name), and the extra each
+# command group needs: the gateway's commands name `serve`, which includes the registry's.
+_EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        ("sqlalchemy", "alembic", "psycopg", "fsspec", "fastapi", "starlette", "uvicorn", "httpx"), "registry"
+    ),
+    **dict.fromkeys(
+        (
+            "numpy",
+            "onnxruntime",
+            "skops",
+            "joblib",
+            "scipy",
+            "orjson",
+            "hiredis",
+            "redis",
+            "prometheus_client",
+            "uvloop",
+            "httptools",
+            "sklearn",
+        ),
+        "serve",
+    ),
+    "s3fs": "s3",
+    "lz4": "lz4",
+}
+_EXTRA_OF_COMMAND = {"serve": "serve", "keys": "serve", "models": "serve"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def missing_extra(err: ImportError, command: str | None) -> ConfigError | None:
+    """The error to show when `err` is an optional package that is not installed, else None."""
+    module = (err.name or "").partition(".")[0]
+    if not module and "s3fs" in str(err):  # fsspec's own ImportError for s3:// names no module
+        module = "s3fs"
+    extra = _EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    if extra == "registry":
+        extra = _EXTRA_OF_COMMAND.get(command or "", extra)
+    return ConfigError(
+        f"`bastion {command}` needs {module}, which the base install leaves out",
+        hint=f"Install the extra: pip install 'bastion[{extra}]' (or 'bastion[all]'); scripts/setup.sh installs everything.",
+    )
+
+
+class _Bastion(click.Group):
+    """The command group: a missing optional package becomes an error that names its extra."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImportError as err:
+            mapped = missing_extra(err, ctx.invoked_subcommand)
+            if mapped is None:
+                raise
+            raise mapped from err
+
+
+@click.group(cls=_Bastion, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bastion")
 def app() -> None:
     """Secure the ML model lifecycle. Start with `bastion scan --help`."""
