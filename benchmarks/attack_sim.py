@@ -61,6 +61,7 @@ for _folder in (_ROOT / "benchmarks", _ROOT / "tests"):
 import attack_sim_offline as offline  # noqa: E402
 
 from bastion.audit import AuditEntry  # noqa: E402
+from bastion.registry import Principal  # noqa: E402
 from bastion.serve.detect import DetectorConfig  # noqa: E402
 from bastion.serve.gateway import AlarmPolicy  # noqa: E402
 from bastion.serve.keys import DEFAULT_QUOTA, ApiKey, KeySpec  # noqa: E402
@@ -111,6 +112,7 @@ class Served:
 
     assembled: Assembled
     inference: ServerThread
+    caller: Principal  # who assembled it; key management is checked against it
 
     @property
     def url(self) -> str:
@@ -118,7 +120,7 @@ class Served:
 
     def key(self, name: str, **spec: Any) -> tuple[ApiKey, str]:
         """A new API key, seen by this gateway at once."""
-        key, text = self.assembled.gateway.store.create("admin", KeySpec(name, **spec))
+        key, text = self.assembled.gateway.store.create(self.caller, KeySpec(name, **spec))
         self.assembled.gateway.refresh()
         return key, text
 
@@ -133,7 +135,7 @@ def open_gateway(target: Target, action: str) -> Served:
     settings = GatewaySettings(models=(MODEL,), alarm_policy=AlarmPolicy(action=action))
     assembled = assemble(target.env.registry, target.env.admin, settings)
     assert MODEL in assembled.gateway.models, assembled.refused
-    return Served(assembled, ServerThread(assembled.gateway.app()).start())
+    return Served(assembled, ServerThread(assembled.gateway.app()).start(), target.env.admin)
 
 
 @contextmanager

@@ -165,6 +165,7 @@ class RunningGateway:
     assembled: Assembled
     inference: ServerThread
     admin: ServerThread
+    caller: Principal  # who assembled it; key management is checked against it
 
     @property
     def url(self) -> str:
@@ -176,7 +177,7 @@ class RunningGateway:
 
     def key(self, name: str = "caller", **spec: Any) -> tuple[ApiKey, str]:
         """A new API key, seen by this gateway at once."""
-        key, text = self.assembled.gateway.store.create("admin", KeySpec(name, **spec))
+        key, text = self.assembled.gateway.store.create(self.caller, KeySpec(name, **spec))
         self.assembled.gateway.refresh()
         return key, text
 
@@ -198,7 +199,7 @@ def start_gateway(
         prepare(assembled)
     inference = ServerThread(assembled.gateway.app()).start()
     admin = ServerThread(create_admin_app(assembled.gateway, registry)).start()
-    return RunningGateway(assembled, inference, admin)
+    return RunningGateway(assembled, inference, admin, caller)
 
 
 @contextlib.contextmanager

@@ -191,7 +191,7 @@ def test_a_key_revoked_in_the_store_is_refused_with_its_tokens(world: World) -> 
     key, text = world.gateway.key(operations=("infer", "token"))
     token = world.token(text).json()["token"]
     assert world.infer(token).status_code == 200
-    world.gateway.assembled.gateway.store.revoke("admin", key.key_id, "test")
+    world.gateway.assembled.gateway.store.revoke(world.env.admin, key.key_id, "test")
     world.gateway.assembled.gateway.refresh()
     assert_refused(world.infer(text), 401, "revoked")
     assert_refused(world.infer(token), 401, "revoked")
@@ -212,7 +212,7 @@ def test_a_revocation_by_another_process_applies_within_the_refresh_interval(wor
     assert world.infer(text).status_code == 200
     # Another process (`bastion keys revoke`) writes to the database; this gateway is not told.
     other = KeyStore(world.env.registry.engine, AuditLog(world.env.registry.engine, AUDIT_CHAIN))
-    other.revoke("admin", key.key_id, "from the CLI")
+    other.revoke(world.env.admin, key.key_id, "from the CLI")
     took = wait_until(lambda: world.infer(text).status_code == 401, timeout=2.5)
     assert took <= 2.0
     assert_refused(world.infer(text), 401, "revoked")
@@ -221,11 +221,11 @@ def test_a_revocation_by_another_process_applies_within_the_refresh_interval(wor
 def test_a_suspended_key_is_403_until_resumed(world: World) -> None:
     key, text = world.gateway.key()
     store = world.gateway.assembled.gateway.store
-    store.suspend("admin", key.key_id, "looks like a crawler")
+    store.suspend(world.env.admin, key.key_id, "looks like a crawler")
     world.gateway.assembled.gateway.refresh()
     assert_refused(world.infer(text), 403, "suspended")
     assert_refused(world.client.get(f"/v2/models/{ONNX}", headers=bearer(text)), 403, "suspended")
-    store.resume("admin", key.key_id, "checked")
+    store.resume(world.env.admin, key.key_id, "checked")
     world.gateway.assembled.gateway.refresh()
     assert world.infer(text).status_code == 200
 
@@ -553,13 +553,13 @@ def test_the_kill_switch_stops_a_model_for_everyone_and_is_audited(world: World)
 def test_the_kill_switch_from_another_process_applies_within_a_second(world: World) -> None:
     _, text = world.gateway.key()
     other = KeyStore(world.env.registry.engine, AuditLog(world.env.registry.engine, AUDIT_CHAIN))
-    other.disable_model("admin", SKOPS, "from the CLI")
+    other.disable_model(world.env.admin, SKOPS, "from the CLI")
     try:
         took = wait_until(lambda: world.infer(text, SKOPS).status_code == 503, timeout=2.5)
         assert took <= 1.5
         assert_refused(world.infer(text, SKOPS), 503, "model-disabled")
     finally:
-        other.enable_model("admin", SKOPS, "drill over")
+        other.enable_model(world.env.admin, SKOPS, "drill over")
     wait_until(lambda: world.infer(text, SKOPS).status_code == 200, timeout=2.5)
     actions = [(e.action, e.actor, e.details.get("reason")) for e in world.env.audit_entries() if e.subject == SKOPS]
     assert ("model.disable", "admin", "from the CLI") in actions

@@ -129,7 +129,7 @@ def test_a_revocation_on_one_replica_reaches_the_other_within_its_refresh(replic
     key, text = replicas.a.key()
     replicas.b.assembled.gateway.refresh()
     assert replicas.infer(replicas.b, text).status_code == 200
-    replicas.a.assembled.gateway.store.revoke("admin", key.key_id, "leaked")  # what the admin route does
+    replicas.a.assembled.gateway.store.revoke(replicas.env.admin, key.key_id, "leaked")  # what the admin route does
     replicas.a.assembled.gateway.refresh()
     assert_refused(replicas.infer(replicas.a, text), 401, "revoked")
     took = wait_until(lambda: replicas.infer(replicas.b, text).status_code == 401, timeout=3)

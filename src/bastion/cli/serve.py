@@ -95,7 +95,7 @@ def serve_command(
 
 @click.group("keys")
 def keys_group() -> None:
-    """API keys of the serving gateway (registry admin only)."""
+    """API keys of the serving gateway (registry admin of the models a key may call)."""
 
 
 @keys_group.command("create")
@@ -120,11 +120,9 @@ def keys_create_command(
     monthly: int, expires_days: float,
 ) -> None:
     """Create a key for NAME (who holds it); the key is printed once."""
-    from bastion.registry.roles import Action  # noqa: PLC0415
     from bastion.serve.keys import KeySpec, key_summary  # noqa: PLC0415
     from bastion.serve.limits import Quota, RateLimit  # noqa: PLC0415
 
-    caller.require(Action.ISSUE_TOKEN)
     spec = KeySpec(
         name=name, models=models, operations=operations, output=output, precision=precision,
         rate=RateLimit(rate, burst) if rate > 0 else None,
@@ -132,20 +130,18 @@ def keys_create_command(
         expires_in=timedelta(days=expires_days) if expires_days > 0 else None,
     )
     store = _key_store(registry)
-    key, text = store.create(caller.name, spec)
+    key, text = store.create(caller, spec)  # the library checks the caller's role
     _emit(fmt, {"key": text, **key_summary([key])[0]}, text)
 
 
 @keys_group.command("list")
 @_registry_options
 def keys_list_command(registry: Registry, caller: Principal, fmt: str) -> None:
-    """Every key: scopes, limits, expiry and state (never the secret)."""
-    from bastion.registry.roles import Action  # noqa: PLC0415
+    """Every key the caller administers: scopes, limits, expiry and state (never the secret)."""
     from bastion.serve.keys import key_summary  # noqa: PLC0415
 
-    caller.require(Action.ISSUE_TOKEN)
     store = _key_store(registry)
-    rows = key_summary(store.all())
+    rows = key_summary(store.listed(caller))
     lines = [
         f"{r['key_id']}  {r['name']:<24} models={','.join(r['models'])}  output={r['output']}"  # type: ignore[arg-type]
         f"  {'REVOKED' if r['revoked'] else 'SUSPENDED' if r['suspended'] else 'active'}"
@@ -162,10 +158,8 @@ def _switch(action: str, method: str, subject: str, help_text: str) -> click.Com
     @click.option("--reason", default="", help="Why; recorded in the audit log.")
     @_registry_options
     def command(registry: Registry, caller: Principal, fmt: str, subject: str, reason: str) -> None:
-        from bastion.registry.roles import Action  # noqa: PLC0415
-
-        caller.require(Action.REVOKE_TOKEN)
-        getattr(_key_store(registry), method)(caller.name, subject, reason or f"{action} by {caller.name}")
+        # The library checks the caller's role: admin on the key's models, or on MODEL.
+        getattr(_key_store(registry), method)(caller, subject, reason or f"{action} by {caller.name}")
         _emit(fmt, {action: subject}, f"{action}: {subject} (gateways apply it within a second)")
 
     return command

@@ -79,30 +79,30 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
         return JSONResponse({"error": err.message, "hint": err.hint}, status_code=status)
 
     @app.get("/admin/keys")
-    def list_keys(_caller: Admin) -> list[dict[str, object]]:
-        return key_summary(store.all())
+    def list_keys(caller: Admin) -> list[dict[str, object]]:
+        return key_summary(store.listed(caller))
 
     @app.post("/admin/keys", status_code=201)
     def create_key(body: NewKey, caller: Admin) -> dict[str, object]:
-        key, text = store.create(caller.name, body.to_spec())
+        key, text = store.create(caller, body.to_spec())
         gateway.refresh()
         return {"key": text, **key_summary([key])[0]}
 
     @app.delete("/admin/keys/{key_id}", status_code=204)
     def revoke_key(key_id: str, caller: Admin) -> Response:
-        store.revoke(caller.name, key_id, "revoked through the admin API")
+        store.revoke(caller, key_id, "revoked through the admin API")
         gateway.refresh()
         return Response(status_code=204)
 
     @app.post("/admin/keys/{key_id}/suspend")
     def suspend_key(key_id: str, body: Reason, caller: Admin) -> dict[str, str]:
-        store.suspend(caller.name, key_id, body.reason or "suspended by an operator")
+        store.suspend(caller, key_id, body.reason or "suspended by an operator")
         gateway.refresh()
         return {"suspended": key_id}
 
     @app.post("/admin/keys/{key_id}/resume")
     def resume_key(key_id: str, body: Reason, caller: Admin) -> dict[str, str]:
-        store.resume(caller.name, key_id, body.reason)
+        store.resume(caller, key_id, body.reason)
         gateway.refresh()
         gateway.unthrottle(key_id)
         return {"resumed": key_id}
@@ -111,13 +111,13 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
     def disable_model(name: str, body: Reason, caller: Admin) -> dict[str, str]:
         if name not in gateway.models:
             raise ConfigError(f"this gateway does not serve {name!r}")
-        store.disable_model(caller.name, name, body.reason or "disabled by an operator")
+        store.disable_model(caller, name, body.reason or "disabled by an operator")
         gateway.refresh()
         return {"disabled": name}
 
     @app.post("/admin/models/{name}/enable")
     def enable_model(name: str, body: Reason, caller: Admin) -> dict[str, str]:
-        store.enable_model(caller.name, name, body.reason)
+        store.enable_model(caller, name, body.reason)
         gateway.refresh()
         return {"enabled": name}
 

@@ -412,7 +412,7 @@ class Gateway:
             if key is not None:  # stop it here at once, and everywhere once the database says so
                 self._suspending[alarm.key_id] = reason
                 self._state.keys[alarm.key_id] = replace(key, suspended_reason=reason)
-            await asyncio.to_thread(self.store.suspend, "gateway", alarm.key_id, reason)
+            await asyncio.to_thread(self.store.suspend_on_alarm, alarm.key_id, reason)
         if policy.webhook and self._http is not None:
             payload = {"alarm": alarm.kind, "key_id": alarm.key_id, "model": model.ref, "queries": alarm.queries,
                        "score": alarm.score, "threshold": alarm.threshold, "action": policy.action,

@@ -4,6 +4,14 @@ A key's text is `bsk_<id>_<secret>`; only SHA-256 of the secret is kept. Each ke
 its scopes (which models, which operations, how much detail an answer may show), its limits
 and quotas, and an expiry. Every change is written to the gateway's audit chain in the same
 transaction.
+
+Who may change keys is decided here, not by the CLI or the admin API: every method that changes
+a key or the kill switch takes the authenticated registry `Principal` and checks its role itself,
+so a library caller cannot skip the check. Creating a key, or revoking, suspending or resuming
+one, needs the admin role on every model the key may call (a key for `*` needs admin on every
+model); the kill switch needs admin on the model it stops. The audit entry names the principal.
+The gateway's own reads (`get`, `all`, `snapshot`) and its automatic suspension on an alarm
+(`suspend_on_alarm`, which can only take access away) need no principal.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,13 +30,16 @@ from sqlalchemy.exc import IntegrityError
 from bastion.audit import AuditEvent, AuditLog
 from bastion.db import writer
 from bastion.db.tables import serve_disabled_models, serve_keys
-from bastion.errors import ConfigError, NotFound, RegistryError
+from bastion.errors import AccessDenied, ConfigError, NotFound, RegistryError
+from bastion.registry.fields import check_grant_target, check_text
+from bastion.registry.roles import ANY_MODEL, Action, Principal
 from bastion.serve.limits import Quota, RateLimit
 from bastion.serve.output import DETAILS
 
 KEY_PREFIX = "bsk"
 OPERATIONS = ("infer", "metadata", "token")
 ANY = "*"
+GATEWAY_ACTOR = "gateway"  # the audit actor of what the gateway does on its own (suspension on an alarm)
 DEFAULT_RATE = RateLimit(per_second=10.0, burst=20)  # a person's app, not a crawler
 DEFAULT_QUOTA = Quota(daily=10_000, monthly=None)
 
@@ -72,8 +83,10 @@ class KeySpec:
     expires_in: timedelta | None = timedelta(days=90)
 
     def check(self) -> None:
-        if not self.name or len(self.name) > 200:
+        if not check_text("name", self.name, max_chars=200):
             raise ConfigError("a key needs a name (who holds it), at most 200 characters")
+        for model in self.models:
+            check_grant_target(model)
         if self.output not in DETAILS:
             raise ConfigError(f"unknown output detail {self.output!r}", hint=f"Use one of: {', '.join(DETAILS)}.")
         unknown = sorted(set(self.operations) - set(OPERATIONS))
@@ -138,9 +151,20 @@ class KeyStore:
     def _record(self, connection: Connection, actor: str, action: str, subject: str, **details: object) -> None:
         self.audit.append(AuditEvent(actor, action, subject, details), connection=connection)
 
-    def create(self, actor: str, spec: KeySpec) -> tuple[ApiKey, str]:
-        """A new key; its text is returned once and never stored."""
+    def create(self, actor: Principal, spec: KeySpec) -> tuple[ApiKey, str]:
+        """A new key; its text is returned once and never stored.
+
+        Args:
+            actor: the authenticated registry principal asking; it needs admin on every model the
+                key may call (admin on every model for a key scoped to `*`).
+            spec: what the key may do.
+
+        Raises:
+            AccessDenied: `actor` is not admin of every model in `spec.models`.
+            ConfigError: `spec` is malformed.
+        """
         spec.check()
+        _require_admin_of(actor, spec.models, Action.ISSUE_TOKEN)
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         expires = now + spec.expires_in if spec.expires_in is not None else None
@@ -149,7 +173,7 @@ class KeyStore:
             "secret_hash": hash_secret(secret),
             "name": spec.name,
             "created_at": now,
-            "created_by": actor,
+            "created_by": actor.name,
             "expires_at": expires,
             "revoked": False,
             "suspended_reason": None,
@@ -165,7 +189,7 @@ class KeyStore:
         with self._writes.begin() as connection:
             connection.execute(insert(serve_keys).values(**values))
             self._record(
-                connection, actor, "key.create", key_id, name=spec.name, models=sorted(spec.models),
+                connection, actor.name, "key.create", key_id, name=spec.name, models=sorted(spec.models),
                 operations=sorted(spec.operations), output=spec.output, precision=spec.precision,
                 expires_at=expires.isoformat() if expires else None,
             )
@@ -179,45 +203,79 @@ class KeyStore:
         return _row_to_key(row._mapping)
 
     def all(self) -> list[ApiKey]:
+        """Every key: the gateway's own read, to check requests (callers on behalf of a person use `listed`)."""
         with self.engine.connect() as connection:
             rows = connection.execute(select(serve_keys).order_by(serve_keys.c.created_at))
             return [_row_to_key(r._mapping) for r in rows]
 
-    def _set(self, actor: str, key_id: str, action: str, reason: str, **values: object) -> None:
-        with self._writes.begin() as connection:
-            done = connection.execute(update(serve_keys).where(serve_keys.c.key_id == key_id).values(**values))
-            if not done.rowcount:
-                raise NotFound(f"no key {key_id!r}")
-            self._record(connection, actor, action, key_id, reason=reason)
+    def listed(self, actor: Principal) -> list[ApiKey]:
+        """The keys `actor` administers: those whose every model it holds admin on.
 
-    def revoke(self, actor: str, key_id: str, reason: str = "") -> None:
+        Raises:
+            AccessDenied: `actor` is admin of no model.
+        """
+        actor.require_somewhere(Action.ISSUE_TOKEN)
+        return [key for key in self.all() if _administers(actor, key.models, Action.ISSUE_TOKEN)]
+
+    def _set(self, actor: Principal, key_id: str, action: str, reason: str, **values: object) -> None:
+        # A principal that may revoke nothing anywhere learns nothing, not even whether the key exists.
+        actor.require_somewhere(Action.REVOKE_TOKEN)
+        with self._writes.begin() as connection:
+            row = connection.execute(select(serve_keys.c.models).where(serve_keys.c.key_id == key_id)).first()
+            if row is None:
+                raise NotFound(f"no key {key_id!r}")
+            _require_admin_of(actor, json.loads(row.models), Action.REVOKE_TOKEN)
+            connection.execute(update(serve_keys).where(serve_keys.c.key_id == key_id).values(**values))
+            self._record(connection, actor.name, action, key_id, reason=reason)
+
+    def revoke(self, actor: Principal, key_id: str, reason: str = "") -> None:
+        """Revoke a key for good; `actor` needs admin on every model the key may call."""
         self._set(actor, key_id, "key.revoke", reason, revoked=True)
 
-    def suspend(self, actor: str, key_id: str, reason: str) -> None:
+    def suspend(self, actor: Principal, key_id: str, reason: str) -> None:
+        """Suspend a key until it is resumed; `actor` needs admin on every model the key may call."""
         self._set(actor, key_id, "key.suspend", reason, suspended_reason=reason or "suspended")
 
-    def resume(self, actor: str, key_id: str, reason: str = "") -> None:
+    def resume(self, actor: Principal, key_id: str, reason: str = "") -> None:
+        """Lift a suspension; `actor` needs admin on every model the key may call."""
         self._set(actor, key_id, "key.resume", reason, suspended_reason=None)
 
-    def disable_model(self, actor: str, model: str, reason: str) -> None:
+    def suspend_on_alarm(self, key_id: str, reason: str) -> None:
+        """The gateway suspends a key its detectors raised an alarm on, audited as `gateway`.
+
+        No principal: the gateway acts on its own evidence, and this can only take access away.
+        """
+        with self._writes.begin() as connection:
+            done = connection.execute(
+                update(serve_keys).where(serve_keys.c.key_id == key_id).values(suspended_reason=reason or "suspended")
+            )
+            if not done.rowcount:
+                raise NotFound(f"no key {key_id!r}")
+            self._record(connection, GATEWAY_ACTOR, "key.suspend", key_id, reason=reason)
+
+    def disable_model(self, actor: Principal, model: str, reason: str) -> None:
+        """Stop serving `model` on every gateway; `actor` needs admin on `model`."""
+        actor.require(Action.REVOKE_TOKEN, model)
         with self._writes.begin() as connection:
             try:
                 with connection.begin_nested():
                     connection.execute(
                         insert(serve_disabled_models).values(
-                            model=model, disabled_at=datetime.now(UTC), disabled_by=actor, reason=reason
+                            model=model, disabled_at=datetime.now(UTC), disabled_by=actor.name, reason=reason
                         )
                     )
             except IntegrityError:
                 raise RegistryError(f"model {model!r} is already disabled") from None
-            self._record(connection, actor, "model.disable", model, reason=reason)
+            self._record(connection, actor.name, "model.disable", model, reason=reason)
 
-    def enable_model(self, actor: str, model: str, reason: str = "") -> None:
+    def enable_model(self, actor: Principal, model: str, reason: str = "") -> None:
+        """Serve `model` again; `actor` needs admin on `model`."""
+        actor.require(Action.REVOKE_TOKEN, model)
         with self._writes.begin() as connection:
             done = connection.execute(delete(serve_disabled_models).where(serve_disabled_models.c.model == model))
             if not done.rowcount:
                 raise NotFound(f"model {model!r} is not disabled")
-            self._record(connection, actor, "model.enable", model, reason=reason)
+            self._record(connection, actor.name, "model.enable", model, reason=reason)
 
     def disabled_models(self) -> dict[str, str]:
         with self.engine.connect() as connection:
@@ -226,6 +284,22 @@ class KeyStore:
     def snapshot(self) -> tuple[dict[str, ApiKey], dict[str, str]]:
         """Every key by id and every disabled model: what a gateway caches between refreshes."""
         return {k.key_id: k for k in self.all()}, self.disabled_models()
+
+
+def _administers(actor: Principal, models: Iterable[str], action: Action) -> bool:
+    try:
+        _require_admin_of(actor, models, action)
+    except AccessDenied:
+        return False
+    return True
+
+
+def _require_admin_of(actor: Principal, models: Iterable[str], action: Action) -> None:
+    """AccessDenied unless `actor` may do `action` on every model (a `*` entry: on every model at all)."""
+    if not isinstance(actor, Principal):  # a name string would skip the check: refuse it loudly
+        raise TypeError(f"the actor must be an authenticated Principal, not {type(actor).__name__}")
+    for model in sorted(set(models)):
+        actor.require(action, ANY_MODEL if model == ANY else model)
 
 
 def key_summary(keys: Sequence[ApiKey]) -> list[dict[str, object]]:
