@@ -26,10 +26,7 @@ is served by each server in turn, as skops (``sklearn``) and as its ONNX export 
   input validation against ``serving.yaml``, the label-only output policy, the extraction and
   membership detectors, and the hash-chained audit log; once with in-process limits, once with
   limits shared through Redis (``--redis-url``). The model is signed, registered and promoted to
-  production in a registry built in the work dir, and verified at load. ``--redis-client NAME``
-  (repeatable) picks the Redis client(s) of the limiter: ``resp`` (the gateway's own, shown as
-  ``bastion-redis``) and any redis-py client of ``benchmarks/redis_client.py`` (shown as
-  ``bastion-NAME``: the same gateway, started with that client put in the limiter's place).
+  production in a registry built in the work dir, and verified at load.
 
 Before timing, each server must answer one request with the label the scikit-learn model
 predicts, and Bastion must refuse a request without a key (401) and one outside its input
@@ -55,8 +52,6 @@ Run it from the repository root with the project's interpreter::
     .venv/bin/python benchmarks/serve.py --rounds 3              # the same, three interleaved rounds
     .venv/bin/python benchmarks/serve.py --kinds sklearn --duration 20 --connections 64
     .venv/bin/python benchmarks/serve.py --only starlette --only bastion --format json
-    .venv/bin/python benchmarks/serve.py --only starlette --only bastion-redis --kinds onnx --rounds 5 \
-        --redis-client resp --redis-client redis-py-conn --redis-client redis-py-turn
 """
 
 from __future__ import annotations
@@ -94,13 +89,6 @@ MODEL_PREFIX: Final = "fraud"
 KINDS: Final = ("sklearn", "onnx")
 SERVERS: Final = ("starlette", "fastapi", "mlserver", "bentoml", "bastion", "bastion-redis")
 DEFAULT_REDIS: Final = "redis://127.0.0.1:6379/0"
-REDIS_CLIENTS: Final = ("resp", "redis-py-pooled", "redis-py-turn", "redis-py-gather", "redis-py-conn")
-# The gateway with a redis-py client in its limiter: `bastion serve`, after benchmarks/redis_client.py
-# has put the client in RedisConnection's place.
-REDIS_PY_GATEWAY: Final = (
-    "import sys; sys.path.insert(0, {here!r}); import redis_client; redis_client.use_in_limiter({client!r}); "
-    "from bastion.cli.main import main; sys.argv[0] = 'bastion'; main()"
-)
 # The peers' pins, one venv each; scikit-learn and numpy as in the project's lock, so MLServer
 # reads the joblib dump with the scikit-learn that wrote it.
 PEER_PINS: Final = {
@@ -194,8 +182,6 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--only", action="append", choices=SERVERS, help="run only this server (repeatable)")
     parser.add_argument("--skip-peers", action="store_true", help="bare Starlette and Bastion only")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help=f"for bastion-redis (default {DEFAULT_REDIS})")
-    parser.add_argument("--redis-client", action="append", choices=REDIS_CLIENTS,
-                        help="the limiter's Redis client for bastion-redis (repeatable; default resp)")
     parser.add_argument("--startup-timeout", type=float, default=90.0, help="seconds a server may take to answer")
     parser.add_argument("--workdir", type=Path, help="registry, models and logs (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs)")
@@ -211,14 +197,6 @@ def parse_args(argv: Sequence[str]) -> Options:
     servers = tuple(s for s in SERVERS if s in args.only) if args.only else SERVERS
     if args.skip_peers:
         servers = tuple(s for s in servers if s in ("starlette", "bastion", "bastion-redis"))
-    clients = tuple(dict.fromkeys(args.redis_client or ("resp",)))
-    servers = tuple(
-        name
-        for server in servers
-        for name in (
-            [server] if server != "bastion-redis" else ["bastion-redis" if c == "resp" else f"bastion-{c}" for c in clients]
-        )
-    )
     return Options(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -440,22 +418,18 @@ def make_launch(server: str, kind: str, prepared: Prepared, options: Options, wo
         )
         version = f"{server} {dist_version(venv_bin / 'python', server)}, uvicorn {dist_version(venv_bin / 'python', 'uvicorn')}"
         return Launch(argv, env, REPO_ROOT, url, "", v2_label, version, "one uvicorn worker (uvloop, httptools), no access log")
-    if server == "bastion" or server.startswith("bastion-redis"):
+    if server in ("bastion", "bastion-redis"):
         admin_port = free_port()
-        client = "resp" if server == "bastion-redis" else server.removeprefix("bastion-")
-        start = [str(venv_bin / "bastion")]
-        if client != "resp":
-            start = [str(venv_bin / "python"), "-c", REDIS_PY_GATEWAY.format(here=str(HERE), client=client)]
         argv = [
-            *start, "serve", "--registry", str(prepared.registry_home), "--model",
+            str(venv_bin / "bastion"), "serve", "--registry", str(prepared.registry_home), "--model",
             f"{MODEL_PREFIX}-{kind}", "--port", str(port), "--admin-port", str(admin_port),
         ]
-        if server != "bastion":
+        if server == "bastion-redis":
             argv += ["--redis", options.redis_url]
         env = base_env(venv_bin) | {"BASTION_TOKEN": prepared.admin_token}
         env.pop("BASTION_REDIS_URL", None)
         url = f"http://127.0.0.1:{port}/v2/models/{MODEL_PREFIX}-{kind}/infer"
-        limits = f"Redis {options.redis_url} through {client}" if server != "bastion" else "in-process"
+        limits = f"Redis {options.redis_url}" if server == "bastion-redis" else "in-process"
         version = f"bastion {dist_version(venv_bin / 'python', 'bastion')}, uvicorn {dist_version(venv_bin / 'python', 'uvicorn')}"
         return Launch(tuple(argv), env, REPO_ROOT, url, prepared.api_key, v2_label, version,
                       f"bastion serve, every check on, {limits} limits")
