@@ -396,6 +396,8 @@ class _KeyState:
         )
 
 
+_FP32_SAFE_SQUARE = float(np.finfo(np.float32).max) / 64  # room for the sums of the distance step
+
 class QueryMonitor:
     """Per-key streaming detectors of model extraction and membership probing.
 
@@ -448,7 +450,9 @@ class QueryMonitor:
         with np.errstate(invalid="ignore", over="ignore"):
             score = np.einsum("ij,ij->i", z, z) / self._n
             outside = ((x < self._low) | (x > self._high)).any(axis=1)
-        finite = np.isfinite(score)
+        # A query finite in FP32 but 1e19 from the mean has a squared distance past FP32's range:
+        # the distance step (in FP32) would overflow, so such a row is treated as non-finite.
+        finite = np.isfinite(score) & (score * self._n < _FP32_SAFE_SQUARE)
         # NaN compares False, so a non-finite query is atypical only through `finite`.
         atypical = ~finite | outside | (score < self._score_low) | (score > self._score_high)
         z32 = z.astype(np.float32)
