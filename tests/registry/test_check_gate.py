@@ -25,7 +25,7 @@ def test_check_gate_decides_without_promoting(registry: Registry, team: Team, pr
     last = list(registry.audit.entries())[-1]
     assert (last.action, last.subject, last.actor) == ("gate.check", "m@1", "rita")
     assert last.details["allowed"] is True
-    assert [c["name"] for c in last.details["checks"]] == ["stored-bytes", "scan"]
+    assert [c["name"] for c in last.details["checks"]] == ["stage", "stored-bytes", "scan"]
 
 
 def test_check_gate_reports_what_would_block(registry: Registry, team: Team, tmp_path: Path) -> None:

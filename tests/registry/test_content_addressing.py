@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.errors import RegistryError
+from bastion.errors import IntegrityFailure, RegistryError
 from bastion.registry import Registry
 from bastion.registry.blobs import digest_of_bytes
 from registry.artifacts import numpy_folder
@@ -83,5 +83,5 @@ def test_read_bytes_refuses_a_blob_whose_bytes_changed(registry: Registry, probe
     digest = registry.blobs.put_bytes(b"original")
     probe.overwrite(digest, b"swapped!")
 
-    with pytest.raises(RegistryError, match="no longer holds the bytes"):
+    with pytest.raises(IntegrityFailure, match="no longer holds the bytes"):
         registry.blobs.read_bytes(digest)

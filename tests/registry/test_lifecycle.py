@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.errors import NotFound, RegistryError
+from bastion.errors import ConfigError, NotFound, RegistryError
 from bastion.registry import Registry
 from bastion.registry.attest import PREDICATE_TYPE, open_statement
 from bastion.registry.records import Lineage
@@ -119,14 +119,14 @@ def test_single_file_model_is_promoted_on_its_own_bytes(registry: Registry, team
     decision = registry.promote(team.contributor, "torchy", version.number, "staging")
 
     assert decision.allowed, decision.reasons
-    assert {c.name: c.passed for c in decision.checks} == {"stored-bytes": True, "scan": True}
+    assert {c.name: c.passed for c in decision.checks} == {"stage": True, "stored-bytes": True, "scan": True}
 
 
 def test_version_zero_is_not_in_the_registry(registry: Registry, team: Team, tmp_path: Path) -> None:
     # Regression: `_version_in` once tested `if number`, so 0 meant "the newest version".
     registry.register(team.contributor, "m", numpy_folder(tmp_path))
 
-    with pytest.raises(NotFound, match="m@0 is not in this registry"):
+    with pytest.raises(ConfigError, match="number: version number 0 is outside"):
         registry.version(team.reader, "m", 0)
 
 

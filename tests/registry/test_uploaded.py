@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.errors import RegistryError
+from bastion.errors import ConfigError, RegistryError
 from bastion.registry import Registry
 from bastion.registry.blobs import digest_of_bytes
 from registry.artifacts import file_digests, malicious_pickle, numpy_folder
@@ -61,15 +61,21 @@ def test_registering_a_blob_that_was_never_uploaded_is_refused(registry: Registr
 
 
 @pytest.mark.parametrize(
-    ("name", "layout", "count"),
-    [("../escape.bin", "folder", 1), ("a.bin", "file", 2), ("a.bin", "zip", 1)],
+    ("name", "layout", "count", "reason"),
+    [
+        ("../escape.bin", "folder", 1, "has a '..' segment"),
+        ("a.bin", "file", 2, "layout 'file' takes exactly one file"),
+        ("a.bin", "zip", 1, "unknown layout 'zip'"),
+    ],
     ids=["path-escapes", "file-with-two", "unknown-layout"],
 )
-def test_a_malformed_upload_is_refused(registry: Registry, team: Team, name: str, layout: str, count: int) -> None:
+def test_a_malformed_upload_is_refused(
+    registry: Registry, team: Team, name: str, layout: str, count: int, reason: str
+) -> None:
     digest = registry.blobs.put_bytes(b"\x00" * 16)
     files = {name if i == 0 else f"extra{i}.bin": (digest, 16) for i in range(count)}
 
-    with pytest.raises(RegistryError):
+    with pytest.raises(ConfigError, match=reason):
         registry.register_uploaded(team.contributor, "up", files, layout=layout)
 
     assert registry.models(team.admin) == []

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData(
@@ -73,6 +74,7 @@ principals = Table(
     Column("kind", String(16), nullable=False),  # user | service
     Column("created_at", Timestamp, nullable=False),
     Column("created_by", String(200), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False, server_default=false()),  # its tokens stop working
 )
 
 tokens = Table(

@@ -8,16 +8,18 @@ as stored: whoever reads checks them against the digest they expect (see `fetch`
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from bastion.errors import BackendUnavailable, RegistryError
+from bastion.errors import BackendUnavailable, IntegrityFailure, NotFound, RegistryError
 
 CHUNK = 8 * 1024 * 1024
 Digest = str  # "sha256:<64 hex>"
@@ -113,11 +115,11 @@ class BlobStore:
         try:
             data: bytes = self.fs.cat_file(self.path_of(digest))
         except FileNotFoundError as err:
-            raise RegistryError(f"blob {digest} is missing from the store") from err
+            raise NotFound(f"blob {digest} is missing from the store") from err
         except OSError as err:
             raise BackendUnavailable(f"cannot read blob {digest}: {err}") from err
         if digest_of_bytes(data) != digest:
-            raise RegistryError(f"blob {digest} no longer holds the bytes it was stored with")
+            raise IntegrityFailure(f"blob {digest} no longer holds the bytes it was stored with")
         return data
 
     @contextmanager
@@ -126,7 +128,29 @@ class BlobStore:
             with self.fs.open(self.path_of(digest), "rb") as stream:
                 yield stream
         except FileNotFoundError as err:
-            raise RegistryError(f"blob {digest} is missing from the store") from err
+            raise NotFound(f"blob {digest} is missing from the store") from err
+
+    def remove_stale_incoming(self, older_than: float, now: float | None = None) -> int:
+        """Remove uploads a killed process left in `incoming/`; returns how many.
+
+        Only files older than `older_than` seconds go: another process may be writing a young one.
+        """
+        now = time.time() if now is None else now
+        try:
+            listed = self.fs.ls(f"{self.root}/incoming", detail=True)
+        except FileNotFoundError:
+            return 0
+        except OSError as err:
+            raise BackendUnavailable(f"blob store unreachable: {err}") from err
+        removed = 0
+        for info in listed:
+            modified = info.get("mtime", info.get("LastModified"))
+            if isinstance(modified, datetime):
+                modified = modified.timestamp()
+            if isinstance(modified, int | float) and now - modified > older_than:
+                self.fs.rm(info["name"])
+                removed += 1
+        return removed
 
     def fetch(self, digest: Digest, target: Path) -> str:
         """Copy a blob to `target` as it is stored; returns the digest of what was copied.

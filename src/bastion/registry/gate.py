@@ -1,38 +1,25 @@
-"""The promotion gate's checks, run on bytes fetched from the blob store moments before.
+"""The promotion gate: a pure function from requirements, evidence and approvals to a decision.
 
-Nothing recorded at registration is trusted: digests are recomputed, the files re-scanned,
-the signature re-verified. Each check yields a `Check` with a sentence a person can act on.
+No database, no files, no clock: the registry gathers the evidence (`bastion.registry.evidence`:
+digests recomputed from one read of the stored bytes, a fresh scan of that copy, the signature
+verified on it, the signed promotion behind the present stage) and this module decides. The
+gateway asks the same module what stops a checked-out version from being served.
+Each check yields a `Check` with a sentence a person can act on.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
-from bastion.errors import BastionError, VerificationError
 from bastion.findings import Verdict
-from bastion.policy.schema import ScanPolicy, StageRequirements
-from bastion.registry.records import Check, ModelVersion
-from bastion.scan.api import scan_path
-from bastion.sign.keys import load_public_key
-from bastion.sign.ossf import verify_model
-from bastion.sign.raw import key_id
+from bastion.policy.schema import GatePolicy, ScanPolicy, StageRequirements
+from bastion.registry.evidence import Evidence, PromotionEvidence, matches_any
+from bastion.registry.records import Check, GateDecision, ModelVersion
 
 MAX_LISTED = 5
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """A version copied out of the blob store for checking."""
-
-    model_path: Path  # the folder, or the one file
-    signature_path: Path | None
-    actual_digests: Mapping[str, str | None]  # path -> digest of the bytes fetched; None: blob missing
-    assessment: Mapping[str, float] | None
-    signature_problem: str = ""  # the stored bundle is gone or changed; empty when it is intact
 
 
 def _listed(items: Sequence[str]) -> str:
@@ -40,10 +27,28 @@ def _listed(items: Sequence[str]) -> str:
     return shown + (f"; and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-def check_stored_bytes(version: ModelVersion, fetched: Fetched) -> Check:
+def check_stage(version: ModelVersion, promotion: PromotionEvidence | None, target: str, stages: Sequence[str]) -> Check:
+    """The target is the next stage, and the present stage is backed by a signed, audited promotion."""
+    if version.stage not in stages:
+        return Check(
+            "stage", False,
+            f"{version.ref} is in stage {version.stage!r}, which the policy no longer lists "
+            f"({', '.join(stages)}); restore the stage in the policy or register the model again",
+        )
+    if promotion is not None and not promotion.proven:
+        return Check("stage", False, f"{version.ref} is in {version.stage} without a valid promotion: {promotion.problem}")
+    here, there = stages.index(version.stage), stages.index(target)
+    if there <= here:
+        return Check("stage", False, f"{version.ref} is already in {version.stage}")
+    if there != here + 1:
+        return Check("stage", False, f"{version.ref} is in {version.stage}: promote it to {stages[here + 1]} first")
+    return Check("stage", True, f"{version.stage} -> {target}")
+
+
+def check_stored_bytes(version: ModelVersion, evidence: Evidence) -> Check:
     problems = []
     for stored in version.files:
-        actual = fetched.actual_digests.get(stored.path)
+        actual = evidence.digests.get(stored.path)
         if actual is None:
             problems.append(f"{stored.path}: its blob {stored.digest} is missing from the store")
         elif actual != stored.digest:
@@ -53,16 +58,15 @@ def check_stored_bytes(version: ModelVersion, fetched: Fetched) -> Check:
     return Check("stored-bytes", True, f"all {len(version.files)} files match the digests recorded at registration")
 
 
-def check_scan(fetched: Fetched, policy: ScanPolicy) -> Check:
-    try:
-        report = scan_path(fetched.model_path, policy)
-    except BastionError as err:
-        return Check("scan", False, f"the stored files could not be scanned: {err.message}")
+def check_scan(evidence: Evidence, policy: ScanPolicy) -> Check:
+    report = evidence.scan
+    if report is None:
+        return Check("scan", False, f"the stored files could not be scanned: {evidence.scan_problem}")
     verdict = report.verdict(policy.block_at)
-    blocking = [f for f in report.findings if f.severity >= policy.block_at or f.is_incomplete]
     if verdict is Verdict.PASS:
         return Check("scan", True, f"re-scanned {len(report.files)} files: nothing at or above {policy.block_at.name.lower()}")
-    root = fetched.model_path if fetched.model_path.is_dir() else fetched.model_path.parent
+    blocking = [f for f in report.findings if f.severity >= policy.block_at or f.is_incomplete]
+    root = Path(evidence.scan_root)
     described = [
         f"{Path(f.location.file).relative_to(root) if Path(f.location.file).is_relative_to(root) else f.location.file}"
         f": {f.rule_id} ({f.severity.name.lower()}) {f.message}"
@@ -72,26 +76,21 @@ def check_scan(fetched: Fetched, policy: ScanPolicy) -> Check:
     return Check("scan", False, f"re-scan: the model {what}: {_listed(described)}")
 
 
-def check_signature(fetched: Fetched, keys: Sequence[Path]) -> Check:
-    if fetched.signature_problem:
-        return Check("signature", False, fetched.signature_problem)
-    if fetched.signature_path is None:
-        return Check("signature", False, "no signature was registered with this version; sign it and register again")
-    failures = []
-    for path in keys:
-        try:
-            public_key = load_public_key(path)
-        except BastionError as err:
-            failures.append(f"{path.name}: {err.message}")
-            continue
-        try:
-            verify_model(fetched.model_path, public_key, fetched.signature_path)
-        except VerificationError as err:
-            message = err.message.replace(f"{fetched.model_path}: ", "")  # the path is a private copy
-            failures.append(f"key {key_id(public_key)} ({path.name}): {message}")
-            continue
-        return Check("signature", True, f"signature verified with allowed key {key_id(public_key)} ({path.name})")
-    return Check("signature", False, "no allowed key verifies the signature: " + _listed(failures))
+def check_signature(version: ModelVersion, evidence: Evidence, unsigned_allowed: Sequence[str]) -> Check:
+    """A trusted key verified the signature, and it covers every stored file the policy does not exempt."""
+    signature = evidence.signature
+    if signature.problem:
+        return Check("signature", False, signature.problem)
+    uncovered = signature.uncovered([f.path for f in version.files])
+    refused = [path for path in uncovered if not matches_any(path, unsigned_allowed)]
+    if refused:
+        return Check(
+            "signature", False,
+            f"stored files the signature does not cover: {_listed(refused)}; sign them, remove them, or name "
+            "them in the stage's unsigned_allowed",
+        )
+    exempt = f"; unsigned but allowed: {_listed(uncovered)}" if uncovered else ""
+    return Check("signature", True, f"signature verified with allowed {signature.verified_by}{exempt}")
 
 
 def check_source(version: ModelVersion, allowed: Sequence[str]) -> Check:
@@ -120,16 +119,16 @@ def check_approvals(version: ModelVersion, approvers: Sequence[str], needed: int
     return Check("approvals", False, f"needs {missing} more approval(s){who}{have}")
 
 
-def check_assessment(fetched: Fetched, requirements: StageRequirements) -> Check:
-    if fetched.assessment is None:
+def check_assessment(evidence: Evidence, requirements: StageRequirements) -> Check:
+    if evidence.assessment is None:
         return Check("assessment", False, "no assessment report was attached to this version")
     problems = []
     for metric, floor in requirements.assessment_min.items():
-        value = fetched.assessment.get(metric)
+        value = evidence.assessment.get(metric)
         if value is None or value < floor:
             problems.append(f"{metric} is {value} (needs at least {floor})")
     for metric, ceiling in requirements.assessment_max.items():
-        value = fetched.assessment.get(metric)
+        value = evidence.assessment.get(metric)
         if value is None or value > ceiling:
             problems.append(f"{metric} is {value} (needs at most {ceiling})")
     if problems:
@@ -137,34 +136,72 @@ def check_assessment(fetched: Fetched, requirements: StageRequirements) -> Check
     return Check("assessment", True, "every assessment threshold is met")
 
 
-def parse_assessment(data: bytes) -> dict[str, float]:
-    """An assessment report: a JSON object whose numeric members are the metrics."""
-    raw = json.loads(data)
-    if not isinstance(raw, dict):
-        raise ValueError("an assessment report must be a JSON object of metric: number")
-    return {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+def check_promotion(promotion: PromotionEvidence | None, stage: str) -> Check:
+    if promotion is None or promotion.stage != stage:
+        return Check("promotion", False, f"no promotion to {stage} was checked")
+    if not promotion.proven:
+        return Check("promotion", False, promotion.problem)
+    return Check("promotion", True, f"promoted to {stage}: attestation {promotion.attestation} verified and audited")
 
 
-def run_checks(
-    version: ModelVersion,
-    fetched: Fetched,
+def stage_scan_policy(requirements: StageRequirements, scan: ScanPolicy) -> ScanPolicy:
+    if requirements.scan_block_at is None:
+        return scan
+    return ScanPolicy(requirements.scan_block_at, scan.allow_globals, scan.limits)
+
+
+def evaluate_gate(
     requirements: StageRequirements,
-    scan_policy: ScanPolicy,
-    approvers: Sequence[str],
-    separate_duties: bool,
-) -> tuple[Check, ...]:
-    """Every check the stage asks for, plus the ones every promotion runs."""
-    if requirements.scan_block_at is not None:
-        scan_policy = ScanPolicy(requirements.scan_block_at, scan_policy.allow_globals, scan_policy.limits)
-    checks = [check_stored_bytes(version, fetched), check_scan(fetched, scan_policy)]
+    evidence: Evidence,
+    approvals: Sequence[str],
+    *,
+    version: ModelVersion,
+    promotion: PromotionEvidence | None,
+    target: str,
+    gate: GatePolicy,
+    scan: ScanPolicy,
+    decided_by: str,
+    decided_at: datetime,
+) -> GateDecision:
+    """Every check the target stage asks for, plus the ones every promotion runs, and the decision."""
+    checks = [
+        check_stage(version, promotion, target, gate.stages),
+        check_stored_bytes(version, evidence),
+        check_scan(evidence, stage_scan_policy(requirements, scan)),
+    ]
     if requirements.signature_keys:
-        checks.append(check_signature(fetched, requirements.signature_keys))
+        checks.append(check_signature(version, evidence, requirements.unsigned_allowed))
     if requirements.sources:
         checks.append(check_source(version, requirements.sources))
     if requirements.licences:
         checks.append(check_licence(version, requirements.licences))
     if requirements.approvals:
-        checks.append(check_approvals(version, approvers, requirements.approvals, separate_duties))
+        checks.append(check_approvals(version, approvals, requirements.approvals, gate.separation_of_duties))
     if requirements.assessment_min or requirements.assessment_max:
-        checks.append(check_assessment(fetched, requirements))
-    return tuple(checks)
+        checks.append(check_assessment(evidence, requirements))
+    return GateDecision(
+        version.model, version.number, version.stage, target, all(c.passed for c in checks), tuple(checks),
+        decided_by, decided_at,
+    )
+
+
+def serving_refusals(
+    version: ModelVersion,
+    evidence: Evidence,
+    promotion: PromotionEvidence | None,
+    *,
+    stage: str,
+    requirements: StageRequirements,
+    scan: ScanPolicy,
+) -> tuple[str, ...]:
+    """What stops a checked-out version from being served in `stage`; empty: nothing does.
+
+    The gateway serves only signed versions whose stage is proven by a signed, audited promotion.
+    """
+    checks = (
+        check_promotion(promotion, stage),
+        check_stored_bytes(version, evidence),
+        check_signature(version, evidence, requirements.unsigned_allowed),
+        check_scan(evidence, scan),
+    )
+    return tuple(f"{c.name}: {c.detail}" for c in checks if not c.passed)

@@ -1,14 +1,17 @@
-"""Load only what the registry promoted, re-verified at load, through a loader that runs no code.
+"""Load only what the registry's gate let into the serving stage, from the bytes that were checked.
 
-A model is served when: its newest version in the serving stage is found; its stored bytes
-still match the digests recorded at registration; its signature verifies with a trusted key;
-a fresh scan is clean; its `serving.yaml` is valid; and its format has a safe loader (ONNX
-through ONNX Runtime, scikit-learn through skops with an allow-list of types). Anything else
-is refused with the reason, and nothing of it is loaded.
+The gateway trusts no `stage` column: anyone who can write to the database can set one. It asks
+the registry for a checkout of the newest version recorded in the stage (`check_out_promoted`):
+the bytes read once from the blob store, their recomputed digests, a fresh scan, the signature
+verified with the gateway's trusted keys, and the proof of the stage (the promotion attestation
+for this version's root digest and this stage, signed by the registry key the gateway was given,
+and the audit entry that recorded it). What that evidence allows is the gate's to decide
+(`gate.serving_refusals`); this module only consumes the decision, then hands the checked bytes
+to a format loader (`bastion.serve.loaders`), which never opens a path.
 
 One format is not safe: a joblib file is a pickle, and loading it runs whatever it names. It is
-loaded only where the serving stage's policy says `allow_pickle: true`, and only when a scan of
-the file finds nothing at all (not merely nothing blocking), after every check above.
+loaded only where the serving stage's policy says `allow_pickle: true`, and only when the scan of
+the file found nothing at all (not merely nothing blocking).
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastion.errors import BastionError, NotFound, VerificationError
+import yaml
+
+from bastion.errors import BastionError, ConfigError, NotFound, VerificationError
 from bastion.policy.schema import ScanPolicy
 from bastion.registry import Principal, Registry
-from bastion.registry.gate import check_scan, check_signature, check_stored_bytes
+from bastion.registry.evidence import CheckedOutVersion
+from bastion.registry.gate import serving_refusals
 from bastion.serve.loaders import FormatLoader, Predictor
-from bastion.serve.spec import ServingSpec, load_spec
+from bastion.serve.spec import SPEC_NAME, ServingSpec, parse_spec
+from bastion.sign.keys import load_public_key
 
 
 @dataclass(frozen=True)
@@ -59,30 +66,51 @@ def load_promoted(
     trusted_keys: Sequence[Path],
     scan_policy: ScanPolicy | None = None,
     trusted_types: Sequence[str] = (),
+    registry_key: Path | None = None,
 ) -> ServedModel:
-    """The newest version of `model` in `stage`, checked and loaded; LoadRefused says why not."""
+    """The newest version of `model` proven to be in `stage`, checked and loaded; LoadRefused says why not.
+
+    Args:
+        registry_key: the registry public key promotions must be signed with; default the
+            registry folder's `registry.pub` (pinning a copy kept elsewhere is stronger).
+    """
+    if not trusted_keys:
+        raise LoadRefused(model, ["no trusted signing key is configured; the gateway serves only signed models"])
     try:
-        version = registry.newest_in(caller, model, stage)
+        key = load_public_key(registry_key or registry.config.public_key)
+    except BastionError as err:
+        raise LoadRefused(model, [f"the registry key cannot be read: {err.message}"]) from err
+    requirements = registry.policy.gate.requirements_for(stage)
+    try:
+        with registry.check_out_promoted(
+            caller, model, stage, trusted_keys=trusted_keys, registry_key=key
+        ) as checked:
+            version = checked.version
+            if version.layout != "folder":
+                raise LoadRefused(version.ref, ["a served model is a folder holding the model file and serving.yaml"])
+            refusals = serving_refusals(
+                version, checked.evidence, checked.promotion, stage=stage, requirements=requirements,
+                scan=scan_policy or registry.policy.scan,
+            )
+            if refusals:
+                raise LoadRefused(version.ref, refusals)
+            try:
+                spec = _spec_of(checked)
+                predict = FormatLoader(spec, trusted_types, requirements.allow_pickle, stage).load(checked)
+            except BastionError as err:
+                raise LoadRefused(version.ref, [err.message]) from err
+    except LoadRefused:
+        raise
     except NotFound as err:
         raise LoadRefused(model, [err.message]) from err
-    if not trusted_keys:
-        raise LoadRefused(version.ref, ["no trusted signing key is configured; the gateway serves only signed models"])
-    if version.layout != "folder":
-        raise LoadRefused(version.ref, ["a served model is a folder holding the model file and serving.yaml"])
-    with registry.checked_out(caller, version) as fetched:
-        checks = [
-            check_stored_bytes(version, fetched),
-            check_signature(fetched, trusted_keys),
-            check_scan(fetched, scan_policy or registry.policy.scan),
-        ]
-        failed = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
-        if failed:
-            raise LoadRefused(version.ref, failed)
-        allow_pickle = registry.policy.gate.requirements_for(stage).allow_pickle
-        try:
-            spec = load_spec(fetched.model_path)
-            loader = FormatLoader(spec, trusted_types, scan_policy or registry.policy.scan, allow_pickle, stage)
-            predict = loader.load(fetched.model_path / spec.file)
-        except BastionError as err:
-            raise LoadRefused(version.ref, [err.message]) from err
     return ServedModel(version.model, version.number, version.root_digest, spec, predict)
+
+
+def _spec_of(checked: CheckedOutVersion) -> ServingSpec:
+    if SPEC_NAME not in {f.path for f in checked.version.files}:
+        raise ConfigError(f"the model has no {SPEC_NAME}", hint="Add one beside the model file (see `bastion serve --help`).")
+    try:
+        raw = yaml.safe_load(checked.read_checked(SPEC_NAME))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{SPEC_NAME}: cannot read: {err}") from err
+    return parse_spec(raw, SPEC_NAME)

@@ -48,7 +48,12 @@ class Layer:
 
 def read_tensors(path: Path) -> dict[str, NDArray[np.float32]]:
     """Every tensor of a safetensors file as float32 (F16, BF16, F32 and F64 are read)."""
-    data = path.read_bytes()
+    return tensors_of(path.read_bytes(), path.name)
+
+
+def tensors_of(data: bytes, name: str) -> dict[str, NDArray[np.float32]]:
+    """Every tensor of safetensors bytes (the file `name`) as float32: the loader's checked bytes."""
+    path = Path(name)  # only its name appears in messages
     if len(data) < 8:
         raise ArtifactError(f"{path.name}: too short to be safetensors")
     length = struct.unpack("<Q", data[:8])[0]
