@@ -268,6 +268,13 @@ def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.02) ->
     return time.monotonic() - started
 
 
+def wait_for_refresh(gateway: Any) -> None:
+    """Wait (generously, not as an assertion on speed) until `gateway` has applied a snapshot of
+    the keys and kill switches that its periodic refresh began after this call."""
+    mark = gateway._tickets
+    wait_until(lambda: gateway._applied > mark, timeout=120)
+
+
 def seconds_to_utc_midnight(now: float | None = None) -> float:
     now = time.time() if now is None else now
     return math.ceil(now / 86_400) * 86_400 - now
