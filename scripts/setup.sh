@@ -22,19 +22,27 @@ fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
-# Reinstall only when the lock file or the project metadata changed.
-stamp=".venv/.installed-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
+# Reinstall only when a lock file or the project metadata changed.
+build=requirements/build.txt
+stamp=".venv/.installed-$(cat "$lock" "$build" pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setting up .venv from $lock (hash-checked)..." >&2
+  # Whatever pip the venv came with does the install (the interpreter's bundled one on a new
+  # machine: nothing here upgrades it first); .ci/run and scripts/test.sh print which it was.
+  pip_used=$(.venv/bin/python -m pip --version --disable-pip-version-check | cut -d' ' -f1,2)
+  echo "setting up .venv from $lock (hash-checked) with $pip_used..." >&2
   # The lock is complete (pip-compile lists every transitive dependency with its hashes), so it
   # is installed as it stands, without resolving: a resolver would ask the index about extras
   # such as pydantic[email] and fail, or drift, as new releases appear. The interpreter's own
   # bundled pip does this the same today and in a year; `pip check` then proves nothing is missing.
+  # (The dev lock pins pip itself, for pip-tools: it is installed from the lock like the rest.)
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$lock"
+  # The build backend is locked too: the bundled setuptools (65.5 with Python 3.11) cannot build
+  # Bastion, and --no-build-isolation keeps pip from fetching an unpinned one.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$build"
   .venv/bin/python -m pip check
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   rm -f .venv/.installed-*
-  touch "$stamp"
+  echo "$pip_used, $(.venv/bin/python -V 2>&1), from $lock" > "$stamp"
 fi
 # Byte-compile the editable source as pip does for installed packages: start-up time
 # counts in CI, and PYTHONDONTWRITEBYTECODE would otherwise recompile it on every run.

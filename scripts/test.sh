@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Which pip set this venv up (the CI log proves the bundled one can): read from setup's stamp.
+echo "== venv set up by $(cat .venv/.installed-* 2>/dev/null || echo 'an unknown pip (no stamp)')" >&2
 
 echo "== ruff" >&2
 .venv/bin/ruff check src tests benchmarks scripts
