@@ -8,16 +8,22 @@ and record the refusal in its audit chain.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import insert, update
 
+from bastion.db.tables import promotions, versions
+from bastion.registry.attest import attestation_statement, sign_statement
+from bastion.registry.records import GateDecision, Lineage
 from bastion.serve.gateway import AlarmPolicy
 from bastion.serve.run import GatewaySettings, assemble
 from bastion.sign.keys import generate_key, save_keypair
@@ -199,3 +205,95 @@ def test_bastion_serve_with_only_refused_models_exits_with_the_reasons(
     for named in expected:
         assert named in done.stderr, done.stderr
     assert "serving " not in done.stderr
+
+
+# --- the stage is proven by the promotion's evidence, not read from a column (issue 10, section 3) ---
+
+
+def _set_stage_by_sql(env: RegistryEnv, model: str, number: int, stage: str) -> None:
+    """What an attacker with write access to the database does: one UPDATE, no gate."""
+    with env.registry.engine.begin() as connection:
+        connection.execute(
+            update(versions).where(versions.c.model == model, versions.c.number == number).values(stage=stage)
+        )
+
+
+def test_bastion_serve_refuses_a_version_whose_stage_was_set_by_sql_and_audits_it(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    built = built_models(shared_dir(tmp_path_factory))
+    env = make_registry(tmp_path / "registry")
+    # Unapproved, with a licence the gate would refuse: it never went through a promotion.
+    env.registry.register(env.admin, "sneaky", built.folder("onnx"), lineage=Lineage(licence="proprietary"))
+    _set_stage_by_sql(env, "sneaky", 1, "production")
+    pinned = tmp_path / "pinned-registry.pub"  # the operator's own copy, outside the registry folder
+    shutil.copy(env.registry.config.public_key, pinned)
+    command = [
+        sys.executable, "-m", "bastion.cli.main", "serve", "--registry", str(env.home), "--model", "sneaky",
+        "--trusted-key", str(built.signer_pub), "--registry-key", str(pinned),
+        "--port", str(_free_port()), "--admin-port", str(_free_port()),
+    ]
+    done = subprocess.run(
+        command, env={**os.environ, "BASTION_TOKEN": env.admin_token}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+
+    assert done.returncode in (1, 2), (done.returncode, done.stderr)
+    assert "refused sneaky:" in done.stderr
+    assert "promotion: no signed promotion of sneaky@1 to production exists" in done.stderr
+    assert "serving " not in done.stderr
+    refusals = [e for e in env.audit_entries() if e.action == "model.load.refused" and e.subject == "sneaky@1"]
+    assert len(refusals) == 1
+    assert any("no signed promotion" in reason for reason in refusals[0].details["reasons"])
+
+
+def test_a_promotion_attested_by_another_key_is_refused(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    built = built_models(shared_dir(tmp_path_factory))
+    env = make_registry(tmp_path / "registry")
+    registry = env.registry
+    version = registry.register(env.admin, "forged", built.folder("onnx"))
+    # The whole record of a promotion, forged: the row, an attestation in the right shape signed by
+    # the attacker's key, and even an audit entry naming it. Only the registry key is missing.
+    forger = generate_key("ed25519")
+    now = datetime.now(UTC)
+    claimed = GateDecision("forged", 1, "dev", "production", True, (), "admin", now)
+    digest = registry.blobs.put_bytes(sign_statement(attestation_statement(version, claimed, ""), forger))
+    with registry._change() as connection:
+        connection.execute(update(versions).where(versions.c.model == "forged").values(stage="production"))
+        connection.execute(
+            insert(promotions).values(
+                model="forged", number=1, from_stage="dev", to_stage="production", decided_at=now,
+                decided_by="admin", allowed=True, reasons="[]", attestation_blob=digest,
+            )
+        )
+        registry._record(connection, "admin", "version.promote", "forged@1", attestation=digest)
+
+    assembled = assemble(registry, env.admin, GatewaySettings(models=("forged",), trusted_keys=(built.signer_pub,)))
+    try:
+        assert assembled.gateway.models == {}
+        assert f"attestation {digest}: the attestation is not signed by key" in assembled.refused["forged"]
+    finally:
+        assembled.close()
+
+
+def test_a_pinned_registry_key_serves_what_that_key_promoted_and_nothing_else(
+    loaded: Loaded, tmp_path: Path
+) -> None:
+    pinned = tmp_path / "registry.pub"
+    shutil.copy(loaded.env.registry.config.public_key, pinned)
+    stranger = generate_key("ed25519")
+    save_keypair(stranger, tmp_path / "stranger.key")
+    signer = (loaded.built.signer_pub,)
+
+    trusted = assemble(loaded.env.registry, loaded.env.admin, GatewaySettings((ONNX,), trusted_keys=signer, registry_key=pinned))
+    other = assemble(
+        loaded.env.registry, loaded.env.admin,
+        GatewaySettings((ONNX,), trusted_keys=signer, registry_key=tmp_path / "stranger.pub"),
+    )
+    try:
+        assert list(trusted.gateway.models) == [ONNX]
+        assert other.gateway.models == {}
+        assert "the attestation is not signed by key" in other.refused[ONNX]
+    finally:
+        trusted.close()
+        other.close()

@@ -33,6 +33,11 @@ def _key_store(registry: Registry) -> KeyStore:
     "--trusted-key", "trusted_keys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Public key a served model must be signed with; repeatable [default: the policy's keys for --stage].",
 )
+@click.option(
+    "--registry-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Public key the registry signs promotions with; a version is served only with its signed promotion "
+    "to --stage [default: registry.pub in the registry folder; pinning a copy kept outside it is stronger].",
+)
 @click.option("--redis", "redis_url", envvar="BASTION_REDIS_URL", help="Share limits and quotas across replicas.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -52,7 +57,8 @@ def _key_store(registry: Registry) -> KeyStore:
 @click.option("--mask-feature", "masked", multiple=True, type=click.IntRange(0), help="With --log-inputs: mask this "
               "feature index (personal data); repeatable.")
 def serve_command(
-    home: Path, models: tuple[str, ...], stage: str, trusted_keys: tuple[Path, ...], redis_url: str | None,
+    home: Path, models: tuple[str, ...], stage: str, trusted_keys: tuple[Path, ...], registry_key: Path | None,
+    redis_url: str | None,
     host: str, port: int, admin_host: str, admin_port: int, on_alarm: str, webhook: str | None, observer: str,
     log_inputs: bool, masked: tuple[int, ...],
 ) -> None:
@@ -71,7 +77,7 @@ def serve_command(
     from bastion.serve.run import GatewaySettings, assemble, run_gateway  # noqa: PLC0415
 
     settings = GatewaySettings(
-        models=models, stage=stage, trusted_keys=trusted_keys, redis_url=redis_url,
+        models=models, stage=stage, trusted_keys=trusted_keys, registry_key=registry_key, redis_url=redis_url,
         alarm_policy=AlarmPolicy(action=on_alarm, webhook=webhook),
         host=host, port=port, admin_host=admin_host, admin_port=admin_port, log_inputs=log_inputs,
         masked_features=masked, observer=observer,

@@ -37,6 +37,7 @@ class GatewaySettings:
     stage: str = "production"
     trusted_keys: tuple[Path, ...] = ()  # empty: the keys the policy requires for `stage`
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
+    registry_key: Path | None = None  # the key promotions must be signed with; None: the registry's registry.pub
     redis_url: str | None = None
     redis_prefix: str = "bastion:limits:"  # replicas sharing limits share this prefix
     alarm_policy: AlarmPolicy = field(default_factory=AlarmPolicy)
@@ -76,7 +77,10 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
     refused: dict[str, str] = {}
     for name in settings.models:
         try:
-            model = load_promoted(registry, caller, name, settings.stage, trusted, trusted_types=settings.trusted_types)
+            model = load_promoted(
+                registry, caller, name, settings.stage, trusted, trusted_types=settings.trusted_types,
+                registry_key=settings.registry_key,
+            )
         except LoadRefused as err:
             refused[name] = err.message
             audit_log.append(AuditEvent(caller.name, "model.load.refused", err.ref, {"reasons": list(err.reasons)}))
