@@ -8,12 +8,15 @@ its cases are skipped, except under CI, where they fail.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -131,3 +134,57 @@ def signing_key() -> PrivateKey:
 @pytest.fixture(scope="session")
 def other_key() -> PrivateKey:
     return generate_key("ed25519")
+
+
+# --- whole registries, for the anchored-verification tests --------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None for the default SQLite file inside the registry folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with _fresh_postgres_database() as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class S3Server:
+    url: str
+    client: Any  # a boto3 S3 client on the moto server
+    bucket: str  # object lock on, compliance mode
+
+    def options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.url, "key": "testing", "secret": "testing"}
+
+
+WITNESS_BUCKET = "bastion-audit-witness"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A moto S3 server on 127.0.0.1 with one object-locked bucket, as a witness would be kept."""
+    import boto3  # noqa: PLC0415
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        client = boto3.client(
+            "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+        client.create_bucket(Bucket=WITNESS_BUCKET, ObjectLockEnabledForBucket=True)
+        client.put_object_lock_configuration(
+            Bucket=WITNESS_BUCKET,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
+            },
+        )
+        yield S3Server(url, client, WITNESS_BUCKET)
+    finally:
+        server.stop()

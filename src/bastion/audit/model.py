@@ -100,10 +100,28 @@ class ProblemKind(StrEnum):
     OUT_OF_PLACE = "out-of-place"  # an entry sits at another position than it was written at
     BROKEN_LINK = "broken-link"  # an entry does not follow the one before it
     REWRITTEN = "rewritten"  # a signed checkpoint names another hash for that entry
-    TRUNCATED = "truncated"  # a signed checkpoint covers entries that are gone
+    TRUNCATED = "truncated"  # a signed checkpoint or witnessed head covers entries that are gone
     BAD_SIGNATURE = "bad-signature"  # a checkpoint's signature does not verify
     UNKNOWN_KEY = "unknown-key"  # a checkpoint signed by a key not trusted here
     HEAD_MISMATCH = "head-mismatch"  # the recorded head is not the last entry
+    FORKED = "forked"  # the witness saw another hash at that entry: history was rewritten
+    WITNESS_MISSING = "witness-missing"  # a witness was written, and is gone or rolled back
+    WITNESS_TAMPERED = "witness-tampered"  # heads missing from, or unreadable in, the witness
+
+
+class KeySource(StrEnum):
+    """Where the key that checked the signatures came from."""
+
+    PINNED = "pinned"  # the verifier's own configuration (--trusted-key, BASTION_AUDIT_KEY)
+    REGISTRY_FOLDER = "registry-folder"  # registry.pub beside the database: replaceable by its writers
+
+
+class WitnessSource(StrEnum):
+    """Where the witness that was checked is named."""
+
+    VERIFIER = "verifier"  # the verifier's own configuration (--witness, BASTION_AUDIT_WITNESS)
+    REGISTRY_CONFIG = "registry-config"  # registry.yaml: editable by whoever can write the folder
+    REGISTRY_FOLDER = "registry-folder"  # inside the registry folder, whoever named it
 
 
 @dataclass(frozen=True)
@@ -126,10 +144,25 @@ class AuditReport:
     last_signed_seq: int
     problems: tuple[AuditProblem, ...]
     problems_not_listed: int = 0
+    witness_location: str = ""  # "" when no witness was checked
+    witness_heads: int = 0
+    last_witnessed_seq: int = 0
+    key_source: KeySource = KeySource.REGISTRY_FOLDER
+    witness_source: WitnessSource | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def anchored(self) -> bool:
+        """Whether trust rests on the verifier's own key and witness, not on the folder being checked."""
+        return self.key_source is KeySource.PINNED and self.witness_source is WitnessSource.VERIFIER
+
+    @property
+    def unwitnessed_tail(self) -> int:
+        """Entries after the last witnessed head: a writer of the database could still cut them unseen."""
+        return max(0, self.last_seq - self.last_witnessed_seq) if self.witness_location else self.last_seq
 
     @property
     def unsigned_tail(self) -> int:

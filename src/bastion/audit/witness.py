@@ -1,67 +1,266 @@
-"""A signed copy of the chain's head kept outside the database.
+"""Signed heads of a chain kept outside the database: the log's anchor against insiders.
 
-Whoever can write the database can delete the newest entries together with the checkpoints
-that cover them and leave a chain that is consistent in itself. The witness, a file beside
-the signing key, remembers the furthest head ever written, so such a cut shows.
+Whoever can write the database can cut the newest entries together with the checkpoints that
+cover them, or restore an older backup, and leave a chain that is consistent in itself; whoever
+also holds the registry's key can rewrite and re-sign all of it. A witness stops both, provided
+it lives where those people cannot write: a second folder, or an S3 bucket with object lock.
+
+A witness is append-only. Each head is a new object `<location>/<chain>/<counter>.json`, written
+only if no object of that name exists (`O_EXCL` on a folder, `If-None-Match: *` on S3), where the
+counter goes 1, 2, 3 ... and is never reused. Nothing is ever rewritten, so a rolled-back
+database shows as "behind the witness", a rewritten history as a fork at a witnessed entry, and
+a witness rolled back or emptied as a gap against the counter the database remembers.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bastion.audit.model import Checkpoint, checkpoint_message
-from bastion.errors import ConfigError
+from bastion.errors import BackendUnavailable, ConfigError
 from bastion.sign.keys import PrivateKey
 from bastion.sign.raw import key_id, sign_bytes
 
+logger = logging.getLogger(__name__)
 
-def read_witness(path: Path, chain: str) -> Checkpoint | None:
-    """The witnessed head of `chain`, or None when nothing was witnessed yet."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8")).get(chain)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: unreadable audit witness: {err}", hint="Restore it from a backup.") from err
-    if raw is None:
-        return None
-    try:
-        return Checkpoint(
-            int(raw["seq"]),
-            bytes.fromhex(raw["entry_hash"]),
-            datetime.fromisoformat(raw["signed_at"]),
-            str(raw["key_id"]),
-            bytes.fromhex(raw["signature"]),
-        )
-    except (KeyError, ValueError, TypeError) as err:
-        raise ConfigError(f"{path}: malformed audit witness for {chain!r}: {err}") from err
+WITNESS_FORMAT = "bastion-audit-witness/1"
+_NAME = re.compile(r"(\d{12})\.json")
+_MAX_RACES = 50  # other writers taking the next counter first, before giving up
 
 
-def advance_witness(path: Path, key: PrivateKey, chain: str, seq: int, entry_hash: bytes) -> None:
-    """Record (seq, hash) as `chain`'s head unless the file already holds a later one."""
-    lock = path.with_name(path.name + ".lock")
-    with lock.open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+def witness_message(chain: str, counter: int, seq: int, entry_hash: bytes, signed_at: datetime) -> bytes:
+    """The bytes a witnessed head's signature covers: its place in the witness as well as the chain's."""
+    stamp = signed_at.astimezone(UTC).isoformat(timespec="microseconds")
+    return f"{WITNESS_FORMAT}\n{chain}\n{counter}\n{seq}\n{entry_hash.hex()}\n{stamp}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessedHead:
+    """Head number `counter` of `chain` at one witness: entry `seq` had hash `entry_hash`."""
+
+    chain: str
+    counter: int
+    seq: int
+    entry_hash: bytes
+    signed_at: datetime
+    key_id: str
+    signature: bytes
+
+    def message(self) -> bytes:
+        return witness_message(self.chain, self.counter, self.seq, self.entry_hash, self.signed_at)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": WITNESS_FORMAT,
+                "chain": self.chain,
+                "counter": self.counter,
+                "seq": self.seq,
+                "entry_hash": self.entry_hash.hex(),
+                "signed_at": self.signed_at.astimezone(UTC).isoformat(timespec="microseconds"),
+                "key_id": self.key_id,
+                "signature": self.signature.hex(),
+            },
+            indent=1,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, chain: str, counter: int) -> WitnessedHead:
+        """Parse one object; ValueError if it is not head `counter` of `chain`."""
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(data)
+            head = cls(
+                chain=str(raw["chain"]),
+                counter=int(raw["counter"]),
+                seq=int(raw["seq"]),
+                entry_hash=bytes.fromhex(raw["entry_hash"]),
+                signed_at=datetime.fromisoformat(raw["signed_at"]),
+                key_id=str(raw["key_id"]),
+                signature=bytes.fromhex(raw["signature"]),
+            )
+            fmt = raw["format"]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"not a witnessed head: {err}") from err
+        if fmt != WITNESS_FORMAT or head.chain != chain or head.counter != counter or head.signed_at.tzinfo is None:
+            raise ValueError(f"names {head.chain!r} #{head.counter} in format {fmt!r}, not {chain!r} #{counter}")
+        return head
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessReading:
+    """Everything one witness holds for one chain, in counter order."""
+
+    location: str
+    heads: tuple[WitnessedHead, ...]
+    unreadable: tuple[tuple[int, str], ...]  # (counter, why) for objects that are not valid heads
+
+    @property
+    def last_counter(self) -> int:
+        counters = [h.counter for h in self.heads] + [c for c, _ in self.unreadable]
+        return max(counters, default=0)
+
+
+class Witness:
+    """An append-only sequence of signed heads per chain, at a folder or an fsspec URL.
+
+    Args:
+        location: a folder path, or a URL fsspec understands (`s3://bucket/prefix`).
+        options: fsspec storage options (`endpoint_url`, ...); credentials belong in the
+            environment (AWS_* or FSSPEC_S3_*), never in a config file.
+    """
+
+    def __init__(self, location: str | Path, options: Mapping[str, Any] | None = None) -> None:
+        import fsspec  # noqa: PLC0415  (fsspec pulls in its backends; only witnessed logs pay)
+
+        text = str(location)
+        if not text.strip():
+            raise ConfigError("the audit witness location is empty", hint="Name a folder or an s3:// URL.")
+        self.location = text
+        try:
+            self._fs, self._root = fsspec.core.url_to_fs(text, **dict(options or {}))
+        except (ValueError, ImportError) as err:
+            raise ConfigError(f"cannot use {text!r} as an audit witness: {err}") from err
+        self._local = "file" in _protocols(self._fs)
+        protocol = sorted(_protocols(self._fs))[0]
+        # The same place however it is spelled (relative path, trailing slash, file:// prefix).
+        self.identity = hashlib.sha256(f"{protocol}://{self._root.rstrip('/')}".encode()).hexdigest()
+        self._next: dict[str, int] = {}  # per chain: the counter this process expects to write next
+        self._witnessed: dict[str, int] = {}  # per chain: the furthest seq this process has witnessed
+
+    def __repr__(self) -> str:
+        return f"Witness({self.location!r})"
+
+    def contains(self, path: Path) -> bool:
+        """Whether this witness is a folder inside `path` (whoever can write `path` can rewrite it)."""
+        if not self._local:
+            return False
+        return Path(self._root).resolve().is_relative_to(path.resolve())
+
+    def _dir(self, chain: str) -> str:
+        if not chain or "/" in chain or chain.startswith("."):
+            raise ConfigError(f"bad audit chain name {chain!r}")
+        return f"{self._root.rstrip('/')}/{chain}"
+
+    def _counters(self, chain: str) -> list[int]:
+        folder = self._dir(chain)
+        try:
+            self._fs.invalidate_cache(folder)
+            names = self._fs.ls(folder, detail=False)
         except FileNotFoundError:
-            document = {}
-        if int(document.get(chain, {}).get("seq", 0)) >= seq:
+            return []
+        except OSError as err:
+            raise BackendUnavailable(f"cannot list the audit witness at {self.location}: {err}") from err
+        found = (_NAME.fullmatch(str(name).rstrip("/").rsplit("/", 1)[-1]) for name in names)
+        return sorted(int(match[1]) for match in found if match)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def read(self, chain: str) -> WitnessReading:
+        """Every head of `chain` here; objects that do not parse are listed, not dropped."""
+        counters = self._counters(chain)
+        paths = {f"{self._dir(chain)}/{counter:012d}.json": counter for counter in counters}
+        try:
+            contents = self._fs.cat(list(paths), on_error="return") if paths else {}
+        except OSError as err:
+            raise BackendUnavailable(f"cannot read the audit witness at {self.location}: {err}") from err
+        heads, unreadable = [], []
+        for path, counter in paths.items():
+            data = contents.get(path)
+            if not isinstance(data, bytes):
+                unreadable.append((counter, f"unreadable: {data}"))
+                continue
+            try:
+                heads.append(WitnessedHead.from_json(data, chain, counter))
+            except ValueError as err:
+                unreadable.append((counter, str(err)))
+        return WitnessReading(self.location, tuple(heads), tuple(unreadable))
+
+    def has_heads(self, chain: str) -> bool:
+        return bool(self._counters(chain))
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def advance(
+        self, key: PrivateKey, chain: str, seq: int, entry_hash: bytes, *, now: datetime, hint: int = 0
+    ) -> WitnessedHead | None:
+        """Append a head for (seq, entry_hash) unless this process already witnessed that far.
+
+        `hint` is the counter the database remembers as written last: the next one is tried
+        first, and only a race with another writer costs a listing.
+
+        Returns:
+            The head written, or None when nothing new needed witnessing.
+        Raises:
+            BackendUnavailable: the witness cannot be written.
+        """
+        if self._witnessed.get(chain, -1) >= seq:
+            return None
+        counter = max(self._next.get(chain, 1), hint + 1)
+        for _race in range(_MAX_RACES):
+            head = _signed_head(key, chain, counter, seq, entry_hash, now)
+            try:
+                self._create(f"{self._dir(chain)}/{counter:012d}.json", head.to_json())
+            except FileExistsError:
+                counter = max(self._counters(chain), default=0) + 1
+                continue
+            except OSError as err:
+                raise BackendUnavailable(f"cannot write the audit witness at {self.location}: {err}") from err
+            self._next[chain] = counter + 1
+            self._witnessed[chain] = seq
+            return head
+        raise BackendUnavailable(f"the audit witness at {self.location} kept changing under this writer")
+
+    def _create(self, path: str, data: bytes) -> None:
+        """Write `data` as a new object at `path`; FileExistsError if one is there already."""
+        if not self._local:
+            self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            with self._fs.open(path, "xb") as handle:  # S3: If-None-Match: * (412 -> FileExistsError)
+                handle.write(data)
             return
-        now = datetime.now(UTC)
-        document[chain] = {
-            "seq": seq,
-            "entry_hash": entry_hash.hex(),
-            "signed_at": now.isoformat(),
-            "key_id": key_id(key.public_key()),
-            "signature": sign_bytes(key, checkpoint_message(chain, seq, entry_hash, now)).hex(),
-        }
-        staging = path.with_name(path.name + ".tmp")
-        staging.write_text(json.dumps(document, indent=2), encoding="utf-8")
-        with staging.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Written in full and flushed, then linked into place: link(2) refuses an existing name,
+        # and a reader never sees half a head.
+        handle, staging = tempfile.mkstemp(dir=final.parent, prefix=".staging-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(staging, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
+        directory = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _signed_head(key: PrivateKey, chain: str, counter: int, seq: int, entry_hash: bytes, now: datetime) -> WitnessedHead:
+    moment = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+    return WitnessedHead(
+        chain=chain,
+        counter=counter,
+        seq=seq,
+        entry_hash=entry_hash,
+        signed_at=moment,
+        key_id=key_id(key.public_key()),
+        signature=sign_bytes(key, witness_message(chain, counter, seq, entry_hash, moment)),
+    )
+
+
+def _protocols(fs: Any) -> set[str]:
+    protocol = fs.protocol
+    return {protocol} if isinstance(protocol, str) else set(protocol)

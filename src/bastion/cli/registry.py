@@ -301,14 +301,45 @@ CHAIN_OPTION = click.option(
 
 @audit_group.command("verify")
 @CHAIN_OPTION
+@click.option(
+    "--trusted-key", "trusted_keys", multiple=True, envvar="BASTION_AUDIT_KEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The registry's public key from your own copy, not the registry folder's registry.pub; "
+    "repeatable [env BASTION_AUDIT_KEY].",
+)
+@click.option(
+    "--witness", "witness_location", envvar="BASTION_AUDIT_WITNESS", metavar="LOCATION",
+    help="Your own witness location (a folder or s3://bucket/prefix; fsspec options from FSSPEC_S3_* "
+    "and AWS_* variables) [env BASTION_AUDIT_WITNESS].",
+)
+@click.option(
+    "--require-anchor", is_flag=True, envvar="BASTION_AUDIT_REQUIRE_ANCHOR",
+    help="Exit 1 unless both the key and the witness come from this command line or environment.",
+)
 @_registry_options
-def audit_verify_command(registry: Registry, caller: Principal, fmt: str, chain: str) -> None:
-    """Check every entry's hash, link and place, and every signed checkpoint; exit 1 if tampered."""
-    from bastion.render.registry_text import audit_text  # noqa: PLC0415
+def audit_verify_command(
+    registry: Registry,
+    caller: Principal,
+    fmt: str,
+    chain: str,
+    trusted_keys: tuple[Path, ...],
+    witness_location: str | None,
+    require_anchor: bool,
+) -> None:
+    """Check every entry's hash, link and place, every signed checkpoint and witnessed head.
 
-    report = registry.verify_audit(caller, chain)
+    Exit 1 if anything was tampered with, or (with --require-anchor) if trust rests on the
+    registry folder's own key or witness, which anyone who can write that folder can replace.
+    """
+    from bastion.audit.witness import Witness  # noqa: PLC0415
+    from bastion.render.registry_text import audit_text  # noqa: PLC0415
+    from bastion.sign.keys import load_public_key  # noqa: PLC0415
+
+    keys = [load_public_key(path) for path in trusted_keys]
+    witness = Witness(witness_location) if witness_location else None
+    report = registry.verify_audit(caller, chain, trusted_keys=keys, witness=witness)
     _emit(fmt, report, audit_text(report))
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if report.ok and (report.anchored or not require_anchor) else 1)
 
 
 @audit_group.command("export")

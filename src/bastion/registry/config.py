@@ -6,11 +6,15 @@ blobs: blobs                           # a folder, or s3://bucket/prefix
 blob_options: {endpoint_url: http://127.0.0.1:9000}   # fsspec storage options (no secrets here)
 policy: policy.yaml                    # stages and what each requires
 signing_key: registry.key              # signs audit checkpoints and promotion attestations
+audit_witness: s3://audit-bucket/bastion   # where signed audit heads are appended (default:
+                                       # audit-witness/ in this folder); keep it where the
+                                       # registry's own writers cannot delete (S3 object lock)
+audit_witness_options: {}              # fsspec storage options for the witness (no secrets)
 ```
 
-Relative paths are relative to the home folder. `BASTION_REGISTRY_DATABASE` and
-`BASTION_REGISTRY_BLOBS` override the file, so secrets in URLs can stay in the environment;
-S3 credentials come from the usual AWS variables.
+Relative paths are relative to the home folder. `BASTION_REGISTRY_DATABASE`,
+`BASTION_REGISTRY_BLOBS` and `BASTION_REGISTRY_AUDIT_WITNESS` override the file, so secrets in
+URLs can stay in the environment; S3 credentials come from the usual AWS variables.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bastion.errors import ConfigError
 from bastion.sign.keys import generate_key, save_keypair
+
+if TYPE_CHECKING:
+    from bastion.audit.witness import Witness
 
 CONFIG_NAME = "registry.yaml"
 DEFAULT_POLICY = """\
@@ -52,6 +59,8 @@ class _ConfigFile(BaseModel):
     blob_options: dict[str, Any] = {}
     policy: str = "policy.yaml"
     signing_key: str = "registry.key"
+    audit_witness: str = "audit-witness"
+    audit_witness_options: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -64,10 +73,18 @@ class RegistryConfig:
     blob_options: dict[str, Any] = field(default_factory=dict)
     policy: Path = Path("policy.yaml")
     signing_key: Path = Path("registry.key")
+    audit_witness: str = ""  # a folder or an fsspec URL; "" when none is set
+    audit_witness_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def public_key(self) -> Path:
         return self.signing_key.with_suffix(".pub")
+
+    def open_witness(self) -> Witness | None:
+        """The audit witness the registry and its gateways append signed heads to."""
+        from bastion.audit.witness import Witness  # noqa: PLC0415
+
+        return Witness(self.audit_witness, self.audit_witness_options) if self.audit_witness else None
 
 
 def _resolve(home: Path, raw: _ConfigFile) -> RegistryConfig:
@@ -79,6 +96,9 @@ def _resolve(home: Path, raw: _ConfigFile) -> RegistryConfig:
     blobs = os.environ.get("BASTION_REGISTRY_BLOBS") or raw.blobs
     if "://" not in blobs:
         blobs = str((home / blobs).resolve())
+    witness = os.environ.get("BASTION_REGISTRY_AUDIT_WITNESS") or raw.audit_witness
+    if witness and "://" not in witness:
+        witness = str((home / witness).resolve())
     return RegistryConfig(
         home=home,
         database=database,
@@ -86,6 +106,8 @@ def _resolve(home: Path, raw: _ConfigFile) -> RegistryConfig:
         blob_options=dict(raw.blob_options),
         policy=(home / raw.policy).resolve(),
         signing_key=(home / raw.signing_key).resolve(),
+        audit_witness=witness,
+        audit_witness_options=dict(raw.audit_witness_options),
     )
 
 
@@ -112,7 +134,12 @@ def load_config(home: Path) -> RegistryConfig:
 
 
 def init_registry(
-    home: Path, *, database: str | None = None, blobs: str | None = None, blob_options: dict[str, Any] | None = None
+    home: Path,
+    *,
+    database: str | None = None,
+    blobs: str | None = None,
+    blob_options: dict[str, Any] | None = None,
+    audit_witness: str | None = None,
 ) -> RegistryConfig:
     """Create the home folder, its config, a default policy and the registry's signing key."""
     import yaml  # noqa: PLC0415
@@ -128,6 +155,8 @@ def init_registry(
         settings["blobs"] = blobs
     if blob_options:
         settings["blob_options"] = blob_options
+    if audit_witness:
+        settings["audit_witness"] = audit_witness
     raw = _ConfigFile.model_validate(settings)
     path.write_text(yaml.safe_dump(raw.model_dump(), sort_keys=False), encoding="utf-8")
     config = _resolve(home.resolve(), raw)

@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from bastion.audit import AuditReport
+from bastion.audit.model import KeySource, WitnessSource
 from bastion.registry.records import GateDecision, ModelSummary, ModelVersion
 
 
@@ -34,6 +35,8 @@ def as_json(value: Any) -> str:
     if isinstance(value, AuditReport):
         payload["ok"] = value.ok
         payload["unsigned_tail"] = value.unsigned_tail
+        payload["unwitnessed_tail"] = value.unwitnessed_tail
+        payload["anchored"] = value.anchored
     return json.dumps(payload, indent=2)
 
 
@@ -87,4 +90,32 @@ def audit_text(report: AuditReport) -> str:
         lines.append(f"  ... and {report.problems_not_listed} more")
     if report.unsigned_tail:
         lines.append(f"  note: the last {report.unsigned_tail} entries are chained but not yet under a signed checkpoint")
+    lines.extend(audit_anchor_lines(report))
     return "\n".join(lines)
+
+
+def audit_anchor_lines(report: AuditReport) -> list[str]:
+    """What the verdict rests on: whose key, whose witness, and what is not yet witnessed."""
+    if report.witness_location:
+        lines = [
+            f"  witness: {report.witness_location} ({report.witness_source}): {report.witness_heads} heads, "
+            f"last witnessed entry {report.last_witnessed_seq}"
+        ]
+        if report.unwitnessed_tail:
+            lines.append(f"  note: the last {report.unwitnessed_tail} entries are not yet witnessed")
+    else:
+        lines = ["  witness: none checked"]
+    if report.anchored:
+        lines.append("  anchored: the key and the witness come from the verifier's own configuration")
+    else:
+        gaps = []
+        if report.key_source is not KeySource.PINNED:
+            gaps.append("trusts the registry folder's own key (registry.pub)")
+        if report.witness_source is not WitnessSource.VERIFIER:
+            gaps.append("holds no witness of its own outside the registry folder")
+        lines.append(
+            f"  UNANCHORED: this check {' and '.join(gaps)}; anyone with write access to the registry folder "
+            "could replace them and rewrite the log unseen. Pass --trusted-key and --witness "
+            "(or BASTION_AUDIT_KEY and BASTION_AUDIT_WITNESS)."
+        )
+    return lines
