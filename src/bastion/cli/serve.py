@@ -21,7 +21,7 @@ def _key_store(registry: Registry) -> KeyStore:
     from bastion.serve.keys import KeyStore  # noqa: PLC0415
     from bastion.serve.run import AUDIT_CHAIN  # noqa: PLC0415
 
-    log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1)
+    log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1, witness=registry.witness)
     return KeyStore(registry.engine, log)
 
 
