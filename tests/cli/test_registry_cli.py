@@ -223,3 +223,33 @@ def test_audit_export_is_one_line_per_entry(populated: dict[str, object], tmp_pa
     assert lines[0]["body"]["action"] == "registry.bootstrap"
     reader = _bastion(home, "audit", "export", token=str(populated["rita"]))
     assert reader.returncode == 2 and "needs admin" in reader.stderr
+
+
+def test_a_file_beside_the_model_that_the_signature_does_not_cover_blocks_the_gate(tmp_path: Path) -> None:
+    """Issue 10, section 3: `--signature` elsewhere, and a stale `model.sig` stored as a model file."""
+    from bastion.sign.keys import generate_key, save_keypair  # noqa: PLC0415
+    from bastion.sign.ossf import sign_model  # noqa: PLC0415
+
+    home = tmp_path / "registry"
+    admin = _ok(_bastion(home, "registry", "init", home))
+    key = generate_key("ed25519")
+    save_keypair(key, tmp_path / "signer.key")
+    (home / "policy.yaml").write_text(
+        "version: 1\ngate:\n  separation_of_duties: false\n  require:\n"
+        f"    staging:\n      signature_keys: [{tmp_path / 'signer.pub'}]\n",
+        encoding="utf-8",
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    np.save(model / "weights.npy", np.arange(8, dtype=np.float32))
+    # Signed in place (the statement says model.sig is not part of the model), the bundle then
+    # kept apart, and a file put where the signature was: verification ignores that path.
+    sign_model(model, key).rename(tmp_path / "release.sig")
+    (model / "model.sig").write_text('{"planted": "after signing"}')
+
+    _ok(_bastion(home, "registry", "register", "m", model, "--signature", tmp_path / "release.sig", token=admin))
+    checked = _bastion(home, "gate", "check", "m@1", "--stage", "staging", "--format", "json", token=admin)
+
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    reasons = json.loads(checked.stdout)["reasons"]
+    assert "signature: stored files the signature does not cover: model.sig" in " ".join(reasons)

@@ -36,8 +36,17 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    registry = Registry(init_registry(tmp_path / "reg"))
+def registry_policy() -> str | None:
+    """The registry's policy (YAML); None: the default. A test module overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+def server(tmp_path: Path, registry_policy: str | None) -> Iterator[Server]:
+    config = init_registry(tmp_path / "reg")
+    if registry_policy is not None:
+        config.policy.write_text(registry_policy, encoding="utf-8")
+    registry = Registry(config)
     admin_token = registry.bootstrap("admin")
     app = create_app(registry)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
