@@ -34,7 +34,7 @@ from sqlalchemy import Engine, select, text
 
 from bastion.audit import AuditEvent, AuditLog
 from bastion.audit.model import checkpoint_message
-from bastion.audit.witness import Witness
+from bastion.audit.witness import Witness, WitnessedHead
 from bastion.db.tables import audit_checkpoints
 from bastion.registry import Registry, init_registry
 from bastion.registry.config import load_config
@@ -397,3 +397,45 @@ def test_s3_witness_with_object_lock_catches_a_cut_tail(s3_deployment: Deploymen
     assert honest.returncode == 0, honest.stdout + honest.stderr
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"entry {end}: [truncated] the log is behind its witness: {s3_deployment.witness}" in done.stdout
+
+
+def test_s3_heads_overwritten_or_deleted_with_the_registrys_credentials_are_seen(
+    s3_deployment: Deployment, s3_server: Any
+) -> None:
+    """The adaptive attacker: the registry's key from the folder and its S3 credentials (it must
+    be able to write heads), so they rewrite the history, re-sign it, overwrite every witnessed
+    head to match, and hide the newest behind a delete marker. Object lock keeps the old versions."""
+    d = s3_deployment
+    stolen = load_private_key(d.home / "registry.key")
+    edited = seq_of(d.engine, "access.grant")
+    rewrite_from(d.engine, edited, '"role":"contributor"', '"role":"admin"', stolen)
+    cover_tracks(d)
+    hashes = {
+        int(seq): bytes(digest)
+        for seq, digest in sql(d.engine, "SELECT seq, entry_hash FROM audit_entries WHERE chain = 'registry'").all()
+    }
+    prefix = d.witness.removeprefix(f"s3://{s3_server.bucket}/") + "/registry/"
+    keys = [item["Key"] for item in s3_server.client.list_objects_v2(Bucket=s3_server.bucket, Prefix=prefix)["Contents"]]
+    for name in keys:
+        head = WitnessedHead.from_json(
+            s3_server.client.get_object(Bucket=s3_server.bucket, Key=name)["Body"].read(),
+            "registry",
+            int(name.rsplit("/", 1)[1].removesuffix(".json")),
+        )
+        forged = WitnessedHead(
+            head.chain, head.counter, head.seq, hashes.get(head.seq, head.entry_hash), head.signed_at, head.key_id, b""
+        )
+        forged = WitnessedHead(**{**_fields(forged), "signature": sign_bytes(stolen, forged.message())})
+        s3_server.client.put_object(Bucket=s3_server.bucket, Key=name, Body=forged.to_json())
+    s3_server.client.delete_object(Bucket=s3_server.bucket, Key=keys[-1])
+
+    done = audit_verify(d)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"witnessed head #{edited} at {d.witness} is not valid: overwritten: 2 versions of one head" in done.stdout
+    assert f"witnessed head #{len(keys)} at {d.witness} is not valid: deleted: a delete marker hides it" in done.stdout
+    assert "[forked]" not in done.stdout  # the current versions match the rewrite: only the history shows it
+
+
+def _fields(head: WitnessedHead) -> dict[str, Any]:
+    return {name: getattr(head, name) for name in WitnessedHead.__slots__}

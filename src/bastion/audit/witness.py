@@ -166,15 +166,25 @@ class Witness:
     # --- reading ---------------------------------------------------------------------------
 
     def read(self, chain: str) -> WitnessReading:
-        """Every head of `chain` here; objects that do not parse are listed, not dropped."""
+        """Every head of `chain` here; objects that do not parse are listed, not dropped.
+
+        On S3 the bucket's version history is read too: with object lock (which needs
+        versioning) a head overwritten or deleted keeps its old version, so whoever holds
+        write credentials can hide a head behind a newer version or a delete marker, but not
+        unseen: each such head is reported as not valid.
+        """
         counters = self._counters(chain)
+        altered = self._s3_history(chain) if "s3" in _protocols(self._fs) else {}
+        counters = sorted(set(counters) | set(altered))
         paths = {f"{self._dir(chain)}/{counter:012d}.json": counter for counter in counters}
         try:
             contents = self._fs.cat(list(paths), on_error="return") if paths else {}
         except OSError as err:
             raise BackendUnavailable(f"cannot read the audit witness at {self.location}: {err}") from err
-        heads, unreadable = [], []
+        heads, unreadable = [], list(altered.items())
         for path, counter in paths.items():
+            if counter in altered:
+                continue
             data = contents.get(path)
             if not isinstance(data, bytes):
                 unreadable.append((counter, f"unreadable: {data}"))
@@ -185,8 +195,35 @@ class Witness:
                 unreadable.append((counter, str(err)))
         return WitnessReading(self.location, tuple(heads), tuple(unreadable))
 
-    def has_heads(self, chain: str) -> bool:
-        return bool(self._counters(chain))
+    def _s3_history(self, chain: str) -> dict[int, str]:
+        """Heads with more than one version, or hidden by a delete marker: counter -> what happened."""
+        bucket, _, prefix = f"{self._dir(chain)}/".partition("/")
+        versions: dict[int, int] = {}
+        deleted: set[int] = set()
+        request: dict[str, str] = {"Bucket": bucket, "Prefix": prefix}
+        try:
+            while True:
+                page = self._fs.call_s3("list_object_versions", **request)
+                for item in page.get("Versions", []):
+                    match = _NAME.fullmatch(item["Key"].rsplit("/", 1)[-1])
+                    if match:
+                        versions[int(match[1])] = versions.get(int(match[1]), 0) + 1
+                for item in page.get("DeleteMarkers", []):
+                    match = _NAME.fullmatch(item["Key"].rsplit("/", 1)[-1])
+                    if match:
+                        deleted.add(int(match[1]))
+                if not page.get("IsTruncated"):
+                    break
+                request["KeyMarker"] = page["NextKeyMarker"]
+                request["VersionIdMarker"] = page["NextVersionIdMarker"]
+        except (OSError, KeyError) as err:
+            raise BackendUnavailable(
+                f"cannot read the version history of the audit witness at {self.location}: {err}",
+                hint="The verifier needs s3:ListBucketVersions on the witness bucket as well as read access.",
+            ) from err
+        found = {counter: f"overwritten: {count} versions of one head" for counter, count in versions.items() if count > 1}
+        found.update({counter: "deleted: a delete marker hides it" for counter in deleted})
+        return found
 
     # --- writing ---------------------------------------------------------------------------
 
