@@ -20,6 +20,7 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from bastion.registry import Registry, init_registry
+from bastion.serve import loader
 from bastion.serve.gateway import AlarmPolicy
 from bastion.serve.run import GatewaySettings, assemble
 from bastion.sign.keys import generate_key, save_keypair
@@ -108,3 +109,33 @@ def test_a_clean_joblib_model_is_served_where_pickle_is_allowed(tmp_path: Path, 
     assert answer.status_code == 200, answer.text
     (probabilities,) = [o for o in answer.json()["outputs"] if o["name"] == "probabilities"]
     np.testing.assert_allclose(np.reshape(probabilities["data"], (5, 2)), signed.model.predict_proba(rows), rtol=1e-6)
+
+
+def test_bytes_swapped_after_the_checks_are_not_loaded(
+    tmp_path: Path, signed: Signed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10, section 3: the loader loads the bytes that were checked, never a path opened again.
+
+    Between the checks and the load, the private copy is replaced by another (benign) estimator:
+    an attacker's window on any re-opened path. Serving it would answer with a model no gate saw.
+    """
+    env = _registry(tmp_path / "registry", signed.pub, allow_pickle=True)
+    env.publish(CLEAN, signed.clean)
+    other = tmp_path / "other.joblib"
+    data = dataset()
+    joblib.dump(LogisticRegression(max_iter=200).fit(data.x_test, 1 - data.y_test), other)
+    checked_then = loader.serving_refusals
+
+    def swap_after_checking(*args: object, **kwargs: object) -> tuple[str, ...]:
+        refusals = checked_then(*args, **kwargs)  # type: ignore[arg-type]  # passed through unchanged
+        evidence = args[1]
+        (Path(evidence.scan_root) / "model.joblib").write_bytes(other.read_bytes())  # type: ignore[attr-defined]
+        return refusals
+
+    monkeypatch.setattr(loader, "serving_refusals", swap_after_checking)
+    assembled = assemble(env.registry, env.admin, GatewaySettings(models=(CLEAN,)))
+    try:
+        assert CLEAN not in assembled.gateway.models
+        assert "model.joblib is not the bytes recorded at registration" in assembled.refused[CLEAN]
+    finally:
+        assembled.close()
