@@ -135,7 +135,7 @@ def test_a_grant_on_one_model_does_not_reach_another(registry: Registry, team: T
 
     assert [m.name for m in registry.models(team.admin)] == ["model-a"]
     assert [m.name for m in registry.models(nina)] == ["model-a"]
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=re.escape("nina (no role) may not read on model 'model-b'")):
         registry.version(nina, "model-b")
 
 
@@ -145,7 +145,7 @@ def test_a_regrant_replaces_the_role(registry: Registry, team: Team, tmp_path: P
     demoted = registry.authenticate(team.tokens["carol"])
 
     assert demoted.role_on("anything") is Role.READER
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=re.escape("carol (role reader) may not version.register on model 'fraud'")):
         registry.register(demoted, "fraud", numpy_folder(tmp_path))
 
 
@@ -172,20 +172,22 @@ def test_a_token_within_its_lifetime_is_accepted(registry: Registry, team: Team)
 
 
 @pytest.mark.parametrize(
-    "mangle",
+    ("mangle", "reason"),
     [
-        lambda t: "",
-        lambda t: "not-a-token",
-        lambda t: t.replace("bst_", "xyz_", 1),
-        lambda t: "_".join(t.split("_")[:2]),
-        lambda t: "bst__" + t.split("_", 2)[2],
-        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),
-        lambda t: "bst_" + "0" * 16 + "_" + t.split("_", 2)[2],
+        (lambda t: "", "no API token given"),
+        (lambda t: "not-a-token", "the token is malformed"),
+        (lambda t: t.replace("bst_", "xyz_", 1), "the token is malformed"),
+        (lambda t: "_".join(t.split("_")[:2]), "the token is malformed"),
+        (lambda t: "bst__" + t.split("_", 2)[2], "the token is malformed"),
+        (lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), "the API token is not valid"),
+        (lambda t: "bst_" + "0" * 16 + "_" + t.split("_", 2)[2], "the API token is not valid"),
     ],
     ids=["empty", "garbage", "wrong-prefix", "no-secret", "no-id", "wrong-secret", "unknown-id"],
 )
-def test_a_malformed_or_forged_token_is_refused(registry: Registry, team: Team, mangle: Callable[[str], str]) -> None:
-    with pytest.raises(AccessDenied):
+def test_a_malformed_or_forged_token_is_refused(
+    registry: Registry, team: Team, mangle: Callable[[str], str], reason: str
+) -> None:
+    with pytest.raises(AccessDenied, match=reason):
         registry.authenticate(mangle(team.tokens["admin"]))
 
 

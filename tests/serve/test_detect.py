@@ -173,7 +173,7 @@ def test_alarm_names_key_and_query_index(world: World) -> None:
     assert alarm.key_id == "key-41"
     assert alarm.queries == monitor.config.ood_min_queries
     assert "key-41" in alarm.message
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'score'"):
         alarm.score = 0.0  # type: ignore[misc]
 
 
@@ -230,7 +230,7 @@ def test_observe_rejects_wrong_shape(world: World) -> None:
     monitor = QueryMonitor(world.profile)
     with pytest.raises(ArtifactError, match=r"expected \(batch, 20\)"):
         monitor.observe("k", np.zeros((2, 19)))
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match=r"queries of shape \(20,\), expected \(batch, 20\)"):
         monitor.observe("k", np.zeros(20))
 
 
@@ -258,9 +258,9 @@ def test_profile_from_dict_refuses_malformed(world: World, change: dict[str, obj
 
 
 def test_profile_from_data_refuses_unusable_input() -> None:
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match=r"expected shape \(n_samples >= 2, n_features >= 1\), got \(5,\)"):
         TrainingProfile.from_data(np.zeros(5))
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match="training data: contains NaN or infinity"):
         TrainingProfile.from_data(np.array([[1.0, np.nan], [2.0, 3.0]]))
 
 
@@ -299,7 +299,7 @@ def test_equal_distances_give_zero_w() -> None:
     ],
 )
 def test_config_refuses_nonsense(bad: dict[str, float]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=rf"detector {next(iter(bad))} must"):
         DetectorConfig(**bad)  # type: ignore[arg-type]
 
 

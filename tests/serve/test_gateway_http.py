@@ -612,7 +612,7 @@ def test_the_triton_http_client_works_with_a_key_and_fails_without(world: World)
         assert labels is not None and labels.shape == (2,)
         assert {str(v) for v in labels} <= {"legit", "fraud"}
         assert result.as_numpy("probabilities") is None
-        with pytest.raises(InferenceServerException) as refused:
+        with pytest.raises(InferenceServerException, match="an API key or token is required") as refused:
             client.infer(ONNX, [features], outputs=wanted)
         assert str(refused.value.status()) == "401"
     finally:

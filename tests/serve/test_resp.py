@@ -142,8 +142,8 @@ async def _relay(target: RedisAddress, drip: bool = False) -> AsyncIterator[Rela
         yield state
 
 
-async def _until(predicate: Any, seconds: float = 1.0) -> None:
-    """Yield to the loop until `predicate()` holds (or fail after `seconds`)."""
+async def _until(predicate: Any, seconds: float = 60.0) -> None:
+    """Yield to the loop until `predicate()` holds (or fail after `seconds`: a generous polling deadline)."""
     deadline = time.monotonic() + seconds
     while not predicate():
         assert time.monotonic() < deadline, "the condition never held"
@@ -201,7 +201,7 @@ def test_parse_percent_decodes_user_name_and_password() -> None:
     ],
 )
 def test_parse_refuses_a_bad_url_without_showing_its_password(url: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigError, match=r"^Redis URL (<unparseable URL>|\S+) (is not valid|names no socket path)") as caught:
         RedisAddress.parse(url)
     shown = f"{caught.value} {caught.value.diagnostics()}"
     assert SECRET not in shown
@@ -316,7 +316,7 @@ def test_an_error_reply_fails_its_call_only_and_the_connection_keeps_working(spa
     async def scenario() -> tuple[BaseException, list[Any], Any]:
         connection = RedisConnection(space.url)
         try:
-            with pytest.raises(RedisReplyError) as caught:
+            with pytest.raises(RedisReplyError, match="NOSCRIPT") as caught:
                 await connection.call("EVALSHA", "0" * 40, 0)
             mixed = await asyncio.gather(
                 connection.call("ECHO", "before"),
@@ -339,21 +339,20 @@ def test_an_error_reply_fails_its_call_only_and_the_connection_keeps_working(spa
 
 
 def test_an_unreachable_redis_fails_fast_and_never_shows_the_password() -> None:
-    async def scenario(port: int) -> tuple[RedisDown, float]:
-        connection = RedisConnection(f"redis://gateway:{SECRET}@127.0.0.1:{port}/0", timeout=3.0)
-        started = time.monotonic()
-        with pytest.raises(RedisDown) as caught:
+    async def scenario(port: int) -> RedisDown:
+        # A timeout far beyond any machine's slowness: refused at once is told by the reason, not the time.
+        connection = RedisConnection(f"redis://gateway:{SECRET}@127.0.0.1:{port}/0", timeout=120.0)
+        with pytest.raises(RedisDown, match=r"could not be reached: (?!timed out)") as caught:
             await connection.call("PING")
-        return caught.value, time.monotonic() - started
+        return caught.value
 
     with _closed_port() as port:
-        error, elapsed = asyncio.run(scenario(port))
+        error = asyncio.run(scenario(port))
 
     message = str(error)
     assert f"127.0.0.1:{port}" in message
     assert SECRET not in message
     assert "gateway" not in message
-    assert elapsed < 2.5  # refused at once, not after the 3 s timeout
 
 
 def test_a_server_that_never_answers_fails_every_waiting_call_after_the_timeout() -> None:
@@ -362,14 +361,14 @@ def test_a_server_that_never_answers_fails_every_waiting_call_after_the_timeout(
             connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/0", timeout=0.3)
             try:
                 started = time.monotonic()
-                results = await asyncio.wait_for(
+                results = await asyncio.wait_for(  # hang guards, not speed bounds
                     asyncio.gather(*(connection.call("ECHO", f"v{i}") for i in range(10)), return_exceptions=True),
-                    timeout=5.0,
+                    timeout=120.0,
                 )
                 elapsed = time.monotonic() - started
                 # the next call opens a new connection (which fails the same way)
                 again = await asyncio.wait_for(
-                    asyncio.gather(connection.call("PING"), return_exceptions=True), timeout=5.0
+                    asyncio.gather(connection.call("PING"), return_exceptions=True), timeout=120.0
                 )
             finally:
                 connection.close()
@@ -379,7 +378,7 @@ def test_a_server_that_never_answers_fails_every_waiting_call_after_the_timeout(
 
     assert all(isinstance(result, RedisDown) for result in results), results
     assert all("did not answer within 0.3 s" in str(result) for result in results)
-    assert 0.3 <= elapsed < 5.0
+    assert elapsed >= 0.3  # not before the timeout (a slow machine only adds to it)
     assert isinstance(again, RedisDown)
     assert accepted == 2
 
@@ -390,8 +389,8 @@ def test_a_server_that_never_answers_the_database_switch_fails_the_call() -> Non
             connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/5", timeout=0.3)
             try:
                 started = time.monotonic()
-                with pytest.raises(RedisDown) as caught:
-                    await asyncio.wait_for(connection.call("PING"), timeout=5.0)
+                with pytest.raises(RedisDown, match=r"did not answer within 0\.3 s") as caught:
+                    await asyncio.wait_for(connection.call("PING"), timeout=120.0)  # a hang guard
                 elapsed = time.monotonic() - started
             finally:
                 connection.close()
@@ -401,7 +400,7 @@ def test_a_server_that_never_answers_the_database_switch_fails_the_call() -> Non
     error, elapsed = asyncio.run(scenario())
 
     assert "0.3 s" in str(error)
-    assert 0.3 <= elapsed < 5.0
+    assert elapsed >= 0.3  # not before the timeout (a slow machine only adds to it)
 
 
 def test_a_connection_killed_by_the_server_fails_the_waiting_call_then_reconnects(space: RedisSpace) -> None:
@@ -413,8 +412,8 @@ def test_a_connection_killed_by_the_server_fails_the_waiting_call_then_reconnect
             with redis.Redis.from_url(space.url) as admin:
                 await _until(lambda: admin.client_list(client_id=[first_id])[0]["cmd"] == "blpop")
                 assert admin.client_kill_filter(_id=first_id) == 1
-            with pytest.raises(RedisDown) as caught:
-                await asyncio.wait_for(waiting, timeout=2.0)
+            with pytest.raises(RedisDown, match="the connection was lost") as caught:
+                await asyncio.wait_for(waiting, timeout=120.0)  # a hang guard
             second_id = await connection.call("CLIENT", "ID")
             return caught.value, first_id, second_id, await connection.call("ECHO", "back")
         finally:
@@ -455,7 +454,7 @@ def test_close_fails_waiting_calls_and_the_next_call_reconnects(space: RedisSpac
             waiting = [asyncio.ensure_future(connection.call("BLPOP", f"{space.prefix}never-{i}", 5)) for i in range(3)]
             await asyncio.sleep(0)
             connection.close()
-            results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=1.0)
+            results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=120.0)
             return results, await connection.call("ECHO", "reopened")
         finally:
             connection.close()
@@ -474,7 +473,7 @@ def test_close_while_logging_in_fails_the_waiting_call_with_redis_down() -> None
             waiting = asyncio.ensure_future(connection.call("PING"))
             await _until(lambda: encode(("SELECT", 1)) in silent.received)  # connected, SELECT unanswered
             connection.close()
-            await asyncio.wait({waiting}, timeout=1.0)
+            await asyncio.wait({waiting}, timeout=120.0)  # returns as soon as it is done
             assert waiting.done(), "the call still waits after close()"
             return None if waiting.cancelled() else waiting.exception()
 
@@ -538,9 +537,9 @@ def test_a_wrong_password_fails_with_redis_down_that_never_shows_it(acl_user: Ac
     async def scenario() -> tuple[RedisDown, RedisDown]:
         connection = RedisConnection(acl_user.url(password=wrong))
         try:
-            with pytest.raises(RedisDown) as first:
+            with pytest.raises(RedisDown, match="refused AUTH") as first:
                 await connection.call("PING")
-            with pytest.raises(RedisDown) as second:  # and stays refused: no half-open connection
+            with pytest.raises(RedisDown, match="refused AUTH") as second:  # and stays refused: no half-open connection
                 await connection.call("PING")
             return first.value, second.value
         finally:
