@@ -362,6 +362,30 @@ def test_last_300_gateway_entries_cut_are_behind_the_witness(deployment: Deploym
     assert "ends at entry 1000" in done.stdout
 
 
+def test_witness_redirected_then_later_entries_rewritten_fails_a_bound_on_the_unwitnessed_tail(
+    deployment: Deployment,
+) -> None:
+    """The attacker points `registry.yaml` at a witness of their own, lets the registry work, then
+    rewrites what it wrote since: nothing the verifier's witness saw changed, so no fork shows.
+    What shows is the tail the verifier's witness never saw; on the registry chain, witnessed at
+    every change, any such tail is suspect."""
+    witnessed_up_to = last_seq(deployment.engine)
+    cover_tracks(deployment)
+    registry, team = deployment.reopen(), deployment.team
+    registry.approve(team.approver, "fraud", 1, "production")
+    edited = seq_of(deployment.engine, "version.approve")
+    rewrite_from(deployment.engine, edited, '"actor":"alex"', '"actor":"carol"', load_private_key(deployment.home / "registry.key"))
+
+    loose = audit_verify(deployment)
+    bounded = audit_verify(deployment, "--max-unwitnessed", "0")
+
+    assert edited > witnessed_up_to
+    assert loose.returncode == 0
+    assert f"note: the last {last_seq(deployment.engine) - witnessed_up_to} entries are not yet witnessed" in loose.stdout
+    assert bounded.returncode == 1
+    assert f"fail: {last_seq(deployment.engine) - witnessed_up_to} entries after the last witnessed head" in bounded.stderr
+
+
 # --- the witness in S3 with object lock --------------------------------------------------------
 
 

@@ -159,6 +159,18 @@ class AuditReport:
         """Whether trust rests on the verifier's own key and witness, not on the folder being checked."""
         return self.key_source is KeySource.PINNED and self.witness_source is WitnessSource.VERIFIER
 
+    def shortfalls(self, *, require_anchor: bool = False, max_unwitnessed: int | None = None) -> tuple[str, ...]:
+        """Why an intact chain still falls short of what the verifier asked for (empty: it does not)."""
+        found = []
+        if require_anchor and not self.anchored:
+            found.append("the check is not anchored in the verifier's own key and witness")
+        if max_unwitnessed is not None and self.unwitnessed_tail > max_unwitnessed:
+            found.append(
+                f"{self.unwitnessed_tail} entries after the last witnessed head (at most {max_unwitnessed} allowed): "
+                "whoever can write the database and holds the registry's key could rewrite them unseen"
+            )
+        return tuple(found)
+
     @property
     def unwitnessed_tail(self) -> int:
         """Entries after the last witnessed head: a writer of the database could still cut them unseen."""

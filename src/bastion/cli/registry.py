@@ -316,6 +316,11 @@ CHAIN_OPTION = click.option(
     "--require-anchor", is_flag=True, envvar="BASTION_AUDIT_REQUIRE_ANCHOR",
     help="Exit 1 unless both the key and the witness come from this command line or environment.",
 )
+@click.option(
+    "--max-unwitnessed", type=click.IntRange(min=0), envvar="BASTION_AUDIT_MAX_UNWITNESSED", metavar="N",
+    help="Exit 1 if more than N entries follow the last witnessed head (0 suits the registry chain, "
+    "which is witnessed at every change) [env BASTION_AUDIT_MAX_UNWITNESSED].",
+)
 @_registry_options
 def audit_verify_command(
     registry: Registry,
@@ -325,6 +330,7 @@ def audit_verify_command(
     trusted_keys: tuple[Path, ...],
     witness_location: str | None,
     require_anchor: bool,
+    max_unwitnessed: int | None,
 ) -> None:
     """Check every entry's hash, link and place, every signed checkpoint and witnessed head.
 
@@ -339,7 +345,10 @@ def audit_verify_command(
     witness = Witness(witness_location) if witness_location else None
     report = registry.verify_audit(caller, chain, trusted_keys=keys, witness=witness)
     _emit(fmt, report, audit_text(report))
-    sys.exit(0 if report.ok and (report.anchored or not require_anchor) else 1)
+    shortfalls = report.shortfalls(require_anchor=require_anchor, max_unwitnessed=max_unwitnessed)
+    for shortfall in shortfalls:
+        click.echo(f"fail: {shortfall}", err=True)
+    sys.exit(0 if report.ok and not shortfalls else 1)
 
 
 @audit_group.command("export")
