@@ -21,7 +21,7 @@ def test_concurrent_registrations_get_distinct_numbers(registry: Registry, team:
     start = threading.Barrier(RACERS)
 
     def _register(folder: Path) -> ModelVersion:
-        start.wait(timeout=10)
+        start.wait(timeout=120)  # a hang guard: all racers start together
         return registry.register(team.contributor, "raced", folder)
 
     with ThreadPoolExecutor(RACERS) as pool:

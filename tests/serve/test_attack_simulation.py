@@ -119,7 +119,7 @@ def test_a_suspended_key_stays_refused_across_a_refresh(target: sim.Target) -> N
         read, suspended = threading.Event(), threading.Event()
         store.suspend = _then(store.suspend, suspended.set)  # type: ignore[method-assign]
         store.snapshot = _held_until(store.snapshot, read, suspended)  # type: ignore[method-assign]
-        assert read.wait(timeout=10)
+        assert read.wait(timeout=120)  # a polling deadline, not a speed bound
         q = sim.offline.uniform_box(target.world, 600, np.random.default_rng(SEED + 1), widen=0.0)
         try:
             trace = sim.send_all(caller, q)
