@@ -56,7 +56,9 @@ def test_a_wrong_secret_for_a_real_token_id_is_401(server: Server) -> None:
         _is_401(client.get("/v1/models"))
 
 
-def test_revoked_and_expired_tokens_are_401(server: Server, admin: httpx.Client) -> None:
+def test_revoked_and_expired_tokens_are_401(
+    server: Server, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert admin.post("/v1/principals", json={"name": "ci-bot", "kind": "service"}).status_code == 201
     assert admin.post("/v1/grants", json={"principal": "ci-bot", "role": "reader"}).status_code == 200
     issued = admin.post("/v1/tokens", json={"principal": "ci-bot"}).json()
@@ -68,11 +70,14 @@ def test_revoked_and_expired_tokens_are_401(server: Server, admin: httpx.Client)
         assert "revoked" in answer.json()["error"]
     assert admin.delete("/v1/tokens/0000000000000000").status_code == 404
 
+    issued_at = time.time()
+    monkeypatch.setattr(server.registry, "_clock", lambda: issued_at)  # the registry's clock, not a sleep
     brief = admin.post("/v1/tokens", json={"principal": "ci-bot", "expires_in_seconds": 1}).json()
     assert brief["expires_in_seconds"] == 1
     with server.client(brief["token"]) as bot:
+        monkeypatch.setattr(server.registry, "_clock", lambda: issued_at + 0.9)
         assert bot.get("/v1/models").status_code == 200
-        time.sleep(1.1)
+        monkeypatch.setattr(server.registry, "_clock", lambda: issued_at + 1.0)
         answer = bot.get("/v1/models")
         _is_401(answer)
         assert "expired" in answer.json()["error"]

@@ -43,8 +43,9 @@ class TokenInfo:
     revoked: bool
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _now(registry: Registry) -> datetime:
+    """The registry's clock (injectable: tests move it instead of sleeping past an expiry)."""
+    return datetime.fromtimestamp(registry._clock(), UTC)
 
 
 def utc(moment: datetime) -> datetime:
@@ -63,7 +64,7 @@ def bootstrap(registry: Registry, admin: str) -> str:
     with registry._change() as connection:
         if connection.execute(select(func.count()).select_from(principals)).scalar_one():
             raise RegistryError("the registry already has principals", hint="Ask an administrator for a token instead.")
-        now = _now()
+        now = _now(registry)
         connection.execute(insert(principals).values(name=admin, kind="user", created_at=now, created_by=admin))
         connection.execute(insert(grants).values(principal=admin, model=ANY_MODEL, role=Role.ADMIN.label))
         connection.execute(
@@ -90,7 +91,7 @@ def authenticate(registry: Registry, text: str | None) -> Principal:
             raise AccessDenied("the API token is not valid")
         if row.revoked:
             raise AccessDenied(f"token {token_id} was revoked", hint="Ask an administrator for a new token.")
-        if row.expires_at is not None and utc(row.expires_at) <= _now():
+        if row.expires_at is not None and utc(row.expires_at) <= _now(registry):
             raise AccessDenied(f"token {token_id} expired", hint="Ask an administrator for a new token.")
         if row.disabled:
             raise AccessDenied(f"principal {row.principal} is disabled", hint="Ask an administrator to enable it.")
@@ -109,7 +110,7 @@ def add_principal(registry: Registry, actor: Principal, name: str, kind: str = "
         try:
             with connection.begin_nested():
                 connection.execute(
-                    insert(principals).values(name=name, kind=parsed.value, created_at=_now(), created_by=actor.name)
+                    insert(principals).values(name=name, kind=parsed.value, created_at=_now(registry), created_by=actor.name)
                 )
         except IntegrityError as err:
             raise RegistryError(f"principal {name!r} already exists") from err
@@ -159,12 +160,12 @@ def issue_token(registry: Registry, actor: Principal, name: str, expires_in: tim
     """A new token for `name`; its text is returned once and only its hash is kept."""
     actor.require(Action.ISSUE_TOKEN)
     new = token_text.issue()
-    expires = _now() + expires_in if expires_in is not None else None
+    expires = _now(registry) + expires_in if expires_in is not None else None
     with registry._change() as connection:
         _require_principal(connection, name)
         connection.execute(
             insert(tokens).values(
-                token_id=new.token_id, principal=name, secret_hash=new.secret_hash, created_at=_now(),
+                token_id=new.token_id, principal=name, secret_hash=new.secret_hash, created_at=_now(registry),
                 expires_at=expires, revoked=False,
             )
         )
