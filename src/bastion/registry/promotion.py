@@ -149,7 +149,7 @@ def decide(
     registry: Registry, actor: Principal, version: ModelVersion, stage: str, *, fresh: bool
 ) -> GateDecision:
     """The gate's decision on `version` for `stage`, from the evidence the registry gathers (see `evaluate_gate`)."""
-    evidence, promotion, approvers = registry.gate_inputs(version, stage, fresh=fresh)
+    evidence, promotion, approvers = registry.gate_inputs(actor, version, stage, fresh=fresh)
     return evaluate_gate(
         registry.policy.gate.requirements_for(stage), evidence, approvers,
         version=version, promotion=promotion, target=stage, gate=registry.policy.gate,

@@ -218,7 +218,7 @@ class Registry:
     # --- checking out, approving, promoting (evidence, gate, promotion) ---------------------
 
     def gate_inputs(
-        self, version: ModelVersion, stage: str, *, fresh: bool
+        self, actor: Principal, version: ModelVersion, stage: str, *, fresh: bool
     ) -> tuple[Evidence, PromotionEvidence | None, tuple[str, ...]]:
         """The evidence of `version`'s bytes for `stage`, the proof of its present stage and its approvals.
 
@@ -241,6 +241,7 @@ class Registry:
                 return cached[1], proof, approvers
         with check_out(self.blobs, self.work, version, self.policy.scan, keys) as (_folder, evidence):
             self.checkouts += 1
+        self._record_integrity(actor, version, evidence)
         with self._evidence_lock:
             if len(self._evidence) >= EVIDENCE_CACHE_SIZE:
                 self._evidence.clear()
@@ -265,7 +266,20 @@ class Registry:
                 proof = promotion.prove_stage(self, connection, version, stage, registry_key)
         with check_out(self.blobs, self.work, version, self.policy.scan, trusted_keys) as (folder, evidence):
             self.checkouts += 1
+            self._record_integrity(actor, version, evidence)
             yield CheckedOutVersion(version, folder, evidence, (), proof)
+
+    def _record_integrity(self, actor: Principal, version: ModelVersion, evidence: Evidence) -> None:
+        """A checkout that found stored bytes other than those recorded gets an audit entry of its own."""
+        altered = {
+            f.path: evidence.digests.get(f.path) or "missing" for f in version.files if evidence.digests.get(f.path) != f.digest
+        }
+        if altered:
+            with self._change() as connection:
+                self._record(
+                    connection, actor.name, "integrity.failure", version.ref, root_digest=version.root_digest,
+                    files=altered,
+                )
 
     def approve(self, actor: Principal, model: str, number: int, stage: str) -> Approval:
         return promotion.approve(self, actor, model, number, stage)
