@@ -253,3 +253,20 @@ def test_a_file_beside_the_model_that_the_signature_does_not_cover_blocks_the_ga
     assert checked.returncode == 1, checked.stdout + checked.stderr
     reasons = json.loads(checked.stdout)["reasons"]
     assert "signature: stored files the signature does not cover: model.sig" in " ".join(reasons)
+
+
+def test_a_fresh_registry_is_private_to_its_owner(tmp_path: Path) -> None:
+    """Issue 10, section 5: the database (token hashes, the audit log) was created world-readable."""
+    home = tmp_path / "registry"
+    old_umask = os.umask(0o022)  # the usual default: what a new user has
+    try:
+        _ok(_bastion(home, "registry", "init", home))
+    finally:
+        os.umask(old_umask)
+
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "registry.db").stat().st_mode & 0o777 == 0o600
+    assert (home / "registry.key").stat().st_mode & 0o777 == 0o600
+    for sidecar in (home / "registry.db-wal", home / "registry.db-shm"):
+        if sidecar.exists():
+            assert sidecar.stat().st_mode & 0o077 == 0, sidecar

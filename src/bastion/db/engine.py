@@ -9,6 +9,8 @@ through psycopg 3.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +47,17 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+DATABASE_FILE_MODE = 0o600
+
+
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # Created by us, readable by the owner only: token hashes and the audit log live in it.
+        # SQLite gives its -wal and -shm files the mode of the database file.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_FILE_MODE))
     engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from bastion.audit.witness import Witness
 
 CONFIG_NAME = "registry.yaml"
+HOME_MODE = 0o700
 DEFAULT_POLICY = """\
 # What each stage requires; see `bastion registry --help`. Every promotion also re-scans
 # the stored bytes and re-checks their digests, whatever this file says.
@@ -144,10 +145,12 @@ def init_registry(
     """Create the home folder, its config, a default policy and the registry's signing key."""
     import yaml  # noqa: PLC0415
 
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
     path = home / CONFIG_NAME
     if path.exists():
         raise ConfigError(f"{home} already holds a registry", hint="Use it as it is, or pick an empty folder.")
+    # The folder holds the database, the blobs and the signing key: no one else may list or read it.
+    home.chmod(HOME_MODE)
     settings: dict[str, Any] = {}
     if database:
         settings["database"] = database
