@@ -128,6 +128,23 @@ def test_the_blocker_really_blocks(tmp_path: Path) -> None:
     assert done.stdout.strip() == "core ok"
 
 
+def test_the_library_facade_imports_on_the_core_install(tmp_path: Path) -> None:
+    body = "\n".join(
+        [
+            "import bastion, importlib",
+            "for name in bastion.__all__:",
+            "    getattr(bastion, name)",
+            "for module in ('bastion.scan.api', 'bastion.sign.ossf', 'bastion.sign.keys', 'bastion.sign.certs',",
+            "               'bastion.policy.load', 'bastion.render.scan_sarif', 'bastion.cli.main'):",
+            "    importlib.import_module(module)",
+            "print('facade ok')",
+        ]
+    )
+    done = _run(tmp_path, body)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "facade ok"
+
+
 def test_scan_and_signing_work_with_the_core_install_only(tmp_path: Path) -> None:
     (tmp_path / "benign.pkl").write_bytes(pickle.dumps({"weights": [0.25, 0.5]}, protocol=4))
     (tmp_path / "evil.pkl").write_bytes(GLOBAL_REDUCE_OS_SYSTEM)
