@@ -213,4 +213,6 @@ def test_the_runtime_lock_covers_the_base_install_and_every_extra() -> None:
     lines = (ROOT / "requirements" / "runtime.in").read_text(encoding="utf-8").splitlines()
     locked = _names([line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()])
     normal = lambda names: {n.lower().replace("_", "-") for n in names}  # noqa: E731
-    assert normal(declared) == normal(locked)
+    missing, extra = normal(locked) - normal(declared), normal(declared) - normal(locked)
+    assert not missing, f"in runtime.in but in no pyproject extra (add each to the extra that needs it): {sorted(missing)}"
+    assert not extra, f"in pyproject but not in runtime.in (the README's setup would not install it): {sorted(extra)}"
