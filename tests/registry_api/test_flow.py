@@ -132,7 +132,7 @@ def test_bad_requests_name_what_is_wrong(admin: httpx.Client, tmp_path: Path) ->
     assert not_uploaded.status_code == 409 and "has not been uploaded" in not_uploaded.json()["error"]
     digest = upload(admin, b"{}")
     bad_name = admin.post("/v1/models/.hidden/versions", json={"files": {"c.json": {"digest": digest, "size": 2}}})
-    assert bad_name.status_code == 400
+    assert bad_name.status_code == 422 and "model: bad name '.hidden'" in bad_name.json()["error"]
 
     weights = digest_of(files["weights.npy"])
     assert admin.get(f"/v1/attestations/{weights}").status_code == 404  # a blob, but no attestation

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -60,14 +60,15 @@ from bastion.errors import (
 )
 from bastion.registry import tokens as token_text
 from bastion.registry.api_models import (
-    DIGEST_PATTERN,
     ApprovalBody,
     AuditReportBody,
     BlobStored,
     DecisionBody,
+    Digest,
     ErrorBody,
     GrantBody,
     Health,
+    ModelName,
     ModelSummaryBody,
     NewGrant,
     NewPrincipal,
@@ -77,7 +78,9 @@ from bastion.registry.api_models import (
     RegisterVersion,
     StageRequest,
     TokenBody,
+    TokenId,
     VersionBody,
+    VersionNumber,
 )
 from bastion.registry.records import ModelVersion
 from bastion.registry.roles import Action, Principal, Role
@@ -91,9 +94,7 @@ DEFAULT_MAX_BLOB_BYTES = 64 * 1024**3
 MAX_ATTESTATION_BYTES = 1024 * 1024
 NDJSON = "application/x-ndjson"
 
-ModelName = Annotated[str, Path(min_length=1, max_length=200)]
-VersionNumber = Annotated[int, Path(ge=1)]
-Digest = Annotated[str, Path(pattern=DIGEST_PATTERN)]
+# Path parameters are bounded in api_models (fields.py's checks): a 422 naming them, never a 500.
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody}
@@ -416,7 +417,7 @@ def issue_token(body: NewToken, registry: RegistryDep, caller: Caller) -> TokenB
 
 @router.delete("/v1/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["access"])
 def revoke_token(
-    token_id: Annotated[str, Path(min_length=1, max_length=64)], registry: RegistryDep, caller: Caller
+    token_id: TokenId, registry: RegistryDep, caller: Caller
 ) -> Response:
     with _missing_is_404():
         registry.revoke_token(caller, token_id)

@@ -1,22 +1,68 @@
 """The registry HTTP API's request and response bodies: pydantic models over the library's records.
 
 Requests forbid unknown keys, so a misspelt field is a 422 naming it rather than a silent default.
+Every request field and path parameter is bounded by the checks in `fields.py`, the same ones the
+library applies, so no value reaches the database that its columns cannot hold (a 500 on SQLite or
+PostgreSQL): a value out of bounds is a 422 naming the field. Member paths are normalised to their
+one spelling before the library sees them.
 Responses are built from the frozen records in `records.py` by the `of` class methods, the only
 place where a record's shape becomes a JSON shape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bastion.audit import AuditReport
+from bastion.errors import ConfigError
+from bastion.registry import fields
+from bastion.registry.fields import DIGEST_PATTERN, MAX_FILE_BYTES, MAX_MEMBERS, MAX_VERSION_NUMBER
 from bastion.registry.records import Approval, GateDecision, Lineage, ModelSummary, ModelVersion
 
-DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+__all__ = ["DIGEST_PATTERN"]  # re-exported: api.py imports it from here
 RoleName = Literal["reader", "contributor", "approver", "admin"]
+_T = TypeVar("_T")
+
+
+def _checked(check: Callable[[Any], _T]) -> AfterValidator:
+    """A pydantic validator running one of `fields.py`'s checks: its ConfigError becomes a 422 on the field."""
+
+    def validate(value: Any) -> _T:
+        try:
+            return check(value)
+        except ConfigError as err:
+            raise ValueError(err.message) from None
+
+    return AfterValidator(validate)
+
+
+def _parent(text: str) -> str:
+    if text:
+        fields.parse_ref(text, "parent")
+    return text
+
+
+ModelNameText = Annotated[str, _checked(fields.check_model_name)]
+PrincipalNameText = Annotated[str, _checked(fields.check_principal_name)]
+GrantTargetText = Annotated[str, _checked(fields.check_grant_target)]
+StageText = Annotated[str, _checked(fields.check_stage_name)]
+DigestText = Annotated[str, _checked(fields.check_digest)]
+OptionalDigestText = Annotated[str, _checked(lambda text: fields.check_optional_digest(text, "training_data_digest"))]
+LicenceText = Annotated[str, _checked(fields.check_licence)]
+SourceText = Annotated[str, _checked(fields.check_source)]
+DescriptionText = Annotated[str, _checked(fields.check_description)]
+ParentText = Annotated[str, _checked(_parent)]
+
+# Path parameters of api.py's routes, bounded like the bodies' fields.
+ModelName = Annotated[str, Path(min_length=1, max_length=fields.MAX_NAME_CHARS), _checked(fields.check_model_name)]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION_NUMBER)]
+Digest = Annotated[str, Path(pattern=DIGEST_PATTERN)]
+TokenId = Annotated[str, Path(min_length=1, max_length=fields.MAX_TOKEN_ID_CHARS), _checked(fields.check_token_id)]
 
 
 class _Request(BaseModel):
@@ -123,22 +169,40 @@ class VersionBody(_Response):
 
 
 class FileRef(_Request):
-    digest: str = Field(pattern=DIGEST_PATTERN)
-    size: int = Field(ge=0)
+    digest: DigestText
+    size: int = Field(ge=0, le=MAX_FILE_BYTES)
 
 
 class RegisterVersion(_Request):
-    """A new version from blobs already uploaded with PUT /v1/blobs/{digest}."""
+    """A new version from blobs already uploaded with PUT /v1/blobs/{digest}.
 
-    files: dict[str, FileRef] = Field(min_length=1)  # path inside the model -> its blob
+    `files` maps each path inside the model to its blob; the paths arrive normalised
+    (`fields.check_member_paths`): one spelling each, none escaping the model, none clashing.
+    """
+
+    files: dict[str, FileRef] = Field(min_length=1, max_length=MAX_MEMBERS)
     layout: Literal["file", "folder"] = "folder"
-    source: str = ""
-    licence: str = ""
-    training_data_digest: str = ""
-    parent: str = ""  # MODEL@NUMBER
-    signature_blob: str | None = Field(default=None, pattern=DIGEST_PATTERN)
-    assessment_blob: str | None = Field(default=None, pattern=DIGEST_PATTERN)
-    description: str = Field(default="", max_length=10_000)
+    source: SourceText = ""
+    licence: LicenceText = ""
+    training_data_digest: OptionalDigestText = ""
+    parent: ParentText = ""  # MODEL@NUMBER
+    signature_blob: DigestText | None = None
+    assessment_blob: DigestText | None = None
+    description: DescriptionText = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_paths(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            return data  # the fields' own validation names what is wrong
+        layout = data.get("layout", "folder")
+        try:
+            normal = fields.check_member_paths(
+                data["files"], layout=layout if layout in fields.LAYOUTS else "folder", field="files"
+            )
+        except ConfigError as err:
+            raise ValueError(err.message) from None
+        return {**data, "files": dict(zip(normal, data["files"].values(), strict=True))}
 
     @property
     def lineage(self) -> Lineage:
@@ -149,7 +213,7 @@ class RegisterVersion(_Request):
 
 
 class StageRequest(_Request):
-    stage: str = Field(min_length=1, max_length=200)
+    stage: StageText
 
 
 class ApprovalBody(_Response):
@@ -228,7 +292,7 @@ class PromotionRefused(DecisionBody):
 
 
 class NewPrincipal(_Request):
-    name: str = Field(min_length=1, max_length=200)
+    name: PrincipalNameText
     kind: Literal["user", "service"] = "user"
 
 
@@ -238,9 +302,9 @@ class PrincipalBody(_Response):
 
 
 class NewGrant(_Request):
-    principal: str = Field(min_length=1, max_length=200)
+    principal: PrincipalNameText
     role: RoleName
-    model: str = Field(default="*", min_length=1, max_length=200)  # "*": every model
+    model: GrantTargetText = "*"  # "*": every model
 
 
 class GrantBody(_Response):
@@ -250,7 +314,7 @@ class GrantBody(_Response):
 
 
 class NewToken(_Request):
-    principal: str = Field(min_length=1, max_length=200)
+    principal: PrincipalNameText
     expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 24 * 3600)  # None: never
 
 
