@@ -270,3 +270,23 @@ def test_a_fresh_registry_is_private_to_its_owner(tmp_path: Path) -> None:
     for sidecar in (home / "registry.db-wal", home / "registry.db-shm"):
         if sidecar.exists():
             assert sidecar.stat().st_mode & 0o077 == 0, sidecar
+
+
+def test_an_admin_lists_tokens_removes_a_grant_and_disables_a_user(populated: dict[str, object], tmp_path: Path) -> None:
+    home, admin = _copy(populated, tmp_path)
+    rita = str(populated["rita"])
+
+    listed = json.loads(_ok(_bastion(home, "registry", "token", "list", "rita", "--format", "json", token=admin)))
+    assert [(t["principal"], t["revoked"]) for t in listed] == [("rita", False)]
+    assert rita.split("_")[2] not in json.dumps(listed)
+    assert _bastion(home, "registry", "token", "list", "rita", token=rita).returncode == 2  # readers may not
+
+    _ok(_bastion(home, "registry", "ungrant", "rita", token=admin))
+    refused = _bastion(home, "registry", "show", "fraud@1", token=rita)
+    assert refused.returncode == 2 and "rita (no role) may not read" in refused.stderr
+
+    _ok(_bastion(home, "registry", "user", "disable", "bob", token=admin))
+    disabled = _bastion(home, "registry", "show", "fraud@1", token=str(populated["bob"]))
+    assert disabled.returncode == 2 and "principal bob is disabled" in disabled.stderr
+    _ok(_bastion(home, "registry", "user", "enable", "bob", token=admin))
+    _ok(_bastion(home, "registry", "show", "fraud@1", token=str(populated["bob"])))

@@ -245,9 +245,48 @@ def grant_command(registry: Registry, caller: Principal, fmt: str, name: str, ro
     _emit(fmt, {"name": name, "role": role, "model": model}, f"{name} is {role} on {model}")
 
 
+@user_group.command("disable")
+@click.argument("name")
+@_registry_options
+def user_disable_command(registry: Registry, caller: Principal, fmt: str, name: str) -> None:
+    """Disable NAME: its tokens stop working at once (admin only, audited)."""
+    registry.disable_principal(caller, name)
+    _emit(fmt, {"name": name, "disabled": True}, f"disabled {name}: its tokens no longer authenticate")
+
+
+@user_group.command("enable")
+@click.argument("name")
+@_registry_options
+def user_enable_command(registry: Registry, caller: Principal, fmt: str, name: str) -> None:
+    """Enable NAME again (admin only, audited)."""
+    registry.enable_principal(caller, name)
+    _emit(fmt, {"name": name, "disabled": False}, f"enabled {name}")
+
+
+@registry_group.command("ungrant")
+@click.argument("name")
+@click.option("--model", default="*", show_default=True, help="The model whose role is removed ('*': the grant on every model).")
+@_registry_options
+def ungrant_command(registry: Registry, caller: Principal, fmt: str, name: str, model: str) -> None:
+    """Remove the role NAME holds on a model, or its grant on every model (admin only)."""
+    registry.remove_grant(caller, name, model)
+    _emit(fmt, {"name": name, "model": model, "removed": True}, f"{name} no longer holds a role on {model}")
+
+
 @registry_group.group("token")
 def token_group() -> None:
     """API tokens (admin only)."""
+
+
+@token_group.command("list")
+@click.argument("name")
+@_registry_options
+def token_list_command(registry: Registry, caller: Principal, fmt: str, name: str) -> None:
+    """NAME's tokens: id, state, creation and expiry."""
+    from bastion.render.registry_text import tokens_text  # noqa: PLC0415
+
+    found = registry.tokens_of(caller, name)
+    _emit(fmt, found, tokens_text(found))
 
 
 @token_group.command("issue")

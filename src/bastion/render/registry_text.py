@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from bastion.audit import AuditReport
 from bastion.audit.model import KeySource, WitnessSource
+from bastion.registry.access import TokenInfo
 from bastion.registry.records import GateDecision, ModelSummary, ModelVersion
 
 
@@ -119,3 +121,13 @@ def audit_anchor_lines(report: AuditReport) -> list[str]:
             "(or BASTION_AUDIT_KEY and BASTION_AUDIT_WITNESS)."
         )
     return lines
+
+
+def tokens_text(found: Sequence[TokenInfo]) -> str:
+    """One line per token: id, state, creation and expiry (never a secret: none is kept)."""
+    lines = []
+    for token in found:
+        state = "revoked" if token.revoked else "active"
+        expires = f"expires {token.expires_at.isoformat(timespec='seconds')}" if token.expires_at else "no expiry"
+        lines.append(f"{token.token_id}  {token.principal}  {state}  created {token.created_at.isoformat(timespec='seconds')}  {expires}")
+    return "\n".join(lines) or "no tokens"
