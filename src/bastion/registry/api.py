@@ -5,15 +5,11 @@ caller's role for each action, this module only maps its answers to HTTP:
 
 | library outcome                              | status |
 | -------------------------------------------- | ------ |
-| no, malformed, unknown, revoked, expired token | 401 + `WWW-Authenticate: Bearer` |
-| AccessDenied (role too low, separation of duties) | 403 |
-| the model, version, blob, principal or token named in the path is not there | 404 |
-| ConfigError, ArtifactError, VerificationError (bad input) | 400 |
+| no, malformed, unknown, revoked, expired token, disabled principal | 401 + `WWW-Authenticate: Bearer` |
+| a request body or path parameter that does not validate | 422 |
 | a blob's bytes do not hash to the digest in its URL | 400 |
-| a request body that does not validate        | 422 |
-| other RegistryError (already exists, already approved, not uploaded yet) | 409 |
 | a promotion the gate refuses                 | 409, with the decision |
-| BackendUnavailable                           | 503 |
+| any other BastionError                       | `bastion.http_errors.status_of`: the one table every API uses (403 role too low, 404 not there, 409 stored bytes altered or already exists, 400 bad input, 503 backend down) |
 
 Error bodies are always `{"error": message, "hint": hint}` (a refused promotion adds the
 decision's fields beside them).
@@ -34,11 +30,11 @@ import io
 import json
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi import Path as FastPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -50,14 +46,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bastion import __version__
 from bastion.errors import (
     AccessDenied,
-    ArtifactError,
-    BackendUnavailable,
     BastionError,
-    ConfigError,
-    NotFound,
     RegistryError,
-    VerificationError,
 )
+from bastion.http_errors import status_of
 from bastion.registry import tokens as token_text
 from bastion.registry.api_models import (
     ApprovalBody,
@@ -82,7 +74,6 @@ from bastion.registry.api_models import (
     VersionBody,
     VersionNumber,
 )
-from bastion.registry.records import ModelVersion
 from bastion.registry.roles import Action, Principal, Role
 from bastion.registry.service import Registry
 from bastion.sign.ossf import PAYLOAD_TYPE
@@ -125,31 +116,8 @@ class ApiError(Exception):
         return cls(status_code, err.message, err.hint)
 
 
-def _status_of(err: BastionError) -> int:
-    if isinstance(err, AccessDenied):
-        return status.HTTP_403_FORBIDDEN
-    if isinstance(err, BackendUnavailable):
-        return status.HTTP_503_SERVICE_UNAVAILABLE
-    if isinstance(err, ConfigError | ArtifactError | VerificationError):
-        return status.HTTP_400_BAD_REQUEST
-    if isinstance(err, NotFound):
-        return status.HTTP_404_NOT_FOUND
-    if isinstance(err, RegistryError):
-        return status.HTTP_409_CONFLICT
-    return status.HTTP_500_INTERNAL_SERVER_ERROR
-
-
 def _error_response(status_code: int, message: str, hint: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(ErrorBody(error=message, hint=hint).model_dump(), status_code=status_code, headers=headers)
-
-
-@contextmanager
-def _missing_is_404() -> Iterator[None]:
-    """Inside: a RegistryError means what the path names is not there."""
-    try:
-        yield
-    except RegistryError as err:
-        raise ApiError.from_error(status.HTTP_404_NOT_FOUND, err) from err
 
 
 # --- dependencies ----------------------------------------------------------------------------
@@ -188,11 +156,6 @@ def _require_uploader(caller: Principal) -> None:
     caller.require_somewhere(Action.REGISTER)
 
 
-def _version_or_404(registry: Registry, caller: Principal, name: str, number: int) -> ModelVersion:
-    with _missing_is_404():
-        return registry.version(caller, name, number)
-
-
 router = APIRouter(responses=_ERRORS)
 
 
@@ -213,13 +176,12 @@ def list_models(registry: RegistryDep, caller: Caller) -> list[ModelSummaryBody]
 
 @router.get("/v1/models/{name}/versions", tags=["models"])
 def list_versions(name: ModelName, registry: RegistryDep, caller: Caller) -> list[VersionBody]:
-    with _missing_is_404():
-        return [VersionBody.of(version) for version in registry.versions(caller, name)]
+    return [VersionBody.of(version) for version in registry.versions(caller, name)]
 
 
 @router.get("/v1/models/{name}/versions/{number}", tags=["models"])
 def get_version(name: ModelName, number: VersionNumber, registry: RegistryDep, caller: Caller) -> VersionBody:
-    return VersionBody.of(_version_or_404(registry, caller, name, number))
+    return VersionBody.of(registry.version(caller, name, number))
 
 
 @router.get(
@@ -229,9 +191,8 @@ def get_version(name: ModelName, number: VersionNumber, registry: RegistryDep, c
     responses={200: {"content": {"application/json": {}}, "description": "The scan report stored at registration."}},
 )
 def get_scan_report(name: ModelName, number: VersionNumber, registry: RegistryDep, caller: Caller) -> Response:
-    _version_or_404(registry, caller, name, number)
-    with _missing_is_404():
-        report = registry.scan_report(caller, name, number)
+    registry.version(caller, name, number)
+    report = registry.scan_report(caller, name, number)
     return Response(report, media_type="application/json")
 
 
@@ -258,7 +219,7 @@ def register_version(name: ModelName, body: RegisterVersion, registry: RegistryD
 def approve_version(
     name: ModelName, number: VersionNumber, body: StageRequest, registry: RegistryDep, caller: Caller
 ) -> ApprovalBody:
-    _version_or_404(registry, caller, name, number)
+    registry.version(caller, name, number)
     return ApprovalBody.of(registry.approve(caller, name, number, body.stage))
 
 
@@ -267,7 +228,7 @@ def check_gate(
     name: ModelName, number: VersionNumber, body: StageRequest, registry: RegistryDep, caller: Caller
 ) -> DecisionBody:
     """What the gate would decide now, without promoting (the check itself is audited)."""
-    _version_or_404(registry, caller, name, number)
+    registry.version(caller, name, number)
     return DecisionBody.of(registry.check_gate(caller, name, number, body.stage))
 
 
@@ -281,7 +242,7 @@ def promote_version(
     name: ModelName, number: VersionNumber, body: StageRequest, registry: RegistryDep, caller: Caller
 ) -> DecisionBody | JSONResponse:
     """Promote if every check passes (200, with the attestation's digest); 409 with the reasons if not."""
-    _version_or_404(registry, caller, name, number)
+    registry.version(caller, name, number)
     decision = registry.promote(caller, name, number, body.stage)
     if not decision.allowed:
         refused = PromotionRefused.refusing(decision)
@@ -298,8 +259,7 @@ def promote_version(
     },
 )
 def get_attestation(digest: Digest, registry: RegistryDep, caller: Caller) -> Response:
-    with _missing_is_404():
-        envelope = registry.attestation(caller, digest)
+    envelope = registry.attestation(caller, digest)
     if not _is_envelope(envelope):
         raise ApiError(
             status.HTTP_404_NOT_FOUND, f"{digest} is not an attestation", "Use the digest a promotion returned."
@@ -398,8 +358,7 @@ def add_principal(body: NewPrincipal, registry: RegistryDep, caller: Caller) -> 
 @router.post("/v1/grants", tags=["access"])
 def grant_role(body: NewGrant, registry: RegistryDep, caller: Caller) -> GrantBody:
     """Give a principal a role on one model (or `*`), replacing any role it held there."""
-    with _missing_is_404():
-        registry.grant(caller, body.principal, Role.parse(body.role), body.model)
+    registry.grant(caller, body.principal, Role.parse(body.role), body.model)
     return GrantBody(principal=body.principal, role=body.role, model=body.model)
 
 
@@ -407,8 +366,7 @@ def grant_role(body: NewGrant, registry: RegistryDep, caller: Caller) -> GrantBo
 def issue_token(body: NewToken, registry: RegistryDep, caller: Caller) -> TokenBody:
     """A new token for a principal; its text is in this response and nowhere else."""
     expires_in = timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
-    with _missing_is_404():
-        text = registry.issue_token(caller, body.principal, expires_in)
+    text = registry.issue_token(caller, body.principal, expires_in)
     token_id, _secret = token_text.split(text)
     return TokenBody(
         token=text, token_id=token_id, principal=body.principal, expires_in_seconds=body.expires_in_seconds
@@ -419,9 +377,43 @@ def issue_token(body: NewToken, registry: RegistryDep, caller: Caller) -> TokenB
 def revoke_token(
     token_id: TokenId, registry: RegistryDep, caller: Caller
 ) -> Response:
-    with _missing_is_404():
-        registry.revoke_token(caller, token_id)
+    registry.revoke_token(caller, token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# Checked again by the library (fields.check_principal_name): a bad name is a 400 naming the field.
+PrincipalPath = Annotated[str, FastPath(min_length=1, max_length=200)]
+GrantModel = Annotated[str, Query(min_length=1, max_length=200)]
+
+
+@router.get("/v1/principals/{name}/tokens", tags=["access"])
+def list_tokens(name: PrincipalPath, registry: RegistryDep, caller: Caller) -> list[dict[str, object]]:
+    """The principal's tokens: id, creation, expiry, revoked (admin; secrets are never kept)."""
+    return [
+        {"token_id": t.token_id, "principal": t.principal, "created_at": t.created_at, "expires_at": t.expires_at,
+         "revoked": t.revoked}
+        for t in registry.tokens_of(caller, name)
+    ]
+
+
+@router.delete("/v1/principals/{name}/grants", status_code=status.HTTP_204_NO_CONTENT, tags=["access"])
+def remove_grant(name: PrincipalPath, registry: RegistryDep, caller: Caller, model: GrantModel = "*") -> Response:
+    """Take away the role `name` holds on `model` (default `*`: its grant on every model)."""
+    registry.remove_grant(caller, name, model)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/principals/{name}/disable", tags=["access"])
+def disable_principal(name: PrincipalPath, registry: RegistryDep, caller: Caller) -> dict[str, object]:
+    """Its tokens stop authenticating at once (admin; audited)."""
+    registry.disable_principal(caller, name)
+    return {"name": name, "disabled": True}
+
+
+@router.post("/v1/principals/{name}/enable", tags=["access"])
+def enable_principal(name: PrincipalPath, registry: RegistryDep, caller: Caller) -> dict[str, object]:
+    registry.enable_principal(caller, name)
+    return {"name": name, "disabled": False}
 
 
 # --- the audit log ---------------------------------------------------------------------------
@@ -482,7 +474,7 @@ def create_app(registry: Registry, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYT
 
     @app.exception_handler(BastionError)
     async def bastion_error(_request: Request, err: BastionError) -> JSONResponse:
-        return _error_response(_status_of(err), err.message, err.hint)
+        return _error_response(status_of(err), err.message, err.hint)
 
     @app.exception_handler(OperationalError)
     async def database_down(_request: Request, err: OperationalError) -> JSONResponse:
