@@ -240,7 +240,7 @@ def _child_main(
     try:
         config = load_config(Path(home))
         engine = connect(config.database)
-        log = AuditLog(engine, chain, signing_key=load_private_key(config.signing_key), checkpoint_every=1000)
+        log = AuditLog(engine, chain, signing_key=load_private_key(config.signing_key), checkpoint_every=1000, witness=config.open_witness())
         monitors = {name: QueryMonitor(TrainingProfile.from_dict(p)) for name, p in profiles.items()}
     except Exception as err:  # tell the server why, whatever it is, rather than dying silently
         conn.send_bytes(orjson.dumps(f"{type(err).__name__}: {err}"))

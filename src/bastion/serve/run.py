@@ -72,7 +72,7 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
     if not settings.models:
         raise ConfigError("name at least one model to serve", hint="bastion serve --model NAME")
     trusted = settings.trusted_keys or registry.policy.gate.requirements_for(settings.stage).signature_keys
-    audit_log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1000)
+    audit_log = AuditLog(registry.engine, AUDIT_CHAIN, signing_key=registry.signing_key, checkpoint_every=1000, witness=registry.witness)
     loaded: dict[str, ServedModel] = {}
     refused: dict[str, str] = {}
     for name in settings.models:
