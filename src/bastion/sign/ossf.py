@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from bastion.errors import VerificationError
+from bastion.errors import ArtifactError, VerificationError
 from bastion.sign.certs import (
     certificate_chain_material,
     chain_from_bundle,
@@ -38,8 +38,11 @@ from bastion.sign.manifest import (
     FileDigest,
     Manifest,
     Sha256,
+    checked_digest,
     compare_manifests,
     hash_model,
+    is_member_name,
+    shown,
 )
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -120,6 +123,10 @@ def sign_model(
     target = signature or _default_signature(model)
     ignore = _ignore_for(model, target)
     manifest = hash_model(model, ignore)
+    if not manifest.files:
+        raise ArtifactError(
+            f"{model}: holds no file to sign", hint="A signature that covers nothing vouches for nothing."
+        )
     payload = _statement(model.resolve().name, manifest, [*ignore, *GIT_PATHS])
     message = pae(payload)
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -159,7 +166,11 @@ def verify_model(model: Path, public_key: PublicKey, signature: Path | None = No
     target = signature or _default_signature(model)
     bundle = _read_bundle(target)
     hint = hashlib.sha256(public_pem(public_key)).hexdigest()
-    signed_hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint")
+    material = bundle.get("verificationMaterial", {})
+    public = material.get("publicKey", {}) if isinstance(material, dict) else None
+    if not isinstance(public, dict):
+        raise VerificationError(f"{target}: the bundle's verification material is malformed")
+    signed_hint = public.get("hint")
     if signed_hint not in (None, "", hint):
         raise VerificationError(
             f"{target}: signed with a different key (hint {str(signed_hint)[:12]}…, yours {hint[:12]}…)",
@@ -231,6 +242,11 @@ def _verified_payload(bundle: dict[str, Any], public_key: PublicKey, target: Pat
 def _check_files(model: Path, payload: bytes, target: Path) -> Manifest:
     statement = _statement_of(payload, target)
     signed = _manifest_from(statement, target)
+    if not signed.files:
+        raise VerificationError(
+            f"{target}: the signed manifest signs no file (its ignore list may name every file)",
+            hint="A signature that covers nothing vouches for nothing: get the model's real signature.",
+        )
     ignore = [*_ignore_for(model, target), *_ignored_paths(statement)]
     diff = compare_manifests(signed, hash_model(model, ignore))
     if not diff.is_empty:
@@ -271,15 +287,35 @@ def _manifest_from(statement: dict[str, Any], target: Path) -> Manifest:
     try:
         resources = statement["predicate"]["resources"]
         subjects = statement["subject"]
-        files = tuple(FileDigest(r["name"], Sha256(r["digest"])) for r in resources if r["algorithm"] == "sha256")
+        files = tuple(
+            FileDigest(_signed_name(r["name"], target), checked_digest(r["digest"]))
+            for r in resources
+            if r["algorithm"] == "sha256"
+        )
         if len(files) != len(resources) or not isinstance(subjects, list) or len(subjects) != 1:
             raise VerificationError(f"{target}: only files-mode SHA-256 signatures with one subject are supported")
+        seen: set[str] = set()
+        for f in files:
+            if f.name in seen:
+                raise VerificationError(
+                    f"{target}: {shown(f.name)}: listed twice in the signed manifest",
+                    hint="A manifest names each file once: the signer's tool is broken, or the bundle is forged.",
+                )
+            seen.add(f.name)
         manifest = Manifest(files)
         if subjects[0]["digest"]["sha256"] != manifest.root_digest():
             raise VerificationError(f"{target}: the subject digest does not match the listed files")
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise VerificationError(f"{target}: the statement is malformed ({err})") from err
     return manifest
+
+
+def _signed_name(name: object, target: Path) -> str:
+    if not isinstance(name, str):
+        raise VerificationError(f"{target}: {name!r} is not a file name")
+    if not is_member_name(name):
+        raise VerificationError(f"{target}: {shown(name)}: not a relative path inside the model")
+    return name
 
 
 def _ignored_paths(statement: dict[str, Any]) -> list[str]:
