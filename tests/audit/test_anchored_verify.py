@@ -196,6 +196,7 @@ def seq_of(engine: Engine, action: str, chain: str = "registry") -> int:
 
 
 def test_honest_registry_verifies_anchored(deployment: Deployment) -> None:
+    heads = sorted(p.name for p in (Path(deployment.witness) / "registry").iterdir())
     done = audit_verify(deployment)
 
     assert done.returncode == 0, done.stdout + done.stderr
@@ -206,6 +207,7 @@ def test_honest_registry_verifies_anchored(deployment: Deployment) -> None:
     assert as_json["witness_heads"] >= 1
     assert as_json["last_witnessed_seq"] == as_json["last_seq"] == last_seq(deployment.engine)
     assert as_json["unwitnessed_tail"] == 0
+    assert sorted(p.name for p in (Path(deployment.witness) / "registry").iterdir()) == heads  # verifying writes nothing
 
 
 def test_verify_without_anchors_says_unanchored_and_require_anchor_fails(deployment: Deployment) -> None:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from bastion.audit.model import (
     GENESIS,
@@ -315,7 +315,7 @@ class AuditLog:
             )
             if head is not None:
                 self._remember(marker, head)
-        except (BackendUnavailable, OperationalError) as err:
+        except (BackendUnavailable, SQLAlchemyError) as err:
             logger.warning("audit chain %r: cannot advance the witness at %s: %s", self.chain, self.witness, err)
             return None
         return head
@@ -332,8 +332,17 @@ class AuditLog:
             if moved:
                 return
             exists = connection.execute(select(audit_heads.c.seq).where(audit_heads.c.chain == marker)).first()
-            if exists is None:
-                connection.execute(insert(audit_heads).values(chain=marker, **values))
+            if exists is not None:
+                return
+            try:
+                with connection.begin_nested():
+                    connection.execute(insert(audit_heads).values(chain=marker, **values))
+            except IntegrityError:  # another writer recorded its head first: keep the further one
+                connection.execute(
+                    update(audit_heads)
+                    .where(audit_heads.c.chain == marker, audit_heads.c.seq < head.counter)
+                    .values(**values)
+                )
 
     # --- reading -------------------------------------------------------------------------
 
