@@ -29,6 +29,9 @@ from bastion.registry import fields
         ("a/" * 33 + "b", "levels deep"),
         ("a/" * 2100 + "b", "characters long"),
         ("\ud800", "lone surrogate"),
+        ("weights\u202egpj.exe", "invisible character U\\+202E"),
+        ("a\u200bb", "invisible character U\\+200B"),
+        ("a\u2028b", "invisible character U\\+2028"),
     ],
 )
 def test_a_member_path_that_could_alias_or_escape_is_refused(path: str, reason: str) -> None:
@@ -136,6 +139,8 @@ def test_a_ref_parses() -> None:
         (fields.check_model_name, "a" * 201, "201 characters long"),
         (fields.check_model_name, "a/b", "bad name"),
         (fields.check_model_name, "a\x00", "control character"),
+        (fields.check_licence, "mit\u202e", "invisible character"),
+        (fields.check_source, "hf://acme/\u200b", "invisible character"),
         (fields.check_digest, "sha256:" + "0" * 65, "72 characters long"),
         (fields.check_digest, "sha256:" + "A" * 64, "is not a digest"),
         (fields.check_digest, "md5:" + "0" * 32, "is not a digest"),
@@ -158,6 +163,7 @@ def test_each_field_has_a_bound(check: object, value: str, reason: str) -> None:
 
 def test_a_description_may_span_lines() -> None:
     assert fields.check_description("line one\n\tline two\r\n") == "line one\n\tline two\r\n"
+    assert fields.check_description("family \U0001f468\u200d\U0001f469") == "family \U0001f468\u200d\U0001f469"
 
 
 @given(st.text(max_size=300))

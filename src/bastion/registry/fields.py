@@ -18,7 +18,9 @@ Usage:
 Why each bound exists:
 
 - Strings are UTF-8 encodable and hold no control characters (a NUL is refused by PostgreSQL
-  with an error, and a lone surrogate from a JSON `\\ud800` by both drivers).
+  with an error, and a lone surrogate from a JSON `\\ud800` by both drivers); one-line fields
+  hold no invisible format characters or line separators either (a U+202E RIGHT-TO-LEFT
+  OVERRIDE before `gpj.exe` makes it display as `exe.jpg` in a listing or an audit entry).
 - Numbers fit the column: version numbers are PostgreSQL `INTEGER`, sizes `BIGINT`.
 - Member paths have exactly one spelling, so that `x/../y` cannot alias `y`, no path leaves the
   model's folder when it is checked out, no two paths land on the same file (`a` and `./a`, or
@@ -55,6 +57,7 @@ LAYOUTS = ("file", "folder")
 
 _DIGEST = re.compile(DIGEST_PATTERN)
 _MULTILINE_CONTROLS = frozenset("\t\n\r")
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})  # format characters (bidi overrides, zero-width), line separators
 
 
 def _refuse(field: str, problem: str, hint: str) -> ConfigError:
@@ -68,10 +71,11 @@ def check_text(field: str, text: object, *, max_chars: int, multiline: bool = Fa
         field: the field's name, as the caller sent it (it starts the error message).
         text: the value.
         max_chars: the most characters the field may hold.
-        multiline: allow tab, newline and carriage return (descriptions).
+        multiline: allow tab, newline and carriage return, and format characters such as the
+            zero-width joiner of an emoji (descriptions); one-line fields refuse all of them.
 
     Raises:
-        ConfigError: not a string, too long, a control character or a lone surrogate.
+        ConfigError: not a string, too long, a control or invisible character, or a lone surrogate.
     """
     if not isinstance(text, str):
         raise _refuse(field, f"must be text, not {type(text).__name__}", "Send a JSON string.")
@@ -82,9 +86,16 @@ def check_text(field: str, text: object, *, max_chars: int, multiline: bool = Fa
     except UnicodeEncodeError:
         raise _refuse(field, "is not valid Unicode (a lone surrogate)", "Send UTF-8 text.") from None
     for char in text:
-        if unicodedata.category(char) == "Cc" and not (multiline and char in _MULTILINE_CONTROLS):
+        category = unicodedata.category(char)
+        if category == "Cc" and not (multiline and char in _MULTILINE_CONTROLS):
             raise _refuse(
                 field, f"holds the control character U+{ord(char):04X}", "Remove control characters (NUL included)."
+            )
+        if category in _INVISIBLE and not multiline:
+            raise _refuse(
+                field,
+                f"holds the invisible character U+{ord(char):04X}",
+                "Remove format characters (bidirectional overrides, zero-width characters) and line separators.",
             )
     return text
 
