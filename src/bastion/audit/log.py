@@ -619,17 +619,12 @@ class _ChainWalk:
                 )
 
 
-def _runs(numbers: Sequence[int]) -> Iterator[tuple[int, int]]:
+def _runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
     """Consecutive runs in sorted `numbers`, as (first, last)."""
-    start = previous = None
+    runs: list[tuple[int, int]] = []
     for number in numbers:
-        if start is None:
-            start = previous = number
-        elif previous is not None and number == previous + 1:
-            previous = number
+        if runs and number == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], number)
         else:
-            assert previous is not None
-            yield start, previous
-            start = previous = number
-    if start is not None and previous is not None:
-        yield start, previous
+            runs.append((number, number))
+    return runs
