@@ -19,9 +19,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bastion.errors import ArtifactError, VerificationError
 from bastion.sign import manifest as manifest_module
@@ -424,3 +427,79 @@ def test_the_cli_refuses_an_empty_manifest(key: tuple[PrivateKey, Path], tmp_pat
     done = _bastion("verify", model, "--key", key[1], "--signature", signature)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "signs no file" in done.stderr and "0 files" not in done.stdout
+
+
+# --- any signed statement, any bundle ---------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+STATEMENT_SPOTS = (
+    ("subject",),
+    ("subject", 0),
+    ("subject", 0, "digest"),
+    ("predicate",),
+    ("predicate", "resources"),
+    ("predicate", "resources", 0),
+    ("predicate", "resources", 0, "name"),
+    ("predicate", "resources", 0, "digest"),
+    ("predicate", "serialization"),
+    ("predicate", "serialization", "ignore_paths"),
+)
+BUNDLE_SPOTS = (("verificationMaterial",), ("dsseEnvelope",), ("dsseEnvelope", "signatures"), ("dsseEnvelope", "payload"))
+
+
+def _put(doc: Any, spot: tuple[str | int, ...], value: object) -> None:
+    for step in spot[:-1]:
+        doc = doc[step]
+    doc[spot[-1]] = value
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spot=st.sampled_from(STATEMENT_SPOTS), value=JSON_VALUES)
+def test_any_signed_statement_verifies_or_is_a_verification_error(
+    key: tuple[PrivateKey, Path], tmp_path: Path, spot: tuple[str | int, ...], value: object
+) -> None:
+    model = tmp_path / "fuzz-model"
+    if not model.exists():
+        _model(model)
+    weights = (model / "weights.bin").read_bytes()
+    signature = _bundle(key[0], [("weights.bin", _sha(weights))], ["model.sig", "sub"], tmp_path / "fuzz.sig")
+    bundle = json.loads(signature.read_text())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    _put(statement, spot, value)
+    payload = json.dumps(statement).encode()
+    private = key[0]
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    sig = private.sign(pae(payload), ec.ECDSA(manifest_hash(private)))
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+    signature.write_text(json.dumps(bundle))
+    try:
+        verified = verify_model(model, load_public_key(key[1]), signature)
+    except VerificationError as err:
+        assert err.message.startswith((f"{signature}: ", f"{model}: ")), err.message
+    else:
+        assert verified.files >= 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spot=st.sampled_from(BUNDLE_SPOTS), value=JSON_VALUES)
+def test_any_bundle_verifies_or_is_a_verification_error(
+    key: tuple[PrivateKey, Path], tmp_path: Path, spot: tuple[str | int, ...], value: object
+) -> None:
+    model = tmp_path / "fuzz-model"
+    if not model.exists():
+        _model(model)
+        sign_model(model, key[0], tmp_path / "good.sig")
+    bundle = json.loads((tmp_path / "good.sig").read_text())
+    _put(bundle, spot, value)
+    (tmp_path / "fuzz.sig").write_text(json.dumps(bundle))
+    try:
+        verified = verify_model(model, load_public_key(key[1]), tmp_path / "fuzz.sig")
+    except VerificationError as err:
+        assert "fuzz.sig: " in err.message
+    else:  # only what the signature does not cover may vary: the key hint is advisory
+        assert spot == ("verificationMaterial",) and verified.files == 2
