@@ -22,6 +22,9 @@ def test_every_change_is_audited_verified_and_exported(
     assert report.status_code == 200
     verified = report.json()
     assert verified["ok"] is True and verified["problems"] == [] and verified["entries"] >= 7
+    # The server's check rests on its own folder's key and witness, and says so (issue 10, section 4).
+    assert verified["anchored"] is False and verified["unwitnessed_tail"] == 0
+    assert verified["last_witnessed_seq"] == verified["last_seq"] and verified["witness_location"]
 
     export = admin.get("/v1/audit/export")
     assert export.status_code == 200

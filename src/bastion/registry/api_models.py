@@ -346,6 +346,12 @@ class AuditReportBody(_Response):
     unsigned_tail: int
     problems: list[AuditProblemBody]
     problems_not_listed: int
+    # The server checks against its own folder's key and witness: never anchored. Anchor a
+    # check with `bastion audit verify --trusted-key --witness` from outside the folder.
+    anchored: bool
+    witness_location: str
+    last_witnessed_seq: int
+    unwitnessed_tail: int
 
     @classmethod
     def of(cls, report: AuditReport) -> AuditReportBody:
