@@ -10,12 +10,14 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from bastion.errors import AccessDenied, BastionError, ConfigError, NotFound
+from bastion.errors import AccessDenied, BastionError, ConfigError
+from bastion.http_errors import status_of
 from bastion.registry import Principal, Registry
 from bastion.registry.roles import Action
 from bastion.serve.gateway import Gateway
@@ -25,19 +27,35 @@ from bastion.serve.limits import Quota, RateLimit
 Operation = Literal["infer", "metadata", "token"]
 
 
-class NewKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# Every field is bounded: a value past the database's integer columns, or a lifetime that
+# overflows a datetime (expires_in_days: 1e300), was a 500; now it is a 422 naming the field.
+MAX_MODELS_PER_KEY = 100
+MAX_NAME = 200  # the database's name columns
+MAX_KEY_ID = 32
+MAX_RATE = 1_000_000.0
+MAX_COUNT = 1_000_000_000  # below 2**31: the quota columns are 32-bit integers on PostgreSQL
+MAX_BURST = 1_000_000
+MAX_DAYS = 3650.0
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+KeyId = Annotated[str, FastPath(min_length=1, max_length=MAX_KEY_ID)]
+ServedName = Annotated[str, FastPath(min_length=1, max_length=MAX_NAME)]
 
-    name: str = Field(min_length=1, max_length=200)
-    models: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    operations: list[Operation] = Field(default_factory=lambda: list[Operation](["infer", "metadata"]))
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=False)
+
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    models: list[ModelName] = Field(default_factory=lambda: ["*"], min_length=1, max_length=MAX_MODELS_PER_KEY)
+    operations: list[Operation] = Field(
+        default_factory=lambda: list[Operation](["infer", "metadata"]), min_length=1, max_length=3
+    )
     output: Literal["label", "score", "probabilities"] = "label"
     precision: int | None = Field(None, ge=0, le=6)
-    rate_per_second: float | None = Field(10.0, gt=0)
-    burst: int = Field(20, ge=1)
-    daily: int | None = Field(10_000, ge=1)
-    monthly: int | None = Field(None, ge=1)
-    expires_in_days: float | None = Field(90, gt=0)
+    rate_per_second: float | None = Field(10.0, gt=0, le=MAX_RATE)
+    burst: int = Field(20, ge=1, le=MAX_BURST)
+    daily: int | None = Field(10_000, ge=1, le=MAX_COUNT)
+    monthly: int | None = Field(None, ge=1, le=MAX_COUNT)
+    expires_in_days: float | None = Field(90, gt=0, le=MAX_DAYS)
 
     def to_spec(self) -> KeySpec:
         return KeySpec(
@@ -53,7 +71,7 @@ class NewKey(BaseModel):
 
 
 class Reason(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str = Field("", max_length=500)
 
@@ -75,8 +93,7 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
 
     @app.exception_handler(BastionError)
     async def bastion_error(_request: Request, err: BastionError) -> JSONResponse:
-        status = 403 if isinstance(err, AccessDenied) else 404 if isinstance(err, NotFound) else 400
-        return JSONResponse({"error": err.message, "hint": err.hint}, status_code=status)
+        return JSONResponse({"error": err.message, "hint": err.hint}, status_code=status_of(err))
 
     @app.get("/admin/keys")
     def list_keys(caller: Admin) -> list[dict[str, object]]:
@@ -89,26 +106,26 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
         return {"key": text, **key_summary([key])[0]}
 
     @app.delete("/admin/keys/{key_id}", status_code=204)
-    def revoke_key(key_id: str, caller: Admin) -> Response:
+    def revoke_key(key_id: KeyId, caller: Admin) -> Response:
         store.revoke(caller, key_id, "revoked through the admin API")
         gateway.refresh()
         return Response(status_code=204)
 
     @app.post("/admin/keys/{key_id}/suspend")
-    def suspend_key(key_id: str, body: Reason, caller: Admin) -> dict[str, str]:
+    def suspend_key(key_id: KeyId, body: Reason, caller: Admin) -> dict[str, str]:
         store.suspend(caller, key_id, body.reason or "suspended by an operator")
         gateway.refresh()
         return {"suspended": key_id}
 
     @app.post("/admin/keys/{key_id}/resume")
-    def resume_key(key_id: str, body: Reason, caller: Admin) -> dict[str, str]:
+    def resume_key(key_id: KeyId, body: Reason, caller: Admin) -> dict[str, str]:
         store.resume(caller, key_id, body.reason)
         gateway.refresh()
         gateway.unthrottle(key_id)
         return {"resumed": key_id}
 
     @app.post("/admin/models/{name}/disable")
-    def disable_model(name: str, body: Reason, caller: Admin) -> dict[str, str]:
+    def disable_model(name: ServedName, body: Reason, caller: Admin) -> dict[str, str]:
         if name not in gateway.models:
             raise ConfigError(f"this gateway does not serve {name!r}")
         store.disable_model(caller, name, body.reason or "disabled by an operator")
@@ -116,7 +133,7 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
         return {"disabled": name}
 
     @app.post("/admin/models/{name}/enable")
-    def enable_model(name: str, body: Reason, caller: Admin) -> dict[str, str]:
+    def enable_model(name: ServedName, body: Reason, caller: Admin) -> dict[str, str]:
         store.enable_model(caller, name, body.reason)
         gateway.refresh()
         return {"enabled": name}
