@@ -251,3 +251,19 @@ def test_a_witness_is_never_overwritten(signing_key: PrivateKey, tmp_path: Path)
         witness._create(str(path), b"{}")  # the primitive every head goes through
 
     assert path.read_bytes() == original
+
+
+def test_heads_planted_to_exhaust_the_verifier_are_refused_unread(
+    engine: Engine, signing_key: PrivateKey, tmp_path: Path
+) -> None:
+    witness = Witness(tmp_path / "vault")
+    log = written(engine, signing_key, witness)
+    folder = tmp_path / "vault" / CHAIN
+    (folder / f"{5:012d}.json").write_bytes(b" " * 50_000_000)
+    (folder / f"{6:012d}.json").write_bytes(b"[" * 4000)
+
+    report = log.verify([signing_key.public_key()], witness)
+
+    tampered = problems(report, ProblemKind.WITNESS_TAMPERED)
+    assert tampered[0] == f"witnessed head #5 at {witness.location} is not valid: too large: 50000000 bytes"
+    assert tampered[1].startswith(f"witnessed head #6 at {witness.location} is not valid: not a witnessed head")

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 WITNESS_FORMAT = "bastion-audit-witness/1"
 _NAME = re.compile(r"(\d{12})\.json")
+MAX_HEAD_BYTES = 4096
 _MAX_RACES = 50  # other writers taking the next counter first, before giving up
 
 
@@ -89,7 +90,7 @@ class WitnessedHead:
                 signature=bytes.fromhex(raw["signature"]),
             )
             fmt = raw["format"]
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as err:
             raise ValueError(f"not a witnessed head: {err}") from err
         if fmt != WITNESS_FORMAT or head.chain != chain or head.counter != counter or head.signed_at.tzinfo is None:
             raise ValueError(f"names {head.chain!r} #{head.counter} in format {fmt!r}, not {chain!r} #{counter}")
@@ -152,16 +153,24 @@ class Witness:
         return f"{self._root.rstrip('/')}/{chain}"
 
     def _counters(self, chain: str) -> list[int]:
+        return sorted(self._listing(chain))
+
+    def _listing(self, chain: str) -> dict[int, int]:
+        """The heads present: counter -> size in bytes."""
         folder = self._dir(chain)
         try:
             self._fs.invalidate_cache(folder)
-            names = self._fs.ls(folder, detail=False)
+            entries = self._fs.ls(folder, detail=True)
         except FileNotFoundError:
-            return []
+            return {}
         except OSError as err:
             raise BackendUnavailable(f"cannot list the audit witness at {self.location}: {err}") from err
-        found = (_NAME.fullmatch(str(name).rstrip("/").rsplit("/", 1)[-1]) for name in names)
-        return sorted(int(match[1]) for match in found if match)
+        found = {}
+        for entry in entries:
+            match = _NAME.fullmatch(str(entry["name"]).rstrip("/").rsplit("/", 1)[-1])
+            if match:
+                found[int(match[1])] = int(entry.get("size") or 0)
+        return found
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -173,21 +182,21 @@ class Witness:
         write credentials can hide a head behind a newer version or a delete marker, but not
         unseen: each such head is reported as not valid.
         """
-        counters = self._counters(chain)
+        sizes = self._listing(chain)
         altered = self._s3_history(chain) if "s3" in _protocols(self._fs) else {}
-        counters = sorted(set(counters) | set(altered))
-        paths = {f"{self._dir(chain)}/{counter:012d}.json": counter for counter in counters}
+        # A head is a few hundred bytes; anything far larger was planted to exhaust the verifier.
+        altered.update({c: f"too large: {size} bytes" for c, size in sizes.items() if size > MAX_HEAD_BYTES})
+        counters = sorted(set(sizes) | set(altered))
+        paths = {f"{self._dir(chain)}/{counter:012d}.json": counter for counter in counters if counter not in altered}
         try:
             contents = self._fs.cat(list(paths), on_error="return") if paths else {}
         except OSError as err:
             raise BackendUnavailable(f"cannot read the audit witness at {self.location}: {err}") from err
         heads, unreadable = [], list(altered.items())
         for path, counter in paths.items():
-            if counter in altered:
-                continue
             data = contents.get(path)
-            if not isinstance(data, bytes):
-                unreadable.append((counter, f"unreadable: {data}"))
+            if not isinstance(data, bytes) or len(data) > MAX_HEAD_BYTES:
+                unreadable.append((counter, f"unreadable: {data if not isinstance(data, bytes) else 'too large'}"))
                 continue
             try:
                 heads.append(WitnessedHead.from_json(data, chain, counter))
