@@ -374,7 +374,7 @@ class AuditLog:
         """Write every entry as one JSON line with its hashes; returns how many were written."""
         count = 0
         for seq, body, prev_hash, entry_hash in self._rows():
-            record = {"seq": seq, "body": json.loads(body), "prev_hash": prev_hash.hex(), "entry_hash": entry_hash.hex()}
+            record = {"seq": seq, "body": _parsed(body), "prev_hash": prev_hash.hex(), "entry_hash": entry_hash.hex()}
             stream.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
             count += 1
         return count
@@ -518,7 +518,7 @@ class _ChainWalk:
         try:
             record = json.loads(body)
             written_at, chain = int(record["seq"]), str(record["chain"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # a body nested to crash the parser
             self._report(ProblemKind.EDITED, seq, f"entry {seq} was edited: its body is not an audit entry")
             return
         if chain != self.chain:
@@ -617,6 +617,14 @@ class _ChainWalk:
                     f"witnessed head #{witnessed.counter} (entry {witnessed.seq}) at {where}: "
                     "its signature does not verify",
                 )
+
+
+def _parsed(body: str) -> object:
+    """An entry's body as JSON, or as the text it is when someone wrote something else there."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return body
 
 
 def _runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
