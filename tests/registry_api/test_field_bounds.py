@@ -253,3 +253,15 @@ def test_any_access_body_is_never_a_5xx(api: Api, route: str, value: object, key
     }[route]
     for field in (*base, "kind", "role", "model", "expires_in_seconds", key):
         _never_5xx(api.admin.post(route, json={**base, field: value}))
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["bst_" + "a" * 5000 + "_secret", "bst_\u00e9\u00ff_secret", "bst_a%00b_secret", "bst__", "bst_a_" + "s" * 10_000],
+)
+def test_a_malformed_bearer_token_is_a_401(api: Api, token: str) -> None:
+    answer = httpx.get(
+        f"{api.admin.base_url}/v1/models", headers={"Authorization": f"Bearer {token}".encode("latin-1")}, timeout=60
+    )
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["www-authenticate"].startswith("Bearer")
