@@ -68,15 +68,20 @@ def _registry(home: Path, signer_pub: Path, *, allow_pickle: bool) -> RegistryEn
     return RegistryEnv(home, registry, registry.authenticate(token), token)
 
 
+def _refusal(env: RegistryEnv, model: str) -> str:
+    """Why a gateway assembled for `model` alone refused it (it must have)."""
+    assembled = assemble(env.registry, env.admin, GatewaySettings(models=(model,)))
+    try:
+        assert model not in assembled.gateway.models
+        return assembled.refused[model]
+    finally:
+        assembled.close()
+
+
 def test_a_joblib_model_is_refused_where_the_policy_does_not_allow_pickle(tmp_path: Path, signed: Signed) -> None:
     env = _registry(tmp_path / "registry", signed.pub, allow_pickle=False)
     env.publish(CLEAN, signed.clean)
-    assembled = assemble(env.registry, env.admin, GatewaySettings(models=(CLEAN,)))
-    try:
-        assert CLEAN not in assembled.gateway.models
-        assert "policy does not allow pickle in production" in assembled.refused[CLEAN]
-    finally:
-        assembled.close()
+    assert "policy does not allow pickle in production" in _refusal(env, CLEAN)
     refusals = [e for e in env.audit_entries() if e.action == "model.load.refused"]
     assert any("allow pickle" in reason for e in refusals for reason in e.details["reasons"])
 
@@ -84,13 +89,9 @@ def test_a_joblib_model_is_refused_where_the_policy_does_not_allow_pickle(tmp_pa
 def test_a_joblib_model_with_a_finding_is_refused_even_where_pickle_is_allowed(tmp_path: Path, signed: Signed) -> None:
     env = _registry(tmp_path / "registry", signed.pub, allow_pickle=True)
     env.publish(TAINTED, signed.tainted)  # the gate blocks at high: a medium finding passes it
-    assembled = assemble(env.registry, env.admin, GatewaySettings(models=(TAINTED,)))
-    try:
-        assert TAINTED not in assembled.gateway.models
-        assert "pickle.unknown-class" in assembled.refused[TAINTED]
-        assert "scan is not clean" in assembled.refused[TAINTED]
-    finally:
-        assembled.close()
+    refusal = _refusal(env, TAINTED)
+    assert "pickle.unknown-class" in refusal
+    assert "scan is not clean" in refusal
 
 
 def test_a_clean_joblib_model_is_served_where_pickle_is_allowed(tmp_path: Path, signed: Signed) -> None:
@@ -133,9 +134,4 @@ def test_bytes_swapped_after_the_checks_are_not_loaded(
         return refusals
 
     monkeypatch.setattr(loader, "serving_refusals", swap_after_checking)
-    assembled = assemble(env.registry, env.admin, GatewaySettings(models=(CLEAN,)))
-    try:
-        assert CLEAN not in assembled.gateway.models
-        assert "model.joblib is not the bytes recorded at registration" in assembled.refused[CLEAN]
-    finally:
-        assembled.close()
+    assert "model.joblib is not the bytes recorded at registration" in _refusal(env, CLEAN)

@@ -245,22 +245,23 @@ def grant_command(registry: Registry, caller: Principal, fmt: str, name: str, ro
     _emit(fmt, {"name": name, "role": role, "model": model}, f"{name} is {role} on {model}")
 
 
-@user_group.command("disable")
-@click.argument("name")
-@_registry_options
-def user_disable_command(registry: Registry, caller: Principal, fmt: str, name: str) -> None:
-    """Disable NAME: its tokens stop working at once (admin only, audited)."""
-    registry.disable_principal(caller, name)
-    _emit(fmt, {"name": name, "disabled": True}, f"disabled {name}: its tokens no longer authenticate")
+def _principal_switch(disabled: bool) -> click.Command:
+    """`user disable` or `user enable`: one library call each, admin only and audited."""
+    action = "disable" if disabled else "enable"
+    help_text = "Disable NAME: its tokens stop working at once." if disabled else "Enable NAME again."
+
+    @click.command(action, help=f"{help_text} (admin only, audited)")
+    @click.argument("name")
+    @_registry_options
+    def command(registry: Registry, caller: Principal, fmt: str, name: str) -> None:
+        (registry.disable_principal if disabled else registry.enable_principal)(caller, name)
+        _emit(fmt, {"name": name, "disabled": disabled}, f"{action}d {name}")
+
+    return command
 
 
-@user_group.command("enable")
-@click.argument("name")
-@_registry_options
-def user_enable_command(registry: Registry, caller: Principal, fmt: str, name: str) -> None:
-    """Enable NAME again (admin only, audited)."""
-    registry.enable_principal(caller, name)
-    _emit(fmt, {"name": name, "disabled": False}, f"enabled {name}")
+for _disabled in (True, False):
+    user_group.add_command(_principal_switch(_disabled))
 
 
 @registry_group.command("ungrant")

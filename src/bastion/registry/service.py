@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -32,12 +31,11 @@ from bastion.errors import BackendUnavailable, ConfigError, IntegrityFailure, No
 from bastion.policy.load import load_policy
 from bastion.policy.schema import Policy
 from bastion.registry import access, promotion, versions
-from bastion.registry.access import TokenInfo
 from bastion.registry.blobs import BlobStore
 from bastion.registry.config import RegistryConfig, load_config
 from bastion.registry.evidence import CheckedOutVersion, Evidence, PromotionEvidence, check_out
-from bastion.registry.records import Approval, GateDecision, Lineage, ModelSummary, ModelVersion
-from bastion.registry.roles import ANY_MODEL, Action, Principal, Role
+from bastion.registry.records import ModelVersion
+from bastion.registry.roles import Action, Principal
 from bastion.registry.workspace import STALE_AFTER, WorkFolder
 from bastion.sign.keys import PrivateKey, PublicKey, load_private_key, load_public_key
 
@@ -116,20 +114,15 @@ class Registry:
 
     # --- identities, roles and tokens (bastion.registry.access) --------------------------
 
-    def bootstrap(self, admin: str) -> str:
-        return access.bootstrap(self, admin)
-
-    def authenticate(self, text: str | None) -> Principal:
-        return access.authenticate(self, text)
-
-    def add_principal(self, actor: Principal, name: str, kind: str = "user") -> None:
-        access.add_principal(self, actor, name, kind)
-
-    def grant(self, actor: Principal, name: str, role: Role, model: str = ANY_MODEL) -> None:
-        access.grant(self, actor, name, role, model)
-
-    def remove_grant(self, actor: Principal, name: str, model: str = ANY_MODEL) -> None:
-        access.remove_grant(self, actor, name, model)
+    # Each role's functions take the registry first, so they are its methods as they stand.
+    bootstrap = access.bootstrap
+    authenticate = access.authenticate
+    add_principal = access.add_principal
+    grant = access.grant
+    remove_grant = access.remove_grant
+    issue_token = access.issue_token
+    revoke_token = access.revoke_token
+    tokens_of = access.list_tokens
 
     def disable_principal(self, actor: Principal, name: str) -> None:
         access.set_disabled(self, actor, name, True)
@@ -137,61 +130,17 @@ class Registry:
     def enable_principal(self, actor: Principal, name: str) -> None:
         access.set_disabled(self, actor, name, False)
 
-    def issue_token(self, actor: Principal, name: str, expires_in: timedelta | None = None) -> str:
-        return access.issue_token(self, actor, name, expires_in)
-
-    def revoke_token(self, actor: Principal, token_id: str) -> None:
-        access.revoke_token(self, actor, token_id)
-
-    def tokens_of(self, actor: Principal, name: str) -> tuple[TokenInfo, ...]:
-        return access.list_tokens(self, actor, name)
-
     # --- registering and reading (bastion.registry.versions) -------------------------------
 
-    def register(
-        self,
-        actor: Principal,
-        model: str,
-        path: Path,
-        *,
-        lineage: Lineage = NO_LINEAGE,
-        signature: Path | None = None,
-        assessment: Path | None = None,
-        description: str = "",
-    ) -> ModelVersion:
-        return versions.register(
-            self, actor, model, path, lineage=lineage, signature=signature, assessment=assessment,
-            description=description,
-        )
-
-    def register_uploaded(
-        self,
-        actor: Principal,
-        model: str,
-        files: Mapping[str, tuple[str, int]],
-        *,
-        layout: str = "folder",
-        lineage: Lineage = NO_LINEAGE,
-        signature_blob: str | None = None,
-        assessment_blob: str | None = None,
-        description: str = "",
-    ) -> ModelVersion:
-        return versions.register_uploaded(
-            self, actor, model, files, layout=layout, lineage=lineage, signature_blob=signature_blob,
-            assessment_blob=assessment_blob, description=description,
-        )
+    register = versions.register
+    register_uploaded = versions.register_uploaded
+    version = versions.version
+    models = versions.list_models
 
     def _version_in(self, connection: Connection, model: str, number: int | None) -> ModelVersion:
         return versions.version_in(connection, model, number)
 
-    def version(self, actor: Principal, model: str, number: int | None = None) -> ModelVersion:
-        return versions.version(self, actor, model, number)
-
-    def versions(self, actor: Principal, model: str) -> list[ModelVersion]:
-        return versions.list_versions(self, actor, model)
-
-    def models(self, actor: Principal) -> list[ModelSummary]:
-        return versions.list_models(self, actor)
+    versions = versions.list_versions  # last: inside this class body the name is no longer the module
 
     def newest_in(self, actor: Principal, model: str, stage: str) -> ModelVersion:
         promotion.check_stage(self, stage)
@@ -281,17 +230,10 @@ class Registry:
                     files=altered,
                 )
 
-    def approve(self, actor: Principal, model: str, number: int, stage: str) -> Approval:
-        return promotion.approve(self, actor, model, number, stage)
-
-    def check_gate(self, actor: Principal, model: str, number: int | None, stage: str) -> GateDecision:
-        return promotion.check_gate(self, actor, model, number, stage)
-
-    def promote(self, actor: Principal, model: str, number: int, stage: str) -> GateDecision:
-        return promotion.promote(self, actor, model, number, stage)
-
-    def attestation(self, actor: Principal, digest: str) -> bytes:
-        return promotion.attestation(self, actor, digest)
+    approve = promotion.approve
+    check_gate = promotion.check_gate
+    promote = promotion.promote
+    attestation = promotion.attestation
 
     # --- the audit log -------------------------------------------------------------------
 
