@@ -136,7 +136,7 @@ def test_a_stage_without_its_promotion_evidence_cannot_be_promoted_from() -> Non
     ],
 )
 def test_the_target_must_be_the_next_stage(stage: str, target: str, detail: str) -> None:
-    proof = PromotionEvidence(stage, "sha256:" + "f" * 64) if stage != "dev" else None
+    proof = PromotionEvidence(stage, "sha256:" + "f" * 64, root_digest=_evidence().root_digest() or "") if stage != "dev" else None
 
     decision = _decide(version=_version(stage), promotion=proof, target=target)
 
@@ -167,7 +167,7 @@ def test_assessment_thresholds_are_read_from_the_evidence() -> None:
 
 
 def test_serving_needs_the_proof_of_the_stage_as_well_as_intact_signed_clean_bytes() -> None:
-    proven = PromotionEvidence("production", "sha256:" + "f" * 64)
+    proven = PromotionEvidence("production", "sha256:" + "f" * 64, root_digest=_evidence().root_digest() or "")
     unproven = PromotionEvidence("production", None, "no signed promotion of fraud@3 to production exists")
     version = _version("production")
 
@@ -184,3 +184,21 @@ def test_serving_needs_the_proof_of_the_stage_as_well_as_intact_signed_clean_byt
         "signature: stored files the signature does not cover: serving.yaml; sign them, remove them, or name them "
         "in the stage's unsigned_allowed",
     )
+
+
+def test_a_proven_stage_covers_only_the_bytes_its_attestation_names() -> None:
+    # Blobs swapped together with their digests in the database: the files match the records,
+    # but the attestation names the root digest of the bytes that were promoted.
+    swapped = _evidence(digests={WEIGHTS.path: "sha256:" + "e" * 64, SPEC.path: SPEC.digest})
+    version = dataclasses.replace(_version("staging"), files=(SPEC, StoredFile(WEIGHTS.path, "sha256:" + "e" * 64, 10)))
+    proof = PromotionEvidence("staging", "sha256:" + "f" * 64, root_digest=_evidence().root_digest() or "")
+
+    decision = _decide(evidence=swapped, version=version, promotion=proof, target="production")
+    refused = serving_refusals(
+        version, swapped, dataclasses.replace(proof, stage="production"), stage="production",
+        requirements=StageRequirements(), scan=ScanPolicy(),
+    )
+
+    assert _failed(decision) == {"stage": "the bytes stored for fraud@3 are not those promoted to staging"}
+    assert refused == ("promotion: the stored bytes are not those the attestation sha256:ffff"
+                       "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff names",)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from bastion.db.tables import versions
+from bastion.db.tables import version_files, versions
 from bastion.registry import Registry
 from bastion.registry.gate import serving_refusals
 from bastion.registry.records import Lineage
@@ -67,3 +67,27 @@ def test_a_checkout_for_serving_names_the_missing_proof(make_registry: MakeRegis
     _set_stage_by_sql(registry, "m", 2, "dev")
     proven = _refusals(registry, team, "m", "staging")
     assert not any(r.startswith("promotion:") for r in proven), proven
+
+
+@on_both_databases
+def test_blobs_swapped_with_their_recorded_digests_are_not_the_promoted_version(
+    make_registry: MakeRegistry, tmp_path: Path
+) -> None:
+    registry = make_registry(LENIENT)
+    team = make_team(registry)
+    registry.register(team.contributor, "m", numpy_folder(tmp_path))
+    assert registry.promote(team.admin, "m", 1, "staging").allowed
+    other = registry.blobs.put_bytes(b'{"layers": [4, 3], "backdoor": true}')
+    with registry.engine.begin() as connection:  # the insider rewrites the record to match new bytes
+        connection.execute(
+            update(version_files)
+            .where(version_files.c.model == "m", version_files.c.path == "config.json")
+            .values(digest=other)
+        )
+
+    refused = _refusals(registry, team, "m", "staging")
+
+    assert refused[0].startswith("promotion: the stored bytes are not those the attestation sha256:")
+    assert "stage: the bytes stored for m@1 are not those promoted to staging" in (
+        registry.promote(team.admin, "m", 1, "production").reasons
+    )

@@ -56,6 +56,11 @@ class PromotionEvidence:
     stage: str
     attestation: str | None = None  # its digest, when one verified
     problem: str = ""  # empty when the attestation verified and the audit log records it
+    root_digest: str = ""  # what the attestation names: the promoted bytes' manifest root
+
+    def attests(self, evidence: Evidence) -> bool:
+        """The attestation names the bytes read now (not merely the digests the database records)."""
+        return not self.attestation or self.root_digest == evidence.root_digest()
 
     @property
     def proven(self) -> bool:

@@ -27,8 +27,10 @@ def _listed(items: Sequence[str]) -> str:
     return shown + (f"; and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-def check_stage(version: ModelVersion, promotion: PromotionEvidence | None, target: str, stages: Sequence[str]) -> Check:
-    """The target is the next stage, and the present stage is backed by a signed, audited promotion."""
+def check_stage(
+    version: ModelVersion, evidence: Evidence, promotion: PromotionEvidence | None, target: str, stages: Sequence[str]
+) -> Check:
+    """The target is the next stage, and the present stage is backed by a signed, audited promotion of these bytes."""
     if version.stage not in stages:
         return Check(
             "stage", False,
@@ -37,6 +39,8 @@ def check_stage(version: ModelVersion, promotion: PromotionEvidence | None, targ
         )
     if promotion is not None and not promotion.proven:
         return Check("stage", False, f"{version.ref} is in {version.stage} without a valid promotion: {promotion.problem}")
+    if promotion is not None and not promotion.attests(evidence):
+        return Check("stage", False, f"the bytes stored for {version.ref} are not those promoted to {version.stage}")
     here, there = stages.index(version.stage), stages.index(target)
     if there <= here:
         return Check("stage", False, f"{version.ref} is already in {version.stage}")
@@ -136,11 +140,14 @@ def check_assessment(evidence: Evidence, requirements: StageRequirements) -> Che
     return Check("assessment", True, "every assessment threshold is met")
 
 
-def check_promotion(promotion: PromotionEvidence | None, stage: str) -> Check:
+def check_promotion(promotion: PromotionEvidence | None, evidence: Evidence, stage: str) -> Check:
     if promotion is None or promotion.stage != stage:
         return Check("promotion", False, f"no promotion to {stage} was checked")
     if not promotion.proven:
         return Check("promotion", False, promotion.problem)
+    if not promotion.attests(evidence):
+        # The database's digests were changed along with the blobs: the attestation still names the old bytes.
+        return Check("promotion", False, f"the stored bytes are not those the attestation {promotion.attestation} names")
     return Check("promotion", True, f"promoted to {stage}: attestation {promotion.attestation} verified and audited")
 
 
@@ -165,7 +172,7 @@ def evaluate_gate(
 ) -> GateDecision:
     """Every check the target stage asks for, plus the ones every promotion runs, and the decision."""
     checks = [
-        check_stage(version, promotion, target, gate.stages),
+        check_stage(version, evidence, promotion, target, gate.stages),
         check_stored_bytes(version, evidence),
         check_scan(evidence, stage_scan_policy(requirements, scan)),
     ]
@@ -199,7 +206,7 @@ def serving_refusals(
     The gateway serves only signed versions whose stage is proven by a signed, audited promotion.
     """
     checks = (
-        check_promotion(promotion, stage),
+        check_promotion(promotion, evidence, stage),
         check_stored_bytes(version, evidence),
         check_signature(version, evidence, requirements.unsigned_allowed),
         check_scan(evidence, scan),

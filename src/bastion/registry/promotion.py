@@ -101,7 +101,7 @@ def prove_stage(
         if not _audited(connection, version, digest):
             problems.append(f"attestation {digest}: no audit entry records this promotion")
             continue
-        return PromotionEvidence(stage, digest)
+        return PromotionEvidence(stage, digest, root_digest=version.root_digest)
     if not problems:
         problems.append(f"no signed promotion of {version.ref} to {stage} exists")
     return PromotionEvidence(stage, None, "; ".join(problems))
