@@ -503,3 +503,49 @@ def test_any_bundle_verifies_or_is_a_verification_error(
         assert "fuzz.sig: " in err.message
     else:  # only what the signature does not cover may vary: the key hint is advisory
         assert spot == ("verificationMaterial",) and verified.files == 2
+
+
+# --- the signature file itself, which lives in the folder an attacker may hand over -----------
+
+
+def test_signing_never_writes_through_a_planted_signature_link(key: tuple[PrivateKey, Path], tmp_path: Path) -> None:
+    model = _model(tmp_path / "m")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (model / "model.sig").symlink_to(victim)
+    written = sign_model(model, key[0])
+    assert victim.read_text() == "precious"
+    assert not written.is_symlink() and json.loads(written.read_text())["mediaType"] == BUNDLE_MEDIA_TYPE
+    assert verify_model(model, load_public_key(key[1])).files == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "huge"])
+def test_a_signature_that_is_not_a_small_regular_file_is_refused(
+    key: tuple[PrivateKey, Path], tmp_path: Path, kind: str
+) -> None:
+    model = _model(tmp_path / "m")
+    signature = model / "model.sig"
+    if kind == "fifo":
+        os.mkfifo(signature)
+    elif kind == "device":
+        signature.symlink_to("/dev/zero")  # endless bytes
+    elif kind == "folder":
+        signature.mkdir()
+    else:
+        with signature.open("wb") as big:
+            big.truncate(65 * 1024 * 1024)  # sparse: no disk used
+    reasons = {"fifo": "is a FIFO", "device": "is a character device", "folder": "is a folder", "huge": "is larger than"}
+    with pytest.raises(VerificationError, match=rf"model\.sig: signature {reasons[kind]}"):
+        verify_model(model, load_public_key(key[1]))
+
+
+def test_a_signature_link_to_a_model_file_does_not_leave_that_file_unsigned(
+    key: tuple[PrivateKey, Path], tmp_path: Path
+) -> None:
+    model = _model(tmp_path / "m")
+    (model / "model.sig").symlink_to("weights.bin")
+    sign_model(model, key[0])
+    bundle = json.loads((model / "model.sig").read_text())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    assert [r["name"] for r in statement["predicate"]["resources"]] == ["sub/config.json", "weights.bin"]
+    assert (model / "weights.bin").read_bytes() == b"\x10\x00" * 500

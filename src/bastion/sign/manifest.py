@@ -163,7 +163,8 @@ class _Entry:
     through_link: bool  # an allowed symbolic link: opened by following it
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file is, by its mode: "FIFO", "socket", "character device", "folder"..."""
     if stat.S_ISFIFO(mode):
         return "FIFO"
     if stat.S_ISSOCK(mode):
@@ -218,7 +219,7 @@ def _list_entries(
     if stat.S_ISREG(info.st_mode):
         return [_Entry(PurePosixPath(root.name), (info.st_dev, info.st_ino), through_link=False)]
     if not stat.S_ISDIR(info.st_mode):
-        raise _refuse(str(root), f"is a {_kind(info.st_mode)}; {_ONLY_FILES}")
+        raise _refuse(str(root), f"is a {kind_of(info.st_mode)}; {_ONLY_FILES}")
     ignored = tuple(PurePosixPath(p).as_posix() for p in (*ignore, *(GIT_PATHS if ignore_git else ())))
     found: list[_Entry] = []
     _collect(str(root), "", os.path.realpath(root), ignored, allow_symlinks, found)
@@ -242,7 +243,7 @@ def _collect(
             elif stat.S_ISREG(info.st_mode):
                 found.append(_Entry(PurePosixPath(rel), (info.st_dev, info.st_ino), through_link=False))
             else:
-                raise _refuse(rel, f"is a {_kind(info.st_mode)}; {_ONLY_FILES}")
+                raise _refuse(rel, f"is a {kind_of(info.st_mode)}; {_ONLY_FILES}")
 
 
 def _link_target(path: str, rel: str, real_root: str, allow_symlinks: bool) -> tuple[int, int]:
@@ -258,7 +259,7 @@ def _link_target(path: str, rel: str, real_root: str, allow_symlinks: bool) -> t
     except OSError:
         raise _refuse(rel, "is a dangling link (what it points to does not exist)") from None
     if not stat.S_ISREG(target.st_mode):
-        raise _refuse(rel, f"is a link to a {_kind(target.st_mode)}; {_ONLY_FILES}")
+        raise _refuse(rel, f"is a link to a {kind_of(target.st_mode)}; {_ONLY_FILES}")
     real = os.path.realpath(path)
     if os.path.commonpath([real, real_root]) != real_root:
         raise _refuse(rel, "is a symbolic link that leads outside the model", "Copy the file into the model instead.")
@@ -283,7 +284,7 @@ def _hash_open(fd: int, name: str, expected: tuple[int, int] | None) -> Sha256:
     with open(fd, "rb", buffering=0, closefd=True) as handle:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
-            problem = f"it is now a {_kind(before.st_mode)}" if expected else f"it is a {_kind(before.st_mode)}"
+            problem = f"it is now a {kind_of(before.st_mode)}" if expected else f"it is a {kind_of(before.st_mode)}"
             raise _refuse(name, f"was replaced after it was listed ({problem})" if expected else f"is not a regular file ({problem})")
         if expected is not None and (before.st_dev, before.st_ino) != expected:
             raise _refuse(name, "was replaced after it was listed (another file is now under its name)", _SWAPPED)

@@ -12,8 +12,12 @@ docs/research/openssf-model-signing.md for the format as established against 1.1
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import os
+import stat
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +46,7 @@ from bastion.sign.manifest import (
     compare_manifests,
     hash_model,
     is_member_name,
+    kind_of,
     shown,
 )
 
@@ -50,6 +55,7 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 DEFAULT_SIGNATURE = "model.sig"
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # a bundle lists one digest per file: 10,000 files take about 2 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +148,30 @@ def sign_model(
             "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
         },
     }
-    target.write_text(json.dumps(bundle), encoding="utf-8")
+    _write_bundle(target, json.dumps(bundle).encode())
     return target
+
+
+def _write_bundle(target: Path, data: bytes) -> None:
+    """Write `data` beside `target`, then rename it over `target`.
+
+    The default signature lives in the model's folder, which may come from someone else: a
+    `model.sig` planted there as a link to another file must be replaced, not written through.
+    """
+    folder = target.parent
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise ArtifactError(f"{target}: the signature cannot be written ({err.strerror})") from err
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o644)  # a signature is public, like the model it signs
+        os.replace(temporary, target)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise ArtifactError(f"{target}: the signature cannot be written ({err.strerror})") from err
 
 
 def _default_signature(model: Path) -> Path:
@@ -151,8 +179,11 @@ def _default_signature(model: Path) -> Path:
 
 
 def _ignore_for(model: Path, signature: Path) -> list[str]:
-    if model.is_dir() and signature.resolve().is_relative_to(model.resolve()):
-        return [signature.resolve().relative_to(model.resolve()).as_posix()]
+    # The signature's own name, never what it links to: a planted `model.sig -> weights.bin`
+    # must not leave the weights out of the manifest.
+    where = signature.parent.resolve() / signature.name
+    if model.is_dir() and where.is_relative_to(model.resolve()):
+        return [where.relative_to(model.resolve()).as_posix()]
     return []
 
 
@@ -257,13 +288,35 @@ def _check_files(model: Path, payload: bytes, target: Path) -> Manifest:
     return signed
 
 
-def _read_bundle(path: Path) -> dict[str, Any]:  # JSON at the boundary, checked field by field
+def _read_signature_bytes(path: Path) -> bytes:
+    """The bundle's bytes, if it is a regular file of a sane size: a FIFO or /dev/zero would never end."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        bundle = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, flags)
     except OSError as err:
         raise VerificationError(
             f"{path}: signature cannot be read ({err.strerror})", hint="Check the --signature path."
         ) from err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise VerificationError(
+                f"{path}: signature is a {kind_of(info.st_mode)}, not a file", hint="Check the --signature path."
+            )
+        if info.st_size > MAX_BUNDLE_BYTES:
+            raise VerificationError(f"{path}: signature is larger than {MAX_BUNDLE_BYTES} bytes")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(MAX_BUNDLE_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+def _read_bundle(path: Path) -> dict[str, Any]:  # JSON at the boundary, checked field by field
+    data = _read_signature_bytes(path)
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise VerificationError(f"{path}: signature is larger than {MAX_BUNDLE_BYTES} bytes")
+    try:
+        bundle = json.loads(data.decode("utf-8"))
     except ValueError as err:
         raise VerificationError(f"{path}: signature is not JSON ({err})") from err
     if not isinstance(bundle, dict) or bundle.get("mediaType") != BUNDLE_MEDIA_TYPE or "dsseEnvelope" not in bundle:
