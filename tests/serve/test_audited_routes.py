@@ -27,5 +27,5 @@ def test_calls_other_than_infer_are_audited_with_their_outcome(tmp_path: Path) -
     seen = [(e.actor, e.action, e.subject, e.details.get("reason")) for e in env.audit_entries()]
     assert (key.key_id, "ready", "-", None) in seen
     assert (key.key_id, "metadata", ONNX, None) in seen
-    assert ("-", "ready.refused", ONNX, "missing-credentials") in seen
+    assert ("-", "ready.refused", "-", "missing-credentials") in seen  # tallied: no caller-chosen subject
     assert (key.key_id, "token.refused", "-", "out-of-scope") in seen

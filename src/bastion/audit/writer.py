@@ -39,6 +39,7 @@ class AuditWriter:
         self._queue: collections.deque[Queued] = collections.deque()  # append/popleft are thread-safe
         self._wake = threading.Event()
         self._closed = False
+        self.failing = False  # the last write failed and is being retried: callers may refuse work
         self._thread = threading.Thread(target=self._run, name=f"audit-writer-{log.chain}", daemon=True)
         self._thread.start()
 
@@ -67,6 +68,11 @@ class AuditWriter:
         if self.max_delay <= 0:
             self._wake.set()
 
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet written."""
+        return len(self._queue)
+
     def _run(self) -> None:
         while True:
             self._wake.wait(timeout=self.max_delay if self.max_delay > 0 else None)
@@ -92,6 +98,7 @@ class AuditWriter:
                 entries = self.log.append_many([event for event, _ in batch])
                 break
             except Exception as err:  # every waiting caller must learn of the failure, whatever it is
+                self.failing = True
                 if all(future is None for _, future in batch) and not self._closed:
                     time.sleep(delay)  # queued without a caller waiting: keep it, try again
                     delay = min(delay * 2, 2.0)
@@ -100,6 +107,7 @@ class AuditWriter:
                     if future is not None:
                         future.set_exception(err)
                 return
+        self.failing = False
         for (_, future), entry in zip(batch, entries, strict=True):
             if future is not None:
                 future.set_result(entry)

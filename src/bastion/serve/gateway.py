@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from bastion.audit import AuditEvent
 from bastion.errors import BackendUnavailable
+from bastion.serve.anonymous import RefusalLimit, RefusalTally, bounded_name
 from bastion.serve.batching import Batcher
 from bastion.serve.detect import Alarm
 from bastion.serve.keys import ApiKey, KeyStore, secret_matches, split_key
@@ -50,6 +51,9 @@ from bastion.serve.tokens import TokenMinter
 JSON = "application/json"
 THROTTLED = RateLimit(per_second=0.2, burst=1)  # one query every five seconds
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+MAX_URL_BYTES = 2048  # a path and query longer than this is refused (414) before any other work
+TOKEN_BODY_BYTES = 4096  # {"model": ..., "lifetime": ...} needs far less
+RETRY_UNRECORDABLE = (("retry-after", "1"),)
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,12 @@ def _infer_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, by
     return authorization, api_key, declared
 
 
+def client_source(scope: Scope) -> str:
+    """The connecting address (never a header a client could forge), as a tally's source."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
@@ -171,6 +181,8 @@ class Gateway:
         refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
         input_logging: InputLogging | None = None,
+        refusal_limit: RefusalLimit | None = None,
+        tally_interval: float = 10.0,
     ) -> None:
         self.models = dict(models)
         self.store = store
@@ -181,6 +193,7 @@ class Gateway:
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self.input_logging = input_logging
+        self.tally = RefusalTally(interval=tally_interval, limit=refusal_limit)
         self.metrics = GatewayMetrics.create()
         # Per-model counts and batchers are looked up once, not per request.
         self._answered = {name: self.metrics.answered.of(name) for name in self.models}
@@ -232,18 +245,31 @@ class Gateway:
             with contextlib.suppress(Exception):  # a database hiccup keeps the last good view
                 self._apply(ticket, *await asyncio.to_thread(self.store.snapshot))
 
+    async def _tally_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.tally.interval))
+            if self.tally.due():
+                self.write_tally()
+
+    def write_tally(self) -> None:
+        """Record the anonymous refusals counted so far, one entry per source and reason."""
+        for event in self.tally.drain():
+            self.observer.record(event)
+
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self._http = httpx.AsyncClient(timeout=5.0)
         await self.observer.start(self._alarm_from_observer)
-        task = asyncio.create_task(self._refresh_loop())
+        tasks = [asyncio.create_task(self._refresh_loop()), asyncio.create_task(self._tally_loop())]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.write_tally()
             await self.observer.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await self._http.aclose()
             await self.limiter.close()
 
@@ -302,27 +328,55 @@ class Gateway:
 
     # --- records -------------------------------------------------------------------------
 
+    def _anonymous(self, source: str, action: str, refusal: Reply) -> Reply:
+        """Count a refusal of a caller without a valid key; past its source's budget, a 429.
+
+        Nobody is accountable for these requests, so they get no entry each: the tally writes
+        one entry per source and reason per interval (a name in the URL is not kept at all).
+        """
+        if not self.tally.allow(source):
+            self.metrics.refusals.labels("refusals-limited").inc()
+            refusal = _error(429, "too many requests", "refusals-limited", (("retry-after", "1"),))
+        self.tally.count(source, f"{action}.refused", refusal.refusal, refusal.status)
+        return refusal
+
+    def _unrecordable(self, source: str, action: str) -> Reply:
+        """The refusal while the audit log cannot be written: nothing is answered unrecorded."""
+        self.metrics.refusals.labels("audit-unavailable").inc()
+        refusal = _error(503, "the service is unavailable", "audit-unavailable", RETRY_UNRECORDABLE)
+        self.tally.count(source, f"{action}.refused", refusal.refusal, refusal.status)
+        return refusal
+
     def record(self, key_id: str, what: str, subject: str, **details: Any) -> None:
         """Queue an audit entry; the writer commits it with others (flushed at shutdown)."""
         self.observer.record(AuditEvent(key_id, what, subject, details))
 
     # --- inference -----------------------------------------------------------------------
 
-    async def infer(self, name: str, version: str | None, headers: Iterable[tuple[bytes, bytes]], receive: Receive) -> Reply:
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        headers: Iterable[tuple[bytes, bytes]],
+        receive: Receive,
+        source: str = "unknown",
+    ) -> Reply:
         """Answer one V2 inference request for model `name`: every check, the model, the record.
 
-        `headers` and `receive` are the request's ASGI headers and receive channel.
+        `headers` and `receive` are the request's ASGI headers and receive channel; `source`
+        is the client's address, for the tally of anonymous refusals.
         """
         started = time.perf_counter()
+        if not self.observer.ready:
+            return self._unrecordable(source, "infer")
         authorization, api_key, declared = _infer_headers(headers)
         caller = self._authenticate(authorization, api_key)
         if isinstance(caller, Reply):
-            self.record("-", "infer.refused", name, status=caller.status, reason=caller.refusal)
-            return caller
+            return self._anonymous(source, "infer", caller)
         key = caller.key
         refused = self._scope(caller, name, "infer", version)
         if refused is not None:
-            self.record(key.key_id, "infer.refused", name, status=refused.status, reason=refused.refusal)
+            self.record(key.key_id, "infer.refused", bounded_name(name), status=refused.status, reason=refused.refusal)
             return refused
         model = self.models[name]
         ref = self._refs[name]
@@ -390,7 +444,9 @@ class Gateway:
     async def _infer_route(self, request: Request) -> Response:
         """/infer through Starlette (GatewayApp answers it first; this serves a bare Starlette mount)."""
         params = request.path_params
-        reply = await self.infer(params["name"], params.get("version"), request.scope["headers"], request.receive)
+        reply = await self.infer(
+            params["name"], params.get("version"), request.scope["headers"], request.receive, client_source(request.scope)
+        )
         return reply.response()
 
     async def _alarm_from_observer(self, alarm: Alarm, model: str) -> None:
@@ -442,8 +498,18 @@ class Gateway:
         return refused if refused is not None else Reply(200)
 
     async def server_ready(self, request: Request) -> Reply:
+        """Ready: models loaded and every answer can be recorded (the observer writes)."""
         caller = self._request_caller(request)
-        return caller if isinstance(caller, Reply) else Reply(200 if self.models else 503)
+        if isinstance(caller, Reply):
+            return caller
+        if not self.observer.ready:
+            return self._deny(503, "audit-unavailable", "the service is unavailable")
+        return Reply(200 if self.models else 503)
+
+    async def server_live(self, request: Request) -> Reply:
+        """Live: the process answers (a restart would not help while only the audit log is down)."""
+        caller = self._request_caller(request)
+        return caller if isinstance(caller, Reply) else Reply(200)
 
     async def server_metadata(self, request: Request) -> Reply:
         caller = self._request_caller(request)
@@ -458,8 +524,16 @@ class Gateway:
             return caller
         if caller.token_model is not None:
             return self._deny(403, "token-from-token", "a token cannot issue tokens")
+        if "token" not in caller.key.operations:  # before reading a byte of the body
+            return self._deny(403, "out-of-scope", "the API key may not do this")
         try:
-            wanted = orjson.loads(await request.body())
+            body = await read_body(request.receive, request.headers.get("content-length", "").encode() or None, TOKEN_BODY_BYTES)
+        except ClientGone:
+            return Reply(499)
+        if body is None:
+            return _error(413, "the request body is too large", "too-large")
+        try:
+            wanted = orjson.loads(body)
             model, lifetime = str(wanted["model"]), int(wanted.get("lifetime", 300))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return _error(400, "send {\"model\": NAME, \"lifetime\": SECONDS}")
@@ -469,18 +543,29 @@ class Gateway:
         token, expires = self.minter.issue(caller.key.key_id, model, lifetime, self.clock())
         return Reply(200, orjson.dumps({"token": token, "expires": expires, "model": model}))
 
-    def _audited(self, action: str, handler: Callable[[Request], Awaitable[Reply]]) -> Callable[[Request], Awaitable[Response]]:
-        """`handler` as a Starlette endpoint, its outcome written to the audit log."""
+    def _audited(
+        self, action: str, handler: Callable[[Request], Awaitable[Reply]], *, needs_record: bool = True
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """`handler` as a Starlette endpoint, its outcome written to the audit log.
+
+        While the log cannot be written the call is refused (503) unless `needs_record` is
+        False (liveness); refusals of callers without a valid key are tallied, not written each.
+        """
 
         async def audited(request: Request) -> Response:
+            source = client_source(request.scope)
+            if needs_record and not self.observer.ready:
+                return self._unrecordable(source, action).response()
             reply = await handler(request)
+            key_id = getattr(request.state, "key_id", None)
+            if key_id is None and reply.status >= 400:
+                return self._anonymous(source, action, reply).response()
             what = f"{action}.refused" if reply.status >= 400 else action
-            key_id = getattr(request.state, "key_id", "-")
-            subject = request.path_params.get("name", "-")
+            subject = bounded_name(request.path_params.get("name", "-"))
             details: dict[str, int | str] = {"status": reply.status}
             if reply.refusal:
                 details["reason"] = reply.refusal
-            self.record(key_id, what, subject, **details)
+            self.record(key_id or "-", what, subject, **details)
             return reply.response()
 
         return audited
@@ -491,7 +576,7 @@ class Gateway:
         server_ready = self._audited("ready", self.server_ready)
         routes = [
             Route("/v2/health/ready", server_ready, methods=["GET"]),
-            Route("/v2/health/live", server_ready, methods=["GET"]),
+            Route("/v2/health/live", self._audited("live", self.server_live, needs_record=False), methods=["GET"]),
             Route("/v2", self._audited("metadata", self.server_metadata), methods=["GET"]),
             Route("/v2/tokens", self._audited("token", self.issue_token), methods=["POST"]),
             Route("/v2/models/{name}", metadata, methods=["GET"]),
@@ -516,20 +601,29 @@ class GatewayApp:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = INFER_PATH.fullmatch(scope["path"])
-            if match is not None:
-                await self._infer(match[1], match[2], scope, receive, send)
+        if scope["type"] == "http":
+            if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_URL_BYTES:
+                refusal = _error(414, "the URL is too long", "url-too-long")
+                await self._send(self.gateway._anonymous(client_source(scope), "request", refusal), send)
                 return
+            if scope["method"] == "POST":
+                match = INFER_PATH.fullmatch(scope["path"])
+                if match is not None:
+                    await self._infer(match[1], match[2], scope, receive, send)
+                    return
         await self.routes(scope, receive, send)
 
     async def _infer(self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            reply = await self.gateway.infer(name, version, scope["headers"], receive)
+            reply = await self.gateway.infer(name, version, scope["headers"], receive, client_source(scope))
         except Exception:
-            log.exception("inference on %s failed", name)
+            log.exception("inference on %s failed", bounded_name(name))
             self.gateway.metrics.refusals.labels("error").inc()
-            self.gateway.record("-", "infer.error", name, status=500, reason="internal-error")
+            self.gateway.record("-", "infer.error", bounded_name(name), status=500, reason="internal-error")
             reply = _error(500, "internal error", "error")
+        await self._send(reply, send)
+
+    @staticmethod
+    async def _send(reply: Reply, send: Send) -> None:
         await send({"type": "http.response.start", "status": reply.status, "headers": reply.raw_headers()})
         await send({"type": "http.response.body", "body": reply.body})

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import assert_never
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -19,11 +20,12 @@ from starlette.types import ASGIApp
 from bastion.audit import AuditEvent, AuditLog
 from bastion.errors import ConfigError
 from bastion.registry import Principal, Registry
+from bastion.serve.anonymous import RefusalLimit
 from bastion.serve.gateway import AlarmPolicy, Gateway, InputLogging
 from bastion.serve.keys import KeyStore
 from bastion.serve.limits import make_limiter
 from bastion.serve.loader import LoadRefused, ServedModel, load_promoted
-from bastion.serve.observer import InlineObserver, Observer, ProcessObserver
+from bastion.serve.observer import InlineObserver, Observer, ObserverMode, ProcessObserver, RetrySchedule
 from bastion.serve.tokens import TokenMinter
 
 AUDIT_CHAIN = "gateway"
@@ -44,7 +46,10 @@ class GatewaySettings:
     refresh_seconds: float = 1.0
     log_inputs: bool = False  # write request inputs to the audit log
     masked_features: tuple[int, ...] = ()  # ...with these feature indices masked
-    observer: str = "inline"  # inline | process: where detectors and audit writing run
+    observer: str = ObserverMode.INLINE  # an ObserverMode: where detectors and audit writing run
+    observer_retry: RetrySchedule = field(default_factory=RetrySchedule)  # database retries, restarts
+    refusal_limit: RefusalLimit = field(default_factory=RefusalLimit)  # anonymous refusals per source
+    tally_interval: float = 10.0  # seconds of anonymous refusals written as one entry per source
     host: str = "127.0.0.1"
     port: int = 8000
     admin_host: str = "127.0.0.1"
@@ -89,14 +94,19 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
         audit_log.append(
             AuditEvent(caller.name, "model.load", model.ref, {"root_digest": model.root_digest, "stage": settings.stage})
         )
-    if settings.observer not in {"inline", "process"}:
-        raise ConfigError(f"unknown observer {settings.observer!r}", hint="Use inline or process.")
+    try:
+        mode = ObserverMode(settings.observer)
+    except ValueError:
+        raise ConfigError(f"unknown observer {settings.observer!r}", hint="Use inline or process.") from None
     profiles = {name: model.spec.profile for name, model in loaded.items() if model.spec.profile}
-    observer: Observer = (
-        ProcessObserver(registry.config.home, AUDIT_CHAIN, profiles)
-        if settings.observer == "process"
-        else InlineObserver(audit_log, profiles)
-    )
+    observer: Observer
+    match mode:
+        case ObserverMode.PROCESS:
+            observer = ProcessObserver(registry.config.home, AUDIT_CHAIN, profiles, retry=settings.observer_retry)
+        case ObserverMode.INLINE:
+            observer = InlineObserver(audit_log, profiles)
+        case _:  # pragma: no cover
+            assert_never(mode)
     gateway = Gateway(
         loaded,
         KeyStore(registry.engine, audit_log),
@@ -106,6 +116,8 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
         alarm_policy=settings.alarm_policy,
         refresh_seconds=settings.refresh_seconds,
         input_logging=InputLogging(frozenset(settings.masked_features)) if settings.log_inputs else None,
+        refusal_limit=settings.refusal_limit,
+        tally_interval=settings.tally_interval,
     )
     return Assembled(gateway, registry, audit_log, observer, refused)
 
