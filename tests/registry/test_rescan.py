@@ -27,7 +27,8 @@ def test_promotion_refuses_a_blob_swapped_for_a_malicious_pickle_after_staging(
     assert not decision.allowed
     assert registry.version(team.reader, "clean", 1).stage == "staging"
     failed = {c.name: c.detail for c in decision.checks if not c.passed}
-    assert set(failed) == {"stored-bytes", "scan"}, decision.reasons
+    assert set(failed) == {"stage", "stored-bytes", "scan"}, decision.reasons
+    assert failed["stage"] == "the bytes stored for clean@1 are not those promoted to staging"
     assert "pytorch_model.bin: the stored bytes changed since registration" in failed["stored-bytes"]
     assert "pickle.dangerous-global" in failed["scan"]
     assert "pytorch_model.bin" in failed["scan"]

@@ -7,11 +7,12 @@ a version promoted through the gate keeps its proof. Both databases.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import delete, insert, update
 
-from bastion.db.tables import version_files, versions
+from bastion.db.tables import approvals, version_files, versions
 from bastion.registry import Registry
 from bastion.registry.gate import serving_refusals
 from bastion.registry.records import Lineage
@@ -91,3 +92,21 @@ def test_blobs_swapped_with_their_recorded_digests_are_not_the_promoted_version(
     assert "stage: the bytes stored for m@1 are not those promoted to staging" in (
         registry.promote(team.admin, "m", 1, "production").reasons
     )
+
+
+@on_both_databases
+def test_an_approval_inserted_by_sql_does_not_count(registry: Registry, team: Team, tmp_path: Path) -> None:
+    registry.register(team.contributor, "m", numpy_folder(tmp_path))
+    assert registry.promote(team.contributor, "m", 1, "staging").allowed
+    with registry.engine.begin() as connection:
+        connection.execute(
+            insert(approvals).values(model="m", number=1, stage="production", approver="alex", approved_at=datetime.now(UTC))
+        )
+
+    forged = registry.check_gate(team.reader, "m", 1, "production")
+    assert "approvals: needs 1 more approval(s) by someone other than the registrant" in forged.reasons
+
+    with registry.engine.begin() as connection:
+        connection.execute(delete(approvals))
+    registry.approve(team.approver, "m", 1, "production")
+    assert registry.check_gate(team.reader, "m", 1, "production").allowed

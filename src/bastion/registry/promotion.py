@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bastion.registry.service import Registry
 
 PROMOTE_ACTION = "version.promote"
+APPROVE_ACTION = "version.approve"
 
 
 def _now() -> datetime:
@@ -41,31 +42,40 @@ def check_stage(registry: Registry, stage: str) -> str:
 
 
 def approvers_of(connection: Connection, version: ModelVersion, stage: str) -> tuple[str, ...]:
-    return tuple(
-        connection.execute(
-            select(approvals.c.approver).where(
-                approvals.c.model == version.model, approvals.c.number == version.number, approvals.c.stage == stage
-            )
-        ).scalars().all()
-    )
+    """Who approved `version` for `stage`: a row counts only with the audit entry that recorded it.
+
+    A row inserted straight into the approvals table is no approval (like a stage set by SQL).
+    """
+    rows = connection.execute(
+        select(approvals.c.approver).where(
+            approvals.c.model == version.model, approvals.c.number == version.number, approvals.c.stage == stage
+        )
+    ).scalars().all()
+    if not rows:
+        return ()
+    recorded = set()
+    for body in _registry_entries(connection, f'"subject":{json.dumps(version.ref)}'):
+        if body.get("action") == APPROVE_ACTION and body.get("details", {}).get("stage") == stage:
+            recorded.add(body.get("actor"))
+    return tuple(approver for approver in rows if approver in recorded)
+
+
+def _registry_entries(connection: Connection, fragment: str) -> list[dict[str, Any]]:
+    """The registry chain's entries whose canonical body holds `fragment`, parsed."""
+    bodies = connection.execute(
+        select(audit_entries.c.body).where(audit_entries.c.chain == "registry", audit_entries.c.body.contains(fragment))
+    ).scalars().all()
+    parsed = [json.loads(body) for body in bodies]
+    return [entry for entry in parsed if isinstance(entry, dict) and isinstance(entry.get("details"), dict)]
 
 
 def _audited(connection: Connection, version: ModelVersion, attestation: str) -> bool:
     """The registry chain holds the promotion entry naming this attestation."""
-    rows = connection.execute(
-        select(audit_entries.c.body).where(
-            audit_entries.c.chain == "registry", audit_entries.c.body.contains(attestation)
-        )
-    ).scalars().all()
-    for body in rows:
-        entry = json.loads(body)
-        details = entry.get("details", {})
-        if (
-            entry.get("action") == PROMOTE_ACTION and entry.get("subject") == version.ref
-            and isinstance(details, dict) and details.get("attestation") == attestation
-        ):
-            return True
-    return False
+    return any(
+        entry.get("action") == PROMOTE_ACTION and entry.get("subject") == version.ref
+        and entry["details"].get("attestation") == attestation
+        for entry in _registry_entries(connection, attestation)
+    )
 
 
 def prove_stage(
@@ -139,7 +149,7 @@ def approve(registry: Registry, actor: Principal, model: str, number: int, stage
                     )
             except IntegrityError:
                 raise RegistryError(f"{actor.name} already approved {version.ref} for {stage}") from None
-            registry._record(connection, actor.name, "version.approve", version.ref, stage=stage)
+            registry._record(connection, actor.name, APPROVE_ACTION, version.ref, stage=stage)
     if refusal is not None:
         raise refusal
     return Approval(model, number, stage, actor.name, now)
