@@ -199,6 +199,7 @@ def _shared_corpus_folders() -> list[Path]:
     return list(CORPUS_FOLDERS)
 
 
+@pytest.mark.slow  # tens of seconds quiet, a minute or more on a loaded 2-core machine
 def test_scanning_canary_pickles_runs_nothing(tmp_path: Path) -> None:
     canaries = tmp_path / "canaries"
     files = _write_canary_files(tmp_path / "models", canaries)
@@ -209,6 +210,7 @@ def test_scanning_canary_pickles_runs_nothing(tmp_path: Path) -> None:
     assert outcome["verdicts"] == dict.fromkeys(map(str, files), "fail")
 
 
+@pytest.mark.slow  # tens of seconds quiet, a minute or more on a loaded 2-core machine
 def test_scanning_the_shared_corpus_runs_nothing(tmp_path: Path) -> None:
     folders = _shared_corpus_folders()
     canaries = tmp_path / "canaries"

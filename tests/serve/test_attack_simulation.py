@@ -48,6 +48,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> sim.Target:
 
 
 # First in the file, so that with xdist the longest test (~45 s) starts at once.
+@pytest.mark.slow  # tens of seconds quiet, a minute or more on a loaded 2-core machine
 def test_ten_benign_keys_of_2000_queries_raise_no_alarm(target: sim.Target) -> None:
     benign = sim.run_benign(target, keys=10, queries=2_000, action="suspend")
     assert (benign.alarms, benign.refused) == (0, 0), benign

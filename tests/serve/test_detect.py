@@ -177,6 +177,7 @@ def test_alarm_names_key_and_query_index(world: World) -> None:
         alarm.score = 0.0  # type: ignore[misc]
 
 
+@pytest.mark.slow  # tens of seconds quiet, a minute or more on a loaded 2-core machine
 def test_state_stays_within_bound_over_100k_queries(world: World) -> None:
     config = DetectorConfig()
     monitor = QueryMonitor(world.profile, config)

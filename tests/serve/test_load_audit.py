@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bastion.audit import AuditLog
 from bastion.serve.anonymous import RefusalLimit
@@ -48,6 +49,7 @@ async def _load(url: str, good: str, limited: str) -> Counter[int]:
     return statuses
 
 
+@pytest.mark.slow  # tens of seconds quiet, a minute or more on a loaded 2-core machine
 def test_a_load_run_loses_no_entry(tmp_path: Path) -> None:
     models = built_models(tmp_path / "shared")
     env = make_registry(tmp_path / "registry", [models.signer_pub])

@@ -180,6 +180,7 @@ def _free_port() -> int:
     ],
     ids=["failed-checks", "not-promoted"],
 )
+@pytest.mark.slow  # tens of seconds quiet, a minute or more on a loaded 2-core machine
 def test_bastion_serve_with_only_refused_models_exits_with_the_reasons(
     loaded: Loaded, models: tuple[str, ...], expected: tuple[str, ...]
 ) -> None:

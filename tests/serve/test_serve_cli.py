@@ -45,6 +45,7 @@ def _bastion(*args: str, env: dict[str, str]) -> str:
         ("group", signal.SIGINT),  # Ctrl-C in a terminal: the foreground process group
     ],
 )
+@pytest.mark.slow  # tens of seconds quiet, a minute or more on a loaded 2-core machine
 def test_serve_answers_refuses_and_flushes_its_audit_when_stopped(
     tmp_path: Path, target: str, stop_signal: signal.Signals
 ) -> None:
