@@ -267,3 +267,15 @@ def test_heads_planted_to_exhaust_the_verifier_are_refused_unread(
     tampered = problems(report, ProblemKind.WITNESS_TAMPERED)
     assert tampered[0] == f"witnessed head #5 at {witness.location} is not valid: too large: 50000000 bytes"
     assert tampered[1].startswith(f"witnessed head #6 at {witness.location} is not valid: not a witnessed head")
+
+
+def test_a_timed_checkpoint_that_fails_is_retried_an_interval_later_not_at_once(
+    engine: Engine, signing_key: PrivateKey, tmp_path: Path, make_unreachable: Callable[[Engine], None]
+) -> None:
+    clock = ManualClock()
+    log = gateway_log(engine, signing_key, clock, None)
+    log.append_many([event(n) for n in range(1, 4)])
+    make_unreachable(engine)
+    clock.advance(30)  # the timer fires; the database is gone
+
+    assert [at - clock.now for at, _ in clock.timers] == [timedelta(seconds=30)]

@@ -213,15 +213,20 @@ class AuditLog:
                 self._waiting_since = None
             return due
 
-    def _arm_timer(self, now: datetime) -> None:
-        """Make sure a timer will sign what waits, even if no other entry comes."""
+    def _arm_timer(self, now: datetime, *, retry: bool = False) -> None:
+        """Make sure a timer will sign what waits, even if no other entry comes.
+
+        A retry after a failure waits a whole interval: the wait is already over, and firing
+        at once would spin against a database that is down.
+        """
         if self.checkpoint_seconds is None:
             return
         with self._state:
             if self._timer_armed or self._waiting_since is None:
                 return
             self._timer_armed = True
-            delay = self.checkpoint_seconds - (now - self._waiting_since).total_seconds()
+            waited = (now - self._waiting_since).total_seconds()
+            delay = self.checkpoint_seconds if retry else self.checkpoint_seconds - waited
         owner = weakref.ref(self)  # a pending timer must not keep a discarded log alive
 
         def fire() -> None:
@@ -250,7 +255,7 @@ class AuditLog:
             return self.checkpoint()
         except Exception as err:  # a timer thread has nobody to raise to: log, and try again later
             logger.warning("audit chain %r: the timed checkpoint failed (%s); retrying", self.chain, err)
-            self._arm_timer(now)
+            self._arm_timer(now, retry=True)
             return None
 
     def _checkpoint_in(self, connection: Connection, seq: int, entry_hash: bytes, now: datetime) -> None:
