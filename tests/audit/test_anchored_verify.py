@@ -223,6 +223,28 @@ def test_verify_without_anchors_says_unanchored_and_require_anchor_fails(deploym
     assert "registry folder's own key" not in half.stdout
 
 
+def test_anchors_and_bounds_from_the_verifiers_environment(deployment: Deployment, tmp_path: Path) -> None:
+    rotated = tmp_path / "verifier" / "next.pub"
+    save_keypair(generate_key("ed25519"), tmp_path / "verifier" / "next.key")  # a second trusted key, unused yet
+    deployment.env.update(
+        BASTION_AUDIT_KEY=f"{rotated}{os.pathsep}{deployment.pinned_key}",
+        BASTION_AUDIT_WITNESS=deployment.witness,
+        BASTION_AUDIT_REQUIRE_ANCHOR="1",
+        BASTION_AUDIT_MAX_UNWITNESSED="0",
+    )
+    done = _verify_with_env(deployment)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "anchored: the key and the witness come from the verifier's own configuration" in done.stdout
+
+
+def _verify_with_env(d: Deployment) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **d.env, "BASTION_REGISTRY": str(d.home), "BASTION_TOKEN": d.team.tokens["admin"]}
+    return subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", "audit", "verify"], capture_output=True, text=True, check=False, env=env
+    )
+
+
 # --- the five tamperings -----------------------------------------------------------------------
 
 
