@@ -279,3 +279,15 @@ def test_a_timed_checkpoint_that_fails_is_retried_an_interval_later_not_at_once(
     clock.advance(30)  # the timer fires; the database is gone
 
     assert [at - clock.now for at, _ in clock.timers] == [timedelta(seconds=30)]
+
+
+def test_a_clock_set_back_does_not_hold_a_waiting_tail_unsigned(
+    engine: Engine, signing_key: PrivateKey, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    log = gateway_log(engine, signing_key, clock, None)
+    log.append_many([event(n) for n in range(1, 4)])
+    clock.now -= timedelta(hours=6)  # the system clock is set back
+    log.append(event(4))
+
+    assert signed_seqs(engine) == [4]

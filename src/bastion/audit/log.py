@@ -205,13 +205,19 @@ class AuditLog:
             if self._waiting_since is None:
                 # Entries left unsigned by other writers count from when this one sees them.
                 self._waiting_since = now
-            overdue = self.checkpoint_seconds is not None and now - self._waiting_since >= timedelta(
-                seconds=self.checkpoint_seconds
-            )
+            overdue = self.checkpoint_seconds is not None and self._overdue(self._waiting_since, now)
             due = first or waiting >= self.checkpoint_every or overdue
             if due:
                 self._waiting_since = None
             return due
+
+    def _overdue(self, since: datetime, now: datetime) -> bool:
+        """Whether entries waiting since `since` must be signed by `now`.
+
+        A clock set back counts as overdue: otherwise the tail would wait unsigned for as long
+        as the clock was moved, and moving it is one way to buy that time.
+        """
+        return now < since or now - since >= timedelta(seconds=self.checkpoint_seconds or 0)
 
     def _arm_timer(self, now: datetime, *, retry: bool = False) -> None:
         """Make sure a timer will sign what waits, even if no other entry comes.
@@ -248,7 +254,7 @@ class AuditLog:
             since = self._waiting_since
         if since is None or self.checkpoint_seconds is None:
             return None
-        if now - since < timedelta(seconds=self.checkpoint_seconds):
+        if not self._overdue(since, now):
             self._arm_timer(now)
             return None
         try:
