@@ -8,6 +8,8 @@ Time here is a `ManualClock`: nothing sleeps, and a timer runs when the test mov
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -291,3 +293,48 @@ def test_a_clock_set_back_does_not_hold_a_waiting_tail_unsigned(
     log.append(event(4))
 
     assert signed_seqs(engine) == [4]
+
+
+_SIGN_IN_A_CALLERS_TRANSACTION = """
+import sys
+from pathlib import Path
+from bastion.audit import AuditEvent, AuditLog, Witness
+from bastion.db import connect, writer
+from bastion.sign.keys import load_private_key
+url, key, vault, commit = sys.argv[1:]
+engine = connect(url)
+log = AuditLog(engine, "gateway", signing_key=load_private_key(Path(key)), checkpoint_every=1, witness=Witness(vault))
+try:
+    with writer(engine).begin() as connection:  # as KeyStore writes a key change and its entry
+        log.append(AuditEvent("admin", "key.create", "key-1"), connection=connection)
+        if commit == "rollback":
+            raise RuntimeError("the change failed after its entry was written")
+except RuntimeError:
+    pass
+"""
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_a_command_that_signs_in_its_own_transaction_leaves_it_witnessed_when_it_exits(
+    database_url: str, engine: Engine, signing_key: PrivateKey, tmp_path: Path, outcome: str
+) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat  # noqa: PLC0415
+
+    key = tmp_path / "registry.key"
+    key.write_bytes(signing_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGN_IN_A_CALLERS_TRANSACTION, database_url, str(key), str(tmp_path / "vault"), outcome],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    witness = Witness(tmp_path / "vault")
+
+    assert done.returncode == 0, done.stderr
+    report = AuditLog(engine, CHAIN).verify([signing_key.public_key()], witness, witness_required=True)
+    if outcome == "commit":
+        assert witnessed(witness) == [(1, 1)]
+        assert report.ok, report.problems
+    else:  # nothing committed, so nothing may be witnessed: a head the log never had would be a false alarm
+        assert all(seq == 0 for _, seq in witnessed(witness))
+        assert report.last_seq == 0 and report.ok, report.problems

@@ -14,6 +14,8 @@ Appends serialise on the chain's row in `audit_heads` (`SELECT ... FOR UPDATE` o
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -129,6 +131,8 @@ class AuditLog:
         self._waiting_since: datetime | None = None  # the oldest entry known to wait for a checkpoint
         self._timer_armed = False
         self._written_once = False  # a writer's first write is checkpointed and witnessed at once
+        self._owed = 0  # the furthest entry signed inside a caller's transaction and not yet witnessed
+        self._settles_at_exit = False
         self._ensure_head()
 
     def _ensure_head(self) -> None:
@@ -153,7 +157,10 @@ class AuditLog:
     def append_many(self, events: Sequence[AuditEvent], *, connection: Connection | None = None) -> list[AuditEntry]:
         """Record several events in one transaction: one commit, one checkpoint at most."""
         if connection is not None:
-            return self._append_in(connection, events)[0]
+            written, signed = self._append_in(connection, events)
+            if signed is not None and self.witness is not None:
+                self._owe_witness(signed[0])
+            return written
         try:
             with self._writes.begin() as own:
                 written, signed = self._append_in(own, events)
@@ -305,6 +312,17 @@ class AuditLog:
         """Sign and witness whatever waits; the log stays usable."""
         self.checkpoint()
 
+    def _owe_witness(self, seq: int) -> None:
+        """A head signed in a caller's transaction is witnessed once that commits: by the caller
+        (`advance_witness`, as the registry does), by this log's next checkpoint, or at the
+        latest when the process exits, so a short-lived command leaves nothing unwitnessed."""
+        with self._state:
+            self._owed = max(self._owed, seq)
+            register = not self._settles_at_exit
+            self._settles_at_exit = True
+        if register:
+            atexit.register(_settle_at_exit, weakref.ref(self))
+
     # --- the witness ---------------------------------------------------------------------
 
     def advance_witness(self, seq: int, entry_hash: bytes) -> WitnessedHead | None:
@@ -326,6 +344,9 @@ class AuditLog:
             )
             if head is not None:
                 self._remember(marker, head)
+            with self._state:
+                if seq >= self._owed:
+                    self._owed = 0
         except (BackendUnavailable, SQLAlchemyError) as err:
             logger.warning("audit chain %r: cannot advance the witness at %s: %s", self.chain, self.witness, err)
             return None
@@ -628,6 +649,17 @@ class _ChainWalk:
                     f"witnessed head #{witnessed.counter} (entry {witnessed.seq}) at {where}: "
                     "its signature does not verify",
                 )
+
+
+def _settle_at_exit(owner: weakref.ref[AuditLog]) -> None:
+    """Witness, as the process exits, what a log signed in transactions it did not commit itself.
+
+    `checkpoint` reads the committed head, so a transaction that rolled back is never witnessed.
+    """
+    log = owner()
+    if log is not None and log._owed:
+        with contextlib.suppress(Exception):  # at exit there is nobody left to tell
+            log.checkpoint()
 
 
 def _parsed(body: str) -> object:
