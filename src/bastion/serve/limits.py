@@ -35,6 +35,7 @@ from datetime import date, timedelta
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -568,7 +569,9 @@ class _RedisPipeline:
 
     async def _exchange(self, batch: _Waiting) -> None:
         connection = self._connection
-        await connection.send_packed_command(connection.pack_commands([args for args, _future in batch]))
+        # hiredis packs in C, as redis-py's own synchronous client does; redis.asyncio packs in
+        # Python, at eight times the cost (61 against 7.4 us for the limiter's EVALSHA).
+        await connection.send_packed_command([hiredis.pack_command(args) for args, _future in batch])  # type: ignore[arg-type]  # its stub types a 1-tuple; it takes any length
         for _args, future in batch:
             try:
                 reply = await connection.read_response()
