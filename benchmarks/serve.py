@@ -26,7 +26,11 @@ is served by each server in turn, as skops (``sklearn``) and as its ONNX export 
   input validation against ``serving.yaml``, the label-only output policy, the extraction and
   membership detectors, and the hash-chained audit log; once with in-process limits, once with
   limits shared through Redis (``--redis-url``). The model is signed, registered and promoted to
-  production in a registry built in the work dir, and verified at load.
+  production in a registry built in the work dir, and verified at load. ``--redis-client NAME``
+  (repeatable) picks the Redis client(s) of the limiter: ``redis-py`` (the gateway's own, shown as
+  ``bastion-redis``) and any other client of ``benchmarks/redis_client.py``, such as ``resp``, the
+  hand-written one it replaced (shown as ``bastion-NAME``: the same gateway, started with that
+  client put in the limiter's place).
 
 Before timing, each server must answer one request with the label the scikit-learn model
 predicts, and Bastion must refuse a request without a key (401) and one outside its input
@@ -43,8 +47,8 @@ limits, >= 0.7x bare Starlette's with Redis-shared limits.
 
 Everything runs on this machine at once (2 cores here: wrk's two threads share them with the
 server), so the numbers are for comparison within one run, not absolute capacity. On a machine
-that others use too, ``--rounds N`` repeats every server N times, interleaved, and shows the
-median round (every round's throughput is listed beside it).
+that others use too, ``--rounds N`` repeats every server N times, interleaved (the order turns
+by one each round), and shows the median round (every round's throughput is listed beside it).
 
 Run it from the repository root with the project's interpreter::
 
@@ -52,6 +56,8 @@ Run it from the repository root with the project's interpreter::
     .venv/bin/python benchmarks/serve.py --rounds 3              # the same, three interleaved rounds
     .venv/bin/python benchmarks/serve.py --kinds sklearn --duration 20 --connections 64
     .venv/bin/python benchmarks/serve.py --only starlette --only bastion --format json
+    .venv/bin/python benchmarks/serve.py --only starlette --only bastion-redis --kinds onnx --rounds 5 \
+        --redis-client redis-py --redis-client resp
 """
 
 from __future__ import annotations
@@ -89,6 +95,13 @@ MODEL_PREFIX: Final = "fraud"
 KINDS: Final = ("sklearn", "onnx")
 SERVERS: Final = ("starlette", "fastapi", "mlserver", "bentoml", "bastion", "bastion-redis")
 DEFAULT_REDIS: Final = "redis://127.0.0.1:6379/0"
+REDIS_CLIENTS: Final = ("redis-py", "resp", "redis-py-pooled", "redis-py-turn", "redis-py-gather")
+# The gateway with another Redis client in its limiter: `bastion serve`, after benchmarks/redis_client.py
+# has put the client in the limiter's own one's place.
+SWAPPED_CLIENT_GATEWAY: Final = (
+    "import sys; sys.path.insert(0, {here!r}); import redis_client; redis_client.use_in_limiter({client!r}); "
+    "from bastion.cli.main import main; sys.argv[0] = 'bastion'; main()"
+)
 # The peers' pins, one venv each; scikit-learn and numpy as in the project's lock, so MLServer
 # reads the joblib dump with the scikit-learn that wrote it.
 PEER_PINS: Final = {
@@ -182,6 +195,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--only", action="append", choices=SERVERS, help="run only this server (repeatable)")
     parser.add_argument("--skip-peers", action="store_true", help="bare Starlette and Bastion only")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help=f"for bastion-redis (default {DEFAULT_REDIS})")
+    parser.add_argument("--redis-client", action="append", choices=REDIS_CLIENTS,
+                        help="the limiter's Redis client for bastion-redis (repeatable; default redis-py)")
     parser.add_argument("--startup-timeout", type=float, default=90.0, help="seconds a server may take to answer")
     parser.add_argument("--workdir", type=Path, help="registry, models and logs (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs)")
@@ -197,6 +212,14 @@ def parse_args(argv: Sequence[str]) -> Options:
     servers = tuple(s for s in SERVERS if s in args.only) if args.only else SERVERS
     if args.skip_peers:
         servers = tuple(s for s in servers if s in ("starlette", "bastion", "bastion-redis"))
+    clients = tuple(dict.fromkeys(args.redis_client or ("redis-py",)))
+    servers = tuple(
+        name
+        for server in servers
+        for name in (
+            [server] if server != "bastion-redis" else ["bastion-redis" if c == "redis-py" else f"bastion-{c}" for c in clients]
+        )
+    )
     return Options(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -418,18 +441,22 @@ def make_launch(server: str, kind: str, prepared: Prepared, options: Options, wo
         )
         version = f"{server} {dist_version(venv_bin / 'python', server)}, uvicorn {dist_version(venv_bin / 'python', 'uvicorn')}"
         return Launch(argv, env, REPO_ROOT, url, "", v2_label, version, "one uvicorn worker (uvloop, httptools), no access log")
-    if server in ("bastion", "bastion-redis"):
+    if server in ("bastion", "bastion-redis") or server.removeprefix("bastion-") in REDIS_CLIENTS:
         admin_port = free_port()
+        client = "redis-py" if server in ("bastion", "bastion-redis") else server.removeprefix("bastion-")
+        start = [str(venv_bin / "bastion")]
+        if client != "redis-py":
+            start = [str(venv_bin / "python"), "-c", SWAPPED_CLIENT_GATEWAY.format(here=str(HERE), client=client)]
         argv = [
-            str(venv_bin / "bastion"), "serve", "--registry", str(prepared.registry_home), "--model",
+            *start, "serve", "--registry", str(prepared.registry_home), "--model",
             f"{MODEL_PREFIX}-{kind}", "--port", str(port), "--admin-port", str(admin_port),
         ]
-        if server == "bastion-redis":
+        if server != "bastion":
             argv += ["--redis", options.redis_url]
         env = base_env(venv_bin) | {"BASTION_TOKEN": prepared.admin_token}
         env.pop("BASTION_REDIS_URL", None)
         url = f"http://127.0.0.1:{port}/v2/models/{MODEL_PREFIX}-{kind}/infer"
-        limits = f"Redis {options.redis_url}" if server == "bastion-redis" else "in-process"
+        limits = f"Redis {options.redis_url} through {client}" if server != "bastion" else "in-process"
         version = f"bastion {dist_version(venv_bin / 'python', 'bastion')}, uvicorn {dist_version(venv_bin / 'python', 'uvicorn')}"
         return Launch(tuple(argv), env, REPO_ROOT, url, prepared.api_key, v2_label, version,
                       f"bastion serve, every check on, {limits} limits")
@@ -728,8 +755,11 @@ def run(options: Options, workdir: Path, command: str) -> Report:
     for round_ in range(options.rounds):  # interleaved, so drifting load on the machine hits everyone alike
         if options.rounds > 1:
             say(f"round {round_ + 1} of {options.rounds}")
+        # the order turns by one each round, so no server always runs first (or right after another)
+        turn = round_ % len(options.servers)
+        order = options.servers[turn:] + options.servers[:turn]
         for kind in options.kinds:
-            for server in options.servers:
+            for server in order:
                 runs.setdefault((kind, server), []).append(bench_one(server, kind, prepared, options, workdir, script))
     results = [median_result(found) for found in runs.values()]
     inputs = {
