@@ -15,16 +15,14 @@ decision carries the one with the longest wait, because nothing passes before it
 
 `LocalLimiter` keeps the state in the process (the embedded default); `RedisLimiter` keeps it
 in Redis, read and written by one Lua script per request, so any number of gateway replicas
-share the same limits and agree on the time (the script reads Redis' clock, not theirs). It
-talks to Redis through redis-py (hiredis parser), the calls of all the gateway's requests
-gathered onto one connection's pipeline. `make_limiter` picks one from configuration. The gateway turns a refusal into HTTP 429 with
+share the same limits and agree on the time (the script reads Redis' clock, not theirs).
+`make_limiter` picks one from configuration. The gateway turns a refusal into HTTP 429 with
 `Retry-After`; a `RedisLimiter` that cannot reach Redis raises `BackendUnavailable`, and the
 gateway fails closed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hashlib
 import math
@@ -33,15 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Final, Protocol
-from urllib.parse import parse_qs, urlsplit
-
-import hiredis
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 
 from bastion.errors import BackendUnavailable, ConfigError
+from bastion.serve.resp import RedisConnection, RedisDown, RedisReplyError
 
 __all__ = [
     "LimitDecision",
@@ -466,141 +458,6 @@ return {1, 0, '', day_used, month_used}
 _REASONS: Final = {reason.value.encode(): reason for reason in LimitReason}
 
 
-class _RedisDown(Exception):
-    """Redis could not be reached, or did not answer in time (no password in the message)."""
-
-
-def redacted(url: str) -> str:
-    """The URL without its user name and password, for messages."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable URL>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _check_redis_url(url: str) -> None:
-    """Refuse a URL redis-py would read differently than its writer meant (no host: localhost;
-    port 0), naming it without its password."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        database = parse_qs(parts.query).get("db", [parts.path.strip("/") if parts.scheme != "unix" else ""])[0]
-        db = int(database or "0")
-    except ValueError as err:
-        raise ConfigError(f"Redis URL {redacted(url)} is not valid: {err}") from None
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ConfigError(f"Redis URL {redacted(url)} names no socket path")
-    elif parts.scheme not in {"redis", "rediss"} or not parts.hostname:
-        raise ConfigError(
-            f"Redis URL {redacted(url)} is not valid",
-            hint="Use redis://host:port/db, rediss:// for TLS, or unix:///path?db=N.",
-        )
-    if db < 0 or port == 0:
-        raise ConfigError(f"Redis URL {redacted(url)} is not valid: port {port}, database {db}")
-
-
-_Waiting = list[tuple[tuple[str | int, ...], "asyncio.Future[Any]"]]
-
-
-class _RedisPipeline:
-    """redis-py's connection, carrying every limiter call of the process in few round trips.
-
-    The calls made while the connection is busy wait together, then go out as one pipeline:
-    packed by redis-py, sent in one write, their replies read in order (hiredis). This is how
-    redis-py pipelines, applied to calls from many coroutines; `benchmarks/redis_client.py`
-    compares it with redis-py's other uses and with the hand-written client it replaced.
-
-    A batch that fails (no connection, lost connection, no answer within `timeout`, which
-    covers connecting and logging in) fails every call waiting with `_RedisDown`, and the next
-    call connects again. An error reply (NOSCRIPT) fails its own call only. Nothing is retried:
-    the caller decides.
-    """
-
-    def __init__(self, url: str, timeout: float) -> None:
-        _check_redis_url(url)
-        self.where = redacted(url)
-        self._timeout = timeout
-        try:
-            pool = aioredis.ConnectionPool.from_url(
-                url,
-                socket_connect_timeout=timeout,
-                socket_timeout=None,  # the batch's deadline bounds every read, at one timer a batch
-                retry=Retry(NoBackoff(), 0),  # never resend: the script is not idempotent
-            )
-        except ValueError as err:  # redis-py's messages name no password
-            raise ConfigError(f"Redis URL {self.where} is not valid: {err}") from None
-        self._connection = pool.make_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        self._waiting: _Waiting = []
-        self._sending: _Waiting = []
-        self._worker: asyncio.Task[None] | None = None
-
-    async def call(self, *args: str | int) -> Any:
-        """Send one command and return its reply (ResponseError for an error reply)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((args, future))
-        if self._worker is None:
-            self._worker = asyncio.ensure_future(self._work())
-        return await future
-
-    async def _work(self) -> None:
-        try:
-            while self._waiting:
-                self._sending, self._waiting = self._waiting, []
-                connected = self._connection.is_connected
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        await self._exchange(self._sending)
-                except TimeoutError:
-                    await self._broken(f"Redis at {self.where} did not answer within {self._timeout:g} s")
-                except AuthenticationError as err:  # redis-py's message names no password
-                    await self._broken(f"Redis at {self.where} refused the login: {err}")
-                except (RedisError, OSError) as err:
-                    what = "the connection was lost" if connected else "could not be reached"
-                    await self._broken(f"Redis at {self.where} {what}: {err}")
-                except Exception as err:  # fail closed: no caller may wait forever on a broken stream
-                    await self._broken(f"Redis at {self.where}: {type(err).__name__}: {err}")
-                self._sending = []
-        finally:
-            self._worker = None
-
-    async def _exchange(self, batch: _Waiting) -> None:
-        connection = self._connection
-        # hiredis packs in C, as redis-py's own synchronous client does; redis.asyncio packs in
-        # Python, at eight times the cost (61 against 7.4 us for the limiter's EVALSHA).
-        await connection.send_packed_command([hiredis.pack_command(args) for args, _future in batch])  # type: ignore[arg-type]  # its stub types a 1-tuple; it takes any length
-        for _args, future in batch:
-            try:
-                reply = await connection.read_response()
-            except ResponseError as err:  # read whole: the stream stays in step
-                if not future.done():
-                    future.set_exception(err)
-                continue
-            if not future.done():
-                future.set_result(reply)
-
-    async def _broken(self, message: str) -> None:
-        await self._connection.disconnect(nowait=True)
-        self._fail(_RedisDown(message))
-
-    def _fail(self, error: _RedisDown) -> None:
-        waiting, self._sending, self._waiting = [*self._sending, *self._waiting], [], []
-        for _args, future in waiting:
-            if not future.done():
-                future.set_exception(error)
-
-    async def close(self) -> None:
-        """Close the connection; calls still waiting fail with `_RedisDown`."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-        self._fail(_RedisDown(f"Redis at {self.where}: the connection was closed"))
-        await self._connection.disconnect(nowait=True)
-
-
 class RedisLimiter:
     """Limits kept in Redis and shared by every gateway replica that uses the same `prefix`.
 
@@ -631,7 +488,7 @@ class RedisLimiter:
         timeout: float = 1.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._redis = _RedisPipeline(url, timeout)  # ConfigError for a bad URL
+        self._redis = RedisConnection(url, timeout=timeout)  # ConfigError for a bad URL
         self._where = self._redis.where
         self._sha = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._prefix = prefix
@@ -647,13 +504,15 @@ class RedisLimiter:
         try:
             try:
                 reply: list[Any] = await self._redis.call("EVALSHA", self._sha, 1, key, *args)
-            except NoScriptError:
+            except RedisReplyError as err:
+                if not str(err).startswith("NOSCRIPT"):
+                    raise
                 # Redis restarted or flushed its scripts; the script did not run, so running it
                 # again counts the request once.
                 loaded = await self._redis.call("SCRIPT", "LOAD", _SCRIPT)
                 self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
                 reply = await self._redis.call("EVALSHA", self._sha, 1, key, *args)
-        except (_RedisDown, ResponseError) as err:
+        except (RedisDown, RedisReplyError) as err:
             raise BackendUnavailable(
                 f"Redis at {self._where} did not answer the rate-limit script: {err}",
                 hint="Check that Redis is running and reachable; until it is, requests are refused.",
@@ -699,7 +558,7 @@ class RedisLimiter:
 
     async def close(self) -> None:
         """Close the connection to Redis."""
-        await self._redis.close()
+        self._redis.close()
 
 
 def make_limiter(redis_url: str | None, prefix: str = "bastion:limits:") -> Limiter:
