@@ -4,30 +4,30 @@ Every client runs the limiter's own Lua script (``bastion.serve.limits._SCRIPT``
 with the arguments ``RedisLimiter.check`` sends (Redis' clock, a rate limit and budgets so high
 they never refuse), against the same real Redis, under uvloop, in the same run:
 
-* **resp**: ``bastion.serve.resp.RedisConnection``, one socket, every command queued in one
-  event-loop turn written in one ``write``, replies matched in order as they stream back, hiredis.
+* **resp**: the limiter's own client (``bastion.serve.resp.RedisConnection``): one socket, every
+  command queued in one event-loop turn written in one ``write``, replies matched in order as they
+  stream back (several batches in flight), hiredis.
+* **redis-py**: the fairest redis-py found, and the limiter's client in commits 86f8afa..c4b60e3:
+  calls gathered while a batch is in flight on one redis-py ``Connection``, packed by hiredis,
+  sent in one write, replies read in order (hiredis parser), one deadline per batch.
 * **redis-py-pooled**: ``redis.asyncio.Redis`` (hiredis parser), one ``evalsha`` per call, each on
   a connection of its pool: what the hand-written client was first measured against.
-* **redis-py-turn**: every call made in one event-loop turn goes into one redis-py pipeline
+* **redis-py-turn**: every call made in one event-loop turn goes into one redis-py ``Pipeline``
   (``transaction=False``), executed at once on a connection of a pool of at most ``--connections``
   (a ``BlockingConnectionPool``): the hand-written client's per-turn batching, on redis-py.
-* **redis-py-gather**: calls are gathered while a pipeline is in flight; each of at most
+* **redis-py-gather**: calls are gathered while a ``Pipeline`` is in flight; each of at most
   ``--connections`` connections takes everything waiting, executes it as one pipeline, and comes
-  back for more (with one connection: the hand-written client's one socket, one batch in flight).
-* **redis-py-conn**: as redis-py-gather on one connection, but on redis-py's ``Connection`` itself
-  (``pack_commands``, ``send_packed_command``, ``read_response``) without the ``Pipeline`` object,
-  and one timeout per batch instead of one per reply: the least redis-py code there can be
-  between a caller and the socket.
+  back for more.
 
-All redis-py clients: hiredis parser, no retries (the script is not idempotent), the limiter's 1 s
-timeouts. ``use_in_limiter`` puts any of them inside ``RedisLimiter``, for the end-to-end gateway
-run: ``benchmarks/serve.py --redis-client resp --redis-client redis-py-conn``.
+All redis-py clients: no retries (the script is not idempotent), the limiter's 1 s timeouts.
+``use_in_limiter`` puts any of them inside ``RedisLimiter``, for the end-to-end gateway run:
+``benchmarks/serve.py --only bastion-redis --redis-client resp --redis-client redis-py``.
 
 ``--concurrency`` coroutines each make ``--calls`` limiter calls one after another (each on its own
 key, so the script reads and writes as it does for distinct callers); a round runs every client
 once, in an order that rotates between rounds (A B C, B C A, ...), so a neighbour's load falls on
 all of them alike. The table gives each client's median calls/s over the rounds, the spread (min
-and max) and the ratio to resp; the rule it informs (``ARCHITECTURE.md``): a hand-written client
+and max) and the ratio to resp (the hand-written client); the rule it informs (``ARCHITECTURE.md``): a hand-written client
 only where redis-py (pipelined, hiredis) cannot come within 10%.
 
 Keys are written under a random prefix and deleted at the end.
@@ -45,25 +45,23 @@ import hashlib
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Protocol
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 import uvloop
 from _table import fmt, render_table  # benchmarks/ is on sys.path when run as a script
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
 
 from bastion.serve import limits
-from bastion.serve.limits import _SCRIPT, redacted
+from bastion.serve.limits import _SCRIPT
+from bastion.serve.resp import RedisConnection, RedisDown, RedisReplyError, redacted
 
 DEFAULT_URL: Final = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SHA: Final = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -80,63 +78,80 @@ class Client(Protocol):
     async def close(self) -> None: ...
 
 
-# The hand-written client the limiter used before redis-py (src/bastion/serve/resp.py, removed
-# after this benchmark): read from the repository's history, so the comparison can be rerun.
-RESP_COMMIT: Final = "e76e00473748fce8f7929f74accf5058a360882d"
-REPO: Final = Path(__file__).resolve().parent.parent
-
-
-def _hand_written() -> types.ModuleType:
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{RESP_COMMIT}:src/bastion/serve/resp.py"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the hand-written client is in the history at {RESP_COMMIT}: {done.stderr.strip()}")
-    module = types.ModuleType("resp_hand_written")
-    sys.modules[module.__name__] = module  # its dataclasses look their module up
-    exec(
-        compile(done.stdout, "resp.py@" + RESP_COMMIT[:7], "exec"), module.__dict__
-    )  # this repository's own code, from its history
-    return module
+Waiting = list[tuple[tuple[Any, ...], "asyncio.Future[Any]"]]
 
 
 class Resp:
-    """The hand-written connection (one socket, a write per loop turn, replies streamed back)."""
-
-    _module: types.ModuleType | None = None
+    """The limiter's own client: one socket, a write per loop turn, replies streamed back."""
 
     def __init__(self, url: str, connections: int) -> None:
-        if Resp._module is None:
-            Resp._module = _hand_written()
-        self._connection = Resp._module.RedisConnection(url, timeout=1.0)
-        self._reply_error = Resp._module.RedisReplyError
+        self._connection = RedisConnection(url, timeout=1.0)
 
     async def call(self, *args: Any) -> Any:
-        try:
-            return await self._connection.call(*args)
-        except self._reply_error as err:  # as redis-py would raise it, for the limiter
-            if str(err).startswith("NOSCRIPT"):
-                raise NoScriptError(str(err)) from err
-            raise redis.ResponseError(str(err)) from err
+        return await self._connection.call(*args)
 
     async def close(self) -> None:
         self._connection.close()
 
 
-class Shipped:
-    """The limiter's own client: redis-py's connection, calls gathered while a batch is in flight."""
+class RedisPy:
+    """The fairest redis-py found: calls gathered while a batch is in flight on one redis-py
+    `Connection`, packed by hiredis, sent in one write, replies read in order, one deadline per
+    batch, no retries; a failure fails the batch and everything waiting, and the next call
+    reconnects. (It replaced resp.py in the limiter for a day: commit 86f8afa, c4b60e3.)
+    """
 
     def __init__(self, url: str, connections: int) -> None:
-        self._pipeline = limits._RedisPipeline(url, 1.0)
+        pool = aioredis.ConnectionPool.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=None, retry=Retry(NoBackoff(), 0)
+        )
+        self._connection = pool.make_connection()
+        self._waiting: Waiting = []
+        self._sending: Waiting = []
+        self._worker: asyncio.Task[None] | None = None
 
     async def call(self, *args: Any) -> Any:
-        return await self._pipeline.call(*args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        if self._worker is None:
+            self._worker = asyncio.ensure_future(self._work())
+        return await future
+
+    async def _work(self) -> None:
+        try:
+            while self._waiting:
+                self._sending, self._waiting = self._waiting, []
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self._exchange(self._sending)
+                except Exception as err:  # every caller learns why
+                    await self._connection.disconnect(nowait=True)
+                    for _args, future in [*self._sending, *self._waiting]:
+                        if not future.done():
+                            future.set_exception(err)
+                    self._waiting = []
+                self._sending = []
+        finally:
+            self._worker = None
+
+    async def _exchange(self, batch: Waiting) -> None:
+        connection = self._connection
+        # hiredis packs in C (redis.asyncio packs in Python, at eight times the cost)
+        await connection.send_packed_command([hiredis.pack_command(args) for args, _future in batch])
+        for _args, future in batch:
+            try:
+                reply = await connection.read_response()
+            except redis.ResponseError as err:
+                if not future.done():
+                    future.set_exception(err)
+                continue
+            if not future.done():
+                future.set_result(reply)
 
     async def close(self) -> None:
-        await self._pipeline.close()
+        if self._worker is not None:
+            self._worker.cancel()
+        await self._connection.disconnect(nowait=True)
 
 
 def _redis_py(url: str, connections: int, blocking: bool = False) -> aioredis.Redis:
@@ -160,9 +175,6 @@ class RedisPyPooled:
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-Waiting = list[tuple[tuple[Any, ...], "asyncio.Future[Any]"]]
 
 
 async def _execute(redis_client: aioredis.Redis, batch: Waiting) -> None:
@@ -248,8 +260,8 @@ class RedisPyGather:
 
 
 CLIENTS: Final[dict[str, Callable[[str, int], Client]]] = {
-    "redis-py": Shipped,
     "resp": Resp,
+    "redis-py": RedisPy,
     "redis-py-pooled": RedisPyPooled,
     "redis-py-turn": RedisPyTurn,
     "redis-py-gather": RedisPyGather,
@@ -257,11 +269,10 @@ CLIENTS: Final[dict[str, Callable[[str, int], Client]]] = {
 
 
 class LimiterConnection:
-    """One of the clients above in place of the limiter's own, inside `RedisLimiter`.
+    """One of the clients above in place of the limiter's own `RedisConnection`, inside `RedisLimiter`.
 
-    What `RedisLimiter` expects of its connection: `where`, `call` raising redis-py's
-    `NoScriptError` for NOSCRIPT (any other error reply as `ResponseError`) and `_RedisDown` when
-    Redis cannot answer, and `close`.
+    What `RedisLimiter` expects of its connection: `where`, `call` raising `RedisReplyError` for
+    an error reply (NOSCRIPT) and `RedisDown` when Redis cannot answer, and `close`.
     """
 
     def __init__(self, name: str, url: str, timeout: float = 1.0) -> None:
@@ -272,13 +283,21 @@ class LimiterConnection:
     async def call(self, *args: Any) -> Any:
         try:
             return await self._client.call(*args)
-        except redis.ResponseError:
-            raise
+        except redis.exceptions.NoScriptError as err:  # redis-py strips the NOSCRIPT prefix
+            raise RedisReplyError(f"NOSCRIPT {err}") from err
+        except redis.ResponseError as err:
+            raise RedisReplyError(str(err)) from err
         except Exception as err:  # every failure, as the limiter's own client reports it
-            raise limits._RedisDown(f"Redis at {self.where}: {err}") from err
+            raise RedisDown(f"Redis at {self.where}: {err}") from err
 
-    async def close(self) -> None:
-        await self._client.close()
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing left to close
+            task = asyncio.get_running_loop().create_task(self._client.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
 
 
 def use_in_limiter(name: str) -> None:
@@ -287,13 +306,13 @@ def use_in_limiter(name: str) -> None:
     `benchmarks/serve.py` calls this in the gateway process it starts, so the gateway runs
     unchanged but for its Redis client.
     """
-    if name == "redis-py":
+    if name == "resp":
         return  # the limiter's own
 
     def connect(url: str, timeout: float = 1.0) -> LimiterConnection:
         return LimiterConnection(name, url, timeout)
 
-    limits._RedisPipeline = connect  # type: ignore[assignment, misc]  # the one seam a benchmark may bend
+    limits.RedisConnection = connect  # type: ignore[assignment, misc]  # the one seam a benchmark may bend
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,10 @@ is served by each server in turn, as skops (``sklearn``) and as its ONNX export 
   membership detectors, and the hash-chained audit log; once with in-process limits, once with
   limits shared through Redis (``--redis-url``). The model is signed, registered and promoted to
   production in a registry built in the work dir, and verified at load. ``--redis-client NAME``
-  (repeatable) picks the Redis client(s) of the limiter: ``redis-py`` (the gateway's own, shown as
-  ``bastion-redis``) and any other client of ``benchmarks/redis_client.py``, such as ``resp``, the
-  hand-written one it replaced (shown as ``bastion-NAME``: the same gateway, started with that
-  client put in the limiter's place).
+  (repeatable) picks the Redis client(s) of the limiter: ``resp`` (the gateway's own, shown as
+  ``bastion-redis``) and any other client of ``benchmarks/redis_client.py``, such as ``redis-py``
+  (shown as ``bastion-NAME``: the same gateway, started with that client put in the limiter's
+  place).
 
 Before timing, each server must answer one request with the label the scikit-learn model
 predicts, and Bastion must refuse a request without a key (401) and one outside its input
@@ -57,7 +57,7 @@ Run it from the repository root with the project's interpreter::
     .venv/bin/python benchmarks/serve.py --kinds sklearn --duration 20 --connections 64
     .venv/bin/python benchmarks/serve.py --only starlette --only bastion --format json
     .venv/bin/python benchmarks/serve.py --only starlette --only bastion-redis --kinds onnx --rounds 5 \
-        --redis-client redis-py --redis-client resp
+        --redis-client resp --redis-client redis-py
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ MODEL_PREFIX: Final = "fraud"
 KINDS: Final = ("sklearn", "onnx")
 SERVERS: Final = ("starlette", "fastapi", "mlserver", "bentoml", "bastion", "bastion-redis")
 DEFAULT_REDIS: Final = "redis://127.0.0.1:6379/0"
-REDIS_CLIENTS: Final = ("redis-py", "resp", "redis-py-pooled", "redis-py-turn", "redis-py-gather")
+REDIS_CLIENTS: Final = ("resp", "redis-py", "redis-py-pooled", "redis-py-turn", "redis-py-gather")
 # The gateway with another Redis client in its limiter: `bastion serve`, after benchmarks/redis_client.py
 # has put the client in the limiter's own one's place.
 SWAPPED_CLIENT_GATEWAY: Final = (
@@ -196,7 +196,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--skip-peers", action="store_true", help="bare Starlette and Bastion only")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help=f"for bastion-redis (default {DEFAULT_REDIS})")
     parser.add_argument("--redis-client", action="append", choices=REDIS_CLIENTS,
-                        help="the limiter's Redis client for bastion-redis (repeatable; default redis-py)")
+                        help="the limiter's Redis client for bastion-redis (repeatable; default resp)")
     parser.add_argument("--startup-timeout", type=float, default=90.0, help="seconds a server may take to answer")
     parser.add_argument("--workdir", type=Path, help="registry, models and logs (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs)")
@@ -212,12 +212,12 @@ def parse_args(argv: Sequence[str]) -> Options:
     servers = tuple(s for s in SERVERS if s in args.only) if args.only else SERVERS
     if args.skip_peers:
         servers = tuple(s for s in servers if s in ("starlette", "bastion", "bastion-redis"))
-    clients = tuple(dict.fromkeys(args.redis_client or ("redis-py",)))
+    clients = tuple(dict.fromkeys(args.redis_client or ("resp",)))
     servers = tuple(
         name
         for server in servers
         for name in (
-            [server] if server != "bastion-redis" else ["bastion-redis" if c == "redis-py" else f"bastion-{c}" for c in clients]
+            [server] if server != "bastion-redis" else ["bastion-redis" if c == "resp" else f"bastion-{c}" for c in clients]
         )
     )
     return Options(
@@ -443,9 +443,9 @@ def make_launch(server: str, kind: str, prepared: Prepared, options: Options, wo
         return Launch(argv, env, REPO_ROOT, url, "", v2_label, version, "one uvicorn worker (uvloop, httptools), no access log")
     if server in ("bastion", "bastion-redis") or server.removeprefix("bastion-") in REDIS_CLIENTS:
         admin_port = free_port()
-        client = "redis-py" if server in ("bastion", "bastion-redis") else server.removeprefix("bastion-")
+        client = "resp" if server in ("bastion", "bastion-redis") else server.removeprefix("bastion-")
         start = [str(venv_bin / "bastion")]
-        if client != "redis-py":
+        if client != "resp":
             start = [str(venv_bin / "python"), "-c", SWAPPED_CLIENT_GATEWAY.format(here=str(HERE), client=client)]
         argv = [
             *start, "serve", "--registry", str(prepared.registry_home), "--model",
@@ -742,6 +742,18 @@ def wrk_version() -> str:
     return first[0].split(" [")[0] if first else "unknown"
 
 
+def forget_limits(redis_url: str, api_key: str) -> None:
+    """Delete the limits the gateways kept in Redis for this run's key (its id is unique to the run)."""
+    import redis  # noqa: PLC0415
+
+    key_id = api_key.split("_")[1]  # bsk_<id>_<secret>
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"bastion:limits:{{{len(key_id)}:{key_id}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    say(f"cleanup: {len(keys)} limit record(s) of key {key_id} deleted from Redis")
+
+
 def run(options: Options, workdir: Path, command: str) -> Report:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -761,6 +773,8 @@ def run(options: Options, workdir: Path, command: str) -> Report:
         for kind in options.kinds:
             for server in order:
                 runs.setdefault((kind, server), []).append(bench_one(server, kind, prepared, options, workdir, script))
+    if any(server != "bastion" and server.startswith("bastion") for server in options.servers):
+        forget_limits(options.redis_url, prepared.api_key)
     results = [median_result(found) for found in runs.values()]
     inputs = {
         "load": f"{wrk_version()} -t{options.threads} -c{options.connections} -d{options.duration_s}s --latency "
