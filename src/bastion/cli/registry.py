@@ -115,18 +115,36 @@ def init_command(home: Path, database: str | None, blobs: str | None, admin: str
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8700, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
-def serve_command(home: Path, host: str, port: int, workers: int) -> None:
-    """Serve the registry's HTTP API (every route needs `Authorization: Bearer <token>`)."""
+@click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(2),
+              help="Open connections per worker; past it requests get 503.")
+@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a request body or head may stall before the client is dropped.")
+def serve_command(home: Path, host: str, port: int, workers: int, max_connections: int, read_timeout: float) -> None:
+    """Serve the registry's HTTP API (every route needs `Authorization: Bearer <token>`).
+
+    Request bodies are capped (blob uploads at the registry's blob limit, everything else at
+    8 MB) before they are read, stalled bodies and heads are dropped after --read-timeout, and
+    connections are bounded by --max-connections.
+    """
     import uvicorn  # noqa: PLC0415
 
+    from bastion.http_limits import APP_VARIABLE, LIMITS_VARIABLE, EnvironmentHttpTools, HttpLimits  # noqa: PLC0415
     from bastion.registry import load_config  # noqa: PLC0415
+    from bastion.registry.api import DEFAULT_MAX_BLOB_BYTES  # noqa: PLC0415
 
     load_config(home)  # fail here, with the reason, not in a worker
+    limits = HttpLimits(
+        max_body=8 * 1024 * 1024, body_limits=(("/v1/blobs/", DEFAULT_MAX_BLOB_BYTES),), read_timeout=read_timeout,
+        head_timeout=read_timeout, max_connections=max_connections,
+    )
     os.environ["BASTION_REGISTRY"] = str(home.resolve())
+    os.environ[APP_VARIABLE] = "bastion.registry.api:app_from_environment"
+    os.environ[LIMITS_VARIABLE] = limits.to_json()
     click.echo(f"registry {home} on http://{host}:{port} (docs off; see README)", err=True)
     uvicorn.run(
-        "bastion.registry.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
-        log_level="info", server_header=False,
+        "bastion.http_limits:app_from_environment", factory=True, host=host, port=port, workers=workers,
+        log_level="info", server_header=False, http=EnvironmentHttpTools, limit_concurrency=max_connections,
+        timeout_keep_alive=limits.keep_alive,
     )
 
 

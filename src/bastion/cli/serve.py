@@ -53,6 +53,10 @@ def _key_store(registry: Registry) -> KeyStore:
     help="Run the detectors and the audit writer in a process beside the server (faster), or inline "
     "(an alarm then acts on the very next request rather than milliseconds later).",
 )
+@click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(2),
+              help="Open connections per port; past it requests get 503.")
+@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a request body or head may stall before the client is dropped.")
 @click.option("--log-inputs", is_flag=True, help="Write request inputs to the audit log (off by default).")
 @click.option("--mask-feature", "masked", multiple=True, type=click.IntRange(0), help="With --log-inputs: mask this "
               "feature index (personal data); repeatable.")
@@ -60,7 +64,7 @@ def serve_command(
     home: Path, models: tuple[str, ...], stage: str, trusted_keys: tuple[Path, ...], registry_key: Path | None,
     redis_url: str | None,
     host: str, port: int, admin_host: str, admin_port: int, on_alarm: str, webhook: str | None, observer: str,
-    log_inputs: bool, masked: tuple[int, ...],
+    log_inputs: bool, masked: tuple[int, ...], max_connections: int, read_timeout: float,
 ) -> None:
     """Serve promoted, signed models behind the gateway (Open Inference Protocol on --port).
 
@@ -72,6 +76,7 @@ def serve_command(
     (skops), safetensors (PyTorch weights with the declared layers, run without PyTorch) or
     joblib (a pickle: only where the stage's policy sets allow_pickle and the scan is clean).
     """
+    from bastion.http_limits import HttpLimits  # noqa: PLC0415
     from bastion.registry import Registry  # noqa: PLC0415
     from bastion.serve.gateway import AlarmPolicy  # noqa: PLC0415
     from bastion.serve.run import GatewaySettings, assemble, run_gateway  # noqa: PLC0415
@@ -81,6 +86,7 @@ def serve_command(
         alarm_policy=AlarmPolicy(action=on_alarm, webhook=webhook),
         host=host, port=port, admin_host=admin_host, admin_port=admin_port, log_inputs=log_inputs,
         masked_features=masked, observer=observer,
+        http=HttpLimits(read_timeout=read_timeout, head_timeout=read_timeout, max_connections=max_connections),
     )
     registry = Registry.open(home)
     caller = registry.authenticate(os.environ.get("BASTION_TOKEN"))

@@ -10,18 +10,18 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import assert_never
 
 import uvicorn
-from starlette.types import ASGIApp
 
 from bastion.audit import AuditEvent, AuditLog
 from bastion.errors import ConfigError
+from bastion.http_limits import HttpLimits, server_config
 from bastion.registry import Principal, Registry
 from bastion.serve.anonymous import RefusalLimit
-from bastion.serve.gateway import AlarmPolicy, Gateway, InputLogging
+from bastion.serve.gateway import TOKEN_BODY_BYTES, AlarmPolicy, Gateway, InputLogging
 from bastion.serve.keys import KeyStore
 from bastion.serve.limits import make_limiter
 from bastion.serve.loader import LoadRefused, ServedModel, load_promoted
@@ -50,6 +50,7 @@ class GatewaySettings:
     observer_retry: RetrySchedule = field(default_factory=RetrySchedule)  # database retries, restarts
     refusal_limit: RefusalLimit = field(default_factory=RefusalLimit)  # anonymous refusals per source
     tally_interval: float = 10.0  # seconds of anonymous refusals written as one entry per source
+    http: HttpLimits = field(default_factory=HttpLimits)  # bodies, read timeouts, connections
     host: str = "127.0.0.1"
     port: int = 8000
     admin_host: str = "127.0.0.1"
@@ -122,27 +123,48 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
     return Assembled(gateway, registry, audit_log, observer, refused)
 
 
-def _server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server without its own signal handling: `serve_forever` stops both together."""
+ADMIN_BODY_BYTES = 64 * 1024
+OTHER_BODY_BYTES = 64 * 1024
 
-    class Quiet(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
+
+def gateway_limits(gateway: Gateway, base: HttpLimits) -> HttpLimits:
+    """`base` with body caps for the gateway's routes: the largest model's on inference, a few
+    KB on the token route, and little elsewhere (the other routes take no body)."""
+    largest = max((model.spec.max_request_bytes for model in gateway.models.values()), default=OTHER_BODY_BYTES)
+    routes = (("/v2/models/", largest), ("/v2/tokens", TOKEN_BODY_BYTES), *base.body_limits)
+    return replace(base, max_body=min(base.max_body, OTHER_BODY_BYTES), body_limits=routes)
+
+
+def server_configs(assembled: Assembled, settings: GatewaySettings) -> tuple[uvicorn.Config, uvicorn.Config]:
+    """The inference and admin servers' configurations, each within its HTTP limits."""
+    from bastion.serve.admin import create_admin_app  # noqa: PLC0415
 
     # No proxy headers: X-Forwarded-For from any client would otherwise rename the caller.
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", server_header=False, access_log=False, proxy_headers=False
+    options = {"log_level": "warning", "server_header": False, "access_log": False, "proxy_headers": False}
+    inference = server_config(
+        assembled.gateway.app(), gateway_limits(assembled.gateway, settings.http),
+        host=settings.host, port=settings.port, **options,
     )
-    return Quiet(config)
+    admin = server_config(
+        create_admin_app(assembled.gateway, assembled.registry),
+        replace(settings.http, max_body=min(settings.http.max_body, ADMIN_BODY_BYTES)),
+        host=settings.admin_host, port=settings.admin_port, **options,
+    )
+    return inference, admin
+
+
+class _Quiet(uvicorn.Server):
+    """A uvicorn server without its own signal handling: `serve_forever` stops both together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def serve_forever(assembled: Assembled, settings: GatewaySettings) -> None:
     """Serve both ports until SIGINT or SIGTERM; the caller closes `assembled` afterwards."""
-    from bastion.serve.admin import create_admin_app  # noqa: PLC0415
-
-    inference = _server(assembled.gateway.app(), settings.host, settings.port)
-    admin = _server(create_admin_app(assembled.gateway, assembled.registry), settings.admin_host, settings.admin_port)
+    inference_config, admin_config = server_configs(assembled, settings)
+    inference, admin = _Quiet(inference_config), _Quiet(admin_config)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
