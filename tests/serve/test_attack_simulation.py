@@ -112,13 +112,13 @@ def test_a_suspended_key_stays_refused_across_a_refresh(target: sim.Target) -> N
     hundreds of answers to the suspended key, until the next refresh)."""
     settings = GatewaySettings(models=(sim.MODEL,), alarm_policy=AlarmPolicy(action="suspend"))
     assembled = assemble(target.env.registry, target.env.admin, settings)
-    gateway = sim.Served(assembled, sim.ServerThread(assembled.gateway.app()).start())
+    gateway = sim.Served(assembled, sim.ServerThread(assembled.gateway.app()).start(), target.env.admin)
     store = assembled.gateway.store
     try:
         caller = sim.new_caller(gateway, "attacker", rate=sim.FAST)
         # A refresh that began reading keys before the alarm ends after the suspension is written.
         read, suspended = threading.Event(), threading.Event()
-        store.suspend = _then(store.suspend, suspended.set)  # type: ignore[method-assign]
+        store.suspend_on_alarm = _then(store.suspend_on_alarm, suspended.set)  # type: ignore[method-assign]
         store.snapshot = _held_until(store.snapshot, read, suspended)  # type: ignore[method-assign]
         assert read.wait(timeout=120)  # a polling deadline, not a speed bound
         q = sim.offline.uniform_box(target.world, 600, np.random.default_rng(SEED + 1), widen=0.0)
