@@ -24,6 +24,9 @@ rounds interleaved, medians:
   --redis-client resp --redis-client redis-py`, the gateway with every check on, wrk -c32:
   2,395 req/s here, 1,927 with the redis-py client (0.80; per round 0.64-0.90, median 0.87).
   With `--connections 2`: 940 against 973 (1.04).
+- The same two, re-run when the machine fell quiet (load 0.5 at start): micro 0.88 / 0.98 / 0.88;
+  gateway at -c32 3,098 against 3,117 req/s (1.01; per round 0.74-1.25). Borderline: outside
+  10% under load and at 1 and 256 coroutines, level end to end on a quiet machine.
 
 redis-py's asyncio connection is one request, then its reply: a batch waits for the previous
 one, where this connection keeps writing each turn's commands while replies stream back; and
