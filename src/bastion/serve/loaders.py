@@ -40,14 +40,20 @@ class FormatLoader:
         spec = self.spec
         if spec.file not in {f.path for f in checked.version.files}:
             raise ArtifactError(f"{spec.file}, named in serving.yaml, is not among the model's files")
+        if spec.format == "joblib":
+            self._require_clean_pickle(checked)
+        return self.deserialise(checked.read_checked(spec.file))
+
+    def deserialise(self, data: bytes) -> Predictor:
+        """The predictor in `data`: bytes the caller has checked (`load` passes a checkout's)."""
+        spec = self.spec
+        if spec.format == "joblib" and not self.allow_pickle:
+            raise ArtifactError(f"{spec.file} is a joblib pickle, and the policy does not allow pickle in {self.stage}")
         if spec.format == "torchscript":
             raise ArtifactError(
                 f"{spec.file}: TorchScript is a program, run by PyTorch, which the gateway does not load",
                 hint="Export the model to ONNX, or save its weights as safetensors and declare its layers.",
             )
-        if spec.format == "joblib":
-            self._require_clean_pickle(checked)
-        data = checked.read_checked(spec.file)
         if spec.format == "onnx":
             return _load_onnx(data, spec)
         if spec.format == "safetensors":
