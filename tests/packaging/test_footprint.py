@@ -19,7 +19,7 @@ from pathlib import Path
 from corpus.pickles import GLOBAL_REDUCE_OS_SYSTEM
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = ("click", "rich", "pydantic", "PyYAML", "cryptography")
+CORE = ("click", "rich", "pydantic", "PyYAML", "cryptography", "Jinja2")
 EXTRAS = {
     "lz4": {"lz4"},
     "registry": {"SQLAlchemy", "alembic", "psycopg", "fsspec", "fastapi", "uvicorn", "httpx"},
@@ -119,7 +119,7 @@ def test_the_blocker_really_blocks(tmp_path: Path) -> None:
             "        assert 'blocked' in str(err), err",
             "    else:",
             "        raise SystemExit(f'{name} was importable')",
-            "import click, rich, pydantic, yaml, cryptography",
+            "import click, rich, pydantic, yaml, cryptography, jinja2",
             "print('core ok')",
         ]
     )
