@@ -10,55 +10,15 @@ the end. The silent server is a real TCP socket on 127.0.0.1, opened by the test
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from bastion.errors import BackendUnavailable
 from bastion.serve.limits import LimitDecision, LimitReason, Quota, RateLimit, RedisLimiter, Usage
 from corpus.redis_env import RedisSpace
+from serve.tcp_peers import silent_server
 
 SECRET = "s3cr3t-Pa55"
 
 
-@dataclass
-class Silent:
-    """A TCP server that accepts connections, reads what it is sent and never answers."""
-
-    port: int = 0
-    accepted: int = 0
-    received: bytearray = field(default_factory=bytearray)
-
-
-@contextlib.asynccontextmanager
-async def _listening(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], streams: list[asyncio.StreamWriter]
-) -> AsyncIterator[int]:
-    """A TCP server on 127.0.0.1 running `handle`; its port. Closes `streams` when done."""
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for stream in streams:
-            stream.close()
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def _silent_server() -> AsyncIterator[Silent]:
-    state = Silent()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        state.accepted += 1
-        writers.append(writer)
-        while data := await reader.read(65536):
-            state.received += data
-
-    async with _listening(handle, writers) as port:
-        state.port = port
-        yield state
 
 
 def test_500_concurrent_checks_on_one_pair_spend_the_budget_exactly(space: RedisSpace) -> None:
@@ -96,7 +56,7 @@ def test_concurrent_checks_that_meet_noscript_are_each_counted_once(space: Redis
 
 def test_a_redis_that_never_answers_fails_the_check_closed_at_the_timeout() -> None:
     async def scenario() -> list[BaseException]:
-        async with _silent_server() as silent:
+        async with silent_server() as silent:
             limiter = RedisLimiter(f"redis://gateway:{SECRET}@127.0.0.1:{silent.port}/0", timeout=0.3)
             try:
                 results = await asyncio.wait_for(  # a hang guard, not a speed bound

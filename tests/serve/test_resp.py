@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -25,6 +25,7 @@ import redis
 from bastion.errors import ConfigError
 from bastion.serve.resp import RedisAddress, RedisConnection, RedisDown, RedisReplyError, encode, redacted
 from corpus.redis_env import RedisSpace
+from serve.tcp_peers import listening, silent_server
 
 SECRET = "s3cr3t-Pa55"
 
@@ -53,44 +54,6 @@ def _closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-@dataclass
-class Silent:
-    """A TCP server that accepts connections, reads what it is sent and never answers."""
-
-    port: int = 0
-    accepted: int = 0
-    received: bytearray = field(default_factory=bytearray)
-
-
-@contextlib.asynccontextmanager
-async def _listening(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], streams: list[asyncio.StreamWriter]
-) -> AsyncIterator[int]:
-    """A TCP server on 127.0.0.1 running `handle`; its port. Closes `streams` when done."""
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for stream in streams:
-            stream.close()
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def _silent_server() -> AsyncIterator[Silent]:
-    state = Silent()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        state.accepted += 1
-        writers.append(writer)
-        while data := await reader.read(65536):
-            state.received += data
-
-    async with _listening(handle, writers) as port:
-        state.port = port
-        yield state
 
 
 @dataclass
@@ -137,7 +100,7 @@ async def _relay(target: RedisAddress, drip: bool = False) -> AsyncIterator[Rela
         with contextlib.suppress(ConnectionError):
             await asyncio.gather(upstream(reader, redis_writer), downstream(redis_reader, writer))
 
-    async with _listening(handle, streams) as port:
+    async with listening(handle, streams) as port:
         state.port = port
         yield state
 
@@ -357,7 +320,7 @@ def test_an_unreachable_redis_fails_fast_and_never_shows_the_password() -> None:
 
 def test_a_server_that_never_answers_fails_every_waiting_call_after_the_timeout() -> None:
     async def scenario() -> tuple[list[Any], float, Any, int]:
-        async with _silent_server() as silent:
+        async with silent_server() as silent:
             connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/0", timeout=0.3)
             try:
                 started = time.monotonic()
@@ -385,7 +348,7 @@ def test_a_server_that_never_answers_fails_every_waiting_call_after_the_timeout(
 
 def test_a_server_that_never_answers_the_database_switch_fails_the_call() -> None:
     async def scenario() -> tuple[BaseException, float]:
-        async with _silent_server() as silent:
+        async with silent_server() as silent:
             connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/5", timeout=0.3)
             try:
                 started = time.monotonic()
@@ -468,7 +431,7 @@ def test_close_fails_waiting_calls_and_the_next_call_reconnects(space: RedisSpac
 
 def test_close_while_logging_in_fails_the_waiting_call_with_redis_down() -> None:
     async def scenario() -> BaseException | None:
-        async with _silent_server() as silent:
+        async with silent_server() as silent:
             connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/1", timeout=3.0)
             waiting = asyncio.ensure_future(connection.call("PING"))
             await _until(lambda: encode(("SELECT", 1)) in silent.received)  # connected, SELECT unanswered
