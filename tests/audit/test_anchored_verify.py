@@ -22,9 +22,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from bastion.registry import Registry, init_registry
 from bastion.registry.config import load_config
 from bastion.sign.keys import PrivateKey, generate_key, load_private_key, save_keypair
 from bastion.sign.raw import key_id, sign_bytes
+from corpus.clocks import ManualClock
 from registry.artifacts import numpy_folder
 from registry.people import Team, make_team
 
@@ -334,26 +335,6 @@ def _head_hash(engine: Engine, chain: str = "registry") -> bytes:
     return bytes(sql(engine, "SELECT entry_hash FROM audit_heads WHERE chain = :c", c=chain).scalar_one())
 
 
-class ManualClock:
-    """Time that moves only when the test says so, and the timers armed against it."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-        self.timers: list[tuple[datetime, Callable[[], None]]] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def schedule(self, delay: float, action: Callable[[], None]) -> None:
-        self.timers.append((self.now + timedelta(seconds=delay), action))
-
-    def advance(self, seconds: float) -> None:
-        """Move time on and run the timers that fall due, as the daemon timer would."""
-        self.now += timedelta(seconds=seconds)
-        due = [action for at, action in self.timers if at <= self.now]
-        self.timers = [(at, action) for at, action in self.timers if at > self.now]
-        for action in due:
-            action()
 
 
 def test_last_300_gateway_entries_cut_are_behind_the_witness(deployment: Deployment) -> None:

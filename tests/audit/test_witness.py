@@ -22,29 +22,9 @@ from bastion.audit import AuditEvent, AuditLog, AuditReport, ProblemKind
 from bastion.audit.witness import Witness, WitnessedHead
 from bastion.db.tables import audit_checkpoints
 from bastion.sign.keys import PrivateKey
+from corpus.clocks import ManualClock
 
 CHAIN = "gateway"
-
-
-class ManualClock:
-    """Time that moves only when the test says so, and the timers armed against it."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-        self.timers: list[tuple[datetime, Callable[[], None]]] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def schedule(self, delay: float, action: Callable[[], None]) -> None:
-        self.timers.append((self.now + timedelta(seconds=delay), action))
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-        due = [action for at, action in self.timers if at <= self.now]
-        self.timers = [(at, action) for at, action in self.timers if at > self.now]
-        for action in due:
-            action()
 
 
 def event(n: int) -> AuditEvent:
