@@ -100,3 +100,53 @@ def test_large_state_dict_passes_without_its_tensors_being_read(tmp_path: Path) 
         assert_passes(scan_path(path))
     finally:
         path.unlink()
+
+
+# -- the archive folder is whatever the first entry says (PyTorchStreamReader::init) -----------
+
+
+def _refoldered(source: Path, target: Path, folder: str) -> Path:
+    """The same torch.save zip with every record moved under `folder/` (order kept)."""
+    import zipfile  # noqa: PLC0415
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
+        for name in zin.namelist():
+            zout.writestr(folder + "/" + name.split("/", 1)[1], zin.read(name))
+    return target
+
+
+FOLDERS = [".data", "data", "version", "Model.PT", "archive"]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_torch_zip_with_any_folder_name_is_read_where_torch_reads_it(folder: str, tmp_path: Path) -> None:
+    import torch  # noqa: PLC0415
+
+    from corpus.stock_loaders import marker_payload  # noqa: PLC0415
+
+    payload, _marker = marker_payload(tmp_path)
+    source = tmp_path / "source.pt"
+    torch.save({"weights": torch.ones(3), "hook": payload}, source)
+    report = scan_path(_refoldered(source, tmp_path / "refoldered.pt", folder))
+    assert_fails_with(report, "pickle.dangerous-global")
+    [finding] = [f for f in report.findings if f.rule_id == "pickle.dangerous-global"]
+    assert finding.location.member == f"{folder}/data.pkl"
+
+
+def test_torch_really_loads_a_zip_whose_folder_is_dot_data(tmp_path: Path) -> None:
+    import torch  # noqa: PLC0415
+
+    from corpus.stock_loaders import loader_runs_payload, marker_payload  # noqa: PLC0415
+
+    payload, marker = marker_payload(tmp_path)
+    source = tmp_path / "source.pt"
+    torch.save({"weights": torch.ones(3), "hook": payload}, source)
+    path = _refoldered(source, tmp_path / "dotdata.pt", ".data")
+    statement = f"import torch; torch.load({str(path)!r}, weights_only=False)"
+    assert loader_runs_payload(statement, marker, tmp_path)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_benign_torch_zip_with_any_folder_name_passes(folder: str, tmp_path: Path) -> None:
+    source = builders.torch_state_dict(tmp_path, "source.pt")
+    assert_passes(scan_path(_refoldered(source, tmp_path / "refoldered.pt", folder)))
