@@ -150,3 +150,92 @@ def test_torch_really_loads_a_zip_whose_folder_is_dot_data(tmp_path: Path) -> No
 def test_benign_torch_zip_with_any_folder_name_passes(folder: str, tmp_path: Path) -> None:
     source = builders.torch_state_dict(tmp_path, "source.pt")
     assert_passes(scan_path(_refoldered(source, tmp_path / "refoldered.pt", folder)))
+
+
+# -- the oldest torch.save format: a tar of sys_info, pickle, storages, tensors -------------
+
+
+def _v7_tar(records: dict[str, bytes]) -> bytes:
+    """A tar whose headers have no `ustar` magic (V7), which tarfile and torch.load accept."""
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in records.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        offsets = [m.offset for m in archive.getmembers()]
+    raw = bytearray(buffer.getvalue())
+    for at in offsets:
+        block = raw[at : at + 512]
+        block[257:512] = bytes(255)  # no magic, version, owner names or prefix: a V7 header
+        block[148:156] = b" " * 8
+        block[148:156] = b"%06o\0 " % sum(block)
+        raw[at : at + 512] = block
+    return bytes(raw)
+
+
+def _legacy_tar(folder: Path, storages: bytes, obj: object, name: str) -> Path:
+    import pickle  # noqa: PLC0415
+
+    path = folder / name
+    path.write_bytes(
+        _v7_tar(
+            {
+                "sys_info": pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2),
+                "pickle": pickle.dumps(obj, protocol=2),
+                "storages": storages,
+                "tensors": pickle.dumps(0, protocol=2),
+            }
+        )
+    )
+    return path
+
+
+def _storages(*records: object) -> bytes:
+    """The `storages` record: a count, then per storage a pickle and its raw elements, then views."""
+    import pickle  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    out = pickle.dumps(len(records), protocol=2)
+    for index, record in enumerate(records):
+        if record is None:
+            out += pickle.dumps((str(index), "cpu", torch.FloatStorage), protocol=2) + struct.pack("<q", 3) + bytes(12)
+        else:
+            out += pickle.dumps(record, protocol=2)
+    return out + pickle.dumps([], protocol=2)
+
+
+def test_legacy_tar_checkpoint_without_ustar_magic_is_found_by_content(tmp_path: Path) -> None:
+    from corpus.stock_loaders import loader_runs_payload, marker_payload  # noqa: PLC0415
+
+    payload, marker = marker_payload(tmp_path)
+    path = _legacy_tar(tmp_path, _storages(), {"hook": payload}, "old.model")
+    statement = f"import torch; torch.load({str(path)!r}, weights_only=False)"
+    assert loader_runs_payload(statement, marker, tmp_path)
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    assert "tar" in report.files[0].formats
+
+
+def test_payload_in_a_storage_record_after_raw_data_is_blocked(tmp_path: Path) -> None:
+    # torch.load unpickles each storage record with plain pickle.load, after the previous
+    # storage's raw bytes: a linear reader stops at those bytes and never sees the payload.
+    from corpus.stock_loaders import loader_runs_payload, marker_payload  # noqa: PLC0415
+
+    payload, marker = marker_payload(tmp_path)
+    path = _legacy_tar(tmp_path, _storages(None, payload), {"weights": 1}, "old.pt")
+    statement = f"import torch; torch.load({str(path)!r}, weights_only=False)"
+    assert loader_runs_payload(statement, marker, tmp_path)
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    [finding] = [f for f in report.findings if f.rule_id == "pickle.dangerous-global"]
+    assert finding.location.member == "storages"
+
+
+def test_benign_legacy_tar_checkpoint_passes(tmp_path: Path) -> None:
+    assert_passes(scan_path(_legacy_tar(tmp_path, _storages(None, None), {"weights": [1.0, 2.0]}, "old.pt")))

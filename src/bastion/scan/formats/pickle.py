@@ -223,8 +223,9 @@ _ELEMENT_SIZES = {
     "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
     "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
     "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "QInt8Storage": 1, "QUInt8Storage": 1,
-    "QInt32Storage": 4, "UntypedStorage": 1,
+    "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1, "UntypedStorage": 1,
 }  # fmt: skip
+TORCH_TAR_RECORDS = frozenset({"storages", "tensors"})
 
 
 def _storage_sizes(emu: Emulation) -> dict[str, int]:
@@ -272,3 +273,50 @@ def scan_pickle(
     if done:
         ctx.saw(fmt)
     return done
+
+
+def _record_count(emu: Emulation, what: str, limit: int) -> int:
+    if emu.error is not None:
+        raise ArtifactError(f"legacy PyTorch tar: the {what} pickle is malformed ({emu.error})")
+    count = emu.value
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ArtifactError(f"legacy PyTorch tar: the {what} count is not a number")
+    if count > limit:
+        raise LimitExceeded(f"legacy PyTorch tar: {count} {what}, more than the limit of {limit}")
+    return count
+
+
+def scan_torch_tar_records(ctx: ScanContext, src: ByteSource, loc: Location, depth: int, member: str) -> None:
+    """`storages` or `tensors` of the oldest torch.save format (a tar), read as torch.load reads them.
+
+    Both are a pickled count, then per record a pickle followed by raw bytes whose length
+    the record gives (a storage's element count and type; a tensor's ndim), and for
+    `storages` one more pickle of views. torch.load runs every one of those pickles with
+    plain pickle.load, so each is emulated; the raw bytes between them are skipped exactly.
+    """
+    ctx.saw("torch-legacy-tar")
+    stream = _Stream(ctx, src, loc, "torch-legacy-tar", depth)
+    count = _record_count(stream.emulate_one(), member, ctx.limits.max_members)
+    for index in range(count):
+        emu = stream.emulate_one()
+        if emu.error is not None:
+            raise ArtifactError(f"legacy PyTorch tar: {member} record {index} is malformed ({emu.error})")
+        if member == "storages":
+            args = emu.value
+            kind = args[2] if isinstance(args, tuple) and len(args) == 3 else None
+            element = _ELEMENT_SIZES.get(kind.name, 0) if isinstance(kind, Global) else 0
+            if element == 0:
+                raise ArtifactError(f"legacy PyTorch tar: storage record {index} has an unknown element type")
+            elements = int.from_bytes(src.read(8), "little", signed=True)
+            if elements < 0:
+                raise ArtifactError(f"legacy PyTorch tar: storage record {index} declares {elements} elements")
+            src.skip(elements * element)
+        else:
+            ndim = int.from_bytes(src.read(4), "little", signed=True)
+            if ndim < 0:
+                raise ArtifactError(f"legacy PyTorch tar: tensor record {index} declares {ndim} dimensions")
+            src.skip(4 + 16 * ndim + 8)  # padding, sizes, strides, storage offset
+    if member == "storages":
+        views = stream.emulate_one()
+        if views.error is not None:
+            raise ArtifactError(f"legacy PyTorch tar: the storage views pickle is malformed ({views.error})")

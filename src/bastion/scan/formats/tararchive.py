@@ -56,6 +56,8 @@ def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
     """Scan every regular member of a tar stream; report links and escaping paths."""
     import tarfile
 
+    from bastion.scan.formats.pickle import TORCH_TAR_RECORDS, scan_torch_tar_records
+
     ctx.saw("tar")
     stream = io.BufferedReader(RawSourceReader(src), 1 << 16)
     count = 0
@@ -91,6 +93,15 @@ def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
                 handle = archive.extractfile(member)
                 if handle is None:
                     continue
-                ctx.nested(StreamSource(handle, member.name, member.size), mloc, member.name, depth + 1)  # type: ignore[arg-type]  # ExFileObject is a binary stream
+                msrc = StreamSource(handle, member.name, member.size)  # type: ignore[arg-type]  # ExFileObject is a binary stream
+                if member.name in TORCH_TAR_RECORDS:
+                    # torch.load tries a file as a tar first and reads these two records
+                    # as pickles interleaved with raw data; any other member by content.
+                    try:
+                        scan_torch_tar_records(ctx, msrc, mloc, depth + 1, member.name)
+                    except ArtifactError as err:
+                        ctx.incomplete(mloc, f"could not be fully analysed: {err.message}", "tar")
+                    continue
+                ctx.nested(msrc, mloc, member.name, depth + 1)
     except tarfile.TarError as err:
         raise ArtifactError(f"tar archive is damaged: {err}") from err
