@@ -182,14 +182,35 @@ def _decompressor(kind: str, raw: io.RawIOBase) -> BinaryIO:
     raise UnsupportedFormat(f"unknown compression {kind}")
 
 
+def _zfile_header(src: ByteSource) -> None:
+    # joblib's read_zfile: `ZF`, the hexadecimal length padded to 19 characters, and one
+    # more space that joblib <= 0.8.4 wrote (zlib data never starts with a space).
+    if zfile_length(src.read(ZFILE_HEADER)) is None:
+        raise ArtifactError("joblib ZF container with an unreadable length")
+    if src.peek(1) == b" ":
+        src.skip(1)
+
+
 def scan_compressed(ctx: ScanContext, src: ByteSource, loc: Location, kind: str, name: str, depth: int) -> None:
-    """Decompress a whole-file stream and scan what it holds."""
+    """Decompress a whole-file stream and scan what it holds.
+
+    joblib's `ZF` container holds a pickle that joblib's compat unpickler always loads,
+    whatever it looks like, so its contents are emulated as that pickle.
+    """
     ctx.saw(kind)
+    if kind == "zfile":
+        _zfile_header(src)
     inner = _decompressor(kind, RawSourceReader(src))
     guarded = io.BufferedReader(_Guarded(inner, src, ctx, name, _corrupt_data_errors(kind)), 1 << 16)
     stripped = name.rsplit(".", 1)[0] if "." in name else name
     inner_src = StreamSource(guarded, f"{name} ({kind})")
-    ctx.nested(inner_src, loc.inside(f"<{kind}>"), stripped, depth + 1)
+    if kind == "zfile":
+        from bastion.scan.formats.joblib import Reader
+        from bastion.scan.formats.pickle import scan_pickle
+
+        scan_pickle(ctx, inner_src, loc.inside("<zfile>"), depth + 1, "joblib", reader=Reader.COMPAT)
+    else:
+        ctx.nested(inner_src, loc.inside(f"<{kind}>"), stripped, depth + 1)
     # Decompress what the inner scan did not need: a bomb is caught by the ratio and
     # budget limits however little of it the format needed, and corrupt data is noticed.
     while guarded.read(_DRAIN):

@@ -21,7 +21,6 @@ import tokenize
 from bastion.errors import ArtifactError
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
-from bastion.scan.formats.pickle import scan_pickle
 from bastion.scan.source import ByteSource
 
 MAGIC = b"\x93NUMPY"
@@ -153,6 +152,8 @@ def read_header(src: ByteSource) -> dict[str, object]:
 
 def scan_npy(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> None:
     """Scan a .npy stream: object arrays as pickles, numeric arrays by size only."""
+    from bastion.scan.formats.pickle import scan_pickle  # noqa: PLC0415  # pickle -> joblib -> numpy
+
     ctx.saw("npy")
     header = read_header(src)
     if has_object(header["descr"]):

@@ -12,10 +12,11 @@ import re
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
-from bastion.scan.formats.joblib import NestedPickle, read_inline_array
+from bastion.scan.formats import joblib
+from bastion.scan.formats.joblib import JoblibMachine, JoblibStream, Reader, UnframedSource
 from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.pickle.rules import is_dangerous, judge_global
-from bastion.scan.pickle.symbolic import Emulation, Event, Global, Machine
+from bastion.scan.pickle.symbolic import BuildHook, Emulation, Event, Global, Machine
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
 
 # GLOBAL/INST as raw bytes: what a divergent reader finds where a linear one sees data.
@@ -85,14 +86,27 @@ def report_emulation(ctx: ScanContext, emu: Emulation, loc: Location, fmt: str) 
 
 
 class _Stream:
-    """One pass over a source that may hold several pickles and joblib's inline arrays."""
+    """One pass over a source that may hold several pickles and joblib's inline arrays.
 
-    def __init__(self, ctx: ScanContext, src: ByteSource, loc: Location, fmt: str, depth: int) -> None:
+    Streams are read linearly, as CPython's C unpickler reads them (pickle.load,
+    torch.load). The first joblib array wrapper met shows the file is joblib's: a
+    window on memory is then read again from its start the way joblib.load reads it
+    (`Reader.JOBLIB`); a forward-only stream (decompressed data, which only joblib
+    writes as a rule) is read that way from the start.
+    """
+
+    def __init__(
+        self, ctx: ScanContext, src: ByteSource, loc: Location, fmt: str, depth: int, reader: Reader = Reader.PLAIN
+    ) -> None:
         self.ctx = ctx
         self.src = src
         self.loc = loc
         self.fmt = fmt
         self.depth = depth
+        if reader is Reader.PLAIN and not isinstance(src, MemorySource):
+            reader = Reader.JOBLIB
+        self.reader = reader
+        self.sidecars: set[str] = set()
 
     def _embedded(self, data: bytes, pos: int, func: str) -> None:
         # Only bytes handed to a loader are a file to analyse; bytes given to anything
@@ -108,17 +122,50 @@ class _Stream:
             source_from_bytes(data, "embedded"), self.loc.inside(f"<embedded@{pos}>"), "embedded", self.depth + 1
         )
 
-    def _after_build(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
-        try:
-            read_inline_array(machine, target, src, pos)
-        except NestedPickle:
-            self.ctx.saw("joblib")
-            inner = self.emulate_one()
-            if inner.error is not None:
-                raise ArtifactError(f"object array at byte {pos}: {inner.error}") from None
+    def _spot_joblib(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
+        del machine, src, pos
+        if joblib.wrapper_class(target) is not None:
+            raise JoblibStream()
+
+    def _joblib_build(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
+        # joblib's load_build: after BUILD, a wrapper on top of the stack reads from the file.
+        name = joblib.wrapper_class(target)
+        if name is None or not isinstance(machine, JoblibMachine) or not isinstance(src, UnframedSource):
+            return
+        inline = name in joblib.INLINE_WRAPPERS
+        if inline and self.reader is Reader.COMPAT:
+            return  # ZipNumpyUnpickler knows only the sidecar wrappers
+        self.ctx.saw("joblib")
+        attrs = machine.attributes_of(target)
+        joblib.mark_rebuilt_classes(name, attrs, pos)
+        if not inline:
+            filename = attrs.get("filename")
+            key = f"{name}:{filename}"
+            if key not in self.sidecars:
+                self.sidecars.add(key)
+                joblib.follow_sidecar(self.ctx, self.loc, name, filename, self.depth)
+            return
+        layout = joblib.array_layout(attrs, pos)
+        if not layout.has_object:
+            joblib.skip_inline_array(src.file, layout)
+            return
+        # An array of objects follows as a whole pickle, read by a plain pickle._Unpickler
+        # on the file (no wrapper handling), from wherever the file stands.
+        inner = self._emulate(UnframedSource(src.file), None)
+        if inner.error is not None:
+            raise ArtifactError(f"object array at byte {pos}: {inner.error}")
+
+    def _emulate(self, src: ByteSource, hook: BuildHook | None) -> Emulation:
+        machine = JoblibMachine(self.ctx.limits, self._embedded, hook) if hook is not None else None
+        emu = (machine or Machine(self.ctx.limits, self._embedded, None)).run(src)
+        report_emulation(self.ctx, emu, self.loc, self.fmt)
+        return emu
 
     def emulate_one(self) -> Emulation:
-        machine = Machine(self.ctx.limits, self._embedded, self._after_build)
+        """Emulate the next pickle as the stream's reader would load it."""
+        if self.reader is not Reader.PLAIN:
+            return self._emulate(UnframedSource(self.src), self._joblib_build)
+        machine = Machine(self.ctx.limits, self._embedded, self._spot_joblib)
         emu = machine.run(self.src)
         report_emulation(self.ctx, emu, self.loc, self.fmt)
         for obs in emu.observations:
@@ -148,7 +195,16 @@ class _Stream:
         """Emulate every stream; False when `tentative` and the data turned out not to be pickle."""
         ctx = self.ctx
         before = len(ctx.findings)
-        emu = self.emulate_one()
+        start = self.src.tell()
+        try:
+            emu = self.emulate_one()
+        except JoblibStream:
+            # Findings so far stand: pickle.load would have run those opcodes too.
+            if not isinstance(self.src, MemorySource):  # only windows are read linearly first
+                raise
+            self.src.seek(start)
+            self.reader = Reader.JOBLIB
+            emu = self.emulate_one()
         if emu.error is not None:
             if tentative and not self._worth_keeping(before):
                 del ctx.findings[before:]
@@ -254,19 +310,26 @@ def _walk_legacy_storages(src: ByteSource, keys: object, sizes: dict[str, int]) 
 
 
 def scan_pickle(
-    ctx: ScanContext, src: ByteSource, loc: Location, depth: int, fmt: str = "pickle", tentative: bool = False
+    ctx: ScanContext,
+    src: ByteSource,
+    loc: Location,
+    depth: int,
+    fmt: str = "pickle",
+    tentative: bool = False,
+    reader: Reader = Reader.PLAIN,
 ) -> bool:
     """Scan one or more pickle streams from `src`.
 
     Args:
         tentative: the data only might be pickle (protocol-0 text); if it turns out not to
             be, nothing is reported and False is returned.
+        reader: the unpickler that will read it, when the container says (joblib's ZF).
 
     Returns:
         True when the data was analysed as pickle.
     """
     try:
-        done = _Stream(ctx, src, loc, fmt, depth).run(tentative)
+        done = _Stream(ctx, src, loc, fmt, depth, reader).run(tentative)
     except LimitExceeded as err:
         ctx.incomplete(loc, f"{err.message}; not analysed further", fmt, "scan.limit-exceeded")
         return True
