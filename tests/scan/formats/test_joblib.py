@@ -288,3 +288,19 @@ def test_scanning_the_folder_judges_the_pickle_with_its_sidecar(tmp_path: Path) 
     report = scan_path(tmp_path)
     pickle_report = next(f for f in report.files if f.path.endswith("model.pkl"))
     assert "pickle.dangerous-global" in {f.rule_id for f in pickle_report.findings}, describe(pickle_report.findings)
+
+
+def _znd_pickle(filename: str) -> bytes:
+    """A ZF-era pickle whose array data lies in the `.z` sidecar `filename`."""
+    from joblib.numpy_pickle_compat import ZNDArrayWrapper  # noqa: PLC0415
+
+    wrapper = ZNDArrayWrapper(filename, (np.ndarray, (0,), "b"), (1, (3,), np.dtype("f8"), False))
+    data = pickle.dumps({"coef": wrapper}, protocol=2)
+    return data.replace(b"cjoblib.numpy_pickle_compat\nZNDArrayWrapper\n", b"cjoblib.numpy_pickle\nZNDArrayWrapper\n")
+
+
+def test_zf_container_with_its_z_sidecar_passes_and_without_it_is_not_analysed(tmp_path: Path) -> None:
+    path = _zfile(tmp_path / "model.pkl", _znd_pickle("model.pkl_01.npy.z"))
+    assert_incomplete_with(scan_path(path), "scan.incomplete")
+    _zfile(tmp_path / "model.pkl_01.npy.z", np.arange(3.0).tobytes())
+    assert_passes(scan_path(path))

@@ -62,6 +62,13 @@ def zfile_length(head: bytes) -> int | None:
         return None
 
 
+def _zlib_header(head: bytes) -> bool:
+    # CM=8 with a window zlib accepts, a header check that divides by 31, and no preset
+    # dictionary (FDICT): no writer sets it and zlib refuses it, while text such as
+    # "x = 1" has a valid check byte only with that bit set.
+    return len(head) >= 2 and head[0] in _ZLIB_WINDOWS and ((head[0] << 8) | head[1]) % 31 == 0 and not head[1] & 0x20
+
+
 def sniff(head: bytes) -> str | None:
     """The whole-file compression `head` starts with, as the loaders detect it, or None.
 
@@ -77,7 +84,7 @@ def sniff(head: bytes) -> str | None:
             return kind
     if head.startswith(b"ZF") and zfile_length(head) is not None:
         return "zfile"
-    if len(head) >= 2 and head[0] in _ZLIB_WINDOWS and ((head[0] << 8) | head[1]) % 31 == 0:
+    if _zlib_header(head):
         return "zlib"
     if _lzma_alone(head):
         return "lzma"
