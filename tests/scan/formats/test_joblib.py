@@ -304,3 +304,14 @@ def test_zf_container_with_its_z_sidecar_passes_and_without_it_is_not_analysed(t
     assert_incomplete_with(scan_path(path), "scan.incomplete")
     _zfile(tmp_path / "model.pkl_01.npy.z", np.arange(3.0).tobytes())
     assert_passes(scan_path(path))
+
+
+def test_dump_into_a_gzip_file_object_passes(tmp_path: Path) -> None:
+    import gzip  # noqa: PLC0415
+
+    import joblib  # noqa: PLC0415
+
+    path = tmp_path / "model.joblib.gz"
+    with gzip.GzipFile(path, "wb") as handle:
+        joblib.dump({"coef": np.arange(10.0), "labels": np.array(["a", "b"], dtype=object)}, handle)
+    assert_passes(scan_path(path))
