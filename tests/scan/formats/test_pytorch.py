@@ -239,3 +239,55 @@ def test_payload_in_a_storage_record_after_raw_data_is_blocked(tmp_path: Path) -
 
 def test_benign_legacy_tar_checkpoint_passes(tmp_path: Path) -> None:
     assert_passes(scan_path(_legacy_tar(tmp_path, _storages(None, None), {"weights": [1.0, 2.0]}, "old.pt")))
+
+
+def _tar_pickle_polyglot(records: dict[str, bytes]) -> bytes:
+    """A file that pickle.load reads as a harmless pickle and torch.load as a legacy tar.
+
+    The first member's name starts with PROTO and BINBYTES, whose length swallows the
+    whole tar; a POP, NONE and STOP follow it. tarfile ignores bytes after the archive.
+    """
+    import io  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    def build(length: int) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT, encoding="latin-1") as archive:
+            for name, data in {("\x80\x02B" + struct.pack("<I", length).decode("latin-1")): b"", **records}.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    size = len(build(0x01010101))
+    tar = build(size - 7)
+    assert len(tar) == size
+    return tar + b"0N."
+
+
+def test_file_that_is_both_a_pickle_and_a_tar_is_read_both_ways(tmp_path: Path) -> None:
+    import pickle  # noqa: PLC0415
+
+    from corpus.stock_loaders import loader_runs_payload, marker_payload  # noqa: PLC0415
+
+    payload, marker = marker_payload(tmp_path)
+    records = {
+        "sys_info": pickle.dumps({"protocol_version": 1001}, protocol=2),
+        "pickle": pickle.dumps({"hook": payload}, protocol=2),
+        "storages": _storages(),
+        "tensors": pickle.dumps(0, protocol=2),
+    }
+    path = tmp_path / "model.pt"
+    path.write_bytes(_tar_pickle_polyglot(records))
+    assert pickletools_reads_to_stop(path.read_bytes())
+    assert loader_runs_payload(f"import torch; torch.load({str(path)!r}, weights_only=False)", marker, tmp_path)
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    assert {"pickle", "tar"} <= set(report.files[0].formats)
+
+
+def pickletools_reads_to_stop(data: bytes) -> bool:
+    import pickletools  # noqa: PLC0415
+
+    return [op.name for op, _arg, _pos in pickletools.genops(data)][-1] == "STOP"

@@ -12,7 +12,7 @@ import re
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
-from bastion.scan.formats import joblib
+from bastion.scan.formats import joblib, tararchive
 from bastion.scan.formats.joblib import JoblibMachine, JoblibStream, Reader, UnframedSource
 from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.pickle.rules import is_dangerous, judge_global
@@ -328,6 +328,11 @@ def scan_pickle(
     Returns:
         True when the data was analysed as pickle.
     """
+    # torch.load tries any file that is not a zip as a tar first, pickle.load reads it as a
+    # pickle: a file whose first block is both is read both ways.
+    also_tar = (
+        not tentative and isinstance(src, MemorySource) and src.tell() == 0 and tararchive.sniff(src.peek(512))
+    )
     try:
         done = _Stream(ctx, src, loc, fmt, depth, reader).run(tentative)
     except LimitExceeded as err:
@@ -335,6 +340,8 @@ def scan_pickle(
         return True
     if done:
         ctx.saw(fmt)
+    if also_tar and isinstance(src, MemorySource):
+        tararchive.scan_tar(ctx, src.window(0, src.size, src.name), loc, depth)
     return done
 
 

@@ -16,7 +16,8 @@ from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.formats.ziparchive import escapes_root
-from bastion.scan.source import ByteSource, RawSourceReader, StreamSource
+from bastion.scan.pickle.opcodes import STREAM_START_BYTES
+from bastion.scan.source import ByteSource, MemorySource, RawSourceReader, StreamSource
 
 _BLOCK = 512
 _UNSIGNED = struct.Struct("148B8x356B")
@@ -56,8 +57,12 @@ def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
     """Scan every regular member of a tar stream; report links and escaping paths."""
     import tarfile
 
-    from bastion.scan.formats.pickle import TORCH_TAR_RECORDS, scan_torch_tar_records
+    from bastion.scan.formats.pickle import TORCH_TAR_RECORDS, scan_pickle, scan_torch_tar_records
 
+    # pickle.load reads from the first byte whatever torch.load makes of the tar: a header
+    # that also parses as a pickle is emulated as one (tentatively: names rarely do).
+    if isinstance(src, MemorySource) and src.tell() == 0 and src.peek(1)[:1] and src.peek(1)[0] in STREAM_START_BYTES:
+        scan_pickle(ctx, src.window(0, src.size, src.name), loc, depth, tentative=True)
     ctx.saw("tar")
     stream = io.BufferedReader(RawSourceReader(src), 1 << 16)
     count = 0
