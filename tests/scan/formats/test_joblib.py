@@ -315,3 +315,15 @@ def test_dump_into_a_gzip_file_object_passes(tmp_path: Path) -> None:
     with gzip.GzipFile(path, "wb") as handle:
         joblib.dump({"coef": np.arange(10.0), "labels": np.array(["a", "b"], dtype=object)}, handle)
     assert_passes(scan_path(path))
+
+
+def test_array_bytes_that_pickle_load_runs_as_opcodes_are_blocked(tmp_path: Path) -> None:
+    # joblib reads the array as data; pickle.load, handed the same file, reads those bytes
+    # as opcodes and runs them. Both loaders are judged.
+    payload, marker = marker_payload(tmp_path)
+    opcodes = np.frombuffer(_stack_neutral(payload), dtype=np.uint8).copy()
+    path = tmp_path / "model.pkl"
+    path.write_bytes(_dump_to_stream({"weights": opcodes, "note": "fine"}))
+    assert not loader_runs_payload(_joblib_load_statement(path), marker, tmp_path)
+    assert loader_runs_payload(f"import pickle; pickle.load(open({str(path)!r}, 'rb'))", marker, tmp_path)
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")

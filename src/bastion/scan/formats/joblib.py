@@ -66,15 +66,11 @@ class Reader(enum.Enum):
     """Which unpickler reads the stream: it decides what a wrapper's BUILD reads next."""
 
     PLAIN = "pickle.load"
-    """CPython's C unpickler, linear; a joblib wrapper in it switches the scan to JOBLIB."""
+    """CPython's C unpickler, linear; a joblib wrapper in it makes the scan read JOBLIB too."""
     JOBLIB = "joblib.load"
     """NumpyUnpickler: Python unpickler, inline arrays and NDArrayWrapper sidecars."""
     COMPAT = "joblib.load of a ZF file"
     """ZipNumpyUnpickler: Python unpickler, sidecar wrappers only."""
-
-
-class JoblibStream(Exception):  # a signal, not an error
-    """Raised while reading linearly when a joblib wrapper shows the file is joblib's."""
 
 
 # -- the Python unpickler's view of a file -------------------------------------------------

@@ -13,7 +13,7 @@ from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.formats import joblib, tararchive
-from bastion.scan.formats.joblib import JoblibMachine, JoblibStream, Reader, UnframedSource
+from bastion.scan.formats.joblib import JoblibMachine, Reader, UnframedSource
 from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.pickle.rules import is_dangerous, judge_global
 from bastion.scan.pickle.symbolic import BuildHook, Emulation, Event, Global, Machine
@@ -35,6 +35,10 @@ _EVENT_RULES: dict[Event, tuple[str, Severity]] = {
     Event.FRAME_QUIRK: ("pickle.frame-violation", Severity.HIGH),
 }
 _MAX_GLOBAL_FINDINGS = 200
+# What pickle.load's reading of joblib's array bytes is judged by: the names it imports.
+# Structural events there (a computed STACK_GLOBAL, a call on a result) are what any
+# array, or the nested pickle of an object array, produces when read as opcodes.
+_LINEAR_RULES = frozenset({"pickle.dangerous-global", "pickle.unknown-callable", "pickle.attribute-path"})
 _EMBEDDED_LOADERS = frozenset(
     {
         "pickle.loads",
@@ -89,10 +93,11 @@ class _Stream:
     """One pass over a source that may hold several pickles and joblib's inline arrays.
 
     Streams are read linearly, as CPython's C unpickler reads them (pickle.load,
-    torch.load). The first joblib array wrapper met shows the file is joblib's: a
-    window on memory is then read again from its start the way joblib.load reads it
-    (`Reader.JOBLIB`); a forward-only stream (decompressed data, which only joblib
-    writes as a rule) is read that way from the start.
+    torch.load). A joblib array wrapper shows the file is joblib's: a window on memory
+    is then read again from its start the way joblib.load reads it (`Reader.JOBLIB`),
+    and of the linear reading past the wrapper only what would run code is kept (both
+    loaders may be pointed at the file). A forward-only stream (decompressed data,
+    which only joblib writes as a rule) is read joblib's way from the start.
     """
 
     def __init__(
@@ -107,6 +112,7 @@ class _Stream:
             reader = Reader.JOBLIB
         self.reader = reader
         self.sidecars: set[str] = set()
+        self.joblib_at: int | None = None
 
     def _embedded(self, data: bytes, pos: int, func: str) -> None:
         # Only bytes handed to a loader are a file to analyse; bytes given to anything
@@ -123,9 +129,11 @@ class _Stream:
         )
 
     def _spot_joblib(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
-        del machine, src, pos
-        if joblib.wrapper_class(target) is not None:
-            raise JoblibStream()
+        # pickle.load goes on after a wrapper, reading joblib's array bytes as opcodes:
+        # let the linear reading run on, and note where joblib's reading parts from it.
+        del machine, src
+        if self.joblib_at is None and joblib.wrapper_class(target) is not None:
+            self.joblib_at = pos
 
     def _joblib_build(self, machine: Machine, target: object, src: ByteSource, pos: int) -> None:
         # joblib's load_build: after BUILD, a wrapper on top of the stack reads from the file.
@@ -196,12 +204,9 @@ class _Stream:
         ctx = self.ctx
         before = len(ctx.findings)
         start = self.src.tell()
-        try:
-            emu = self.emulate_one()
-        except JoblibStream:
-            # Findings so far stand: pickle.load would have run those opcodes too.
-            if not isinstance(self.src, MemorySource):  # only windows are read linearly first
-                raise
+        emu = self.emulate_one()
+        if self.joblib_at is not None and isinstance(self.src, MemorySource):
+            self._keep_linear_reading(before, self.joblib_at)
             self.src.seek(start)
             self.reader = Reader.JOBLIB
             emu = self.emulate_one()
@@ -220,6 +225,21 @@ class _Stream:
         else:
             self._further_streams()
         return True
+
+    def _keep_linear_reading(self, before: int, parted_at: int) -> None:
+        # Up to the first wrapper both readings agree (joblib's run reports it again).
+        # Past it, joblib's bytes are data and pickle.load's a malformed stream, as a
+        # rule: keep only the dangerous names pickle.load would import there.
+        ctx = self.ctx
+        linear = ctx.findings[before:]
+        del ctx.findings[before:]
+        ctx.findings.extend(
+            f
+            for f in linear
+            if f.location.offset is None
+            or f.location.offset <= parted_at
+            or (f.severity >= Severity.HIGH and f.rule_id in _LINEAR_RULES)
+        )
 
     def _legacy_rest(self) -> None:
         # Legacy torch.save: after the magic number, pickles of the protocol version,
