@@ -219,9 +219,10 @@ def _zfile(path: Path, data: bytes) -> Path:
     return path
 
 
-def test_zf_container_is_opened_and_its_pickle_emulated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["old_model.pkl", "old_model.z", "old_model"])
+def test_zf_container_is_opened_and_its_pickle_emulated(name: str, tmp_path: Path) -> None:
     payload, marker = marker_payload(tmp_path)
-    path = _zfile(tmp_path / "old_model.pkl", pickle.dumps({"coef": [1.0, 2.0], "hook": payload}, protocol=2))
+    path = _zfile(tmp_path / name, pickle.dumps({"coef": [1.0, 2.0], "hook": payload}, protocol=2))
     assert loader_runs_payload(_joblib_load_statement(path), marker, tmp_path)
     report = scan_path(path)
     assert_fails_with(report, "pickle.dangerous-global")

@@ -291,3 +291,37 @@ def pickletools_reads_to_stop(data: bytes) -> bool:
     import pickletools  # noqa: PLC0415
 
     return [op.name for op, _arg, _pos in pickletools.genops(data)][-1] == "STOP"
+
+
+def _legacy_pickles(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of the magic, protocol, sys_info, object and storage-key pickles of a legacy file."""
+    import io  # noqa: PLC0415
+    import pickletools  # noqa: PLC0415
+
+    spans = []
+    stream = io.BytesIO(data)
+    for _ in range(5):
+        start = stream.tell()
+        for op, _arg, _pos in pickletools.genops(stream):
+            if op.name == "STOP":
+                break
+        spans.append((start, stream.tell()))
+    return spans
+
+
+def test_payload_in_the_sys_info_pickle_of_a_legacy_file_is_blocked(tmp_path: Path) -> None:
+    # torch.load unpickles the magic number, the protocol version and sys_info before the
+    # object itself, each with the loader's pickle module.
+    import pickle  # noqa: PLC0415
+
+    from corpus.stock_loaders import loader_runs_payload, marker_payload  # noqa: PLC0415
+
+    payload, marker = marker_payload(tmp_path)
+    source = builders.torch_legacy(tmp_path, name="source.pt").read_bytes()
+    (_m, _p, (start, end), _o, _k) = _legacy_pickles(source)
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(source[:start] + pickle.dumps(payload, protocol=2) + source[end:])
+    assert loader_runs_payload(f"import torch; torch.load({str(path)!r}, weights_only=False)", marker, tmp_path)
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    assert "torch-legacy" in report.files[0].formats
