@@ -328,3 +328,19 @@ def test_array_bytes_that_pickle_load_runs_as_opcodes_are_blocked(tmp_path: Path
     assert not loader_runs_payload(_joblib_load_statement(path), marker, tmp_path)
     assert loader_runs_payload(f"import pickle; pickle.load(open({str(path)!r}, 'rb'))", marker, tmp_path)
     assert_fails_with(scan_path(path), "pickle.dangerous-global")
+
+
+def test_wrappers_of_the_joblib_scikit_learn_vendored_are_read_alike(tmp_path: Path) -> None:
+    # Models saved with sklearn.externals.joblib (scikit-learn < 0.23) name its wrapper.
+    import joblib  # noqa: PLC0415
+
+    def vendored(obj: object, name: str) -> Path:
+        source = tmp_path / f"{name}.source"
+        joblib.dump(obj, source, protocol=2)
+        path = tmp_path / name
+        path.write_bytes(source.read_bytes().replace(b"cjoblib.numpy_pickle\n", b"csklearn.externals.joblib.numpy_pickle\n"))
+        assert b"sklearn.externals.joblib" in path.read_bytes()
+        return path
+
+    assert_passes(scan_path(vendored({"coef": np.arange(64, dtype=np.uint8), "n": 3}, "benign.pkl")))
+    assert_fails_with(scan_path(vendored([np.arange(64, dtype=np.uint8), SystemCall()], "bad.pkl")), "pickle.dangerous-global")

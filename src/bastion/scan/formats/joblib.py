@@ -35,16 +35,16 @@ from bastion.scan.limits import ScanLimits
 from bastion.scan.pickle.symbolic import EmbeddedSink, Global, Machine, PDict, Result, Use
 from bastion.scan.source import ByteSource, MemorySource
 
-INLINE_WRAPPERS = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper"})
+# joblib's modules, and the copy scikit-learn < 0.23 vendored (old models name it).
+_JOBLIB_MODULES = ("joblib.", "sklearn.externals.joblib.")
+INLINE_WRAPPERS = frozenset(f"{m}numpy_pickle.NumpyArrayWrapper" for m in _JOBLIB_MODULES)
 SIDECAR_WRAPPERS = frozenset(
-    {
-        "joblib.numpy_pickle.NDArrayWrapper",
-        "joblib.numpy_pickle_compat.NDArrayWrapper",
-        "joblib.numpy_pickle.ZNDArrayWrapper",
-        "joblib.numpy_pickle_compat.ZNDArrayWrapper",
-    }
+    f"{m}{module}.{cls}"
+    for m in _JOBLIB_MODULES
+    for module in ("numpy_pickle", "numpy_pickle_compat")
+    for cls in ("NDArrayWrapper", "ZNDArrayWrapper")
 )
-_RAW_SIDECARS = frozenset({"joblib.numpy_pickle.ZNDArrayWrapper", "joblib.numpy_pickle_compat.ZNDArrayWrapper"})
+_RAW_SIDECARS = frozenset(name for name in SIDECAR_WRAPPERS if name.endswith(".ZNDArrayWrapper"))
 # Calls that return an instance of their first argument without running its __init__.
 _INSTANTIATORS = frozenset(
     {

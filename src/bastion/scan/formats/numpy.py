@@ -16,7 +16,6 @@ import io
 import math
 import re
 import struct
-import tokenize
 
 from bastion.errors import ArtifactError
 from bastion.findings import Location, Severity
@@ -82,6 +81,8 @@ def has_object(descr: object, depth: int = 0) -> bool:
 
 def _without_long_suffixes(text: str) -> str:
     # numpy's _filter_header: headers written by Python 2 spell shapes as (3L,).
+    import tokenize  # noqa: PLC0415  # only for Python 2 headers
+
     tokens: list[tokenize.TokenInfo] = []
     last_number = False
     for token in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -112,7 +113,8 @@ def _data_bytes(header: dict[str, object]) -> int | None:
 
 def _literal_header(text: str, major: int) -> object:
     # literal_eval evaluates literals only; the header is a dict of str, bool, tuples.
-    errors = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, tokenize.TokenError)
+    # (tokenize.TokenError, from the Python 2 filter, is an Exception: caught last.)
+    errors = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
     try:
         return ast.literal_eval(text)
     except SyntaxError:
@@ -122,8 +124,13 @@ def _literal_header(text: str, major: int) -> object:
         raise ArtifactError(f".npy header is not a literal dict: {text[:80]!r}") from err
     try:
         return ast.literal_eval(_without_long_suffixes(text))
-    except errors as err:
+    except Exception as err:  # tokenize.TokenError too: an unreadable header, never a crash
         raise ArtifactError(f".npy header is not a literal dict: {text[:80]!r}") from err
+
+
+def sniff(head: bytes) -> bool:
+    """True when `head` opens a .npy stream (np.load's own test: the magic string)."""
+    return head.startswith(MAGIC)
 
 
 def read_header(src: ByteSource) -> dict[str, object]:

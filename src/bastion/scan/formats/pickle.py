@@ -51,6 +51,15 @@ _EMBEDDED_LOADERS = frozenset(
 )
 
 
+def sniff(head: bytes) -> bool:
+    """True when `head` opens with PROTO of a protocol CPython reads (0-5).
+
+    Streams without PROTO (protocols 0 and 1, or any opcode first) are recognised only
+    by parsing them: see `scan_pickle(..., tentative=True)`.
+    """
+    return len(head) > 1 and head[0] == 0x80 and head[1] <= 5
+
+
 def _distinct_globals(globals_seen: list[Global]) -> list[Global]:
     """One Global per name, carrying every use any of its imports had (first offset kept)."""
     merged: dict[tuple[str, str], Global] = {}

@@ -50,6 +50,11 @@ class ZipMember:
     is_dir: bool
 
 
+def sniff(head: bytes) -> bool:
+    """True when `head` opens a zip: a local header (torch's `_is_zipfile`) or an empty archive."""
+    return head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
+
+
 def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
     pos = 0
     while pos + 4 <= len(extra):
