@@ -193,3 +193,42 @@ def test_injected_names_are_really_resolved_by_joblib(tmp_path: Path) -> None:
     assert "fractions.Fraction" in joblib_names(injected)
     assert "fractions.Fraction" not in joblib_names(data)
     del tmp_path
+
+
+_SEEDS: list[bytes] = []
+
+
+def _seeds() -> list[bytes]:
+    if not _SEEDS:
+        objects = [
+            {"coef": np.arange(12.0).reshape(3, 4), "labels": np.array(["a", 1], dtype=object)},
+            [np.zeros(3, dtype="i4,f8"), np.ones((2, 2), order="F")],
+        ]
+        for obj in objects:
+            for protocol in (2, 4, 5):
+                _SEEDS.append(_dump(obj, protocol, False, None))
+                _SEEDS.append(_dump(obj, protocol, True, None))
+    return _SEEDS
+
+
+@settings(max_examples=int(os.environ.get("BASTION_FUZZ_EXAMPLES", "200")))
+@given(
+    seed=st.integers(0, 11),
+    edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255), st.sampled_from("flip insert delete")), max_size=4),
+    cut=st.one_of(st.none(), st.integers(0, 1 << 16)),
+)
+def test_mutated_joblib_files_end_in_findings_never_in_a_crash(seed: int, edits: list[tuple[int, int, str]], cut: int | None) -> None:
+    data = bytearray(_seeds()[seed])
+    for offset, value, how in edits:
+        at = offset % (len(data) + 1)
+        if how == "flip" and at < len(data):
+            data[at] = value
+        elif how == "insert":
+            data[at:at] = bytes([value])
+        elif at < len(data):
+            del data[at]
+    if cut is not None:
+        del data[cut % (len(data) + 1) :]
+    report = scan_bytes(bytes(data), "model.joblib")
+    internal = [f for f in report.findings if "internal error" in f.message]
+    assert not internal, internal
