@@ -133,3 +133,47 @@ def test_header_written_by_python_2_is_read(tmp_path: Path) -> None:
     path = tmp_path / "py2.npy"
     path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(24))
     assert_passes(scan_path(path))
+
+
+def test_object_array_in_a_deflated_npz_is_read_as_pickle_load_reads_it(tmp_path: Path) -> None:
+    # The object data is a joblib-looking pickle: joblib would take the bytes after its
+    # wrapper as array data, pickle.load (what np.load runs) takes them as opcodes.
+    import io  # noqa: PLC0415
+    import pickletools  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    import joblib  # noqa: PLC0415
+
+    payload, marker = marker_payload(tmp_path)
+    body = pickletools.optimize(pickle.dumps(payload, protocol=4))
+    ops = list(pickletools.genops(body))
+    neutral = b"".join(
+        body[pos : (ops[i + 1][2] if i + 1 < len(ops) else len(body))]
+        for i, (op, _arg, pos) in enumerate(ops)
+        if op.name not in ("PROTO", "FRAME", "STOP", "MEMOIZE")
+    ) + b"0"
+
+    class NoTell(io.RawIOBase):
+        def __init__(self) -> None:
+            self.sink = io.BytesIO()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            return self.sink.write(data)  # type: ignore[arg-type]
+
+    raw = NoTell()
+    with io.BufferedWriter(raw) as handle:
+        joblib.dump([np.frombuffer(neutral, dtype=np.uint8).copy(), "x"], handle)
+        handle.flush()
+        data = raw.sink.getvalue()
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += " " * (118 - len(header) - 1) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + data
+    path = tmp_path / "arrays.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("hook.npy", npy)
+    statement = f"import numpy; numpy.load({str(path)!r}, allow_pickle=True)['hook']"
+    assert loader_runs_payload(statement, marker, tmp_path)
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")

@@ -105,8 +105,7 @@ class _Stream:
     torch.load). A joblib array wrapper shows the file is joblib's: a window on memory
     is then read again from its start the way joblib.load reads it (`Reader.JOBLIB`),
     and of the linear reading past the wrapper only what would run code is kept (both
-    loaders may be pointed at the file). A forward-only stream (decompressed data,
-    which only joblib writes as a rule) is read joblib's way from the start.
+    loaders may be pointed at the file). See `scan_pickle` for forward-only streams.
     """
 
     def __init__(
@@ -117,8 +116,6 @@ class _Stream:
         self.loc = loc
         self.fmt = fmt
         self.depth = depth
-        if reader is Reader.PLAIN and not isinstance(src, MemorySource):
-            reader = Reader.JOBLIB
         self.reader = reader
         self.sidecars: set[str] = set()
         self.joblib_at: int | None = None
@@ -338,6 +335,25 @@ def _walk_legacy_storages(src: ByteSource, keys: object, sizes: dict[str, int]) 
         src.skip(count * element)
 
 
+_REREAD_BELOW = 64 << 20
+
+
+def _rereadable(src: ByteSource) -> tuple[ByteSource, Reader]:
+    """A forward-only stream, as a source both readings can be run on when that is affordable.
+
+    A stream of unknown length is a whole-file decompression, which is joblib's way of
+    storing pickles: it is read as joblib.load reads it. A member of known length (zip,
+    tar, an object array in one) is read into memory if small, so that the linear and
+    joblib readings can both be run; a larger one is read linearly only.
+    """
+    if src.size is None:
+        return src, Reader.JOBLIB
+    left = src.size - src.tell()
+    if left <= _REREAD_BELOW:
+        return source_from_bytes(src.read_some(left), src.name), Reader.PLAIN
+    return src, Reader.PLAIN
+
+
 def scan_pickle(
     ctx: ScanContext,
     src: ByteSource,
@@ -357,6 +373,8 @@ def scan_pickle(
     Returns:
         True when the data was analysed as pickle.
     """
+    if reader is Reader.PLAIN and not isinstance(src, MemorySource):
+        src, reader = _rereadable(src)
     # torch.load tries any file that is not a zip as a tar first, pickle.load reads it as a
     # pickle: a file whose first block is both is read both ways.
     also_tar = (
