@@ -344,3 +344,16 @@ def test_wrappers_of_the_joblib_scikit_learn_vendored_are_read_alike(tmp_path: P
 
     assert_passes(scan_path(vendored({"coef": np.arange(64, dtype=np.uint8), "n": 3}, "benign.pkl")))
     assert_fails_with(scan_path(vendored([np.arange(64, dtype=np.uint8), SystemCall()], "bad.pkl")), "pickle.dangerous-global")
+
+
+def test_gzipped_file_is_judged_under_pickle_load_of_gzip_open_too(tmp_path: Path) -> None:
+    import gzip  # noqa: PLC0415
+
+    payload, marker = marker_payload(tmp_path)
+    opcodes = np.frombuffer(_stack_neutral(payload), dtype=np.uint8).copy()
+    path = tmp_path / "model.pkl.gz"
+    path.write_bytes(gzip.compress(_dump_to_stream({"weights": opcodes})))
+    statement = f"import gzip, pickle; pickle.load(gzip.open({str(path)!r}))"
+    assert loader_runs_payload(statement, marker, tmp_path)
+    assert not loader_runs_payload(_joblib_load_statement(path), marker, tmp_path)
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")

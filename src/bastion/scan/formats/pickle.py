@@ -7,6 +7,7 @@ the data stops looking like pickle; what follows the last STOP is reported.
 
 from __future__ import annotations
 
+import io
 import re
 
 from bastion.errors import ArtifactError, LimitExceeded
@@ -17,7 +18,7 @@ from bastion.scan.formats.joblib import JoblibMachine, Reader, UnframedSource
 from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.pickle.rules import is_dangerous, judge_global
 from bastion.scan.pickle.symbolic import BuildHook, Emulation, Event, Global, Machine
-from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
+from bastion.scan.source import ByteSource, MemorySource, StreamSource, source_from_bytes
 
 # GLOBAL/INST as raw bytes: what a divergent reader finds where a linear one sees data.
 _RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})\n")
@@ -338,20 +339,41 @@ def _walk_legacy_storages(src: ByteSource, keys: object, sizes: dict[str, int]) 
 _REREAD_BELOW = 64 << 20
 
 
+class _Prefixed(io.RawIOBase):
+    """Bytes already read from a stream, then the rest of that stream."""
+
+    def __init__(self, head: bytes, rest: ByteSource) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub names it `b`
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read_some(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def _rereadable(src: ByteSource) -> tuple[ByteSource, Reader]:
     """A forward-only stream, as a source both readings can be run on when that is affordable.
 
-    A stream of unknown length is a whole-file decompression, which is joblib's way of
-    storing pickles: it is read as joblib.load reads it. A member of known length (zip,
-    tar, an object array in one) is read into memory if small, so that the linear and
-    joblib readings can both be run; a larger one is read linearly only.
+    Up to 64 MiB is read into memory, so that the linear reading (pickle.load,
+    np.load) and joblib's can both be run. Past that, a whole-file decompression
+    (unknown length: joblib's way of storing pickles) is read as joblib.load reads it,
+    and a member of an archive linearly.
     """
-    if src.size is None:
-        return src, Reader.JOBLIB
-    left = src.size - src.tell()
-    if left <= _REREAD_BELOW:
-        return source_from_bytes(src.read_some(left), src.name), Reader.PLAIN
-    return src, Reader.PLAIN
+    head = src.read_some(_REREAD_BELOW + 1)
+    if len(head) <= _REREAD_BELOW:
+        return source_from_bytes(head, src.name), Reader.PLAIN
+    stream = StreamSource(io.BufferedReader(_Prefixed(head, src), 1 << 16), src.name, src.size)
+    return stream, (Reader.JOBLIB if src.size is None else Reader.PLAIN)
 
 
 def scan_pickle(
