@@ -15,7 +15,6 @@ import struct
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
-from bastion.scan.formats.ziparchive import escapes_root
 from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.source import ByteSource, MemorySource, RawSourceReader, StreamSource
 
@@ -58,6 +57,7 @@ def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
     import tarfile
 
     from bastion.scan.formats.pickle import TORCH_TAR_RECORDS, scan_pickle, scan_torch_tar_records
+    from bastion.scan.formats.ziparchive import escapes_root
 
     # pickle.load reads from the first byte whatever torch.load makes of the tar: a header
     # that also parses as a pickle is emulated as one (tentatively: names rarely do).
