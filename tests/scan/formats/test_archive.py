@@ -194,3 +194,35 @@ def test_text_that_starts_like_a_compressed_header_is_text(text: bytes, tmp_path
     path = tmp_path / "notes"
     path.write_bytes(text * 4)
     assert_passes(scan_path(path))
+
+
+@pytest.mark.parametrize("front", ["pickle", "npy"])
+def test_zip_appended_to_a_pickle_or_an_array_is_scanned(front: str, tmp_path: Path) -> None:
+    # pickle.load and np.load read the front; zipfile finds the zip by its end record.
+    import numpy as np  # noqa: PLC0415
+
+    if front == "pickle":
+        head = BENIGN
+    else:
+        buffer = io.BytesIO()
+        np.save(buffer, np.arange(4.0))
+        head = buffer.getvalue()
+    bad = io.BytesIO()
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("model/data.pkl", MALICIOUS)
+    path = tmp_path / "model.bin"
+    path.write_bytes(head + bad.getvalue())
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == ["model/data.pkl"]
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as archive:
+        archive.writestr("model/data.pkl", BENIGN)
+    path.write_bytes(head + good.getvalue())
+    assert_passes(scan_path(path))
+
+
+def test_end_record_bytes_inside_pickle_data_are_not_a_zip(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(BENIGN + b"PK\x05\x06" + bytes(30))
+    assert_passes(scan_path(path))

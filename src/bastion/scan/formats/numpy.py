@@ -20,7 +20,7 @@ import struct
 from bastion.errors import ArtifactError
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
-from bastion.scan.source import ByteSource
+from bastion.scan.source import ByteSource, MemorySource
 
 MAGIC = b"\x93NUMPY"
 _MAX_HEADER = 1 << 20
@@ -179,3 +179,7 @@ def scan_npy(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> No
             "bytes follow the array that np.load never reads",
             "npy",
         )
+        if isinstance(src, MemorySource):
+            from bastion.scan.formats.ziparchive import scan_appended_zip  # noqa: PLC0415  # rare
+
+            scan_appended_zip(ctx, src.window(0, src.size, src.name), loc, depth)

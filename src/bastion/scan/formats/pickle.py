@@ -300,6 +300,10 @@ class _Stream:
             "bytes follow the pickle that pickle.load never reads; other loaders or tools might",
             self.fmt,
         )
+        if isinstance(self.src, MemorySource):
+            from bastion.scan.formats.ziparchive import scan_appended_zip  # noqa: PLC0415  # rare
+
+            scan_appended_zip(self.ctx, self.src.window(0, self.src.size, self.src.name), self.loc, self.depth)
 
 
 _ELEMENT_SIZES = {

@@ -289,6 +289,27 @@ def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> 
             ctx.incomplete(mloc, f"member could not be read: {err.message}", "zip")
 
 
+def scan_appended_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> None:
+    """Scan a zip that trails other data, as `zipfile` finds one: by its end record.
+
+    A pickle or an array with a zip appended is a pickle to pickle.load and a zip to
+    zipfile-based loaders (Keras, model hubs' unpackers), which locate the directory
+    from the end and tolerate what precedes it. Bytes that only happen to contain an
+    end record are not a zip to anyone: their parse error is not reported.
+    """
+    tail_start = max(0, src.size - (_EOCD.size + _MAX_COMMENT))
+    if src.rfind(b"PK\x05\x06", tail_start) < 0:
+        return
+    try:
+        read_members(src, ctx.limits.max_members)
+    except LimitExceeded as err:
+        ctx.incomplete(loc, f"appended zip: {err.message}", "zip", "scan.limit-exceeded")
+        return
+    except ArtifactError:
+        return
+    scan_zip(ctx, src, loc.inside("<appended zip>"), depth + 1)
+
+
 def _check_member(ctx: ScanContext, member: ZipMember, loc: Location) -> None:
     if member.local_name != member.name:
         ctx.add(
