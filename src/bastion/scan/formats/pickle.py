@@ -373,7 +373,16 @@ def _rereadable(src: ByteSource) -> tuple[ByteSource, Reader]:
     (unknown length: joblib's way of storing pickles) is read as joblib.load reads it,
     and a member of an archive linearly.
     """
-    head = src.read_some(_REREAD_BELOW + 1)
+    # In chunks: one read of the whole allowance would reserve it, whatever the data's size.
+    chunks: list[bytes] = []
+    total = 0
+    while total <= _REREAD_BELOW:
+        chunk = src.read_some(min(1 << 20, _REREAD_BELOW + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    head = b"".join(chunks)
     if len(head) <= _REREAD_BELOW:
         return source_from_bytes(head, src.name), Reader.PLAIN
     stream = StreamSource(io.BufferedReader(_Prefixed(head, src), 1 << 16), src.name, src.size)
