@@ -214,10 +214,14 @@ def _seeds() -> list[bytes]:
 @settings(max_examples=int(os.environ.get("BASTION_FUZZ_EXAMPLES", "200")))
 @given(
     seed=st.integers(0, 11),
-    edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255), st.sampled_from("flip insert delete")), max_size=4),
+    edits=st.lists(
+        st.tuples(st.integers(0, 1 << 16), st.integers(0, 255), st.sampled_from("flip insert delete")), max_size=4
+    ),
     cut=st.one_of(st.none(), st.integers(0, 1 << 16)),
 )
-def test_mutated_joblib_files_end_in_findings_never_in_a_crash(seed: int, edits: list[tuple[int, int, str]], cut: int | None) -> None:
+def test_mutated_joblib_files_end_in_findings_never_in_a_crash(
+    seed: int, edits: list[tuple[int, int, str]], cut: int | None
+) -> None:
     data = bytearray(_seeds()[seed])
     for offset, value, how in edits:
         at = offset % (len(data) + 1)

@@ -111,7 +111,17 @@ def test_numpy_really_unpickles_a_descr_spelled_object(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "dtype",
-    ["float64", "<M8[ns]", "datetime64[s]", "(2,3)<f4", "U7", "S3", "?", [("a", "<i4", (2,)), ("b", "<f8")], "i4,(2,)f8"],
+    [
+        "float64",
+        "<M8[ns]",
+        "datetime64[s]",
+        "(2,3)<f4",
+        "U7",
+        "S3",
+        "?",
+        [("a", "<i4", (2,)), ("b", "<f8")],
+        "i4,(2,)f8",
+    ],
     ids=repr,
 )
 def test_numeric_dtypes_in_any_spelling_are_data(dtype: object, tmp_path: Path) -> None:
@@ -147,11 +157,14 @@ def test_object_array_in_a_deflated_npz_is_read_as_pickle_load_reads_it(tmp_path
     payload, marker = marker_payload(tmp_path)
     body = pickletools.optimize(pickle.dumps(payload, protocol=4))
     ops = list(pickletools.genops(body))
-    neutral = b"".join(
-        body[pos : (ops[i + 1][2] if i + 1 < len(ops) else len(body))]
-        for i, (op, _arg, pos) in enumerate(ops)
-        if op.name not in ("PROTO", "FRAME", "STOP", "MEMOIZE")
-    ) + b"0"
+    neutral = (
+        b"".join(
+            body[pos : (ops[i + 1][2] if i + 1 < len(ops) else len(body))]
+            for i, (op, _arg, pos) in enumerate(ops)
+            if op.name not in ("PROTO", "FRAME", "STOP", "MEMOIZE")
+        )
+        + b"0"
+    )
 
     class NoTell(io.RawIOBase):
         def __init__(self) -> None:

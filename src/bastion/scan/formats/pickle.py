@@ -412,9 +412,7 @@ def scan_pickle(
         src, reader = _rereadable(src)
     # torch.load tries any file that is not a zip as a tar first, pickle.load reads it as a
     # pickle: a file whose first block is both is read both ways.
-    also_tar = (
-        not tentative and isinstance(src, MemorySource) and src.tell() == 0 and tararchive.sniff(src.peek(512))
-    )
+    also_tar = not tentative and isinstance(src, MemorySource) and src.tell() == 0 and tararchive.sniff(src.peek(512))
     try:
         done = _Stream(ctx, src, loc, fmt, depth, reader).run(tentative)
     except LimitExceeded as err:
