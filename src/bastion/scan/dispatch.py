@@ -11,6 +11,7 @@ from __future__ import annotations
 from bastion.errors import ArtifactError, LimitExceeded, UnsupportedFormat
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
+from bastion.scan.formats import compressed, tararchive
 from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.source import ByteSource, MemorySource, source_from_bytes
 
@@ -39,13 +40,6 @@ _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".dill
 _PROBE = 1 << 16
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _NPY = b"\x93NUMPY"
-_LZMA_DICT_SIZES = frozenset((1 << n).to_bytes(4, "little") for n in range(12, 31))
-_COMPRESSION_MAGIC = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x04\x22\x4d\x18", "lz4"),
-)
 _MAX_IN_MEMORY = 128 << 20  # nested containers needing random access; keeps peak memory bounded
 
 
@@ -106,7 +100,7 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         from bastion.scan.formats.numpy import scan_npy
 
         scan_npy(ctx, src, loc, depth)
-    elif (kind := _compression(head)) is not None:
+    elif (kind := compressed.sniff(head)) is not None:
         from bastion.scan.formats.compressed import scan_compressed
 
         scan_compressed(ctx, src, loc, kind, name, depth)
@@ -120,7 +114,7 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         from bastion.scan.formats.keras import scan_hdf5
 
         scan_hdf5(ctx, in_memory(src), loc)
-    elif len(head) >= 262 and head[257:262] == b"ustar":
+    elif tararchive.sniff(head):
         from bastion.scan.formats.tararchive import scan_tar
 
         scan_tar(ctx, src, loc, depth)
@@ -136,19 +130,6 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         _scan_text(ctx, src, loc, name, depth)
     elif not _scan_protobuf(ctx, src, loc, head, lower):
         _unknown(ctx, loc, name, lower)
-
-
-def _compression(head: bytes) -> str | None:
-    for magic, kind in _COMPRESSION_MAGIC:
-        if head.startswith(magic):
-            return kind
-    if len(head) >= 2 and head[0] == 0x78 and ((head[0] << 8) | head[1]) % 31 == 0:
-        return "zlib"
-    # .lzma ("alone") streams, as joblib writes them: properties byte 0x5D, then a
-    # little-endian power-of-two dictionary size.
-    if len(head) >= 13 and head[0] == 0x5D and head[1:5] in _LZMA_DICT_SIZES:
-        return "lzma"
-    return None
 
 
 def _is_safetensors(head: bytes, size: int | None) -> bool:

@@ -123,3 +123,106 @@ def test_malicious_pickle_behind_several_compressions_is_blocked(tmp_path: Path)
     path = tmp_path / "model.pkl.gz.xz.bz2"
     path.write_bytes(bz2.compress(lzma.compress(gzip.compress(pickles.GLOBAL_REDUCE_OS_SYSTEM))))
     assert_fails_with(scan_path(path), "pickle.dangerous-global")
+
+
+# -- formats recognised by content as their readers recognise them ---------------------------
+
+
+def _as_v7(data: bytes) -> bytes:
+    """A tar re-headed without `ustar` magic: tarfile (and so torch.load) still reads it."""
+    raw = bytearray(data)
+    at = 0
+    while at + 512 <= len(raw) and any(raw[at : at + 512]):
+        block = raw[at : at + 512]
+        size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        block[257:512] = bytes(255)
+        block[148:156] = b" " * 8
+        block[148:156] = b"%06o\0 " % sum(block)
+        raw[at : at + 512] = block
+        at += 512 + (size + 511) // 512 * 512
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("name", ["bundle.tar", "bundle.dat", "bundle"])
+def test_v7_tar_without_ustar_magic_is_opened(name: str, tmp_path: Path) -> None:
+    source = builders.tar_with(tmp_path, "source.tar", {"model/weights.bin": MALICIOUS})
+    path = tmp_path / name
+    path.write_bytes(_as_v7(source.read_bytes()))
+    with tarfile.open(path) as archive:  # the stdlib's reader agrees it is a tar
+        assert archive.getnames() == ["model/weights.bin"]
+    assert path.read_bytes()[257:262] != b"ustar"
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    assert "tar" in report.files[0].formats
+
+
+def test_benign_v7_tar_passes(tmp_path: Path) -> None:
+    source = builders.tar_with(tmp_path, "source.tar", {"model/weights.bin": BENIGN, "model/README": b"notes\n"})
+    path = tmp_path / "bundle.tar"
+    path.write_bytes(_as_v7(source.read_bytes()))
+    assert_passes(scan_path(path))
+
+
+@pytest.mark.parametrize(
+    "lzma_filter",
+    [
+        {"dict_size": 3 << 20},
+        {"dict_size": 12345 << 8},
+        {"lc": 0, "lp": 0, "pb": 0},
+        {"lc": 1, "lp": 3, "pb": 4, "dict_size": 1 << 16},
+    ],
+    ids=["3MiB", "odd-size", "props-0", "props-lc1-lp3-pb4"],
+)
+def test_lzma_alone_streams_are_opened_whatever_their_header(lzma_filter: dict[str, int], tmp_path: Path) -> None:
+    import lzma  # noqa: PLC0415
+
+    filters = [{"id": lzma.FILTER_LZMA1, **lzma_filter}]
+    path = tmp_path / "model.bin"
+    path.write_bytes(lzma.compress(MALICIOUS, format=lzma.FORMAT_ALONE, filters=filters))
+    assert lzma.decompress(path.read_bytes(), format=lzma.FORMAT_ALONE) == MALICIOUS
+    report = scan_path(path)
+    assert_fails_with(report, "pickle.dangerous-global")
+    benign = tmp_path / "benign.bin"
+    benign.write_bytes(lzma.compress(BENIGN, format=lzma.FORMAT_ALONE, filters=filters))
+    assert_passes(scan_path(benign))
+
+
+@pytest.mark.parametrize(
+    "text", [b"ZF: notes about ZFS pools\n", b"]\n", b"x marks the spot\n"], ids=["ZF-text", "bracket", "x-text"]
+)
+def test_text_that_starts_like_a_compressed_header_is_text(text: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "notes"
+    path.write_bytes(text * 4)
+    assert_passes(scan_path(path))
+
+
+@pytest.mark.parametrize("front", ["pickle", "npy"])
+def test_zip_appended_to_a_pickle_or_an_array_is_scanned(front: str, tmp_path: Path) -> None:
+    # pickle.load and np.load read the front; zipfile finds the zip by its end record.
+    import numpy as np  # noqa: PLC0415
+
+    if front == "pickle":
+        head = BENIGN
+    else:
+        buffer = io.BytesIO()
+        np.save(buffer, np.arange(4.0))
+        head = buffer.getvalue()
+    bad = io.BytesIO()
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("model/data.pkl", MALICIOUS)
+    path = tmp_path / "model.bin"
+    path.write_bytes(head + bad.getvalue())
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == ["model/data.pkl"]
+    assert_fails_with(scan_path(path), "pickle.dangerous-global")
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as archive:
+        archive.writestr("model/data.pkl", BENIGN)
+    path.write_bytes(head + good.getvalue())
+    assert_passes(scan_path(path))
+
+
+def test_end_record_bytes_inside_pickle_data_are_not_a_zip(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(BENIGN + b"PK\x05\x06" + bytes(30))
+    assert_passes(scan_path(path))

@@ -32,7 +32,6 @@ _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _MAX_COMMENT = 0xFFFF
 
 STORED, DEFLATED, BZIP2 = 0, 8, 12
-_TORCH_STORAGE = re.compile(r"^(?:[^/]+/)?(?:data/\d+|\.data/.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +48,11 @@ class ZipMember:
     header_offset: int
     data_offset: int
     is_dir: bool
+
+
+def sniff(head: bytes) -> bool:
+    """True when `head` opens a zip: a local header (torch's `_is_zipfile`) or an empty archive."""
+    return head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
 
 
 def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
@@ -210,26 +214,43 @@ def open_member(src: MemorySource, member: ZipMember, ctx: ScanContext, name: st
     raise ArtifactError(f"{name}: compression method {member.method} is not supported")
 
 
-_TORCH_METADATA = frozenset({"version", ".format_version", ".storage_alignment", "byteorder"})
+_TORCH_METADATA = frozenset({"version", ".format_version", ".storage_alignment", "byteorder", ".data/version"})
+_TORCH_PICKLES = ("data.pkl", "constants.pkl")
 
 
-def _is_torch_metadata(member: ZipMember) -> bool:
-    # A few bytes of text (a version number, "little") that torch.load parses as numbers.
-    return member.name.rsplit("/", 1)[-1] in _TORCH_METADATA and member.size <= 64
+def torch_folder(members: list[ZipMember]) -> str | None:
+    """The folder PyTorch's reader takes every record from, or None if it would refuse the zip.
+
+    PyTorchStreamReader names the archive after the first central-directory entry, up to
+    its first slash, whatever that is (`archive`, `.data`, `model.pt`), and looks every
+    record up under that prefix, case-insensitively (miniz's sorted lookup).
+    """
+    if not members or "/" not in members[0].name:
+        return None
+    folder = members[0].name.split("/", 1)[0]
+    wanted = {f"{folder}/{name}".lower() for name in _TORCH_PICKLES}
+    return folder if any(m.name.lower() in wanted for m in members) else None
 
 
-def is_torch_storage(name: str) -> bool:
-    """True for PyTorch's raw tensor storages (`archive/data/0`), which are never unpickled."""
-    return bool(_TORCH_STORAGE.match(name))
+def _is_torch_raw(member: ZipMember, folder: str) -> bool:
+    # Records torch.load reads as raw bytes and never unpickles: the tensor storages
+    # (`<folder>/data/<key>`) and a few bytes of version text it parses as numbers.
+    name = member.name
+    if not name.startswith(folder + "/"):
+        return False
+    rest = name[len(folder) + 1 :]
+    if rest.startswith("data/") and "/" not in rest[5:] and rest[5:]:
+        return True
+    return rest in _TORCH_METADATA and member.size <= 64
 
 
 def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> None:
     """Scan every member of a zip archive by content, and report structural irregularities."""
     ctx.saw("zip")
     members, cd_offset = read_members(src, ctx.limits.max_members)
-    names = {m.name for m in members}
-    is_torch = any(n.endswith("data.pkl") for n in names) and any(n.endswith("version") for n in names)
-    declared = sum(m.size for m in members if not (is_torch and is_torch_storage(m.name)))
+    folder = torch_folder(members)
+    raw = {id(m) for m in members if folder is not None and _is_torch_raw(m, folder)}
+    declared = sum(m.size for m in members if id(m) not in raw)
     if declared > ctx.limits.max_expanded_bytes:
         raise LimitExceeded(f"members declare {declared} bytes uncompressed, over the limit (zip bomb?)")
     limits = ctx.limits
@@ -244,7 +265,7 @@ def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> 
     for member in members:
         mloc = loc.inside(member.name)
         _check_member(ctx, member, mloc)
-        if member.is_dir or (is_torch and (is_torch_storage(member.name) or _is_torch_metadata(member))):
+        if member.is_dir or id(member) in raw:
             continue
         try:
             msrc = open_member(src, member, ctx, member.name)
@@ -266,6 +287,27 @@ def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> 
             ctx.incomplete(mloc, err.message, "zip", "scan.limit-exceeded")
         except ArtifactError as err:
             ctx.incomplete(mloc, f"member could not be read: {err.message}", "zip")
+
+
+def scan_appended_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> None:
+    """Scan a zip that trails other data, as `zipfile` finds one: by its end record.
+
+    A pickle or an array with a zip appended is a pickle to pickle.load and a zip to
+    zipfile-based loaders (Keras, model hubs' unpackers), which locate the directory
+    from the end and tolerate what precedes it. Bytes that only happen to contain an
+    end record are not a zip to anyone: their parse error is not reported.
+    """
+    tail_start = max(0, src.size - (_EOCD.size + _MAX_COMMENT))
+    if src.rfind(b"PK\x05\x06", tail_start) < 0:
+        return
+    try:
+        read_members(src, ctx.limits.max_members)
+    except LimitExceeded as err:
+        ctx.incomplete(loc, f"appended zip: {err.message}", "zip", "scan.limit-exceeded")
+        return
+    except ArtifactError:
+        return
+    scan_zip(ctx, src, loc.inside("<appended zip>"), depth + 1)
 
 
 def _check_member(ctx: ScanContext, member: ZipMember, loc: Location) -> None:
