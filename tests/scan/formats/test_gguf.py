@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.findings import Severity
 from bastion.scan.api import scan_path
-from bastion.scan.formats.jinja_template import judge_template
+from bastion.scan.formats.jinja_template import TemplateUnparsed, judge_template, name_risk
 from corpus import builders
 from corpus.expect import assert_fails_with, assert_incomplete_with, assert_passes, describe
 
@@ -395,3 +398,30 @@ def test_other_metadata_is_judged_only_when_it_is_a_template(tmp_path: Path) -> 
     assert_fails_with(
         scan_path(_gguf(tmp_path, [("general.description", hostile)], "b.gguf")), "gguf.template-injection"
     )
+
+
+_PIECES = [
+    "{{ ", " }}", "{% ", " %}", "set ", "for ", "in ", "endfor", "if ", "endif", "macro ", "endmacro", "x", "ns", "m",
+    "messages", "loop.index0", ".", "[", "]", "(", ")", "|", "join", "attr", "replace", "format", "~", "+", "*", "%",
+    "'__'", "'glo'", "'bals'", "'po'", "'pen'", "'_'", "2", "-1", ",", "=", "namespace(", "dict(", "lipsum", "self",
+    "cycler", "__class__", "'{0.__init__}'", "[::-1]", "lower", "list", "first", "with ", "endwith",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_template_judge_gives_a_verdict_or_not_analysed(pieces: list[str]) -> None:
+    """Any source: a list of risks, or TemplateUnparsed; never another error (it would read as a crash)."""
+    with contextlib.suppress(TemplateUnparsed):
+        risks = judge_template("".join(pieces))
+        assert all(r.severity >= Severity.HIGH for r in risks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["'__'", "'glo'", "'bals'", "'_'", "'g'", "'lo'", "'obals'"]), min_size=1, max_size=6))
+def test_a_dunder_spelt_in_pieces_is_caught_however_it_is_joined(parts: list[str]) -> None:
+    name = "".join(p.strip("'") for p in parts)
+    expected = name_risk(name, item=True) is not None  # the folding is under test, not the name rule
+    for joined in (" ~ ".join(parts), " + ".join(parts), "[" + ", ".join(parts) + "]|join"):
+        risks = judge_template("{{ x[" + joined + "] }}")
+        assert any(r.severity is Severity.CRITICAL for r in risks) == expected, (joined, risks)

@@ -253,7 +253,9 @@ def test_real_keras3_functional_config_passes(tmp_path: Path) -> None:
         ],
     }
     gelu = _activation("keras.src.activations.activations", "gelu")
-    config = _config([builders._keras3_dense("d1", 4, activation=gelu), backbone]) | {"compile_config": compile_config}  # same
+    config = _config([builders._keras3_dense("d1", 4, activation=gelu), backbone]) | {
+        "compile_config": compile_config
+    }  # same
     report = scan_path(_keras_zip(tmp_path, "real.keras", json.dumps(config).encode()))
     assert_passes(report)
 
@@ -279,3 +281,21 @@ def test_tokenizer_config_chat_templates_are_judged(tmp_path: Path) -> None:
     (tmp_path / "good").mkdir()
     (tmp_path / "good" / "tokenizer_config.json").write_text(json.dumps(benign))
     assert_passes(scan_path(tmp_path / "good"))
+
+
+def test_a_flood_of_json_starts_ends_as_not_analysed(tmp_path: Path) -> None:
+    """Every `{"` is a place a config could start; millions of them are an attack on the scanner's time."""
+    path = tmp_path / "flood.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88) + b'{"{"' * 500_000)  # signature, empty superblock
+    assert_incomplete_with(scan_path(path), "scan.limit-exceeded")
+
+
+def test_json_objects_finds_a_config_that_starts_inside_another_ones_string() -> None:
+    """A reader may start at a `{"` that closes a string of a clean document (overlapping attributes)."""
+    from bastion.scan.formats.keras import json_objects  # noqa: PLC0415
+    from bastion.scan.source import MemorySource  # noqa: PLC0415
+
+    clean = '{"note": "x{", "class_name": "Lambda", "config": {}}'
+    found = [doc for _at, doc in json_objects(MemorySource(clean.encode(), "x"), 1 << 20)]
+    assert {"note": "x{", "class_name": "Lambda", "config": {}} in found
+    assert {", ": "class_name"} not in found  # the shifted reading fails: it is tried, not invented

@@ -19,6 +19,7 @@ module at all was imported. Configs are read as the loaders read them:
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterator
@@ -31,11 +32,16 @@ from bastion.scan.source import MemorySource
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _JSON_START = re.compile(r"\{[ \t\n\r]*\"")  # any whitespace run: a bounded one was a bypass
+_JSON_START_BYTES = re.compile(rb"\{[ \t\n\r]*\"")
 _KERAS_PACKAGES = frozenset({"keras", "tensorflow", "tf_keras", "keras_nlp", "keras_hub", "keras_cv"})
 _CODE_LAYERS = frozenset({"Lambda", "__lambda__"})
 _MAX_WALK = 200_000
 _MAX_NESTED_JSON = 4
 _PARSE_BUDGET_FACTOR = 8
+_FIRST_WINDOW = 1024
+_CANDIDATE_COST = 256  # a floor per place tried: millions of `{"` in a file are an attack, not a model
+_DECODER = json.JSONDecoder()
+_EDGE = 32  # longer than any token a cut can leave looking complete ("-Infinity", "\\uXXXX")
 _FILTERED_HEAP = re.compile(rb"FRHP\x00")
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
@@ -158,42 +164,71 @@ def json_objects(src: MemorySource, limit: int) -> Iterator[tuple[int, object]]:
     Each `{` followed by optional whitespace and `"` is tried, except those that are
     objects nested inside a document already decoded (it was judged whole). A `{"` that
     sits at the end of a string of a decoded document is tried again: another
-    attribute could start there. Runs between NUL bytes are decoded once (JSON holds no
-    NUL), and the total parsing is bounded by the file's size.
+    attribute could start there. The NUL-free run around a candidate is decoded once
+    (JSON holds no NUL), and the total parsing is bounded by the file's size.
     """
     buf, start, end = src.buf, src.start, src.end
-    budget = _PARSE_BUDGET_FACTOR * (end - start) + (1 << 20)
-    decoder = json.JSONDecoder()
-    pos = start
-    while pos < end:
-        first = buf.find(b"{", pos, end)
-        if first < 0:
-            return
-        run_start = buf.rfind(b"\x00", start, first) + 1 or start
+    budget = [_PARSE_BUDGET_FACTOR * (end - start) + (1 << 20)]
+    run_end = start
+    for match in _JSON_START_BYTES.finditer(buf, start, end):
+        first = match.start()
+        if first < run_end:
+            continue  # judged with the run it sits in
         run_end = buf.find(b"\x00", first, end)
         run_end = end if run_end < 0 else run_end
-        pos = run_end + 1
         if run_end - first > limit:
             raise LimitExceeded(f"a {run_end - first}-byte run of text in an HDF5 file is over the header limit")
-        text = bytes(buf[max(run_start, first) : run_end]).decode("utf-8", "surrogateescape")
-        base = max(run_start, first) - start
-        covered: list[tuple[int, int, list[tuple[int, int]]]] = []  # decoded spans and their strings
-        for match in _JSON_START.finditer(text):
-            at = match.start()
-            if _inside_structure(covered, at):
-                continue
-            try:
-                doc, stop = decoder.raw_decode(text, at)
-            except ValueError as err:
-                budget -= getattr(err, "pos", at) - at + 1
-            except RecursionError:
-                raise LimitExceeded("JSON in an HDF5 file is nested too deeply to analyse") from None
-            else:
-                budget -= stop - at
-                covered.append((at, stop, _string_spans(text, at, stop)))
-                yield base + len(text[:at].encode("utf-8", "surrogateescape")), doc
-            if budget < 0:
-                raise LimitExceeded("HDF5 file holds more JSON than Bastion parses per byte")
+        text = bytes(buf[first:run_end]).decode("utf-8", "surrogateescape")
+        char, offset = 0, first - start
+        for at, doc in _decode_run(text, budget):
+            offset += len(text[char:at].encode("utf-8", "surrogateescape"))
+            char = at
+            yield offset, doc
+
+
+def _decode_run(text: str, budget: list[int]) -> Iterator[tuple[int, object]]:
+    covered: list[tuple[int, int, list[tuple[int, int]]]] = []  # decoded spans and their strings
+    for match in _JSON_START.finditer(text):
+        at = match.start()
+        covered = [c for c in covered if c[1] > at]
+        if _inside_structure(covered, at):
+            continue
+        decoded = _decode_at(text, at, budget)
+        if decoded is not None:
+            doc, stop = decoded
+            covered.append((at, stop, _string_spans(text, at, stop)))
+            yield at, doc
+        if budget[0] < 0:
+            raise LimitExceeded("HDF5 file holds more JSON than Bastion parses per byte")
+
+
+def _decode_at(text: str, at: int, budget: list[int]) -> tuple[object, int] | None:
+    """The JSON value starting at `at`, or None; parsed in a growing window.
+
+    json's errors count lines up to their position, so parsing the whole run from each
+    of many candidates would be quadratic; a window is enough unless the parse reached
+    its edge (or an unterminated string, whose error points back at its start).
+    """
+    budget[0] -= _CANDIDATE_COST
+    window = _FIRST_WINDOW
+    while True:
+        piece = text[at : at + window]
+        whole = at + window >= len(text)
+        try:
+            doc, stop = _DECODER.raw_decode(piece)
+        except RecursionError:
+            raise LimitExceeded("JSON in an HDF5 file is nested too deeply to analyse") from None
+        except json.JSONDecodeError as err:
+            near_edge = err.pos >= len(piece) - _EDGE or err.msg.startswith("Unterminated string")
+            budget[0] -= len(piece) if near_edge else err.pos + 1
+            if whole or not near_edge:
+                return None
+            if budget[0] < 0:
+                raise LimitExceeded("HDF5 file holds more JSON than Bastion parses per byte") from None
+            window *= 8
+            continue
+        budget[0] -= stop
+        return doc, at + stop
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -207,7 +242,8 @@ def _inside_structure(covered: list[tuple[int, int, list[tuple[int, int]]]], at:
     """True if `at` opens an object nested in a decoded document (not text inside one of its strings)."""
     for lo, hi, strings in covered:
         if lo <= at < hi:
-            return not any(a < at < b for a, b in strings)
+            i = bisect.bisect_left(strings, (at, -1)) - 1  # the last string opening before `at`
+            return not (i >= 0 and strings[i][0] < at < strings[i][1])
     return False
 
 
