@@ -234,5 +234,8 @@ def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, name: str, dept
         if kind is not None:
             protobuf_models.scan_protobuf_model(ctx, source_from_bytes(data, src.name), loc, kind)
             return
+    from bastion.scan.formats import model_text
+
+    model_text.scan_model_text(ctx, text, loc, lower)  # saved_model.pbtxt, chat_template.jinja
     ctx.saw("text")
     secrets.scan_text_for_secrets(ctx, text, loc, "text")

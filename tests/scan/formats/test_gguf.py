@@ -425,3 +425,11 @@ def test_a_dunder_spelt_in_pieces_is_caught_however_it_is_joined(parts: list[str
     for joined in (" ~ ".join(parts), " + ".join(parts), "[" + ", ".join(parts) + "]|join"):
         risks = judge_template("{{ x[" + joined + "] }}")
         assert any(r.severity is Severity.CRITICAL for r in risks) == expected, (joined, risks)
+
+
+def test_chat_template_jinja_file_is_judged(tmp_path: Path) -> None:
+    """transformers loads chat_template.jinja beside the tokenizer as its template."""
+    (tmp_path / "chat_template.jinja").write_text(MALICIOUS_TEMPLATES["join-list"])
+    assert_fails_with(scan_path(tmp_path / "chat_template.jinja"), "hf-tokenizer.template-injection")
+    (tmp_path / "ok.jinja").write_text(BENIGN_TEMPLATES["qwen3-thinking"])
+    assert_passes(scan_path(tmp_path / "ok.jinja"))

@@ -216,3 +216,43 @@ def test_saved_model_with_unknown_fields_is_judged_whenever_protobuf_reads_it(rn
     ctx = ScanContext(DEFAULT_LIMITS, lambda *_args: None)
     assert protobuf_models.scan_protobuf_model(ctx, source_from_bytes(data, "saved_model.pb"), Location("x"), "tf")
     assert "tf.python-op" in {f.rule_id for f in ctx.findings}
+
+
+# -- the text format: saved_model.pbtxt is loaded when saved_model.pb is absent --------------------
+
+_PBTXT = """saved_model_schema_version: 1
+meta_graphs {
+  meta_info_def { tags: "serve" }
+  graph_def {
+    node { name: "x" op: "Placeholder" }
+    node { name: "init" op: "StatefulPartitionedCall" attr { key: "f" value { func { name: %s } } } }
+    node { name: "hook"  # a comment between the key and its value
+           op: %s input: "x" }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("op", "func", "rule"),
+    [
+        pytest.param('"PyFunc"', '"__inference_init_1"', "tf.python-op", id="plain"),
+        pytest.param("'Py' \"Func\"", '"__inference_init_1"', "tf.python-op", id="adjacent-literals"),
+        pytest.param('"Py\\x46unc"', '"__inference_init_1"', "tf.python-op", id="hex-escape"),
+        pytest.param('"Py\\106unc"', '"__inference_init_1"', "tf.python-op", id="octal-escape"),
+        pytest.param('"Identity"', '"WriteFile"', "tf.file-op", id="function-attribute"),
+    ],
+)
+def test_text_format_saved_model_is_judged(op: str, func: str, rule: str, tmp_path: Path) -> None:
+    (tmp_path / "saved_model").mkdir()
+    path = tmp_path / "saved_model" / "saved_model.pbtxt"
+    path.write_text(_PBTXT % (func, op))
+    assert_fails_with(scan_path(path), rule)
+
+
+def test_benign_text_format_saved_model_passes(tmp_path: Path) -> None:
+    path = tmp_path / "saved_model.pbtxt"
+    path.write_text(_PBTXT % ('"__inference_init_1"', '"Identity"'))
+    report = scan_path(path)
+    assert_passes(report)
+    assert "tensorflow" in report.files[0].formats
