@@ -274,6 +274,7 @@ BENIGN_TEMPLATES = {
         "{{- '%s: %s\\n' % (message.role, message.content) }}{%- set parts = message.content.split('\\n') %}"
         "{{- parts | join(' ') | replace('<', '&lt;') }}{{- message.get('name', '') }}{{- messages[-1]['content'] }}{%- endfor %}"
         "{%- set tokens = ['<|im_start|>', '<|im_end|>'] %}{{- tokens[0] ~ 'assistant' }}"
+        "{%- set role_names = {'user': 'Human', 'assistant': 'AI'} %}{{- role_names[messages[0].role|lower] }}"
     ),
 }
 

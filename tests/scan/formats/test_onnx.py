@@ -112,3 +112,10 @@ def test_sparse_initializer_read_from_outside_the_model_folder_is_blocked(tmp_pa
 
     report = scan_path(_model_with(tmp_path, "sparse.onnx", add_sparse))
     assert_fails_with(report, "onnx.external-data-traversal")
+
+
+def test_onnx_model_named_like_a_tensorflow_graph_is_read_as_onnx(tmp_path: Path) -> None:
+    """onnx.load does not look at the name: a custom operator in `model.pb` still runs."""
+    path = builders.onnx_custom_domain(tmp_path, "com.example.custom", "RunShell").rename(tmp_path / "model.pb")
+    assert_fails_with(scan_path(path), "onnx.custom-operator")
+    assert_passes(scan_path(builders.onnx_matmul(tmp_path).rename(tmp_path / "frozen.pb")))

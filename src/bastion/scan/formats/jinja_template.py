@@ -690,6 +690,8 @@ def _is_index(expr: nodes.Node) -> bool:
 
 def _is_reference(expr: nodes.Node) -> bool:
     """A value read from the caller's data, as real templates index with: `value[key]`, `x[tool.name]`."""
+    if isinstance(expr, nodes.Filter) and expr.name in _SIMPLE_STRING_FILTERS and expr.node is not None:
+        return _is_reference(expr.node)  # `roles[message.role|lower]`: the caller's value, normalised
     while isinstance(expr, (nodes.Getattr, nodes.Getitem)):
         if isinstance(expr, nodes.Getitem) and not (isinstance(expr.arg, nodes.Const) or _is_reference(expr.arg)):
             return False

@@ -201,13 +201,16 @@ def scan_protobuf_model(ctx: ScanContext, src: MemorySource, loc: Location, kind
             return False
         raise
     numbers = {n for n, _w, _a, _b in top}
-    if kind == "probe" and 7 in numbers and 8 in numbers:
-        kind = "onnx"
-    if kind == "onnx":
+    onnx_shaped = any(n == 7 and w == LEN for n, w, _a, _b in top) and 8 in numbers  # graph, opset_import
+    if kind == "onnx" or onnx_shaped:
+        # onnx.load reads any name: an ONNX model called model.pb is still an ONNX model.
         ctx.saw("onnx")
         _scan_onnx(ctx, src, loc, top, budget)
-        return True
+        if kind != "tf":
+            return True
     readings = _tf_readings(src, top, budget)
+    if onnx_shaped and not any(r.plausible for r in readings):
+        return True
     if kind == "probe" and not any(r.plausible for r in readings):
         return False
     if not readings:
