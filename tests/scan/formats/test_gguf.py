@@ -318,6 +318,8 @@ MALICIOUS_TEMPLATES = {
     "do-ext": '{% do x.update({"a": "__glo" ~ "bals__"}) %}',
     "mod-tuple": '{{ x["%s%s" % ("__globals", "__")] }}',
     "mul-string": '{{ x["_" * 2 ~ "init" ~ "_" * 2] }}',
+    "attr-unpacked": '{{ x|attr(*["__cla" ~ "ss__"]) }}',
+    "map-unpacked-kwargs": '{{ x|map(**{"attribute": "__in" ~ "it__"})|list }}',
 }
 
 HIGH_ONLY = {"runtime-chars", "format-method-data", "attr-from-data", "include"}

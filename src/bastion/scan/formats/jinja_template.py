@@ -601,6 +601,17 @@ class _Judge:
                 )
 
     def _check_filter(self, node: nodes.Filter) -> None:
+        if node.name == "attr" or node.name in _ATTRIBUTE_FILTERS:
+            for dyn in (node.dyn_args, node.dyn_kwargs):  # `x|attr(*names)`, `map(**{"attribute": n})`
+                if dyn is not None:
+                    self._check_key(dyn, f"the `{node.name}` filter's unpacked arguments")
+                    self._flag(
+                        "computed-name",
+                        Severity.HIGH,
+                        node.name,
+                        f"chat template passes the `{node.name}` filter unpacked arguments: the attribute it reads "
+                        "is not spelt out",
+                    )
         if node.name == "attr":
             if node.args:
                 self._check_key(node.args[0], "the `attr` filter")
