@@ -436,3 +436,11 @@ def test_chat_template_jinja_file_is_judged(tmp_path: Path) -> None:
     assert_fails_with(scan_path(tmp_path / "chat_template.jinja"), "hf-tokenizer.template-injection")
     (tmp_path / "ok.jinja").write_text(BENIGN_TEMPLATES["qwen3-thinking"])
     assert_passes(scan_path(tmp_path / "ok.jinja"))
+
+
+def test_vocabulary_only_gguf_without_padding_passes(tmp_path: Path) -> None:
+    """No tensors means no data section: an unpadded end is not a truncation."""
+    path = _gguf(tmp_path, [("tokenizer.chat_template", BENIGN_TEMPLATES["phi-3"])])
+    data = path.read_bytes().rstrip(b"\x00")
+    path.write_bytes(data)
+    assert_passes(scan_path(path))

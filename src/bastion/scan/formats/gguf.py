@@ -134,5 +134,5 @@ def _check_tensor_extents(reader: _Reader, count: int, count_fmt: str, alignment
         extent = max(extent, offset + size)
     src = reader.src
     data_start = -(-src.tell() // alignment) * alignment
-    if src.size is not None and data_start + extent > src.size:
+    if count and src.size is not None and data_start + extent > src.size:  # no tensors: nothing to pad to
         raise ArtifactError(f"GGUF tensors need {data_start + extent} bytes; the file holds {src.size} (truncated)")
