@@ -126,7 +126,7 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         return
     elif head[0] in STREAM_START_BYTES and lower.endswith(_PICKLE_SUFFIXES):
         raise ArtifactError(f"{name} is named like a pickle and starts like one, but does not parse as one")
-    elif _looks_text(head):
+    elif _looks_text(head) or _looks_wide_json(head):
         _scan_text(ctx, src, loc, name, depth)
     elif not _scan_protobuf(ctx, src, loc, head, lower):
         _unknown(ctx, loc, name, lower)
@@ -189,17 +189,25 @@ def _tentative_pickle(ctx: ScanContext, src: ByteSource, loc: Location, depth: i
     return scan_pickle(ctx, src, loc, depth)
 
 
+def _looks_wide_json(head: bytes) -> bool:
+    # A JSON object in UTF-16/32 or behind a BOM: json.loads(bytes), as Keras reads config.json, accepts it.
+    if head[:4].count(0) == 0 and not head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        return False
+    from bastion.scan.formats import keras
+
+    return keras.looks_like_wide_json(head)
+
+
 def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: int) -> None:
     data = src.read_some(ctx.limits.max_text_bytes)
     from bastion.scan import secrets
+    from bastion.scan.formats import keras
 
-    text = data.decode("utf-8", "replace")
+    document = keras.json_document(data)  # decoded as json.loads(bytes) would: BOM, UTF-16, UTF-32
+    text = document if document is not None else data.decode("utf-8", "replace")
     lower = name.lower()
-    if text.lstrip().startswith("{"):
-        from bastion.scan.formats import keras
-
-        if secrets.scan_notebook(ctx, text, loc) or keras.scan_config_text(ctx, text, loc, lower):
-            return
+    if document is not None and (secrets.scan_notebook(ctx, text, loc) or keras.scan_config_text(ctx, text, loc, lower)):
+        return
     if lower.endswith((".pb", ".onnx")):
         from bastion.scan.formats import protobuf_models
 
@@ -207,5 +215,8 @@ def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, name: str, dept
         if kind is not None:
             protobuf_models.scan_protobuf_model(ctx, source_from_bytes(data, src.name), loc, kind)
             return
+    from bastion.scan.formats import model_text
+
+    model_text.scan_model_text(ctx, text, loc, lower)  # saved_model.pbtxt, chat_template.jinja
     ctx.saw("text")
     secrets.scan_text_for_secrets(ctx, text, loc, "text")

@@ -2,7 +2,10 @@
 
 Runtimes such as llama-cpp-python render the chat template with Jinja; a template that
 climbs from a value to `__globals__`, `__builtins__` or `os` escapes the sandbox
-(CVE-2024-34359). The metadata is parsed with every length checked; tensors are skipped.
+(CVE-2024-34359). Every template-named key (and any other string that reads as a Jinja
+template) is parsed with Jinja2's own parser and judged on its tree
+(`formats/jinja_template.py`). The metadata is parsed with every length checked; tensors
+are skipped.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import re
 import struct
 
 from bastion.errors import ArtifactError, LimitExceeded
-from bastion.findings import Location, Severity
+from bastion.findings import Location
 from bastion.scan.context import ScanContext
+from bastion.scan.formats.jinja_template import check_template, looks_like_template
 from bastion.scan.secrets import scan_text_for_secrets
 from bastion.scan.source import ByteSource
 
@@ -24,12 +28,13 @@ _MAX_KV = 1 << 20
 _MAX_ARRAY = 1 << 28
 _MAX_NESTING = 16
 
-TEMPLATE_ESCAPES = re.compile(
-    r"__(?:globals|builtins|subclasses|class|mro|base|bases|init|import|getattribute|code|dict|reduce|reduce_ex|loader|spec)__"
-    r"|\bos\s*\.\s*(?:system|popen|exec)|\bsubprocess\b|\beval\s*\(|\bexec\s*\(|\bimport_module\b|\bpopen\b"
-    r"|\bcycler\b|\bjoiner\b|\blipsum\b|\burl_for\b|\bget_flashed_messages\b|\bconfig\s*\.\s*__|\brequest\s*\.\s*application"
-    r"|\|\s*attr\s*\(|\battr\s*\(\s*['\"]_"
-)
+_TEMPLATE_KEY = re.compile(r"(?:^|\.)chat_templates?(?:\.|$)|(?:^|\.)template(?:\.|$)|_template(?:\.|$)")
+
+
+def is_template_key(key: str) -> bool:
+    """Keys a runtime renders as Jinja: `tokenizer.chat_template` and its named variants
+    (`tokenizer.chat_template.tool_use`, `tokenizer.chat_templates.*`)."""
+    return _TEMPLATE_KEY.search(key) is not None
 
 
 class _Reader:
@@ -94,8 +99,9 @@ def scan_gguf(ctx: ScanContext, src: ByteSource, loc: Location) -> None:
             alignment = value
         if isinstance(value, str) and value:
             here = loc.inside(key)
-            if "chat_template" in key:
-                check_template(ctx, value, here, "gguf")
+            if is_template_key(key) or looks_like_template(value):
+                # Every key may be duplicated: each copy is judged, not the first one met.
+                check_template(ctx, value, here, "gguf", required=is_template_key(key))
             scan_text_for_secrets(ctx, value, here, "gguf")
     _check_tensor_extents(reader, _tensors, count_fmt, alignment)
 
@@ -128,19 +134,5 @@ def _check_tensor_extents(reader: _Reader, count: int, count_fmt: str, alignment
         extent = max(extent, offset + size)
     src = reader.src
     data_start = -(-src.tell() // alignment) * alignment
-    if src.size is not None and data_start + extent > src.size:
+    if count and src.size is not None and data_start + extent > src.size:  # no tensors: nothing to pad to
         raise ArtifactError(f"GGUF tensors need {data_start + extent} bytes; the file holds {src.size} (truncated)")
-
-
-def check_template(ctx: ScanContext, template: str, loc: Location, fmt: str) -> None:
-    """Flag a Jinja template that reaches for Python internals."""
-    match = TEMPLATE_ESCAPES.search(template)
-    if match:
-        ctx.add(
-            "gguf.template-injection",
-            Severity.CRITICAL,
-            loc,
-            f"chat template reaches Python internals ({match.group(0)!r}): rendering it can run code (CVE-2024-34359)",
-            fmt,
-            match.group(0),
-        )

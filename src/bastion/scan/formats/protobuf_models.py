@@ -9,7 +9,9 @@ Tensor payloads are skipped by length, never decoded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
@@ -17,7 +19,7 @@ from bastion.scan.context import ScanContext
 from bastion.scan.formats.ziparchive import escapes_root
 from bastion.scan.source import MemorySource
 
-VARINT, I64, LEN, I32 = 0, 1, 2, 5
+VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
 _MAX_DEPTH = 64
 _MAX_FIELDS = 20_000_000
 
@@ -101,14 +103,18 @@ def _varint(buf: MemorySource, pos: int, end: int) -> tuple[int, int]:
 
 
 def fields(buf: MemorySource, start: int, end: int, budget: _Budget) -> Iterator[tuple[int, int, int, int]]:
-    """Yield (field number, wire type, value or payload start, payload end) in [start, end)."""
+    """Yield (field number, wire type, value or payload start, payload end) in [start, end).
+
+    This accepts what protobuf's own parsers accept: a field's wire type is read per
+    occurrence, so a known field number sent with another wire type is an unknown field
+    (callers skip it: they descend only where the schema's wire type is met); groups
+    (wire types 3/4) are skipped as unknown fields; anything else malformed is an error,
+    as it is for the loader.
+    """
     pos = start
     while pos < end:
         budget.spend()
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ArtifactError(f"field number 0 at byte {pos}")
+        number, wire, pos = _tag(buf, pos, end)
         if wire == VARINT:
             value, pos = _varint(buf, pos, end)
             yield number, wire, value, pos
@@ -118,16 +124,52 @@ def fields(buf: MemorySource, start: int, end: int, budget: _Budget) -> Iterator
                 raise ArtifactError(f"field {number} runs {pos + length - end} bytes past its message")
             yield number, wire, pos, pos + length
             pos += length
-        elif wire == I64:
-            pos += 8
-            yield number, wire, pos - 8, pos
-        elif wire == I32:
-            pos += 4
-            yield number, wire, pos - 4, pos
+        elif wire in (I64, I32):
+            size = 8 if wire == I64 else 4
+            if pos + size > end:
+                raise ArtifactError(f"field {number} runs past its message")
+            pos += size
+            yield number, wire, pos - size, pos
+        elif wire == SGROUP:
+            pos = _skip_group(buf, pos, end, number, budget)
         else:
             raise ArtifactError(f"wire type {wire} at byte {pos}")
     if pos != end:
         raise ArtifactError("message runs past its end")
+
+
+def _tag(buf: MemorySource, pos: int, end: int) -> tuple[int, int, int]:
+    # No check of the field number: upb (protobuf's Python parser, which TensorFlow's and
+    # ONNX's Python loaders use) keeps even field 0 as an unknown field. Refusing what a
+    # loader accepts would let a file hide behind "does not parse".
+    key, pos = _varint(buf, pos, end)
+    return key >> 3, key & 7, pos
+
+
+def _skip_group(buf: MemorySource, pos: int, end: int, number: int, budget: _Budget) -> int:
+    """Skip a (deprecated) group up to its matching end tag, as protobuf skips unknown groups."""
+    depth = [number]
+    while depth:
+        budget.spend()
+        if len(depth) > _MAX_DEPTH:
+            raise LimitExceeded("protobuf groups nested too deeply")
+        inner, wire, pos = _tag(buf, pos, end)
+        if wire == VARINT:
+            _value, pos = _varint(buf, pos, end)
+        elif wire == LEN:
+            length, pos = _varint(buf, pos, end)
+            pos += length
+        elif wire in (I64, I32):
+            pos += 8 if wire == I64 else 4
+        elif wire == SGROUP:
+            depth.append(inner)
+        elif wire == EGROUP and inner == depth[-1]:
+            depth.pop()
+        else:
+            raise ArtifactError(f"unmatched group end or wire type {wire} at byte {pos}")
+        if pos > end:
+            raise ArtifactError("group runs past its message")
+    return pos
 
 
 def _text(buf: MemorySource, start: int, end: int) -> str:
@@ -135,12 +177,16 @@ def _text(buf: MemorySource, start: int, end: int) -> str:
 
 
 def sniff(head: bytes, lower_name: str) -> str | None:
-    """'onnx', 'tf' or 'probe' (a protobuf of unknown kind) or None."""
+    """'onnx', 'tf' or 'probe' (a protobuf of unknown kind) or None.
+
+    A name only makes a protobuf that does not parse "not analysed"; content decides
+    what is judged: any head that opens with a field 1 or 2 tag is probed.
+    """
     if lower_name.endswith(".onnx"):
         return "onnx"
-    if lower_name.endswith(".pb"):
+    if lower_name.endswith((".pb", ".meta")):
         return "tf"
-    if head[:1] in (b"\x08",) and len(head) > 2:
+    if head[:1] in (b"\x08", b"\x0a", b"\x10", b"\x12") and len(head) > 2:
         return "probe"
     return None
 
@@ -155,19 +201,27 @@ def scan_protobuf_model(ctx: ScanContext, src: MemorySource, loc: Location, kind
             return False
         raise
     numbers = {n for n, _w, _a, _b in top}
-    if kind == "probe":
-        if 7 in numbers and 8 in numbers:
-            kind = "onnx"
-        elif numbers <= {1, 2} and 2 in numbers:
-            kind = "tf"
-        else:
-            return False
-    if kind == "onnx":
+    onnx_shaped = any(n == 7 and w == LEN for n, w, _a, _b in top) and 8 in numbers  # graph, opset_import
+    if kind == "onnx" or onnx_shaped:
+        # onnx.load reads any name: an ONNX model called model.pb is still an ONNX model.
         ctx.saw("onnx")
         _scan_onnx(ctx, src, loc, top, budget)
-    else:
-        ctx.saw("tensorflow")
-        _scan_tf(ctx, src, loc, top, budget)
+        if kind != "tf":
+            return True
+    readings = _tf_readings(src, top, budget)
+    if onnx_shaped and not any(r.plausible for r in readings):
+        return True
+    if kind == "probe" and not any(r.plausible for r in readings):
+        return False
+    if not readings:
+        raise ArtifactError("does not parse as a TensorFlow SavedModel, MetaGraphDef or GraphDef")
+    ctx.saw("tensorflow")
+    seen: set[tuple[str, int, str]] = set()
+    for reading in readings:
+        for rule, severity, offset, message, evidence in reading.findings:
+            if (rule, offset, evidence) not in seen:
+                seen.add((rule, offset, evidence))
+                ctx.add(rule, severity, loc.at(offset), message, "tensorflow", evidence)
     return True
 
 
@@ -180,6 +234,10 @@ def _scan_onnx(
             continue
         if number == 7:  # ModelProto.graph
             _onnx_graph(ctx, src, loc, a, b, budget, 0)
+        elif number == 20:  # ModelProto.training_info: initialization (1) and algorithm (2) graphs
+            for tn, tw, ta, tb in fields(src, a, b, budget):
+                if tn in (1, 2) and tw == LEN:
+                    _onnx_graph(ctx, src, loc, ta, tb, budget, 1)
         elif number == 25:  # ModelProto.functions (FunctionProto.node = 7)
             for fn, fw, fa, fb in fields(src, a, b, budget):
                 if fn == 7 and fw == LEN:
@@ -196,8 +254,10 @@ def _onnx_graph(
             continue
         if number == 1:
             _onnx_node(ctx, src, loc, fa, fb, budget, depth)
-        elif number in (5, 15):  # initializer, sparse_initializer
+        elif number == 5:  # initializer
             _onnx_tensor(ctx, src, loc, fa, fb, budget)
+        elif number == 15:  # sparse_initializer
+            _onnx_sparse_tensor(ctx, src, loc, fa, fb, budget)
 
 
 def _onnx_node(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int, budget: _Budget, depth: int) -> None:
@@ -209,7 +269,7 @@ def _onnx_node(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: in
             op_type = _text(src, fa, fb)
         elif number == 7:
             domain = _text(src, fa, fb)
-        elif number == 5:  # AttributeProto: t=5, g=6, tensors=10, graphs=11
+        elif number == 5:  # AttributeProto: t=5, g=6, tensors=10, graphs=11, sparse_tensor(s)=22/23
             for an, aw, aa, ab in fields(src, fa, fb, budget):
                 if aw != LEN:
                     continue
@@ -217,6 +277,8 @@ def _onnx_node(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: in
                     _onnx_graph(ctx, src, loc, aa, ab, budget, depth + 1)
                 elif an in (5, 10):
                     _onnx_tensor(ctx, src, loc, aa, ab, budget)
+                elif an in (22, 23):
+                    _onnx_sparse_tensor(ctx, src, loc, aa, ab, budget)
     if domain not in STANDARD_ONNX_DOMAINS:
         python = (domain == "ai.onnx.contrib" and op_type.startswith("Py")) or "python" in domain.lower()
         ctx.add(
@@ -228,6 +290,12 @@ def _onnx_node(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: in
             "onnx",
             f"{domain}::{op_type}",
         )
+
+
+def _onnx_sparse_tensor(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int, budget: _Budget) -> None:
+    for number, wire, fa, fb in fields(src, a, b, budget):
+        if number in (1, 2) and wire == LEN:  # SparseTensorProto.values, .indices
+            _onnx_tensor(ctx, src, loc, fa, fb, budget)
 
 
 def _onnx_tensor(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int, budget: _Budget) -> None:
@@ -252,55 +320,120 @@ def _onnx_tensor(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: 
 
 
 # -- TensorFlow -----------------------------------------------------------------------
-def _scan_tf(
-    ctx: ScanContext, src: MemorySource, loc: Location, top: list[tuple[int, int, int, int]], budget: _Budget
-) -> None:
-    if any(n == 2 for n, _w, _a, _b in top) and not any(n == 1 and w == LEN for n, w, _a, _b in top):
-        for number, wire, a, b in top:  # SavedModel.meta_graphs -> MetaGraphDef.graph_def
-            if number == 2 and wire == LEN:
-                for mn, mw, ma, mb in fields(src, a, b, budget):
-                    if mn == 2 and mw == LEN:
-                        _tf_graph(ctx, src, loc, ma, mb, budget)
-    else:
-        _tf_graph(ctx, src, loc, 0, src.size, budget)  # a frozen GraphDef
+# TensorFlow picks the message type from the file's name (saved_model.pb: SavedModel;
+# *.meta: MetaGraphDef; a frozen graph: GraphDef, whatever its name), never from its
+# content; so every reading that parses is judged. A reading that does not parse is one
+# the loader would refuse; if no reading parses, the file is not analysed.
+
+_OP_NAME = re.compile(r"[A-Za-z_>][A-Za-z0-9_>./-]{0,200}")
 
 
-def _tf_graph(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int, budget: _Budget) -> None:
+@dataclass(slots=True)
+class _TfReading:
+    """One interpretation of the bytes (SavedModel, MetaGraphDef or GraphDef) and what it holds."""
+
+    kind: str
+    findings: list[tuple[str, Severity, int, str, str]] = field(default_factory=list)
+    ops: int = 0
+
+    @property
+    def plausible(self) -> bool:
+        return self.ops > 0
+
+
+def _tf_readings(src: MemorySource, top: list[tuple[int, int, int, int]], budget: _Budget) -> list[_TfReading]:
+    readings = []
+    for kind in ("SavedModel", "MetaGraphDef", "GraphDef"):
+        reading = _TfReading(kind)
+        try:
+            if kind == "SavedModel":
+                for number, wire, a, b in top:  # SavedModel.meta_graphs = 2
+                    if number == 2 and wire == LEN:
+                        _tf_meta_graph(reading, src, a, b, budget)
+            elif kind == "MetaGraphDef":
+                _tf_meta_graph(reading, src, 0, src.size, budget)
+            else:
+                _tf_graph(reading, src, 0, src.size, budget)
+        except ArtifactError as err:
+            if isinstance(err, LimitExceeded):
+                raise
+            continue  # the loader would refuse this reading
+        readings.append(reading)
+    return readings
+
+
+def _tf_meta_graph(reading: _TfReading, src: MemorySource, a: int, b: int, budget: _Budget) -> None:
+    for number, wire, fa, fb in fields(src, a, b, budget):
+        if number == 2 and wire == LEN:  # MetaGraphDef.graph_def
+            _tf_graph(reading, src, fa, fb, budget)
+
+
+def _tf_graph(reading: _TfReading, src: MemorySource, a: int, b: int, budget: _Budget) -> None:
     for number, wire, fa, fb in fields(src, a, b, budget):
         if wire != LEN:
             continue
-        if number == 1:
-            _tf_node(ctx, src, loc, fa, fb, budget)
-        elif number == 2:  # FunctionDefLibrary.function -> FunctionDef.node_def (3)
+        if number == 1:  # GraphDef.node
+            _tf_node(reading, src, fa, fb, budget)
+        elif number == 2:  # GraphDef.library: FunctionDefLibrary.function (1) -> FunctionDef.node_def (3)
             for ln, lw, la, lb in fields(src, fa, fb, budget):
                 if ln == 1 and lw == LEN:
                     for dn, dw, da, db in fields(src, la, lb, budget):
                         if dn == 3 and dw == LEN:
-                            _tf_node(ctx, src, loc, da, db, budget)
+                            _tf_node(reading, src, da, db, budget)
 
 
-def _tf_node(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: int, budget: _Budget) -> None:
-    name = op = ""
+def _tf_node(reading: _TfReading, src: MemorySource, a: int, b: int, budget: _Budget) -> None:
+    name = ""
+    ops: list[tuple[str, int]] = []
     for number, wire, fa, fb in fields(src, a, b, budget):
-        if wire == LEN and number == 1:
+        if wire != LEN:
+            continue
+        if number == 1:
             name = _text(src, fa, fb)
-        elif wire == LEN and number == 2:
-            op = _text(src, fa, fb)
+        elif number == 2:  # every occurrence: the parser keeps the last, a decoy may come first
+            ops.append((_text(src, fa, fb), a))
+        elif number == 5:  # attr: map<string, AttrValue>; function-valued attrs name what runs
+            for en, ew, ea, eb in fields(src, fa, fb, budget):
+                if en == 2 and ew == LEN:
+                    ops.extend(_attr_functions(src, ea, eb, budget, 0))
+    for op, at in ops:
+        if _OP_NAME.fullmatch(op):
+            reading.ops += 1
+        _judge_op(reading, name, op, at)
+
+
+def _attr_functions(src: MemorySource, a: int, b: int, budget: _Budget, depth: int) -> list[tuple[str, int]]:
+    """Functions an AttrValue names (`func`, `list.func`): an op name there runs as that op.
+
+    TensorFlow instantiates a name missing from the function library as the primitive op
+    of that name, so `PartitionedCall(f=WriteFile)` runs WriteFile.
+    """
+    if depth > _MAX_DEPTH:
+        raise LimitExceeded("TensorFlow attributes nested too deeply")
+    found: list[tuple[str, int]] = []
+    lists: list[tuple[int, int]] = []
+    for number, wire, fa, fb in fields(src, a, b, budget):
+        if wire != LEN:
+            continue
+        if number == 10:  # AttrValue.func: NameAttrList
+            lists.append((fa, fb))
+        elif number == 1:  # AttrValue.list: ListValue.func (9)
+            lists.extend((la, lb) for ln, lw, la, lb in fields(src, fa, fb, budget) if ln == 9 and lw == LEN)
+    for la, lb in lists:  # NameAttrList{name=1, attr=2: map<string, AttrValue>}
+        for number, wire, fa, fb in fields(src, la, lb, budget):
+            if number == 1 and wire == LEN:
+                found.append((_text(src, fa, fb), fa))
+            elif number == 2 and wire == LEN:
+                for en, ew, ea, eb in fields(src, fa, fb, budget):
+                    if en == 2 and ew == LEN:
+                        found.extend(_attr_functions(src, ea, eb, budget, depth + 1))
+    return found
+
+
+def _judge_op(reading: _TfReading, name: str, op: str, at: int) -> None:
     if op in TF_CODE_OPS:
-        ctx.add(
-            "tf.python-op",
-            Severity.CRITICAL,
-            loc.at(a),
-            f"node {name!r} is a {op} op, which runs Python code",
-            "tensorflow",
-            op,
-        )
+        message = f"node {name!r} is a {op} op, which runs Python code"
+        reading.findings.append(("tf.python-op", Severity.CRITICAL, at, message, op))
     elif op in TF_FILE_OPS:
-        ctx.add(
-            "tf.file-op",
-            Severity.HIGH,
-            loc.at(a),
-            f"node {name!r} is a {op} op, which reads or writes files",
-            "tensorflow",
-            op,
-        )
+        message = f"node {name!r} is a {op} op, which reads or writes files"
+        reading.findings.append(("tf.file-op", Severity.HIGH, at, message, op))
