@@ -471,8 +471,10 @@ class Machine:
 
     def _imported_name(self, owner: Global, value: object, pos: int) -> None:
         """A dotted name the callee imports at load time is judged as the global it names."""
-        if isinstance(value, str) and "." in value:
-            module, _, name = value.rpartition(".")
+        if isinstance(value, str):
+            # "pkg.mod.name" imports pkg.mod and fetches name; a bare "pkg" imports a module,
+            # whose import-time code is what runs.
+            module, _, name = value.rpartition(".") if "." in value else (value, "", "__module__")
             imported = self._new_global(module, name, pos)
             if isinstance(imported, Global):
                 imported.use(Use.CALL, pos)
