@@ -137,6 +137,10 @@ class CallableSpec:
     note: str = ""
     inert: bool = True
     """True when no argument, whatever its value, reaches code (the common, fast case)."""
+    risky: tuple[tuple[int, Param], ...] = ()
+    """The positional parameters that are not DATA, with their index: all a call needs to look at."""
+    needs_values: bool = False
+    """True when a called parameter receives other parameters' values (so those must be bound)."""
 
     def all_params(self) -> tuple[Param, ...]:
         extra = tuple(p for p in (self.varargs, self.varkw) if p is not None)
@@ -233,7 +237,9 @@ def _spec(
     state_params = tuple(_param(w) for w in state.split())
     spec = CallableSpec(name, tuple(params), varargs, tuple(keyword_only), varkw, source, state_params, note)
     inert = not state_params and all(p.effect is Effect.DATA for p in spec.all_params())
-    return dataclasses.replace(spec, inert=inert)
+    risky = tuple((index, p) for index, p in enumerate(params) if p.effect is not Effect.DATA)
+    needs_values = any(p.calls_with in (CallArgs.PARAMS, CallArgs.SPREAD) for p in spec.all_params())
+    return dataclasses.replace(spec, inert=inert, risky=risky, needs_values=needs_values)
 
 
 def _each(names: str, signature: str, source: str) -> list[CallableSpec]:

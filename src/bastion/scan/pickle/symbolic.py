@@ -330,27 +330,31 @@ class Machine:
     ) -> None:
         """Check the arguments one call of an allowed callable receives against its spec."""
         bound: list[tuple[Param, object]] = []
+        values: dict[str, object] = {}
         if type(args) is tuple:
-            params = spec.params
-            for index, value in enumerate(args):
-                if index < len(params):
-                    bound.append((params[index], value))
-                elif spec.varargs is not None:
-                    bound.append((spec.varargs, value))
+            if spec.name == "builtins.iter" and len(args) < 2:
+                return  # iter(obj) only iterates; iter(f, sentinel) calls f
+            count = len(args)
+            for index, param in spec.risky:
+                if index < count:
+                    bound.append((param, args[index]))
+            varargs = spec.varargs
+            if varargs is not None and varargs.effect is not Effect.DATA:
+                bound.extend((varargs, value) for value in args[len(spec.params) :])
+            if spec.needs_values:
+                values = {param.name: value for param, value in zip(spec.params, args, strict=False)}
         elif isinstance(args, (Result, Unknown, Persistent, Global)):
             # The arguments are made while loading: which value lands where cannot be known.
             owner.use(Use.UNVERIFIED, pos)
             return
         if isinstance(kwargs, PDict):
             for key, value in kwargs.items:
-                param = spec.keyword(key) if isinstance(key, str) else spec.worst()
-                if param is not None:
-                    bound.append((param, value))
+                keyword = spec.keyword(key) if isinstance(key, str) else spec.worst()
+                if keyword is not None:
+                    bound.append((keyword, value))
+                    values[keyword.name] = value
         elif kwargs is not None and not isinstance(kwargs, (str, bytes, int, float, tuple, list)):
             owner.use(Use.UNVERIFIED, pos)
-        if spec.name == "builtins.iter" and len(bound) < 2:
-            return  # iter(obj) only iterates; iter(f, sentinel) calls f
-        values = {param.name: value for param, value in bound}
         for param, value in bound:
             effect = param.effect
             if effect is Effect.DATA:
@@ -409,6 +413,8 @@ class Machine:
                 self._callable_argument(param, value.args[0], values, owner, pos, depth + 1)
                 return
             if maker_name in _CONTAINERS and param.effect is Effect.STORED:
+                if value.args == ():
+                    return  # the empty OrderedDict every tensor carries as its backward hooks
                 held: list[object] = []
                 _flatten(value.args, held)
                 for item in held:
@@ -450,14 +456,10 @@ class Machine:
             for key, value in state.items:
                 param = by_name.get(key) if isinstance(key, str) else None
                 if param is not None:
-                    self._check_arguments(
-                        CallableSpec(spec.name, (param,), None, (), None, spec.source, inert=False),
-                        maker,
-                        (value,),
-                        None,
-                        pos,
-                        1,
+                    one = CallableSpec(
+                        spec.name, (param,), None, (), None, spec.source, inert=False, risky=((0, param),)
                     )
+                    self._check_arguments(one, maker, (value,), None, pos, 1)
 
     def _check_state(self, owner: Global, state: object, pos: int) -> None:
         """State an allowed callable applies with setattr or as `__dict__`."""
