@@ -242,6 +242,10 @@ def _spec(
     return dataclasses.replace(spec, inert=inert, risky=risky, needs_values=needs_values)
 
 
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 def _each(names: str, signature: str, source: str) -> list[CallableSpec]:
     """Several callables that share one signature (dtypes, activations, helpers)."""
     return [_spec(n, signature, source) for n in names.split()]
@@ -680,6 +684,96 @@ _CATALOGUE: list[CallableSpec] = [
         "joblib.numpy_pickle_utils.NDArrayWrapper joblib.numpy_pickle.NDArrayWrapper",
         "filename subclass:instantiated allow_mmap",
         "joblib/numpy_pickle_compat.py::NDArrayWrapper.__init__, read",
+    ),
+]
+
+# scikit-learn's SGD losses rebuild by calling their class with one float (sklearn/linear_model/
+# _sgd_fast.pyx.tp: `__reduce__` returns `Hinge, (self.threshold,)`).
+_CATALOGUE += _each(
+    " ".join(
+        f"sklearn.linear_model._sgd_fast.{n}"
+        for n in _words("Hinge SquaredHinge ModifiedHuber EpsilonInsensitive SquaredEpsilonInsensitive")
+    ),
+    "*args",
+    "sklearn/linear_model/_sgd_fast.pyx.tp::<Loss>.__reduce__",
+)
+
+# pandas: what DataFrame, Series, Index, their dtypes and the time types pickle as.
+_PD_OFFSETS = _words(
+    "BDay BHalfYearBegin BHalfYearEnd BMonthBegin BMonthEnd BQuarterBegin BQuarterEnd BYearBegin BYearEnd "
+    "BusinessDay BusinessHour BusinessMonthBegin BusinessMonthEnd CBMonthBegin CBMonthEnd CDay CustomBusinessDay "
+    "CustomBusinessHour CustomBusinessMonthBegin CustomBusinessMonthEnd Day Easter FY5253 FY5253Quarter "
+    "HalfYearBegin HalfYearEnd Hour LastWeekOfMonth Micro Milli Minute MonthBegin MonthEnd Nano QuarterBegin "
+    "QuarterEnd Second SemiMonthBegin SemiMonthEnd Week WeekOfMonth YearBegin YearEnd DateOffset"
+)
+_CATALOGUE += [
+    _spec(
+        "pandas.core.indexes.base._new_Index",
+        "cls:instantiated d",
+        "pandas/core/indexes/base.py::_new_Index",
+        note="cls.__new__(cls, **d)",
+    ),
+    _spec(
+        "pandas.core.indexes.interval._new_IntervalIndex",
+        "cls:instantiated d",
+        "pandas/core/indexes/interval.py::_new_IntervalIndex",
+        note="cls.from_arrays(**d)",
+    ),
+    _spec(
+        "pandas.core.indexes.datetimes._new_DatetimeIndex",
+        "cls:instantiated d",
+        "pandas/core/indexes/datetimes.py::_new_DatetimeIndex",
+        note="cls._simple_new(dta, **d)",
+    ),
+    _spec(
+        "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
+        "cls:instantiated d",
+        "pandas/core/indexes/timedeltas.py::_new_TimedeltaIndex",
+    ),
+    _spec(
+        "pandas.core.indexes.period._new_PeriodIndex",
+        "cls:instantiated **d",
+        "pandas/core/indexes/period.py::_new_PeriodIndex",
+    ),
+    _spec(
+        "pandas._libs.internals._unpickle_block", "values placement ndim", "pandas/_libs/internals.pyx::_unpickle_block"
+    ),
+    _spec(
+        "pandas.core.internals.managers.BlockManager",
+        "blocks axes verify_integrity",
+        "pandas/core/internals/managers.py::BlockManager.__init__",
+    ),
+    _spec(
+        "pandas.core.internals.managers.SingleBlockManager",
+        "block axis verify_integrity",
+        "pandas/core/internals/managers.py::SingleBlockManager.__init__",
+    ),
+    _spec("pandas._libs.tslibs.nattype._nat_unpickle", "", "pandas/_libs/tslibs/nattype.pyx::_nat_unpickle"),
+    _spec(
+        "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
+        "value reso",
+        "pandas/_libs/tslibs/timedeltas.pyx::_timedelta_unpickle",
+    ),
+    _spec(
+        "pandas._libs.tslibs.timestamps._unpickle_timestamp",
+        "value freq tz reso",
+        "pandas/_libs/tslibs/timestamps.pyx::_unpickle_timestamp",
+    ),
+    _spec("pandas.StringDtype", "storage na_value", "pandas/core/arrays/string_.py::StringDtype.__init__"),
+    _spec("pandas.PeriodDtype", "freq", "pandas/core/dtypes/dtypes.py::PeriodDtype.__new__"),
+    _spec(
+        "pandas.Period",
+        "value freq ordinal year month quarter day hour minute second",
+        "pandas/_libs/tslibs/period.pyx::Period.__new__",
+    ),
+    _spec(
+        "pandas._libs.sparse.IntIndex", "length indices check_integrity", "pandas/_libs/sparse.pyx::IntIndex.__init__"
+    ),
+    _spec("pandas._libs.sparse.BlockIndex", "length blocs blengths", "pandas/_libs/sparse.pyx::BlockIndex.__init__"),
+    *_each(
+        " ".join(f"pandas._libs.tslibs.offsets.{n}" for n in _PD_OFFSETS),
+        "*args **kwargs",
+        "pandas/_libs/tslibs/offsets.pyx::BaseOffset.__reduce__ (numbers, dates, calendars)",
     ),
 ]
 

@@ -1,0 +1,59 @@
+"""Objects real libraries pickle through the catalogue's callables pass (no false alarm).
+
+Each is made by the library itself and pickled by CPython, so the stream is exactly what a
+user's file holds: scikit-learn estimators (SGD losses, trees, Cython types), pandas frames
+and their dtypes, indexes and time types, NumPy 2 dtypes and generators, torch values.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn import ensemble, linear_model, neighbors, tree
+
+from bastion.scan.api import scan_bytes
+from corpus.expect import assert_passes
+
+_X = np.random.RandomState(0).rand(40, 3)
+_Y = (_X[:, 0] > 0.5).astype(int)
+
+
+def _fit(model: object) -> object:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(_X, _Y)  # type: ignore[attr-defined]
+
+
+OBJECTS: dict[str, Callable[[], object]] = {
+    "sgd-hinge": lambda: _fit(linear_model.SGDClassifier(max_iter=5)),
+    "sgd-modified-huber": lambda: _fit(linear_model.SGDClassifier(loss="modified_huber", max_iter=5)),
+    "sgd-regressor": lambda: _fit(linear_model.SGDRegressor(loss="epsilon_insensitive", max_iter=5)),
+    "hist-gradient-boosting": lambda: _fit(ensemble.HistGradientBoostingClassifier(max_iter=2)),
+    "decision-tree": lambda: _fit(tree.DecisionTreeClassifier()),
+    "kd-tree": lambda: neighbors.KDTree(_X),
+    "data-frame": lambda: pd.DataFrame({"a": [1, 2], "s": pd.array(["x", None], dtype="string"), "f": [0.5, 1.5]}),
+    "time-types": lambda: [
+        pd.Timestamp("2024-01-01", tz="UTC"),
+        pd.Timedelta("1D"),
+        pd.NaT,
+        pd.Period("2024-01", "M"),
+        pd.offsets.MonthEnd(2),
+        pd.date_range("2024", periods=3, freq="D"),
+    ],
+    "indexes": lambda: [pd.RangeIndex(3), pd.interval_range(0, 2), pd.MultiIndex.from_tuples([(1, "a")])],
+    "sparse": lambda: pd.arrays.SparseArray([0, 0, 1]),
+    "numpy-2-dtypes": lambda: [np.dtypes.StringDType(), np.dtype("datetime64[ns]"), np.array(["x"], dtype="T")],
+    "torch-values": lambda: {"dtype": torch.bfloat16, "layout": torch.sparse_coo, "size": torch.Size([2])},
+}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("name", list(OBJECTS))
+def test_library_objects_pickled_by_cpython_pass(name: str, protocol: int) -> None:
+    assert_passes(scan_bytes(pickle.dumps(OBJECTS[name](), protocol=protocol), f"{name}.pkl"))
