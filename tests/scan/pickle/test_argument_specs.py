@@ -251,3 +251,15 @@ def test_rebuild_from_type_really_calls_its_function_under_the_stock_loader(tmp_
     done = load_in_subprocess(data, tmp_path)
     assert done.returncode == 0, done.stderr
     assert marker.exists()
+
+
+def test_hooks_set_through_parameter_state_are_judged_as_called() -> None:
+    state = dct({"_backward_hooks": dct({"0": UNKNOWN})})
+    data = stream(call(g("torch._utils", "_rebuild_parameter_with_state"), call(TENSOR), i(0), odict(), state))
+    assert_fails_with(scan_bytes(data, "hooks.pkl"), "pickle.unknown-callable")
+
+
+def test_namespace_keywords_are_attribute_names() -> None:
+    bound = call(g("functools", "partial"), g("argparse", "Namespace"))
+    data = stream(build(bound, tup(g("argparse", "Namespace"), tup(), dct({"__class__": s("x")}), b"N")))
+    assert_fails_with(scan_bytes(data, "ns.pkl"), "pickle.build-dunder")

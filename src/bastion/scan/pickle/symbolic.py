@@ -177,6 +177,7 @@ _TEXT_ENCODINGS = {"latin1": "latin-1", "latin-1": "latin-1", "latin_1": "latin-
                    "iso8859-1": "latin-1", "l1": "latin-1", "utf-8": "utf-8", "utf8": "utf-8", "utf_8": "utf-8",
                    "ascii": "ascii", "us-ascii": "ascii"}  # fmt: skip
 _MAX_SPEC_DEPTH = 4
+_HOOKS = Param("hooks", Effect.STORED)
 _CALLERS = (Effect.CALLED, Effect.STORED)
 
 EmbeddedSink = Callable[[bytes, int, str], None]
@@ -350,9 +351,14 @@ class Machine:
         if isinstance(kwargs, PDict):
             for key, value in kwargs.items:
                 keyword = spec.keyword(key) if isinstance(key, str) else spec.worst()
-                if keyword is not None:
-                    bound.append((keyword, value))
-                    values[keyword.name] = value
+                if keyword is None:
+                    continue
+                if keyword is spec.varkw and keyword.effect is Effect.STATE:
+                    # **kwargs applied with setattr (argparse.Namespace): the keys are the names.
+                    self._check_state(owner, PDict([(key, value)]), pos)
+                    continue
+                bound.append((keyword, value))
+                values[keyword.name] = value
         elif kwargs is not None and not isinstance(kwargs, (str, bytes, int, float, tuple, list)):
             owner.use(Use.UNVERIFIED, pos)
         for param, value in bound:
@@ -470,6 +476,13 @@ class Machine:
         keys = _setattr_keys(state)
         if keys:
             self._observe(Event.BUILD_DUNDER, pos, f"{owner.dotted} sets {', '.join(keys[:5])}")
+        # Hooks set as attributes (a tensor's _backward_hooks, _post_accumulate_grad_hooks)
+        # are called by later code: what they hold is judged as called.
+        for part in (state[0], state[1]) if type(state) is tuple and len(state) == 2 else (state,):
+            if isinstance(part, PDict):
+                for key, value in part.items:
+                    if isinstance(key, str) and key.endswith("hooks"):
+                        self._callable_argument(_HOOKS, value, {}, owner, pos, 1)
 
     def _imported_name(self, owner: Global, value: object, pos: int) -> None:
         """A dotted name the callee imports at load time is judged as the global it names."""
