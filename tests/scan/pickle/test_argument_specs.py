@@ -263,3 +263,10 @@ def test_namespace_keywords_are_attribute_names() -> None:
     bound = call(g("functools", "partial"), g("argparse", "Namespace"))
     data = stream(build(bound, tup(g("argparse", "Namespace"), tup(), dct({"__class__": s("x")}), b"N")))
     assert_fails_with(scan_bytes(data, "ns.pkl"), "pickle.build-dunder")
+
+
+def test_partial_state_with_computed_bound_arguments_is_unverified() -> None:
+    sink = g("torch.storage", "_load_from_bytes")
+    partial = call(g("functools", "partial"), sink)
+    data = stream(build(partial, tup(sink, call(g("builtins", "tuple"), lst(call(UNKNOWN))), dct({}), b"N")))
+    assert_fails_with(scan_bytes(data, "p.pkl"), "pickle.unverified-arguments")

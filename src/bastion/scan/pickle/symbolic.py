@@ -436,7 +436,7 @@ class Machine:
             for item in items:
                 self._callable_argument(param, item, values, owner, pos, depth + 1)
 
-    def _bound_arguments(self, func: object, args: tuple[object, ...], kwargs: object, pos: int, depth: int) -> None:
+    def _bound_arguments(self, func: object, args: object, kwargs: object, pos: int, depth: int) -> None:
         """functools.partial(func, *args, **kwargs): func later receives these first."""
         if isinstance(func, Global) and depth < _MAX_SPEC_DEPTH:
             inner = spec_for(func.module, func.name)
@@ -452,8 +452,7 @@ class Machine:
             if type(state) is tuple and len(state) == 4:
                 func, args, kwds = state[0], state[1], state[2]
                 self._callable_argument(spec.params[0], func, {}, maker, pos, 0)
-                if type(args) is tuple:
-                    self._bound_arguments(func, args, kwds, pos, 0)
+                self._bound_arguments(func, args, kwds, pos, 0)
             elif isinstance(state, (Result, Unknown, Persistent)):
                 maker.use(Use.UNVERIFIED, pos)
             return
