@@ -270,3 +270,9 @@ def test_partial_state_with_computed_bound_arguments_is_unverified() -> None:
     partial = call(g("functools", "partial"), sink)
     data = stream(build(partial, tup(sink, call(g("builtins", "tuple"), lst(call(UNKNOWN))), dct({}), b"N")))
     assert_fails_with(scan_bytes(data, "p.pkl"), "pickle.unverified-arguments")
+
+
+def test_fake_quantize_partial_calls_its_observer() -> None:
+    fake = g("torch.ao.quantization.fake_quantize", "FakeQuantize")
+    data = stream(newobj_ex(g("functools", "partial"), (fake,), {"observer": UNKNOWN}))
+    assert_fails_with(scan_bytes(data, "fq.pkl"), "pickle.unknown-callable")

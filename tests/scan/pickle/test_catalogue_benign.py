@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.ao.quantization
 from sklearn import ensemble, linear_model, neighbors, tree
 
 from bastion.scan.api import scan_bytes
@@ -50,6 +51,10 @@ OBJECTS: dict[str, Callable[[], object]] = {
     "sparse": lambda: pd.arrays.SparseArray([0, 0, 1]),
     "numpy-2-dtypes": lambda: [np.dtypes.StringDType(), np.dtype("datetime64[ns]"), np.array(["x"], dtype="T")],
     "torch-values": lambda: {"dtype": torch.bfloat16, "layout": torch.sparse_coo, "size": torch.Size([2])},
+    "quantization-qconfigs": lambda: [
+        torch.ao.quantization.get_default_qconfig("fbgemm"),
+        torch.ao.quantization.get_default_qat_qconfig("fbgemm"),
+    ],
 }
 
 

@@ -777,6 +777,36 @@ _CATALOGUE += [
     ),
 ]
 
+# torch.ao.quantization: a QConfig holds partials of observer and fake-quantize classes
+# (`MinMaxObserver.with_args(...)`), which prepare() calls to build each observer module.
+_OBSERVERS = _words(
+    "MinMaxObserver MovingAverageMinMaxObserver PerChannelMinMaxObserver MovingAveragePerChannelMinMaxObserver "
+    "HistogramObserver PlaceholderObserver RecordingObserver NoopObserver FixedQParamsObserver ReuseInputObserver"
+)
+_CATALOGUE += [
+    *_each(
+        " ".join(f"torch.ao.quantization.observer.{n}" for n in _OBSERVERS),
+        "*args **kwargs",
+        "torch/ao/quantization/observer.py::<Observer>.__init__ (dtypes, ranges, numbers)",
+    ),
+    _spec(
+        "torch.ao.quantization.fake_quantize.FakeQuantize",
+        "observer:called(?) quant_min quant_max is_dynamic **observer_kwargs",
+        "torch/ao/quantization/fake_quantize.py::FakeQuantize.__init__",
+        note="self.activation_post_process = observer(**observer_kwargs)",
+    ),
+    _spec(
+        "torch.ao.quantization.fake_quantize.FixedQParamsFakeQuantize",
+        "observer:called(?)",
+        "torch/ao/quantization/fake_quantize.py::FixedQParamsFakeQuantize.__init__",
+    ),
+    _spec(
+        "torch.ao.quantization.fake_quantize.FusedMovingAvgObsFakeQuantize",
+        "observer:called(?) quant_min quant_max **observer_kwargs",
+        "torch/ao/quantization/fake_quantize.py::FusedMovingAvgObsFakeQuantize.__init__",
+    ),
+]
+
 # torch.<name> values that pickles name (dtypes, layouts, legacy storage classes).
 _TORCH_VALUES = [
     "FloatStorage",
