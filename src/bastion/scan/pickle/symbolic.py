@@ -5,6 +5,8 @@ what the stream does with it: calls it (REDUCE, INST, OBJ), rebuilds an instance
 the standard paths (NEWOBJ, copyreg), changes its attributes (BUILD), or only mentions it.
 Names assembled on the stack or fetched from the memo are resolved exactly as the real
 machine would resolve them; what cannot be resolved statically is reported, never guessed.
+Each call of an allowed callable is checked against its specification (callables.py): what
+it calls, instantiates, imports, unpickles or applies as state is judged as such.
 """
 
 from __future__ import annotations
