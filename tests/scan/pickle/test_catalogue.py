@@ -80,7 +80,7 @@ def test_python_two_spellings_reach_the_same_spec() -> None:
 def test_no_catalogue_entry_is_on_the_deny_list_unless_listed_as_an_exception() -> None:
     assert not set(CATALOGUE) & DANGEROUS_NAMES
     denied = {n for n in CATALOGUE if is_dangerous(*n.rsplit(".", 1))}
-    assert denied == DENIED_MODULE_EXCEPTIONS
+    assert denied <= DENIED_MODULE_EXCEPTIONS, sorted(denied - DENIED_MODULE_EXCEPTIONS)
 
 
 @pytest.mark.parametrize("name", sorted(CATALOGUE))

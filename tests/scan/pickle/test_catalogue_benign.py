@@ -8,6 +8,7 @@ and their dtypes, indexes and time types, NumPy 2 dtypes and generators, torch v
 from __future__ import annotations
 
 import pickle
+import types
 import warnings
 from collections.abc import Callable
 
@@ -19,7 +20,8 @@ import torch.ao.quantization
 from sklearn import ensemble, linear_model, neighbors, tree
 
 from bastion.scan.api import scan_bytes
-from corpus.expect import assert_passes
+from corpus.expect import assert_fails_with, assert_passes
+from corpus.spec_streams import call, g, s, stream
 
 _X = np.random.RandomState(0).rand(40, 3)
 _Y = (_X[:, 0] > 0.5).astype(int)
@@ -62,3 +64,9 @@ OBJECTS: dict[str, Callable[[], object]] = {
 @pytest.mark.parametrize("name", list(OBJECTS))
 def test_library_objects_pickled_by_cpython_pass(name: str, protocol: int) -> None:
     assert_passes(scan_bytes(pickle.dumps(OBJECTS[name](), protocol=protocol), f"{name}.pkl"))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_simple_namespace_passes_but_its_other_types_names_stay_denied(protocol: int) -> None:
+    assert_passes(scan_bytes(pickle.dumps(types.SimpleNamespace(lr=0.1, name="x"), protocol=protocol), "ns.pkl"))
+    assert_fails_with(scan_bytes(stream(call(g("types", "FunctionType"), s("x"))), "t.pkl"), "pickle.dangerous-global")

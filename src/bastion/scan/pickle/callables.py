@@ -310,6 +310,12 @@ _CATALOGUE: list[CallableSpec] = [
         f"{_PY}/pathlib.py::PurePath.__new__",
     ),
     _spec(
+        "types.SimpleNamespace",
+        "**kwargs:state",
+        "Objects/namespaceobject.c::namespace_init, namespace_reduce",
+        note="pickled as (SimpleNamespace, (), __dict__); keywords are applied as attributes",
+    ),
+    _spec(
         "argparse.Namespace",
         "**kwargs:state",
         f"{_PY}/argparse.py::Namespace.__init__",
@@ -972,7 +978,7 @@ CATALOGUE: dict[str, CallableSpec] = {spec.name: spec for spec in _CATALOGUE}
 """Every allowed callable by exact dotted name."""
 
 # Allowed although their module is on the deny-list: the spec, not the module, decides.
-DENIED_MODULE_EXCEPTIONS = frozenset({"functools.partial", "functools.reduce"})
+DENIED_MODULE_EXCEPTIONS = frozenset({"functools.partial", "functools.reduce", "types.SimpleNamespace"})
 
 
 @functools.lru_cache(maxsize=8192)
