@@ -53,6 +53,7 @@ OBJECTS: dict[str, Callable[[], object]] = {
     "sparse": lambda: pd.arrays.SparseArray([0, 0, 1]),
     "numpy-2-dtypes": lambda: [np.dtypes.StringDType(), np.dtype("datetime64[ns]"), np.array(["x"], dtype="T")],
     "torch-values": lambda: {"dtype": torch.bfloat16, "layout": torch.sparse_coo, "size": torch.Size([2])},
+    "return-types": lambda: [torch.max(torch.ones(2, 2), 0), torch.sort(torch.ones(3)), torch.topk(torch.ones(4), 2)],
     "quantization-qconfigs": lambda: [
         torch.ao.quantization.get_default_qconfig("fbgemm"),
         torch.ao.quantization.get_default_qat_qconfig("fbgemm"),

@@ -813,6 +813,25 @@ _CATALOGUE += [
     ),
 ]
 
+# torch.return_types: structseqs (values, indices ...) that torch.max, sort, topk return;
+# pickled as a REDUCE of the class on one tuple (torch/csrc/utils/structseq.cpp).
+_RETURN_TYPES = _words(
+    "aminmax aminmax_out cummax cummax_out cummin cummin_out frexp frexp_out geqrf geqrf_out histogram "
+    "histogram_out histogramdd kthvalue kthvalue_out linalg_cholesky_ex linalg_cholesky_ex_out "
+    "linalg_eig linalg_eig_out linalg_eigh linalg_eigh_out linalg_inv_ex linalg_inv_ex_out "
+    "linalg_ldl_factor linalg_ldl_factor_ex linalg_ldl_factor_ex_out linalg_ldl_factor_out linalg_lstsq "
+    "linalg_lstsq_out linalg_lu linalg_lu_factor linalg_lu_factor_ex linalg_lu_factor_ex_out "
+    "linalg_lu_factor_out linalg_lu_out linalg_qr linalg_qr_out linalg_slogdet linalg_slogdet_out "
+    "linalg_solve_ex linalg_solve_ex_out linalg_svd linalg_svd_out lu_unpack lu_unpack_out max max_out "
+    "median median_out min min_out mode mode_out nanmedian nanmedian_out qr qr_out slogdet slogdet_out "
+    "sort sort_out svd svd_out topk topk_out triangular_solve triangular_solve_out "
+)
+_CATALOGUE += _each(
+    " ".join(f"torch.return_types.{n}" for n in _RETURN_TYPES),
+    "sequence dict",
+    "torch/return_types.py, torch/csrc/utils/structseq.cpp: a tuple of tensors",
+)
+
 # torch.<name> values that pickles name (dtypes, layouts, legacy storage classes).
 _TORCH_VALUES = [
     "FloatStorage",
