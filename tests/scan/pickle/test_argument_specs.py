@@ -276,3 +276,21 @@ def test_fake_quantize_partial_calls_its_observer() -> None:
     fake = g("torch.ao.quantization.fake_quantize", "FakeQuantize")
     data = stream(newobj_ex(g("functools", "partial"), (fake,), {"observer": UNKNOWN}))
     assert_fails_with(scan_bytes(data, "fq.pkl"), "pickle.unknown-callable")
+
+
+def test_a_hooks_dict_filled_after_the_call_is_still_judged() -> None:
+    # The dict is memoised, handed to the rebuild as backward_hooks, then filled by SETITEMS.
+    hooks = dct({}) + b"\x94"  # MEMOIZE as 0
+    rebuilt = call(g("torch._utils", "_rebuild_parameter"), call(TENSOR), i(0), hooks)
+    fill = b"0h\x00" + s("0") + UNKNOWN + b"s0"  # POP the result, BINGET 0, SETITEM, POP
+    data = stream(rebuilt + fill + b"N")
+    assert_fails_with(scan_bytes(data, "late.pkl"), "pickle.unknown-callable")
+
+
+def test_a_partials_keywords_filled_after_its_state_are_still_bound() -> None:
+    keywords = dct({}) + b"\x94"
+    partial = call(g("functools", "partial"), g("builtins", "sorted"))
+    state = tup(g("builtins", "sorted"), tup(), keywords, b"N")
+    fill = b"0h\x00" + s("key") + UNKNOWN + b"s0"
+    data = stream(build(partial, state) + fill + b"N")
+    assert_fails_with(scan_bytes(data, "late.pkl"), "pickle.unknown-callable")

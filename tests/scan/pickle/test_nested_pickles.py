@@ -47,11 +47,10 @@ def test_a_storage_pickled_by_torch_passes_and_its_bytes_are_scanned(protocol: i
         lambda: call(ENCODE, s(_latin1(MALICIOUS)), s("latin1")),
         lambda: call(ENCODE, s(_latin1(MALICIOUS)), s("latin-1")),
         lambda: call(g("builtins", "bytes"), call(ENCODE, s(_latin1(MALICIOUS)), s("latin1"))),
-        lambda: call(g("builtins", "bytearray"), raw_bytes(MALICIOUS)),
         lambda: call(g("builtins", "bytes"), lst(*(i(b) for b in MALICIOUS))),
         lambda: call(g("builtins", "bytes"), s(_latin1(MALICIOUS)), s("latin1")),
     ],
-    ids=["literal", "codecs-latin1", "codecs-latin-1", "bytes-of-encode", "bytearray", "bytes-of-ints", "bytes-str"],
+    ids=["literal", "codecs-latin1", "codecs-latin-1", "bytes-of-encode", "bytes-of-ints", "bytes-str"],
 )
 def test_a_malicious_nested_pickle_is_found_however_its_bytes_are_written(build: object) -> None:
     report = scan_bytes(stream(call(SINK, build())), "nested.pkl")  # type: ignore[operator]
@@ -68,8 +67,19 @@ def test_a_malicious_nested_pickle_is_found_however_its_bytes_are_written(build:
         call(g("builtins", "bytes"), call(g("mymod", "make_bytes"))),
         i(12345),
         raw_bytes(b"\x80" * (MiB + 1)),
+        call(g("builtins", "bytearray"), raw_bytes(b"\x80\x02N.")),
+        call(g("builtins", "bytes"), call(g("builtins", "bytearray"), raw_bytes(b"\x80\x02N."))),
     ],
-    ids=["result-of-a-call", "unknown-codec", "computed-text", "bytes-of-a-result", "not-bytes", "over-the-limit"],
+    ids=[
+        "result-of-a-call",
+        "unknown-codec",
+        "computed-text",
+        "bytes-of-a-result",
+        "not-bytes",
+        "over-the-limit",
+        "bytearray",
+        "bytes-of-a-bytearray",
+    ],
 )
 def test_bytes_that_cannot_be_analysed_are_a_high_finding(argument: bytes) -> None:
     report = scan_bytes(stream(call(SINK, argument)), "opaque.pkl")
@@ -93,3 +103,15 @@ def test_a_torch_save_inside_a_torch_save_is_scanned_too() -> None:
     torch.save({"w": torch.ones(2)}, buf, _use_new_zipfile_serialization=False)
     inner_ok = buf.getvalue()
     assert_passes(scan_bytes(stream(call(SINK, raw_bytes(inner_ok))), "ok.pkl"))
+
+
+def test_a_bytearray_grown_by_appends_really_unpickles_what_was_appended(tmp_path: Path) -> None:
+    # bytearray(b"") then APPENDS of ints: the unpickler calls bytearray.extend, so the sink
+    # reads bytes the stream never spells out. Only immutable bytes are evaluated.
+    marker = tmp_path / "appended-ran"
+    inner = stream(touch_marker(marker))
+    grown = call(g("builtins", "bytearray"), raw_bytes(b"")) + b"(" + b"".join(i(b) for b in inner) + b"e"
+    data = stream(SINK + b"(" + grown + b"tR")
+    assert_fails_with(scan_bytes(data, "grown.pkl"), "pickle.nested-unanalysable")
+    load_in_subprocess(data, tmp_path)
+    assert marker.exists()

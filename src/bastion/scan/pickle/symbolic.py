@@ -179,6 +179,7 @@ _TEXT_ENCODINGS = {"latin1": "latin-1", "latin-1": "latin-1", "latin_1": "latin-
                    "iso8859-1": "latin-1", "l1": "latin-1", "utf-8": "utf-8", "utf8": "utf-8", "utf_8": "utf-8",
                    "ascii": "ascii", "us-ascii": "ascii"}  # fmt: skip
 _MAX_SPEC_DEPTH = 4
+_MAX_STORED_CONTAINERS = 10_000
 _HOOKS = Param("hooks", Effect.STORED)
 _CALLERS = (Effect.CALLED, Effect.STORED)
 
@@ -244,6 +245,10 @@ class Machine:
         self.memo: dict[int, object] = {}
         self.counts: dict[Event, int] = {}
         self.out = Emulation()
+        # Containers whose contents are called later (hooks dicts, a partial's keywords) can
+        # still grow by SETITEMS/APPENDS after the call that stored them: re-read them at STOP.
+        self.stored_containers: list[tuple[Param, object, Global, int]] = []
+        self.stored_partials: list[tuple[CallableSpec, Global, PDict, int]] = []
 
     # -- helpers -------------------------------------------------------------------
     def _pop(self) -> object:
@@ -437,6 +442,18 @@ class Machine:
             items = [v for _k, v in value.items] if isinstance(value, PDict) else list(value)
             for item in items:
                 self._callable_argument(param, item, values, owner, pos, depth + 1)
+            if not isinstance(value, tuple) and len(self.stored_containers) < _MAX_STORED_CONTAINERS:
+                self.stored_containers.append((param, value, owner, pos))
+
+    def _recheck_stored_containers(self) -> None:
+        pending, self.stored_containers = self.stored_containers, []
+        for param, container, owner, pos in pending:
+            self._callable_argument(param, container, {}, owner, pos, _MAX_SPEC_DEPTH - 1)
+        self.stored_containers = []
+        partials, self.stored_partials = self.stored_partials, []
+        for spec, func, keywords, pos in partials:
+            self._check_arguments(spec, func, (), keywords, pos, _MAX_SPEC_DEPTH - 1)
+        self.stored_partials = []
 
     def _bound_arguments(self, func: object, args: object, kwargs: object, pos: int, depth: int) -> None:
         """functools.partial(func, *args, **kwargs): func later receives these first."""
@@ -444,6 +461,9 @@ class Machine:
             inner = spec_for(func.module, func.name)
             if inner is not None and not inner.inert:
                 self._check_arguments(inner, func, args, kwargs, pos, depth + 1)
+                if isinstance(kwargs, PDict) and len(self.stored_partials) < _MAX_STORED_CONTAINERS:
+                    # The partial keeps this dict: keywords SETITEMS adds later are bound too.
+                    self.stored_partials.append((inner, func, kwargs, pos))
 
     def _check_build_state(self, maker: Global, state: object, pos: int) -> None:
         spec = spec_for(maker.module, maker.name)
@@ -673,6 +693,7 @@ class Machine:
                 elif code == 0x2E:  # STOP
                     out.value = self._pop()
                     out.end = src.tell()
+                    self._recheck_stored_containers()
                     return out
                 else:  # pragma: no cover - parse_opcodes rejects unknown opcodes
                     raise ArtifactError(f"unhandled opcode 0x{code:02x} at byte {pos}")
@@ -727,8 +748,8 @@ def _setattr_keys(state: object) -> list[str]:
 
 def _static_bytes(value: object, limit: int, depth: int = 0) -> bytes | None:
     """The bytes a value is at load time, when only pure conversions of literals make them."""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
+    if isinstance(value, bytes):
+        return value
     if depth > _MAX_SPEC_DEPTH or not isinstance(value, Result) or not isinstance(value.func, Global):
         return None
     args = value.args
@@ -737,7 +758,9 @@ def _static_bytes(value: object, limit: int, depth: int = 0) -> bytes | None:
     name = f"{canonical_module(value.func.module)}.{value.func.name}"
     if name == "codecs.encode" and 1 <= len(args) <= 3 and isinstance(args[0], str):
         return _encoded(args[0], args[1] if len(args) > 1 else "utf-8", limit)
-    if name in ("builtins.bytes", "builtins.bytearray"):
+    # A bytearray is mutable: APPEND/APPENDS on it (bytearray.extend) change what a sink later
+    # reads, so only immutable bytes are evaluated; a bytearray stays unanalysable.
+    if name == "builtins.bytes":
         if not args:
             return b""
         first = args[0]
