@@ -294,3 +294,11 @@ def test_a_partials_keywords_filled_after_its_state_are_still_bound() -> None:
     fill = b"0h\x00" + s("key") + UNKNOWN + b"s0"
     data = stream(build(partial, state) + fill + b"N")
     assert_fails_with(scan_bytes(data, "late.pkl"), "pickle.unknown-callable")
+
+
+def test_a_state_dict_given_a_setstate_after_the_call_is_flagged() -> None:
+    state = dct({}) + b"\x94"
+    rebuilt = call(REBUILD_FROM_TYPE, g("torch._utils", "_rebuild_tensor"), g("mymod", "Sub"), tup(), state)
+    fill = b"h\x00" + s("__setstate__") + UNKNOWN + b"s0"  # BINGET 0, SETITEM, POP; the result stays
+    data = stream(rebuilt + fill + build(b"", dct({"x": i(1)})))
+    assert_fails_with(scan_bytes(data, "late.pkl"), "pickle.build-dunder")

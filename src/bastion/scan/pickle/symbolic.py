@@ -249,6 +249,7 @@ class Machine:
         # still grow by SETITEMS/APPENDS after the call that stored them: re-read them at STOP.
         self.stored_containers: list[tuple[Param, object, Global, int]] = []
         self.stored_partials: list[tuple[CallableSpec, Global, PDict, int]] = []
+        self.stored_states: list[tuple[Global, object, int]] = []
 
     # -- helpers -------------------------------------------------------------------
     def _pop(self) -> object:
@@ -454,6 +455,11 @@ class Machine:
         for spec, func, keywords, pos in partials:
             self._check_arguments(spec, func, (), keywords, pos, _MAX_SPEC_DEPTH - 1)
         self.stored_partials = []
+        for owner, state, pos in self.stored_states:
+            keys = _setattr_keys(state)
+            if keys:
+                self._observe(Event.BUILD_DUNDER, pos, f"{owner.dotted} gets {', '.join(keys[:5])} after the call")
+        self.stored_states = []
 
     def _bound_arguments(self, func: object, args: object, kwargs: object, pos: int, depth: int) -> None:
         """functools.partial(func, *args, **kwargs): func later receives these first."""
@@ -497,6 +503,10 @@ class Machine:
         keys = _setattr_keys(state)
         if keys:
             self._observe(Event.BUILD_DUNDER, pos, f"{owner.dotted} sets {', '.join(keys[:5])}")
+        elif isinstance(state, (PDict, tuple)) and len(self.stored_states) < _MAX_STORED_CONTAINERS:
+            # A dict that becomes the object's __dict__ (_rebuild_from_type) may get a
+            # __setstate__ by a later SETITEM, which the next BUILD then calls.
+            self.stored_states.append((owner, state, pos))
         # Hooks set as attributes (a tensor's _backward_hooks, _post_accumulate_grad_hooks)
         # are called by later code: what they hold is judged as called.
         for part in (state[0], state[1]) if type(state) is tuple and len(state) == 2 else (state,):
