@@ -1,8 +1,8 @@
 """Which imported names are safe, which are dangerous, and how bad an unknown one is.
 
-The allow-list names exact callables that real checkpoints use (PyTorch's rebuild
-functions and storages, NumPy's reconstruction, scikit-learn's Cython types, plain data
-types). The deny-list gives CRITICAL to what is known to run code, touch files or the
+The allow-list is the specification catalogue (callables.py): exact callables that real
+checkpoints use, each with what it does with its arguments, which the emulator checks on
+every call. The deny-list gives CRITICAL to what is known to run code, touch files or the
 network, or lead to either through an indirection. Everything else is unknown, and its
 severity follows what the stream does with it: calling it or mutating through it is
 HIGH, rebuilding an instance of it through the standard reconstruction paths is MEDIUM
@@ -15,41 +15,8 @@ import functools
 from dataclasses import dataclass
 
 from bastion.findings import Severity
+from bastion.scan.pickle.callables import DENIED_MODULE_EXCEPTIONS, canonical_module, spec_for
 from bastion.scan.pickle.symbolic import Global, Use
-
-# Python 2 names that CPython maps on load (pickle's fix_imports, _compat_pickle).
-_MODULE_ALIASES = {
-    "__builtin__": "builtins",
-    "copy_reg": "copyreg",
-    "cPickle": "pickle",
-    "_pickle": "pickle",
-    "posix": "os",
-    "nt": "os",
-    "_operator": "operator",
-    "_functools": "functools",
-    "_io": "io",
-    "httplib": "http.client",
-    "urllib2": "urllib.request",
-    "commands": "subprocess",
-    "exceptions": "builtins",
-    "_codecs": "codecs",
-    "Queue": "queue",
-    "cStringIO": "io",
-    "StringIO": "io",
-    "_posixsubprocess": "subprocess",
-    "_winapi": "subprocess",
-    "_sre": "re",
-    "_socket": "socket",
-    "_ssl": "ssl",
-    "_ctypes": "ctypes",
-    "_thread": "threading",
-    "thread": "threading",
-    "_lsprof": "cProfile",
-    "_interpreters": "interpreters",
-    "_xxsubinterpreters": "interpreters",
-    "_multiprocessing": "multiprocessing",
-    "_bootlocale": "locale",
-}
 
 # Modules whose every attribute is dangerous: code execution, processes, files, network,
 # debuggers and profilers that run code, importers, and serialisers that load more code.
@@ -247,151 +214,6 @@ DANGEROUS_NAMES = frozenset(
     }
 )
 
-# Exact names real checkpoints call (REDUCE) or instantiate while loading.
-SAFE_CALLABLES = frozenset(
-    {
-        # Plain data types.
-        "builtins.set",
-        "builtins.frozenset",
-        "builtins.list",
-        "builtins.dict",
-        "builtins.tuple",
-        "builtins.bytearray",
-        "builtins.bytes",
-        "builtins.str",
-        "builtins.int",
-        "builtins.float",
-        "builtins.complex",
-        "builtins.bool",
-        "builtins.slice",
-        "builtins.range",
-        "builtins.len",
-        "builtins.object",
-        "builtins.Ellipsis",
-        "builtins.NotImplemented",
-        "collections.OrderedDict",
-        "collections.defaultdict",
-        "collections.Counter",
-        "collections.deque",
-        "datetime.datetime",
-        "datetime.date",
-        "datetime.time",
-        "datetime.timedelta",
-        "datetime.timezone",
-        "decimal.Decimal",
-        "fractions.Fraction",
-        "uuid.UUID",
-        "pathlib.PosixPath",
-        "pathlib.WindowsPath",
-        "pathlib.PurePosixPath",
-        "pathlib.PureWindowsPath",
-        "pathlib.Path",
-        "argparse.Namespace",
-        "codecs.encode",
-        "copyreg._reconstructor",
-        "copyreg.__newobj__",
-        "copyreg.__newobj_ex__",
-        "enum.Enum",
-        "re._compile",
-        "zoneinfo.ZoneInfo",
-        "ipaddress.IPv4Address",
-        "ipaddress.IPv6Address",
-        # NumPy reconstruction (numpy 1 and 2 spellings).
-        "numpy.ndarray",
-        "numpy.dtype",
-        "numpy.core.multiarray._reconstruct",
-        "numpy._core.multiarray._reconstruct",
-        "numpy.core.multiarray.scalar",
-        "numpy._core.multiarray.scalar",
-        "numpy.core.numeric._frombuffer",
-        "numpy._core.numeric._frombuffer",
-        "numpy.ma.core._mareconstruct",
-        "numpy.random._pickle.__randomstate_ctor",
-        "numpy.random._pickle.__bit_generator_ctor",
-        "numpy.random._pickle.__generator_ctor",
-        "numpy.random.mtrand.RandomState",
-        "numpy.random._mt19937.MT19937",
-        "numpy.random._pcg64.PCG64",
-        "numpy.random._pcg64.PCG64DXSM",
-        "numpy.random._philox.Philox",
-        "numpy.random._sfc64.SFC64",
-        "numpy.random._generator.Generator",
-        "numpy.random.bit_generator.SeedSequence",
-        "numpy.matrix",
-        "numpy.ma.core.MaskedArray",
-        "numpy.recarray",
-        "numpy.record",
-        "numpy.core.records.recarray",
-        "numpy._core.records.recarray",
-        "numpy.dtypes.Float64DType",
-        "numpy.dtypes.Float32DType",
-        "numpy.dtypes.Int64DType",
-        # PyTorch serialization.
-        "torch._utils._rebuild_tensor",
-        "torch._utils._rebuild_tensor_v2",
-        "torch._utils._rebuild_tensor_v3",
-        "torch._utils._rebuild_parameter",
-        "torch._utils._rebuild_parameter_with_state",
-        "torch._utils._rebuild_sparse_tensor",
-        "torch._utils._rebuild_sparse_csr_tensor",
-        "torch._utils._rebuild_device_tensor_from_numpy",
-        "torch._utils._rebuild_device_tensor_from_cpu_tensor",
-        "torch._utils._rebuild_qtensor",
-        "torch._utils._rebuild_nested_tensor",
-        "torch._utils._rebuild_meta_tensor_no_storage",
-        "torch._utils._rebuild_wrapper_subclass",
-        "torch._utils._rebuild_xla_tensor",
-        "torch._utils._rebuild_mps_tensor",
-        "torch._tensor._rebuild_from_type_v2",
-        "torch._tensor._rebuild_from_type",
-        "torch.serialization._get_layout",
-        "torch.storage._load_from_bytes",
-        "torch.storage.UntypedStorage",
-        "torch.storage.TypedStorage",
-        "torch.device",
-        "torch.Size",
-        "torch.Tensor",
-        "torch.nn.parameter.Parameter",
-        "torch.nn.parameter.Buffer",
-        "torch.nn.parameter.UninitializedParameter",
-        "torch.torch_version.TorchVersion",
-        "torch.jit._pickle.build_intlist",
-        "torch.jit._pickle.build_tensorlist",
-        "torch.jit._pickle.build_doublelist",
-        "torch.jit._pickle.build_boollist",
-        "torch.jit._pickle.build_tensor_from_id",
-        "torch.jit._pickle.restore_type_tag",
-        "torch._C._nn.gelu",
-        "torch.per_tensor_affine",
-        "torch.per_channel_affine",
-        # scikit-learn's Cython types rebuild by calling their class.
-        "sklearn.tree._tree.Tree",
-        "sklearn.neighbors._kd_tree.KDTree",
-        "sklearn.neighbors._ball_tree.BallTree",
-        # Cython's `newObj(cls)` only calls cls.__new__(cls).
-        "sklearn.neighbors._kd_tree.newObj",
-        "sklearn.neighbors._ball_tree.newObj",
-        "sklearn.neighbors._binary_tree.newObj",
-        "sklearn.metrics._dist_metrics.newObj",
-        "sklearn.utils._bunch.Bunch",
-        # joblib wraps arrays it writes next to the pickle.
-        "joblib.numpy_pickle.NumpyArrayWrapper",
-        "joblib.numpy_pickle.ZNDArrayWrapper",
-        "joblib.numpy_pickle_utils.NDArrayWrapper",
-        "joblib.numpy_pickle.NDArrayWrapper",
-    }
-)
-
-# Module prefixes whose callables real checkpoints call while loading.
-SAFE_CALLABLE_PREFIXES = (
-    "sklearn._loss._loss.Cy",
-    "torch.ao.quantization.",
-    "numpy.dtypes.",
-)
-
-# Packages whose Cython `__pyx_unpickle_*` reconstructors are trusted.
-_CYTHON_TRUSTED = ("numpy.", "sklearn.", "scipy.", "pandas._libs.")
-
 # Prefixes of classes that checkpoints routinely rebuild through NEWOBJ/copyreg: trusted
 # ecosystem types that are never flagged when only rebuilt.
 TRUSTED_CLASS_PREFIXES = (
@@ -415,86 +237,6 @@ TRUSTED_CLASS_PREFIXES = (
     "transformers.",
     "tokenizers.",
     "__torch__.",
-)
-
-TORCH_TYPES = frozenset(
-    {
-        "FloatStorage",
-        "DoubleStorage",
-        "HalfStorage",
-        "BFloat16Storage",
-        "LongStorage",
-        "IntStorage",
-        "ShortStorage",
-        "CharStorage",
-        "ByteStorage",
-        "BoolStorage",
-        "ComplexFloatStorage",
-        "ComplexDoubleStorage",
-        "QInt8Storage",
-        "QUInt8Storage",
-        "QInt32Storage",
-        "QUInt4x2Storage",
-        "QUInt2x4Storage",
-        "UntypedStorage",
-        "float32",
-        "float",
-        "float64",
-        "double",
-        "float16",
-        "half",
-        "bfloat16",
-        "int64",
-        "long",
-        "int32",
-        "int",
-        "int16",
-        "short",
-        "int8",
-        "uint8",
-        "bool",
-        "complex64",
-        "cfloat",
-        "complex128",
-        "cdouble",
-        "complex32",
-        "chalf",
-        "qint8",
-        "quint8",
-        "qint32",
-        "quint4x2",
-        "quint2x4",
-        "float8_e4m3fn",
-        "float8_e5m2",
-        "float8_e4m3fnuz",
-        "float8_e5m2fnuz",
-        "uint16",
-        "uint32",
-        "uint64",
-        "bits8",
-        "bits16",
-        "strided",
-        "sparse_coo",
-        "sparse_csr",
-        "sparse_csc",
-        "sparse_bsr",
-        "sparse_bsc",
-        "_mkldnn",
-        "contiguous_format",
-        "channels_last",
-        "channels_last_3d",
-        "preserve_format",
-        "per_tensor_affine",
-        "per_channel_affine",
-        "per_tensor_symmetric",
-        "per_channel_symmetric",
-        "per_channel_affine_float_qparams",
-        "Size",
-        "device",
-        "dtype",
-        "layout",
-        "Tensor",
-    }
 )
 
 # Names that, as a step in a dotted attribute path, reach code-running objects.
@@ -557,16 +299,6 @@ class Judgement:
     message: str
 
 
-@functools.lru_cache(maxsize=8192)
-def canonical_module(module: str) -> str:
-    """The module a name really resolves to, after Python 2 and C-accelerator aliases."""
-    head, _, rest = module.partition(".")
-    alias = _MODULE_ALIASES.get(module) or _MODULE_ALIASES.get(head)
-    if alias is None:
-        return module
-    return alias if module in _MODULE_ALIASES else f"{alias}.{rest}"
-
-
 def _in_module_set(dotted: str, modules: frozenset[str]) -> bool:
     parts = dotted.split(".")
     return any(".".join(parts[:i]) in modules for i in range(1, len(parts) + 1))
@@ -587,16 +319,14 @@ def is_dangerous(module: str, name: str) -> bool:
 
 @functools.lru_cache(maxsize=8192)
 def is_safe_callable(module: str, name: str, extra: frozenset[str] = frozenset()) -> bool:
-    """True for the exact callables real checkpoints use while loading."""
-    full = f"{canonical_module(module)}.{name}"
-    if full in SAFE_CALLABLES or full in extra or f"{module}.{name}" in extra:
+    """True for the exact callables the catalogue specifies (callables.py), or the policy allows.
+
+    An allowed name is only half the judgement: what each call passes it is checked by the
+    emulator against the callable's specification.
+    """
+    if spec_for(module, name) is not None:
         return True
-    if module == "torch" and name in TORCH_TYPES:
-        return True
-    # Cython's generated `__pyx_unpickle_<Class>` rebuilds its own extension type.
-    if name.startswith("__pyx_unpickle_") and "." not in name and full.startswith(_CYTHON_TRUSTED):
-        return True
-    return full.startswith(SAFE_CALLABLE_PREFIXES) and "." not in name
+    return f"{canonical_module(module)}.{name}" in extra or f"{module}.{name}" in extra
 
 
 def _is_trusted_class(module: str, name: str) -> bool:
@@ -609,7 +339,7 @@ def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judg
     module, name = g.module, g.name
     strongest = max(g.uses)
     dotted = f"{module}.{name}"
-    if is_dangerous(module, name):
+    if is_dangerous(module, name) and not _specified_despite_module(module, name) and not _resolved_getattr(g):
         return Judgement(
             "pickle.dangerous-global",
             Severity.CRITICAL,
@@ -625,8 +355,22 @@ def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judg
             Severity.HIGH,
             f"changes attributes of {dotted} while loading, which can redirect later names to any function",
         )
+    if Use.OPAQUE_PICKLE in g.uses:
+        return Judgement(
+            "pickle.nested-unanalysable",
+            Severity.HIGH,
+            f"hands {dotted} a nested pickle whose bytes cannot be analysed (made while loading, "
+            "or longer than the scan keeps); it is unpickled when the file is loaded",
+        )
+    if Use.UNVERIFIED in g.uses:
+        return Judgement(
+            "pickle.unverified-arguments",
+            Severity.HIGH,
+            f"calls {dotted} with arguments made while loading, where its specification needs to see "
+            "what it will call, import or unpickle",
+        )
     safe = is_safe_callable(module, name, extra_allowed)
-    if safe:
+    if safe or _resolved_getattr(g):
         return None
     if "." in name:
         return Judgement(
@@ -653,6 +397,18 @@ def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judg
         Severity.LOW,
         f"names {dotted} without calling it; loading imports its module",
     )
+
+
+def _specified_despite_module(module: str, name: str) -> bool:
+    # A few callables of denied modules (functools.partial) are allowed by their specification:
+    # what they call is checked, so the module's other names stay denied.
+    return f"{canonical_module(module)}.{name}" in DENIED_MODULE_EXCEPTIONS
+
+
+def _resolved_getattr(g: Global) -> bool:
+    # getattr(<global>, "<literal>") was resolved by the emulator to the attribute it names,
+    # which is judged on its own; a getattr called any other way keeps its CALL and is denied.
+    return Use.RESOLVED in g.uses and max(g.uses) == Use.MENTION and canonical_module(g.module) == "builtins"
 
 
 def _plausible_identifier(part: str) -> bool:

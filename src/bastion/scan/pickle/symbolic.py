@@ -5,6 +5,8 @@ what the stream does with it: calls it (REDUCE, INST, OBJ), rebuilds an instance
 the standard paths (NEWOBJ, copyreg), changes its attributes (BUILD), or only mentions it.
 Names assembled on the stack or fetched from the memo are resolved exactly as the real
 machine would resolve them; what cannot be resolved statically is reported, never guessed.
+Each call of an allowed callable is checked against its specification (callables.py): what
+it calls, instantiates, imports, unpickles or applies as state is judged as such.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import cast
 
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.scan.limits import ScanLimits
+from bastion.scan.pickle.callables import CallableSpec, CallArgs, Effect, Param, canonical_module, spec_for
 from bastion.scan.pickle.opcodes import LargeData, parse_opcodes
 from bastion.scan.source import ByteSource
 
@@ -23,10 +26,16 @@ from bastion.scan.source import ByteSource
 class Use(enum.IntEnum):
     """What the stream does with a global, from least to most dangerous."""
 
+    RESOLVED = 0
+    """builtins.getattr called on a global with a literal attribute: resolved to that attribute."""
     MENTION = 1
     RECONSTRUCT = 2
     CALL = 3
     MUTATE = 4
+    UNVERIFIED = 5
+    """An allowed callable called with arguments its specification needs but cannot see."""
+    OPAQUE_PICKLE = 6
+    """An unpickling sink fed bytes that cannot be analysed (made at load time, or too long)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -151,38 +160,28 @@ class Emulation:
     error_pos: int | None = None
 
 
-# Calls whose arguments include something the callee itself calls or instantiates.
-# ("copyreg._reconstructor", 1) means: argument 0 is rebuilt; argument 1's __init__ runs.
-_REBUILDS_ARG0 = frozenset(
+# Results of these are containers: in a position whose values are called later (a tensor's
+# backward hooks), what matters is what they hold.
+_CONTAINERS = frozenset(
     {
-        "copyreg._reconstructor",
-        "copyreg.__newobj__",
-        "copyreg.__newobj_ex__",
-        "numpy.core.multiarray._reconstruct",
-        "numpy._core.multiarray._reconstruct",
-        "torch._utils._rebuild_wrapper_subclass",
-        "sklearn.neighbors._kd_tree.newObj",
-        "sklearn.neighbors._ball_tree.newObj",
-        "sklearn.neighbors._binary_tree.newObj",
-        "sklearn.metrics._dist_metrics.newObj",
-    }
-)
-_CALLS_ARG0 = frozenset({"torch._tensor._rebuild_from_type_v2", "collections.defaultdict"})
-_HARMLESS_BASES = frozenset(
-    {
-        "builtins.object",
-        "__builtin__.object",
-        "builtins.list",
+        "collections.OrderedDict",
         "builtins.dict",
-        "builtins.int",
-        "builtins.float",
-        "builtins.str",
+        "builtins.list",
         "builtins.tuple",
         "builtins.set",
         "builtins.frozenset",
-        "builtins.bytes",
     }
 )
+# Pure conversions CPython's pickler writes to rebuild bytes (protocols 0-2), evaluated
+# statically so that the bytes an unpickling sink receives can be scanned. Only these
+# codecs: a codec name is looked up at load time, never by the scanner.
+_TEXT_ENCODINGS = {"latin1": "latin-1", "latin-1": "latin-1", "latin_1": "latin-1", "iso-8859-1": "latin-1",
+                   "iso8859-1": "latin-1", "l1": "latin-1", "utf-8": "utf-8", "utf8": "utf-8", "utf_8": "utf-8",
+                   "ascii": "ascii", "us-ascii": "ascii"}  # fmt: skip
+_MAX_SPEC_DEPTH = 4
+_MAX_STORED_CONTAINERS = 10_000
+_HOOKS = Param("hooks", Effect.STORED)
+_CALLERS = (Effect.CALLED, Effect.STORED)
 
 EmbeddedSink = Callable[[bytes, int, str], None]
 # Called after each BUILD; may read bytes that a loader reads inline (joblib arrays).
@@ -246,6 +245,11 @@ class Machine:
         self.memo: dict[int, object] = {}
         self.counts: dict[Event, int] = {}
         self.out = Emulation()
+        # Containers whose contents are called later (hooks dicts, a partial's keywords) can
+        # still grow by SETITEMS/APPENDS after the call that stored them: re-read them at STOP.
+        self.stored_containers: list[tuple[Param, object, Global, int]] = []
+        self.stored_partials: list[tuple[CallableSpec, Global, PDict, int]] = []
+        self.stored_states: list[tuple[Global, object, int]] = []
 
     # -- helpers -------------------------------------------------------------------
     def _pop(self) -> object:
@@ -283,11 +287,18 @@ class Machine:
         self.out.globals.append(g)
         return g
 
-    def _call(self, func: object, args: object, pos: int, how: str) -> Result:
-        result = Result(func, args, pos, how)
+    def _call(self, func: object, args: object, pos: int, how: str, kwargs: object = None) -> object:
         if isinstance(func, Global):
+            spec = spec_for(func.module, func.name)
+            if spec is None:
+                if func.name == "getattr" and canonical_module(func.module) == "builtins":
+                    attribute = self._resolve_getattr(func, args, pos)
+                    if attribute is not None:
+                        return attribute
+                self._unlisted_arguments(func, args, pos)
+            elif not spec.inert:
+                self._check_arguments(spec, func, args, kwargs, pos, 0)
             func.use(Use.RECONSTRUCT if how == "newobj" else Use.CALL, pos)
-            self._special_arguments(func, args, pos)
         elif isinstance(func, Result):
             if how != "newobj":
                 self._observe(Event.CALL_ON_RESULT, pos, _describe(func))
@@ -295,25 +306,234 @@ class Machine:
                 self._observe(Event.CALL_ON_RESULT, pos, "instantiates " + _describe(func))
         else:
             self._observe(Event.CALL_NON_CALLABLE, pos, _describe(func))
-        return result
+        return Result(func, args, pos, how)
 
-    def _special_arguments(self, func: Global, args: object, pos: int) -> None:
-        if not isinstance(args, tuple) or not args:
+    def _unlisted_arguments(self, func: Global, args: object, pos: int) -> None:
+        # A callable outside the catalogue is judged by its name; bytes handed to one (a
+        # pickle.loads of a literal) are still worth showing to the caller.
+        if self.on_embedded is not None and type(args) is tuple and args:
+            first = args[0]
+            if isinstance(first, bytes) and len(first) > 1:
+                self.on_embedded(first, pos, func.dotted)
+
+    def _resolve_getattr(self, func: Global, args: object, pos: int) -> Global | None:
+        """getattr(<global>, "<literal>") is that attribute: CPython writes ZoneInfo._unpickle so."""
+        if type(args) is not tuple or len(args) not in (2, 3):
+            return None
+        owner, attribute = args[0], args[1]
+        if not isinstance(owner, Global) or not isinstance(attribute, str) or not attribute.isidentifier():
+            return None
+        # Special attributes lead from any object to code (__globals__, __class__, __reduce__):
+        # those stay calls of getattr, judged by its name.
+        if attribute.startswith("__"):
+            return None
+        func.use(Use.RESOLVED, pos)
+        resolved = Global(owner.module, f"{owner.name}.{attribute}", pos)
+        resolved.use(Use.MENTION, pos)
+        self.out.globals.append(resolved)
+        return resolved
+
+    # -- what allowed callables do with their arguments (callables.py) ------------------
+    def _check_arguments(  # noqa: C901, PLR0912
+        self, spec: CallableSpec, owner: Global, args: object, kwargs: object, pos: int, depth: int
+    ) -> None:
+        """Check the arguments one call of an allowed callable receives against its spec."""
+        bound: list[tuple[Param, object]] = []
+        values: dict[str, object] = {}
+        if type(args) is tuple:
+            if spec.name == "builtins.iter" and len(args) < 2:
+                return  # iter(obj) only iterates; iter(f, sentinel) calls f
+            count = len(args)
+            for index, param in spec.risky:
+                if index < count:
+                    bound.append((param, args[index]))
+            varargs = spec.varargs
+            if varargs is not None and varargs.effect is not Effect.DATA:
+                bound.extend((varargs, value) for value in args[len(spec.params) :])
+            if spec.needs_values:
+                values = {param.name: value for param, value in zip(spec.params, args, strict=False)}
+        elif isinstance(args, (Result, Unknown, Persistent, Global)):
+            # The arguments are made while loading: which value lands where cannot be known.
+            owner.use(Use.UNVERIFIED, pos)
             return
-        name = func.dotted
-        first = args[0]
-        if name in _REBUILDS_ARG0 and isinstance(first, Global):
-            first.use(Use.RECONSTRUCT, pos)
-            if name == "copyreg._reconstructor" and len(args) > 1:
-                base = args[1]
-                if isinstance(base, Global) and base.dotted not in _HARMLESS_BASES:
-                    base.use(Use.CALL, pos)
-        elif name in _CALLS_ARG0 and isinstance(first, Global):
-            first.use(Use.CALL, pos)
-            if name == "torch._tensor._rebuild_from_type_v2" and len(args) > 1 and isinstance(args[1], Global):
-                args[1].use(Use.RECONSTRUCT, pos)
-        if self.on_embedded is not None and isinstance(first, bytes) and len(first) > 1:
-            self.on_embedded(first, pos, name)
+        if isinstance(kwargs, PDict):
+            for key, value in kwargs.items:
+                keyword = spec.keyword(key) if isinstance(key, str) else spec.worst()
+                if keyword is None:
+                    continue
+                if keyword is spec.varkw and keyword.effect is Effect.STATE:
+                    # **kwargs applied with setattr (argparse.Namespace): the keys are the names.
+                    self._check_state(owner, PDict([(key, value)]), pos)
+                    continue
+                bound.append((keyword, value))
+                values[keyword.name] = value
+        elif kwargs is not None and not isinstance(kwargs, (str, bytes, int, float, tuple, list)):
+            owner.use(Use.UNVERIFIED, pos)
+        for param, value in bound:
+            effect = param.effect
+            if effect is Effect.DATA:
+                continue
+            if effect in _CALLERS:
+                self._callable_argument(param, value, values, owner, pos, depth)
+            elif effect is Effect.INSTANTIATED:
+                if isinstance(value, Global):
+                    value.use(Use.RECONSTRUCT, pos)
+                elif isinstance(value, (Result, Unknown, Persistent)):
+                    self._observe(Event.CALL_ON_RESULT, pos, f"{owner.dotted} instantiates {_describe(value)}")
+            elif effect is Effect.UNPICKLED:
+                self._nested_pickle(owner, value, pos)
+            elif effect is Effect.STATE:
+                self._check_state(owner, value, pos)
+            elif effect is Effect.IMPORTED:
+                self._imported_name(owner, value, pos)
+        if spec.name == "functools.partial" and type(args) is tuple and args:
+            self._bound_arguments(args[0], args[1:], kwargs, pos, depth)
+
+    def _callable_argument(  # noqa: C901, PLR0912
+        self, param: Param, value: object, values: dict[str, object], owner: Global, pos: int, depth: int
+    ) -> None:
+        """An argument the callee calls, now or later: judge it as a call of that value."""
+        if value is None or isinstance(value, (str, bytes, int, float, bool, LargeData)):
+            return  # not callable: the load would raise TypeError, no code runs
+        if isinstance(value, Global):
+            if param.exempt and f"{canonical_module(value.module)}.{value.name}" in param.exempt:
+                return
+            value.use(Use.CALL, pos)
+            inner = spec_for(value.module, value.name)
+            if inner is None or inner.inert or depth >= _MAX_SPEC_DEPTH:
+                return
+            how = param.calls_with
+            if how is CallArgs.NONE:
+                self._check_arguments(inner, value, (), None, pos, depth + 1)
+            elif how is CallArgs.SPREAD:
+                spread = values.get(param.from_params[0], ())
+                self._check_arguments(inner, value, spread, None, pos, depth + 1)
+            elif how is CallArgs.PARAMS:
+                passed = tuple(values[name] for name in param.from_params if name in values)
+                self._check_arguments(inner, value, passed, None, pos, depth + 1)
+            elif how is CallArgs.STREAM:
+                self._check_arguments(inner, value, Unknown("items of an iterable"), None, pos, depth + 1)
+            return
+        if isinstance(value, Result):
+            maker = value.func
+            maker_name = f"{canonical_module(maker.module)}.{maker.name}" if isinstance(maker, Global) else ""
+            if (
+                maker_name == "functools.partial"
+                and type(value.args) is tuple
+                and value.args
+                and depth < _MAX_SPEC_DEPTH
+            ):
+                # A partial was checked when it was built; what it wraps is what gets called.
+                self._callable_argument(param, value.args[0], values, owner, pos, depth + 1)
+                return
+            if maker_name in _CONTAINERS and param.effect is Effect.STORED:
+                if value.args == ():
+                    return  # the empty OrderedDict every tensor carries as its backward hooks
+                held: list[object] = []
+                _flatten(value.args, held)
+                for item in held:
+                    if isinstance(item, (Global, Result, Unknown, Persistent)) and depth < _MAX_SPEC_DEPTH:
+                        self._callable_argument(param, item, values, owner, pos, depth + 1)
+                return
+            self._observe(Event.CALL_ON_RESULT, pos, f"{owner.dotted} calls {_describe(value)}")
+        elif isinstance(value, (Unknown, Persistent)):
+            self._observe(Event.CALL_ON_RESULT, pos, f"{owner.dotted} calls {_describe(value)}")
+        elif param.effect is Effect.STORED and isinstance(value, (list, tuple, PDict)) and depth < _MAX_SPEC_DEPTH:
+            # A hooks dict or list: every value in it is called later.
+            items = [v for _k, v in value.items] if isinstance(value, PDict) else list(value)
+            for item in items:
+                self._callable_argument(param, item, values, owner, pos, depth + 1)
+            if not isinstance(value, tuple) and len(self.stored_containers) < _MAX_STORED_CONTAINERS:
+                self.stored_containers.append((param, value, owner, pos))
+
+    def _recheck_stored_containers(self) -> None:
+        pending, self.stored_containers = self.stored_containers, []
+        for param, container, owner, pos in pending:
+            self._callable_argument(param, container, {}, owner, pos, _MAX_SPEC_DEPTH - 1)
+        self.stored_containers = []
+        partials, self.stored_partials = self.stored_partials, []
+        for spec, func, keywords, pos in partials:
+            self._check_arguments(spec, func, (), keywords, pos, _MAX_SPEC_DEPTH - 1)
+        self.stored_partials = []
+        for owner, state, pos in self.stored_states:
+            keys = _setattr_keys(state)
+            if keys:
+                self._observe(Event.BUILD_DUNDER, pos, f"{owner.dotted} gets {', '.join(keys[:5])} after the call")
+        self.stored_states = []
+
+    def _bound_arguments(self, func: object, args: object, kwargs: object, pos: int, depth: int) -> None:
+        """functools.partial(func, *args, **kwargs): func later receives these first."""
+        if isinstance(func, Global) and depth < _MAX_SPEC_DEPTH:
+            inner = spec_for(func.module, func.name)
+            if inner is not None and not inner.inert:
+                self._check_arguments(inner, func, args, kwargs, pos, depth + 1)
+                if isinstance(kwargs, PDict) and len(self.stored_partials) < _MAX_STORED_CONTAINERS:
+                    # The partial keeps this dict: keywords SETITEMS adds later are bound too.
+                    self.stored_partials.append((inner, func, kwargs, pos))
+
+    def _check_build_state(self, maker: Global, state: object, pos: int) -> None:
+        spec = spec_for(maker.module, maker.name)
+        if spec is None or spec.inert:
+            return
+        if spec.name == "functools.partial":
+            # partial.__setstate__((func, args, kwds, namespace)) replaces everything.
+            if type(state) is tuple and len(state) == 4:
+                func, args, kwds = state[0], state[1], state[2]
+                self._callable_argument(spec.params[0], func, {}, maker, pos, 0)
+                self._bound_arguments(func, args, kwds, pos, 0)
+            elif isinstance(state, (Result, Unknown, Persistent)):
+                maker.use(Use.UNVERIFIED, pos)
+            return
+        if spec.state and isinstance(state, PDict):
+            by_name = {p.name: p for p in spec.state}
+            for key, value in state.items:
+                param = by_name.get(key) if isinstance(key, str) else None
+                if param is not None:
+                    one = CallableSpec(
+                        spec.name, (param,), None, (), None, spec.source, inert=False, risky=((0, param),)
+                    )
+                    self._check_arguments(one, maker, (value,), None, pos, 1)
+
+    def _check_state(self, owner: Global, state: object, pos: int) -> None:
+        """State an allowed callable applies with setattr or as `__dict__`."""
+        if isinstance(state, (Result, Unknown, Persistent)):
+            # Made while loading: whatever keys it has reach setattr unseen.
+            owner.use(Use.UNVERIFIED, pos)
+            return
+        keys = _setattr_keys(state)
+        if keys:
+            self._observe(Event.BUILD_DUNDER, pos, f"{owner.dotted} sets {', '.join(keys[:5])}")
+        elif isinstance(state, (PDict, tuple)) and len(self.stored_states) < _MAX_STORED_CONTAINERS:
+            # A dict that becomes the object's __dict__ (_rebuild_from_type) may get a
+            # __setstate__ by a later SETITEM, which the next BUILD then calls.
+            self.stored_states.append((owner, state, pos))
+        # Hooks set as attributes (a tensor's _backward_hooks, _post_accumulate_grad_hooks)
+        # are called by later code: what they hold is judged as called.
+        for part in (state[0], state[1]) if type(state) is tuple and len(state) == 2 else (state,):
+            if isinstance(part, PDict):
+                for key, value in part.items:
+                    if isinstance(key, str) and key.endswith("hooks"):
+                        self._callable_argument(_HOOKS, value, {}, owner, pos, 1)
+
+    def _imported_name(self, owner: Global, value: object, pos: int) -> None:
+        """A dotted name the callee imports at load time is judged as the global it names."""
+        if isinstance(value, str):
+            # "pkg.mod.name" imports pkg.mod and fetches name; a bare "pkg" imports a module,
+            # whose import-time code is what runs.
+            module, _, name = value.rpartition(".") if "." in value else (value, "", "__module__")
+            imported = self._new_global(module, name, pos)
+            if isinstance(imported, Global):
+                imported.use(Use.CALL, pos)
+        elif value is not None:
+            self._observe(Event.COMPUTED_GLOBAL, pos, f"{owner.dotted} imports {_describe(value)}")
+
+    def _nested_pickle(self, owner: Global, value: object, pos: int) -> None:
+        """Bytes an allowed sink unpickles: scanned when they can be known, a finding when not."""
+        data = _static_bytes(value, self.limits.max_inline_bytes)
+        if data is None:
+            owner.use(Use.OPAQUE_PICKLE, pos)
+        elif self.on_embedded is not None and len(data) > 1:
+            self.on_embedded(data, pos, owner.dotted)
 
     # -- the machine ---------------------------------------------------------------
     def run(self, src: ByteSource, on_quirk: Callable[[int, str], None] | None = None) -> Emulation:  # noqa: C901, PLR0912, PLR0915
@@ -447,7 +667,7 @@ class Machine:
                     kwargs = self._pop()
                     args = self._pop()
                     cls = self._pop()
-                    self.stack.append(self._call(cls, (args, kwargs), pos, "newobj"))
+                    self.stack.append(self._call(cls, args, pos, "newobj", kwargs))
                 elif code == 0x6F:  # OBJ: MARK cls args... OBJ
                     items = self._pop_mark()
                     if not items:
@@ -483,6 +703,7 @@ class Machine:
                 elif code == 0x2E:  # STOP
                     out.value = self._pop()
                     out.end = src.tell()
+                    self._recheck_stored_containers()
                     return out
                 else:  # pragma: no cover - parse_opcodes rejects unknown opcodes
                     raise ArtifactError(f"unhandled opcode 0x{code:02x} at byte {pos}")
@@ -501,8 +722,11 @@ class Machine:
         return stack[-1]
 
     def _build(self, target: object, state: object, pos: int) -> None:
-        if isinstance(target, Result) and target.state is None:
-            target.state = state
+        if isinstance(target, Result):
+            if target.state is None:
+                target.state = state
+            if isinstance(target.func, Global):
+                self._check_build_state(target.func, state, pos)
         if isinstance(target, Global):
             target.use(Use.MUTATE, pos)
             self._observe(Event.BUILD_ON_GLOBAL, pos, target.dotted)
@@ -516,6 +740,61 @@ class Machine:
             for value in values:
                 if isinstance(value, Global):
                     value.use(Use.MUTATE, pos)
+
+
+def _setattr_keys(state: object) -> list[str]:
+    """Special names in a state that an allowed callable applies with setattr or as `__dict__`.
+
+    torch's `_set_obj_state` runs setattr for every key, so `__class__` re-types the object and
+    `__setstate__` or `__reduce__` stored on it are what the next BUILD or pickling calls.
+    """
+    dict_state, slot_state = (state[0], state[1]) if type(state) is tuple and len(state) == 2 else (state, None)
+    keys: list[str] = []
+    for part in (dict_state, slot_state):
+        if isinstance(part, PDict):
+            keys.extend(k for k, _ in part.items if isinstance(k, str) and k.startswith("__"))
+    return keys
+
+
+def _static_bytes(value: object, limit: int, depth: int = 0) -> bytes | None:
+    """The bytes a value is at load time, when only pure conversions of literals make them."""
+    if isinstance(value, bytes):
+        return value
+    if depth > _MAX_SPEC_DEPTH or not isinstance(value, Result) or not isinstance(value.func, Global):
+        return None
+    args = value.args
+    if type(args) is not tuple:
+        return None
+    name = f"{canonical_module(value.func.module)}.{value.func.name}"
+    if name == "codecs.encode" and 1 <= len(args) <= 3 and isinstance(args[0], str):
+        return _encoded(args[0], args[1] if len(args) > 1 else "utf-8", limit)
+    # A bytearray is mutable: APPEND/APPENDS on it (bytearray.extend) change what a sink later
+    # reads, so only immutable bytes are evaluated; a bytearray stays unanalysable.
+    if name == "builtins.bytes":
+        if not args:
+            return b""
+        first = args[0]
+        if len(args) == 1 and type(first) in (list, tuple):
+            ints = cast(list[object], list(first))
+            if len(ints) <= limit and all(type(i) is int and 0 <= i < 256 for i in ints):
+                return bytes(cast(list[int], ints))
+            return None
+        if len(args) == 1:
+            return _static_bytes(first, limit, depth + 1)
+        if isinstance(first, str) and len(args) <= 3:
+            return _encoded(first, args[1], limit)
+    return None
+
+
+def _encoded(text: str, encoding: object, limit: int) -> bytes | None:
+    codec = _TEXT_ENCODINGS.get(encoding.lower()) if isinstance(encoding, str) else None
+    if codec is None:
+        return None
+    try:
+        data = text.encode(codec)
+    except UnicodeEncodeError:
+        return None
+    return data if len(data) <= limit else None
 
 
 def _extend(target: object, items: list[object], pos: int) -> None:
