@@ -29,6 +29,10 @@ class Use(enum.IntEnum):
     MUTATE = 4
 
 
+# A class called more often than this in one stream is judged without its arguments (as unknown).
+_MAX_KEPT_CALLS = 256
+
+
 @dataclass(eq=False, slots=True)
 class Global:
     """A name the stream imports (GLOBAL, STACK_GLOBAL, INST, OBJ's class)."""
@@ -37,9 +41,24 @@ class Global:
     name: str
     pos: int
     uses: dict[Use, int] = field(default_factory=dict)
+    call_count: int = 0
+    """How many times the stream calls this name, by any path."""
+    calls: list[object] | None = None
+    """The arguments of the calls made by REDUCE, INST and OBJ (at most _MAX_KEPT_CALLS), for the
+    rules that judge a class by what it does with them. A call counted but not kept here (one
+    implied by another callee's arguments, or past the limit) leaves nothing to judge it by."""
 
     def use(self, how: Use, pos: int) -> None:
         self.uses.setdefault(how, pos)
+        if how is Use.CALL:
+            self.call_count += 1
+
+    def called_with(self, args: object) -> None:
+        """Keep the arguments of one call counted by `use(Use.CALL, ...)`."""
+        if self.calls is None:
+            self.calls = []
+        if len(self.calls) < _MAX_KEPT_CALLS:
+            self.calls.append(args)
 
     @property
     def dotted(self) -> str:
@@ -287,6 +306,8 @@ class Machine:
         result = Result(func, args, pos, how)
         if isinstance(func, Global):
             func.use(Use.RECONSTRUCT if how == "newobj" else Use.CALL, pos)
+            if how != "newobj":
+                func.called_with(args)
             self._special_arguments(func, args, pos)
         elif isinstance(func, Result):
             if how != "newobj":
