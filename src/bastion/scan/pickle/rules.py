@@ -11,11 +11,13 @@ HIGH, rebuilding an instance of it through the standard reconstruction paths is 
 
 from __future__ import annotations
 
+import _compat_pickle
 import functools
 from dataclasses import dataclass
 
 from bastion.findings import Severity
-from bastion.scan.pickle.symbolic import Global, Use
+from bastion.scan.pickle import known_classes
+from bastion.scan.pickle.symbolic import Global, PDict, Use
 
 # Python 2 names that CPython maps on load (pickle's fix_imports, _compat_pickle).
 _MODULE_ALIASES = {
@@ -173,6 +175,10 @@ DANGEROUS_MODULES = frozenset(
         "msvcrt",
     }
 )
+
+# Names in a dangerous module that are inert: what they do is specified in known_classes
+# (types.SimpleNamespace stores keyword arguments as attributes and runs nothing else).
+INERT_IN_DANGEROUS_MODULES = frozenset({"types.SimpleNamespace"})
 
 # Single names that are dangerous although their module is not.
 DANGEROUS_NAMES = frozenset(
@@ -576,7 +582,7 @@ def _in_module_set(dotted: str, modules: frozenset[str]) -> bool:
 def is_dangerous(module: str, name: str) -> bool:
     """True for names known to run code, touch files or the network, or lead to either."""
     full = f"{canonical_module(module)}.{name}"
-    if full in DANGEROUS_NAMES or _in_module_set(full, DANGEROUS_MODULES):
+    if full in DANGEROUS_NAMES or (_in_module_set(full, DANGEROUS_MODULES) and full not in INERT_IN_DANGEROUS_MODULES):
         return True
     # A name's own module may be innocent while the name names a dangerous module's
     # function re-exported or reached by attribute path (torch.serialization.os.system).
@@ -604,12 +610,21 @@ def _is_trusted_class(module: str, name: str) -> bool:
     return full.startswith(TRUSTED_CLASS_PREFIXES) and "." not in name and not name.startswith("__")
 
 
+def canonical_global(module: str, name: str) -> tuple[str, str]:
+    """The (module, name) CPython's unpickler imports for a Python 2 name (`__builtin__.xrange`).
+
+    Unpicklers map these for protocols 0-2 (fix_imports, on by default); `torch.save` writes
+    protocol 2, so `range(3)` in a checkpoint reads `__builtin__ xrange`.
+    """
+    return _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+
+
 def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judgement | None:
     """Judge one imported name by what the stream does with it; None means nothing to report."""
-    module, name = g.module, g.name
+    dotted = f"{g.module}.{g.name}"
+    module, name = canonical_global(g.module, g.name)
     strongest = max(g.uses)
-    dotted = f"{module}.{name}"
-    if is_dangerous(module, name):
+    if is_dangerous(g.module, g.name) or is_dangerous(module, name):
         return Judgement(
             "pickle.dangerous-global",
             Severity.CRITICAL,
@@ -626,7 +641,7 @@ def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judg
             f"changes attributes of {dotted} while loading, which can redirect later names to any function",
         )
     safe = is_safe_callable(module, name, extra_allowed)
-    if safe:
+    if safe or is_inert_class_use(module, name, g):
         return None
     if "." in name:
         return Judgement(
@@ -658,3 +673,69 @@ def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judg
 def _plausible_identifier(part: str) -> bool:
     # Module paths are dotted identifiers; anything else cannot name real code.
     return bool(part) and all(p.isidentifier() for p in part.split("."))
+
+
+# -- classes judged by what they are (known_classes, generated from the libraries) -------------
+
+_SCALAR_TYPES = (str, int, float, bool, bytes, type(None))
+
+
+def is_inert_class_use(module: str, name: str, g: Global) -> bool:
+    """True when everything the stream does with this class is known to run no code.
+
+    Mentioning or rebuilding a class the libraries define as plain is inert; calling one is
+    inert only for the kinds whose call is known from its arguments: an Enum called with one
+    literal that is a member's value (a dictionary lookup), a struct sequence called with a
+    literal sequence, a reviewed compiled class called with its number of literal numbers. Any
+    call whose arguments were not kept (implied by another callee, or past the limit) is not.
+    """
+    key = f"{module}:{name}"
+    uses = g.uses
+    if Use.MUTATE in uses:
+        return False
+    calls = g.calls or []
+    called = Use.CALL in uses
+    if called and len(calls) != g.call_count:
+        return False
+    if key in known_classes.ENUMS:
+        values = known_classes.ENUMS[key]
+        # NEWOBJ on an Enum runs the same lookup with arguments that are not kept: not inert.
+        return Use.RECONSTRUCT not in uses and all(_is_member_lookup(args, values) for args in calls)
+    if key in known_classes.STRUCTSEQS:
+        return Use.RECONSTRUCT not in uses and all(_is_structseq_call(args) for args in calls)
+    if key in known_classes.SCALAR_CLASSES:
+        arity = known_classes.SCALAR_CLASSES[key]
+        return Use.RECONSTRUCT not in uses and all(_is_numbers(args, arity) for args in calls)
+    if key in known_classes.INERT_CALL_CLASSES:
+        return True
+    if key in known_classes.PLAIN_CLASSES or key in known_classes.ALIASES:
+        return not called
+    if key in known_classes.SINGLETONS:
+        return max(uses) is Use.MENTION
+    return False
+
+
+def _is_member_lookup(args: object, values: tuple[object, ...]) -> bool:
+    # Enum.__new__ returns `_value2member_map_[value]` before anything of the class can run;
+    # a value that is not a member's reaches `_missing_`, which a class may define.
+    if type(args) is not tuple or len(args) != 1:
+        return False
+    value = args[0]
+    return type(value) in _SCALAR_TYPES and value in values
+
+
+def _is_structseq_call(args: object) -> bool:
+    # structseq_new(type, sequence, dict=None) copies the items of a tuple or list and reads
+    # str keys of an exact dict; anything else (an iterator, a computed value) could run code.
+    if type(args) is not tuple or not 1 <= len(args) <= 2:
+        return False
+    if type(args[0]) not in (tuple, list):
+        return False
+    if len(args) == 1 or args[1] is None:
+        return True
+    extra = args[1]
+    return isinstance(extra, PDict) and all(type(k) is str for k, _v in extra.items)
+
+
+def _is_numbers(args: object, arity: int) -> bool:
+    return type(args) is tuple and len(args) == arity and all(type(a) in (int, float) for a in args)

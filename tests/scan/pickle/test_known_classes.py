@@ -1,0 +1,205 @@
+"""REDUCE of a class is judged by what the class is known to be (issue 11), and only that.
+
+An attacker who reads `known_classes` will call a known Enum with a payload, call a name that
+merely looks like an Enum, or reach a known class through another callee. Each of those must
+still be flagged; only the exact inert shapes pass: one literal member value for an Enum, a
+literal sequence for a struct sequence, literal numbers of the recorded arity for a compiled
+class. The data itself is checked against the installed libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from bastion.findings import Severity
+from bastion.scan.api import scan_bytes
+from bastion.scan.pickle import known_classes
+from corpus.expect import assert_fails_with
+
+ROOT = Path(__file__).resolve().parents[3]
+ENUM = ("transformers.trainer_utils", "IntervalStrategy")
+FSDP_ENUM = ("torch.distributed.fsdp.api", "ShardingStrategy")
+
+
+# -- hand-assembled protocol-2 streams -----------------------------------------------------------
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _str(text: str) -> bytes:
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _int(value: int) -> bytes:
+    return b"J" + struct.pack("<i", value)
+
+
+def _float(value: float) -> bytes:
+    return b"G" + struct.pack(">d", value)
+
+
+def _call(func: bytes, *args: bytes) -> bytes:
+    return func + b"(" + b"".join(args) + b"tR"
+
+
+def _stream(body: bytes) -> bytes:
+    return b"\x80\x02" + body + b"."
+
+
+def _alarms(data: bytes) -> list[str]:
+    report = scan_bytes(_stream(data), "case.pkl")
+    return [f"{f.rule_id} {f.evidence}" for f in report.findings if f.severity >= Severity.LOW]
+
+
+def _fails(data: bytes, *rules: str) -> None:
+    assert_fails_with(scan_bytes(_stream(data), "case.pkl"), *rules)
+
+
+# -- what passes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_call(_global(*ENUM), _str("steps")), id="str-enum-member"),
+        pytest.param(_call(_global(*FSDP_ENUM), _int(1)), id="int-enum-member"),
+        pytest.param(_call(_global("re", "RegexFlag"), _int(2)), id="stdlib-flag-member"),
+        pytest.param(_call(_global("torch.return_types", "max"), b"(" + _int(1) + _int(2) + b"t}"), id="structseq"),
+        pytest.param(_call(_global("sklearn.linear_model._sgd_fast", "Hinge"), _float(1.0)), id="sgd-loss"),
+        pytest.param(_call(_global("types", "SimpleNamespace")) + b"}" + _str("a") + _int(1) + b"sb",
+                     id="simple-namespace"),
+        pytest.param(_call(_global("__builtin__", "xrange"), _int(3)), id="py2-range"),
+        pytest.param(_global("pandas", "NA"), id="pandas-singleton-mention"),
+    ],
+)
+def test_known_inert_shape_raises_no_alarm(body: bytes) -> None:
+    assert _alarms(body) == []
+
+
+# -- what an adaptive attacker tries -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_call(_global("transformers.trainer_utils", "NotAnEnum"), _str("steps")), id="name-not-in-data"),
+        pytest.param(_call(_global("evil", "IntervalStrategy"), _str("steps")), id="enum-name-other-module"),
+        pytest.param(_call(_global(*ENUM), _str("not a member")), id="non-member-reaches-missing"),
+        pytest.param(_call(_global(*ENUM), _global("collections", "OrderedDict")), id="global-argument"),
+        pytest.param(_call(_global(*ENUM), _call(_global("builtins", "str"), _str("steps"))), id="computed-argument"),
+        pytest.param(_call(_global(*ENUM), _str("steps"), _str("x y")), id="two-arguments-functional-api"),
+        pytest.param(_call(_global(*ENUM)), id="no-argument"),
+        pytest.param(_global(*ENUM) + b")R", id="empty-tuple"),
+        pytest.param(_global(*ENUM) + _str("steps") + b"R", id="arguments-not-a-tuple"),
+        pytest.param(
+            _global(*ENUM) + b"q\x00(" + _str("steps") + b"tR0h\x00(" + _str("payload") + b"tR",
+            id="memoised-class-called-twice",
+        ),
+        pytest.param(_call(_global("collections", "defaultdict"), _global(*ENUM)), id="call-implied-by-another-callee"),
+        pytest.param(
+            _call(_global("torch.return_types", "max"), _call(_global("builtins", "list"), b"]")),
+            id="structseq-computed-sequence",
+        ),
+        pytest.param(_call(_global("torch.return_types", "max"), _global("builtins", "list")), id="structseq-global"),
+        pytest.param(_call(_global("sklearn.linear_model._sgd_fast", "Hinge"), _str("1.0")), id="sgd-loss-string"),
+        pytest.param(
+            _call(_global("sklearn.linear_model._sgd_fast", "Hinge"), _float(1.0), _float(2.0)), id="sgd-loss-arity"
+        ),
+        pytest.param(_call(_global("accelerate.state", "PartialState")), id="plain-class-called"),
+        pytest.param(_call(_global("pandas", "NA")), id="singleton-called"),
+    ],
+)
+def test_known_class_misused_is_still_flagged(body: bytes) -> None:
+    _fails(body, "pickle.unknown-callable", "pickle.call-chain", "pickle.attribute-path")
+
+
+def test_enum_rebuilt_by_newobj_is_not_taken_for_a_lookup() -> None:
+    # NEWOBJ runs the same lookup with arguments the rules do not see: judged as before.
+    body = _global(*FSDP_ENUM) + b"(" + _int(1) + b"t\x81"
+    assert "pickle.unknown-class torch.distributed.fsdp.api.ShardingStrategy" in _alarms(body)
+
+
+@pytest.mark.parametrize("name", ["FunctionType", "CodeType", "MethodType", "ModuleType"])
+def test_the_rest_of_types_stays_dangerous(name: str) -> None:
+    _fails(_call(_global("types", name), _str("x")), "pickle.dangerous-global")
+
+
+def test_python2_name_mapping_cannot_launder_a_dangerous_name() -> None:
+    _fails(_call(_global("__builtin__", "reduce"), _global("builtins", "len"), b"]"), "pickle.dangerous-global")
+
+
+# -- the data is what the installed libraries say -------------------------------------------------
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_known_classes", ROOT / "scripts" / "gen_known_classes.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gen_known_classes", module)  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _resolve(key: str) -> object:
+    module, _, qualname = key.partition(":")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # importing torch.distributed's corners warns of deprecations
+        obj: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_known_classes_say_which_library_versions_they_came_from() -> None:
+    assert {"python", "torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas"} <= set(
+        known_classes.GENERATED_FROM
+    )
+    for table in (known_classes.STRUCTSEQS, known_classes.PLAIN_CLASSES, known_classes.ALIASES):
+        assert list(table) == sorted(table) or isinstance(table, frozenset)
+    assert list(known_classes.ENUMS) == sorted(known_classes.ENUMS)
+
+
+def test_every_recorded_enum_is_still_that_enum_with_those_members() -> None:
+    gen = _generator()
+    wrong = {key: values for key, values in known_classes.ENUMS.items() if gen._enum_values(_resolve(key)) != values}
+    assert not wrong, f"re-run scripts/gen_known_classes.py: {sorted(wrong)[:10]}"
+
+
+def test_every_recorded_class_still_has_its_kind() -> None:
+    gen = _generator()
+    wrong = [key for key in known_classes.STRUCTSEQS if not gen._is_structseq(_resolve(key))]
+    wrong += [
+        key for key, arity in known_classes.SCALAR_CLASSES.items() if gen._scalar_arity(_resolve(key)) != arity
+    ]
+    for key in known_classes.PLAIN_CLASSES:
+        cls = _resolve(key)
+        if not (isinstance(cls, type) and cls.__new__ is object.__new__ and gen._plain_hooks_ok(cls, key)):
+            wrong.append(key)
+    wrong += [key for key in known_classes.ALIASES if not isinstance(_resolve(key), type)]
+    wrong += [key for key in known_classes.SINGLETONS if isinstance(_resolve(key), type)]
+    assert not wrong, f"re-run scripts/gen_known_classes.py: {wrong[:10]}"
+
+
+@pytest.mark.slow
+def test_generator_reproduces_the_data_from_the_installed_libraries() -> None:
+    result = subprocess.run(  # our own script, no shell
+        [sys.executable, str(ROOT / "scripts" / "gen_known_classes.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
