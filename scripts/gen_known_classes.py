@@ -64,6 +64,8 @@ LIBRARIES = (
     ("pytorch-lightning", "pytorch_lightning"),
     ("lightning-fabric", "lightning_fabric"),
     ("torchmetrics", "torchmetrics"),
+    # scikit-learn's estimators hold SciPy objects (SplineTransformer keeps a BSpline).
+    ("scipy", "scipy"),
 )
 # Standard-library modules whose enums checkpoints hold (re.RegexFlag of a compiled pattern).
 STDLIB_MODULES = ("enum", "re", "uuid", "datetime", "decimal", "fractions", "pathlib", "ipaddress", "argparse")
@@ -91,8 +93,9 @@ _SKIP_PREFIXES = (
 )
 
 # Compiled classes whose construction from numbers only stores them: read in scikit-learn's
-# sources (sklearn/linear_model/_sgd_fast.pyx.tp: each loss keeps its threshold/epsilon/c).
-SCALAR_CLASS_MODULES = ("sklearn.linear_model._sgd_fast",)
+# sources (sklearn/linear_model/_sgd_fast.pyx.tp: each loss keeps its threshold/epsilon/c;
+# sklearn/_loss/_loss.pyx.tp: CyHuberLoss keeps delta, CyPinballLoss quantile, ...).
+SCALAR_CLASS_MODULES = ("sklearn.linear_model._sgd_fast", "sklearn._loss._loss")
 
 # Classes whose call with any arguments only stores them (reviewed):
 INERT_CALL_CLASSES = {
@@ -190,7 +193,7 @@ def _is_trusted_or_dangerous(key: str) -> bool:
 
 def _source_digest(func: object) -> str:
     try:
-        source = inspect.getsource(func)  # type: ignore[arg-type]
+        source = inspect.getsource(func)
     except (OSError, TypeError):
         return "sha256:?"
     return "sha256:" + hashlib.sha256(source.encode()).hexdigest()[:16]
@@ -332,16 +335,12 @@ class Knowledge:
         if _is_trusted_or_dangerous(key) and not (isinstance(cls, enum.EnumType) or _is_structseq(cls)):
             return
         if isinstance(cls, enum.EnumType):
-            values = _enum_values(cls)  # type: ignore[arg-type]
+            values = _enum_values(cls)
             if values is not None:
                 self.enums[key] = values
         elif _is_structseq(cls):
             self.structseqs.add(key)
-        elif (
-            cls.__new__ is object.__new__
-            and (dataclasses.is_dataclass(cls) or any(h.startswith(key + ".") for h in REVIEWED_HOOKS))
-            and _plain_hooks_ok(cls, key)
-        ):
+        elif cls.__new__ is object.__new__ and _plain_hooks_ok(cls, key):
             self.plain.add(key)
 
 
@@ -387,10 +386,22 @@ def render(known: Knowledge, versions: dict[str, str]) -> str:
     for key in sorted(known.enums):
         w(f"    {key!r}: {known.enums[key]!r},\n")
     w("}\n\n")
+    # The largest table is written per module, to keep the file small.
+    by_module: dict[str, list[str]] = {}
+    for key in sorted(known.plain):
+        module, _, qualname = key.partition(":")
+        by_module.setdefault(module, []).append(qualname)
+    w("# Classes whose rebuilding (NEWOBJ, BUILD) runs no code of their own, by module.\n")
+    w("_PLAIN_BY_MODULE: dict[str, tuple[str, ...]] = {\n")
+    for module, names in by_module.items():
+        w(f"    {module!r}: {tuple(names)!r},\n")
+    w("}\n")
+    w("PLAIN_CLASSES: frozenset[str] = frozenset(\n")
+    w('    f"{module}:{name}" for module, names in _PLAIN_BY_MODULE.items() for name in names\n')
+    w(")\n\n")
     for title, name, items in (
         ("C struct-sequence types: a call with a literal sequence (and dict) only builds the tuple.",
          "STRUCTSEQS", known.structseqs),
-        ("Classes whose rebuilding (NEWOBJ, BUILD) runs no code of their own.", "PLAIN_CLASSES", known.plain),
         ("Public names of classes their library defines under a prefix trusted for rebuilding.",
          "ALIASES", known.aliases),
         ("Objects pickled by name (a mention only imports the library and fetches them).",
@@ -413,15 +424,57 @@ def render(known: Knowledge, versions: dict[str, str]) -> str:
     return out.getvalue()
 
 
+def _resolve(key: str) -> object:
+    module, _, qualname = key.partition(":")
+    obj: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def verify() -> list[str]:
+    """Names in known_classes.py that no longer have their kind in the installed libraries.
+
+    Quicker than regenerating: it imports only the recorded modules. Run it in a fresh process:
+    some libraries patch classes while they train (Lightning wraps samplers' `__setattr__`).
+    """
+    from bastion.scan.pickle import known_classes as data  # noqa: PLC0415
+
+    wrong: list[str] = []
+    for key, values in data.ENUMS.items():
+        cls = _resolve(key)
+        if not isinstance(cls, enum.EnumType) or _enum_values(cls) != values:
+            wrong.append(f"{key}: not an Enum with those members")
+    wrong += [f"{key}: not a struct sequence" for key in data.STRUCTSEQS if not _is_structseq(_resolve(key))]
+    for key, arity in data.SCALAR_CLASSES.items():
+        if _scalar_arity(_resolve(key)) != arity:
+            wrong.append(f"{key}: not reduced to {arity} numbers")
+    for key in data.PLAIN_CLASSES:
+        cls = _resolve(key)
+        if not (isinstance(cls, type) and cls.__new__ is object.__new__ and _plain_hooks_ok(cls, key)):
+            wrong.append(f"{key}: has a rebuild hook of its own")
+    wrong += [f"{key}: not a class" for key in data.ALIASES if not isinstance(_resolve(key), type)]
+    wrong += [f"{key}: a class" for key in data.SINGLETONS if isinstance(_resolve(key), type)]
+    return wrong
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
     parser.add_argument("--digests", action="store_true", help="print the digests of the reviewed hooks")
+    parser.add_argument("--verify", action="store_true", help="check each recorded name still has its kind")
     parser.add_argument("-v", "--verbose", action="store_true")
     opts = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if opts.verbose else logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if opts.verify:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wrong = verify()
+        for line in wrong:
+            print(line, file=sys.stderr)
+        return 1 if wrong else 0
     if opts.digests:
         for key in REVIEWED_HOOKS:
             module, _, rest = key.partition(":")
