@@ -1,0 +1,3 @@
+from corpus.real_packaging import use_the_packaging_library
+
+use_the_packaging_library()
