@@ -213,6 +213,24 @@ def _enum_values(cls: type[enum.Enum]) -> tuple[object, ...] | None:
     return tuple(sorted(set(values), key=lambda v: (type(v).__name__, repr(v))))
 
 
+def _is_stdlib_flag(cls: type[enum.Enum]) -> bool:
+    """A Flag whose lookup miss runs only the standard library's Flag._missing_.
+
+    For an int that is no member's value, Flag._missing_ builds a composite pseudo-member with
+    `object.__new__` or `int.__new__`, iterating the members and naming unknown bits with the
+    class's `_numeric_repr_`: inert when every one of those is the standard library's own.
+    """
+    if not issubclass(cls, enum.Flag):
+        return False
+    iterators = (enum.Flag._iter_member_by_value_, enum.Flag._iter_member_by_def_)
+    return (
+        getattr(cls._missing_, "__func__", None) is enum.Flag._missing_.__func__
+        and getattr(cls._iter_member_, "__func__", None) in [getattr(i, "__func__", i) for i in iterators]
+        and cls._numeric_repr_ in (repr, hex, bin, oct, int.__repr__)
+        and cls._member_type_ in (object, int)
+    )
+
+
 def _is_structseq(cls: type) -> bool:
     return (
         issubclass(cls, tuple)
@@ -286,6 +304,7 @@ class Knowledge:
     aliases: set[str] = dataclasses.field(default_factory=set)
     scalar: dict[str, int] = dataclasses.field(default_factory=dict)
     singletons: set[str] = dataclasses.field(default_factory=set)
+    flags: set[str] = dataclasses.field(default_factory=set)
     roots: frozenset[str] = frozenset(name for _dist, name in LIBRARIES) | frozenset(STDLIB_MODULES)
 
     def note_singleton(self, value: object) -> None:
@@ -338,6 +357,8 @@ class Knowledge:
             values = _enum_values(cls)
             if values is not None:
                 self.enums[key] = values
+                if _is_stdlib_flag(cls):
+                    self.flags.add(key)
         elif _is_structseq(cls):
             self.structseqs.add(key)
         elif cls.__new__ is object.__new__ and _plain_hooks_ok(cls, key):
@@ -406,6 +427,8 @@ def render(known: Knowledge, versions: dict[str, str]) -> str:
          "ALIASES", known.aliases),
         ("Objects pickled by name (a mention only imports the library and fetches them).",
          "SINGLETONS", known.singletons),
+        ("Flag classes (in ENUMS) whose call with any int runs only the standard library's Flag code.",
+         "FLAGS", known.flags),
     ):
         w(f"# {title}\n{name}: frozenset[str] = frozenset({{\n")
         for key in sorted(items):
@@ -445,6 +468,7 @@ def verify() -> list[str]:
         cls = _resolve(key)
         if not isinstance(cls, enum.EnumType) or _enum_values(cls) != values:
             wrong.append(f"{key}: not an Enum with those members")
+    wrong += [f"{key}: not a standard Flag" for key in data.FLAGS if not _is_stdlib_flag(_resolve(key))]
     wrong += [f"{key}: not a struct sequence" for key in data.STRUCTSEQS if not _is_structseq(_resolve(key))]
     for key, arity in data.SCALAR_CLASSES.items():
         if _scalar_arity(_resolve(key)) != arity:

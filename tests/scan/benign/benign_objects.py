@@ -59,7 +59,7 @@ def _stdlib() -> dict[str, Factory]:
         "simple-namespace": lambda: types.SimpleNamespace(lr=0.1, name="run", steps=[1, 2]),
         "argparse-namespace": lambda: argparse.Namespace(lr=0.1, name="run"),
         "zoneinfo": lambda: zoneinfo.ZoneInfo("Europe/Paris"),
-        "stdlib-enums": lambda: (enum.Enum, enum.IntFlag, re.IGNORECASE),
+        "stdlib-enums": lambda: (enum.Enum, enum.IntFlag, re.IGNORECASE, re.IGNORECASE | re.MULTILINE),
         "containers": lambda: {"set": {1, 2}, "frozenset": frozenset({"a"}), "bytes": b"\x00", "ba": bytearray(b"x"),
                                "complex": 1 + 2j, "range": range(3), "slice": slice(1, 5, 2), "none": None,
                                "ellipsis": ..., "big": 1 << 100, "float": float("inf")},

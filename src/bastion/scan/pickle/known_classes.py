@@ -1148,6 +1148,18 @@ SINGLETONS: frozenset[str] = frozenset({
     'torch:uint8',
 })
 
+# Flag classes (in ENUMS) whose call with any int runs only the standard library's Flag code.
+FLAGS: frozenset[str] = frozenset({
+    'enum:Flag',
+    'enum:IntFlag',
+    're:RegexFlag',
+    'sklearn.ensemble._hist_gradient_boosting.common:MonotonicConstraint',
+    'sklearn.utils._cython_blas:BLAS_Order',
+    'sklearn.utils._cython_blas:BLAS_Trans',
+    'sklearn.utils._isfinite:FiniteStatus',
+    'torch.distributed.elastic.multiprocessing.api:Std',
+})
+
 # Compiled classes whose call with this many literal numbers only stores them.
 SCALAR_CLASSES: dict[str, int] = {
     'sklearn._loss._loss:CyAbsoluteError': 0,

@@ -699,8 +699,9 @@ def is_inert_class_use(module: str, name: str, g: Global) -> bool:
         return False
     if key in known_classes.ENUMS:
         values = known_classes.ENUMS[key]
+        flag = key in known_classes.FLAGS
         # NEWOBJ on an Enum runs the same lookup with arguments that are not kept: not inert.
-        return Use.RECONSTRUCT not in uses and all(_is_member_lookup(args, values) for args in calls)
+        return Use.RECONSTRUCT not in uses and all(_is_member_lookup(args, values, flag) for args in calls)
     if key in known_classes.STRUCTSEQS:
         return Use.RECONSTRUCT not in uses and all(_is_structseq_call(args) for args in calls)
     if key in known_classes.SCALAR_CLASSES:
@@ -715,13 +716,15 @@ def is_inert_class_use(module: str, name: str, g: Global) -> bool:
     return False
 
 
-def _is_member_lookup(args: object, values: tuple[object, ...]) -> bool:
+def _is_member_lookup(args: object, values: tuple[object, ...], flag: bool) -> bool:
     # Enum.__new__ returns `_value2member_map_[value]` before anything of the class can run;
-    # a value that is not a member's reaches `_missing_`, which a class may define.
+    # a value that is not a member's reaches `_missing_`, which a class may define. For a
+    # standard Flag, `_missing_` is the standard library's: any int makes a composite member.
     if type(args) is not tuple or len(args) != 1:
         return False
     value = args[0]
-    return type(value) in _SCALAR_TYPES and value in values
+    composite = flag and type(value) is int and -(1 << 64) < value < 1 << 64  # real flags fit in 64 bits
+    return (type(value) in _SCALAR_TYPES and value in values) or composite
 
 
 def _is_structseq_call(args: object) -> bool:
