@@ -7,6 +7,9 @@ network, or lead to either through an indirection. Everything else is unknown, a
 severity follows what the stream does with it: calling it or mutating through it is
 HIGH, rebuilding an instance of it through the standard reconstruction paths is MEDIUM
 (a full model saved with `torch.save` names the user's own classes), a bare mention is LOW.
+Classes the libraries themselves describe (`known_classes`, generated from them) are judged by
+what they are: an Enum called with a member's value is a lookup, a struct sequence called with
+a literal sequence builds a tuple; those exact shapes are not reported.
 """
 
 from __future__ import annotations
