@@ -423,11 +423,38 @@ def sklearn_case_names() -> list[str]:
     return sklearn_estimator_names() + sorted(_sklearn_special())
 
 
+# -- transformers ---------------------------------------------------------------------------
+
+
+def _transformers() -> dict[str, Factory]:
+    def tiny_config() -> Any:
+        from transformers import BertConfig  # noqa: PLC0415
+
+        return BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=16, max_position_embeddings=16)
+
+    def full_model() -> object:
+        import torch  # noqa: PLC0415
+        from transformers import BertForSequenceClassification  # noqa: PLC0415
+
+        torch.manual_seed(0)
+        return BertForSequenceClassification(tiny_config())
+
+    def configs() -> object:
+        from transformers import GenerationConfig, TrainingArguments  # noqa: PLC0415
+
+        return {"config": tiny_config(), "generation": GenerationConfig(max_new_tokens=3),
+                "training_args": TrainingArguments(output_dir="out", report_to="none", use_cpu=True)}
+
+    return {"full-model": full_model, "configs": configs}
+
+
 # -- the registry the tests parametrise over -------------------------------------------------
 
 OBJECT_FACTORIES: dict[str, Callable[[], dict[str, Factory]]] = {
     "stdlib": _stdlib,
     "torch": _torch,
+    "transformers": _transformers,
     "numpy": _numpy,
     "pandas": _pandas,
 }

@@ -110,3 +110,19 @@ def lightning_checkpoint_folder(folder: Path) -> Path:
         trainer.save_checkpoint(str(out / "manual.ckpt"))
     assert any(out.glob("*.ckpt"))
     return out
+
+
+def accelerate_state_folder(folder: Path) -> Path:
+    """`Accelerator.save_state`: model, optimizer, scheduler and the pickled RNG states."""
+    import torch  # noqa: PLC0415
+    from accelerate import Accelerator  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    out = folder / "accelerate-state"
+    accelerator.save_state(str(out))
+    return out

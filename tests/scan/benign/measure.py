@@ -60,7 +60,8 @@ def main() -> None:
         for writer in ("pickle-p5", "joblib.dump"):
             files["sklearn"].append(_write(estimator, writer, out / f"sklearn-{name}-{writer}.bin"))
     for library, build in (("transformers-trainer", runs.transformers_trainer_folder),
-                           ("lightning", runs.lightning_checkpoint_folder)):
+                           ("lightning", runs.lightning_checkpoint_folder),
+                           ("accelerate-state", runs.accelerate_state_folder)):
         folder = build(out)
         files[library] = sorted(p for p in folder.rglob("*") if p.is_file())
     print(f"{'library':22} {'files':>6} {'any alarm':>10} {'HIGH+':>6}  names behind the alarms")

@@ -1,8 +1,8 @@
 """No false alarm on what real checkpoints contain (issue 11).
 
 Every object in `benign_objects` is written by the libraries' own writers (pickle at protocols 0,
-2 and 5, `torch.save`, `joblib.dump`, `pd.to_pickle`) and every file of a real Trainer and
-Lightning run is scanned. The bar is "no alarm": no finding at LOW or above. A LOW finding is
+2 and 5, `torch.save`, `joblib.dump`, `pd.to_pickle`) and every file of a real Trainer run, a
+Lightning run and an Accelerate `save_state` is scanned. The bar is "no alarm": no finding at LOW or above. A LOW finding is
 still an alarm, since a policy may block at LOW (`block_at: low`) and a hub shows every finding to
 the uploader; INFO is a note, not an alarm. A finding that belongs to another part of issue 11
 (the callable catalogue, the loaders) is listed in `OWNED_ELSEWHERE` with its owner: the test
@@ -187,3 +187,14 @@ def test_transformers_trainer_output_folder_raises_no_alarm(trainer_folder: Path
 
 def test_lightning_checkpoint_folder_raises_no_alarm(lightning_folder: Path) -> None:
     _scan_folder(lightning_folder, ("last.ckpt", "manual.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def accelerate_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runs.accelerate_state_folder(tmp_path_factory.mktemp("acc"))
+
+
+def test_accelerate_saved_state_folder_raises_no_alarm(accelerate_folder: Path) -> None:
+    _scan_folder(accelerate_folder, ("random_states_0.pkl", "optimizer.bin", "scheduler.bin", "model.safetensors"))
