@@ -1,3 +1,0 @@
-from corpus.real_packaging import use_the_packaging_library
-
-use_the_packaging_library()
