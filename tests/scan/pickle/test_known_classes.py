@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,54 @@ def test_every_recorded_name_still_has_its_kind_in_the_installed_libraries() -> 
 def test_generator_reproduces_the_data_from_the_installed_libraries() -> None:
     result = _run_generator("--check")
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- the generator's reading of enum's code paths ----------------------------------------------------
+
+
+def _generator_module() -> Any:
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("gen_known_classes", ROOT / "scripts" / "gen_known_classes.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gen_known_classes", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generator_records_member_values_and_leaves_out_enums_whose_lookup_runs_code() -> None:
+    import enum  # noqa: PLC0415
+
+    gen = _generator_module()
+
+    class Plain(str, enum.Enum):  # noqa: UP042  # a str-mixin Enum, as transformers writes them
+        A = "a"
+
+    class CustomMissing(str, enum.Enum):  # noqa: UP042  # transformers' ExplicitEnum shape
+        A = "a"
+
+        @classmethod
+        def _missing_(cls, value: object) -> None:
+            raise ValueError(value)  # runs only for a value no member has
+
+    class CallingMeta(enum.EnumType):
+        def __call__(cls, *args: object, **kwargs: object) -> object:  # type: ignore[override]  # the point
+            return super().__call__(*args, **kwargs)
+
+    class Called(enum.Enum, metaclass=CallingMeta):
+        A = 1
+
+    class Replaced(enum.Enum):
+        A = 1
+
+    Replaced.__new__ = lambda cls, value: object()  # type: ignore[assignment,method-assign]  # the point
+
+    class ObjectValued(enum.Enum):
+        A = object()
+
+    assert gen._enum_values(Plain) == ("a",)
+    assert gen._enum_values(CustomMissing) == ("a",)
+    assert gen._enum_values(Called) is None
+    assert gen._enum_values(Replaced) is None
+    assert gen._enum_values(ObjectValued) is None
