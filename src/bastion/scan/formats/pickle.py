@@ -67,10 +67,14 @@ def _distinct_globals(globals_seen: list[Global]) -> list[Global]:
     for g in globals_seen:
         first = merged.get((g.module, g.name))
         if first is None:
-            merged[(g.module, g.name)] = Global(g.module, g.name, g.pos, dict(g.uses))
+            first = merged[(g.module, g.name)] = Global(g.module, g.name, g.pos, dict(g.uses))
         else:
             for how, pos in g.uses.items():
                 first.uses.setdefault(how, pos)
+        # Calls are judged by their arguments: every import's calls count, and are kept.
+        first.call_count += g.call_count
+        for args in g.calls or ():
+            first.called_with(args)
     return list(merged.values())
 
 

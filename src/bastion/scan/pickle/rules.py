@@ -7,16 +7,21 @@ network, or lead to either through an indirection. Everything else is unknown, a
 severity follows what the stream does with it: calling it or mutating through it is
 HIGH, rebuilding an instance of it through the standard reconstruction paths is MEDIUM
 (a full model saved with `torch.save` names the user's own classes), a bare mention is LOW.
+Classes the libraries themselves describe (`known_classes`, generated from them) are judged by
+what they are: an Enum called with a member's value is a lookup, a struct sequence called with
+a literal sequence builds a tuple; those exact shapes are not reported.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import functools
 from dataclasses import dataclass
 
 from bastion.findings import Severity
+from bastion.scan.pickle import known_classes
 from bastion.scan.pickle.callables import DENIED_MODULE_EXCEPTIONS, canonical_module, spec_for
-from bastion.scan.pickle.symbolic import Global, Use
+from bastion.scan.pickle.symbolic import Global, PDict, Use
 
 # Modules whose every attribute is dangerous: code execution, processes, files, network,
 # debuggers and profilers that run code, importers, and serialisers that load more code.
@@ -140,6 +145,7 @@ DANGEROUS_MODULES = frozenset(
         "msvcrt",
     }
 )
+
 
 # Single names that are dangerous although their module is not.
 DANGEROUS_NAMES = frozenset(
@@ -334,12 +340,25 @@ def _is_trusted_class(module: str, name: str) -> bool:
     return full.startswith(TRUSTED_CLASS_PREFIXES) and "." not in name and not name.startswith("__")
 
 
+def canonical_global(module: str, name: str) -> tuple[str, str]:
+    """The (module, name) CPython's unpickler imports for a Python 2 name (`__builtin__.xrange`).
+
+    Unpicklers map these for protocols 0-2 (fix_imports, on by default); `torch.save` writes
+    protocol 2, so `range(3)` in a checkpoint reads `__builtin__ xrange`.
+    """
+    return _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+
+
 def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judgement | None:
     """Judge one imported name by what the stream does with it; None means nothing to report."""
-    module, name = g.module, g.name
+    dotted = f"{g.module}.{g.name}"
+    module, name = canonical_global(g.module, g.name)
     strongest = max(g.uses)
-    dotted = f"{module}.{name}"
-    if is_dangerous(module, name) and not _specified_despite_module(module, name) and not _resolved_getattr(g):
+    if (
+        (is_dangerous(g.module, g.name) or is_dangerous(module, name))
+        and not _specified_despite_module(module, name)
+        and not _resolved_getattr(g)
+    ):
         return Judgement(
             "pickle.dangerous-global",
             Severity.CRITICAL,
@@ -370,7 +389,7 @@ def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judg
             "what it will call, import or unpickle",
         )
     safe = is_safe_callable(module, name, extra_allowed)
-    if safe or _resolved_getattr(g):
+    if safe or _resolved_getattr(g) or is_inert_class_use(module, name, g):
         return None
     if "." in name:
         return Judgement(
@@ -414,3 +433,72 @@ def _resolved_getattr(g: Global) -> bool:
 def _plausible_identifier(part: str) -> bool:
     # Module paths are dotted identifiers; anything else cannot name real code.
     return bool(part) and all(p.isidentifier() for p in part.split("."))
+
+
+# -- classes judged by what they are (known_classes, generated from the libraries) -------------
+
+_SCALAR_TYPES = (str, int, float, bool, bytes, type(None))
+
+
+def is_inert_class_use(module: str, name: str, g: Global) -> bool:
+    """True when everything the stream does with this class is known to run no code.
+
+    Mentioning or rebuilding a class the libraries define as plain is inert; calling one is
+    inert only for the kinds whose call is known from its arguments: an Enum called with one
+    literal that is a member's value (a dictionary lookup), a struct sequence called with a
+    literal sequence, a reviewed compiled class called with its number of literal numbers. Any
+    call whose arguments were not kept (implied by another callee, or past the limit) is not.
+    """
+    key = f"{module}:{name}"
+    uses = g.uses
+    if Use.MUTATE in uses:
+        return False
+    calls = g.calls or []
+    called = Use.CALL in uses
+    if called and len(calls) != g.call_count:
+        return False
+    if key in known_classes.ENUMS:
+        values = known_classes.ENUMS[key]
+        flag = key in known_classes.FLAGS
+        # NEWOBJ on an Enum runs the same lookup with arguments that are not kept: not inert.
+        return Use.RECONSTRUCT not in uses and all(_is_member_lookup(args, values, flag) for args in calls)
+    if key in known_classes.STRUCTSEQS:
+        return Use.RECONSTRUCT not in uses and all(_is_structseq_call(args) for args in calls)
+    if key in known_classes.SCALAR_CLASSES:
+        arity = known_classes.SCALAR_CLASSES[key]
+        return Use.RECONSTRUCT not in uses and all(_is_numbers(args, arity) for args in calls)
+    if key in known_classes.INERT_CALL_CLASSES:
+        return True
+    if key in known_classes.PLAIN_CLASSES or key in known_classes.ALIASES:
+        return not called
+    if key in known_classes.SINGLETONS:
+        return max(uses) is Use.MENTION
+    return False
+
+
+def _is_member_lookup(args: object, values: tuple[object, ...], flag: bool) -> bool:
+    # Enum.__new__ returns `_value2member_map_[value]` before anything of the class can run;
+    # a value that is not a member's reaches `_missing_`, which a class may define. For a
+    # standard Flag, `_missing_` is the standard library's: any int makes a composite member.
+    if type(args) is not tuple or len(args) != 1:
+        return False
+    value = args[0]
+    composite = flag and type(value) is int and -(1 << 64) < value < 1 << 64  # real flags fit in 64 bits
+    return (type(value) in _SCALAR_TYPES and value in values) or composite
+
+
+def _is_structseq_call(args: object) -> bool:
+    # structseq_new(type, sequence, dict=None) copies the items of a tuple or list and reads
+    # str keys of an exact dict; anything else (an iterator, a computed value) could run code.
+    if type(args) is not tuple or not 1 <= len(args) <= 2:
+        return False
+    if type(args[0]) not in (tuple, list):
+        return False
+    if len(args) == 1 or args[1] is None:
+        return True
+    extra = args[1]
+    return isinstance(extra, PDict) and all(type(k) is str for k, _v in extra.items)
+
+
+def _is_numbers(args: object, arity: int) -> bool:
+    return type(args) is tuple and len(args) == arity and all(type(a) in (int, float) for a in args)

@@ -38,6 +38,10 @@ class Use(enum.IntEnum):
     """An unpickling sink fed bytes that cannot be analysed (made at load time, or too long)."""
 
 
+# A class called more often than this in one stream is judged without its arguments (as unknown).
+_MAX_KEPT_CALLS = 256
+
+
 @dataclass(eq=False, slots=True)
 class Global:
     """A name the stream imports (GLOBAL, STACK_GLOBAL, INST, OBJ's class)."""
@@ -46,9 +50,24 @@ class Global:
     name: str
     pos: int
     uses: dict[Use, int] = field(default_factory=dict)
+    call_count: int = 0
+    """How many times the stream calls this name, by any path."""
+    calls: list[object] | None = None
+    """The arguments of the calls made by REDUCE, INST and OBJ (at most _MAX_KEPT_CALLS), for the
+    rules that judge a class by what it does with them. A call counted but not kept here (one
+    implied by another callee's arguments, or past the limit) leaves nothing to judge it by."""
 
     def use(self, how: Use, pos: int) -> None:
         self.uses.setdefault(how, pos)
+        if how is Use.CALL:
+            self.call_count += 1
+
+    def called_with(self, args: object) -> None:
+        """Keep the arguments of one call counted by `use(Use.CALL, ...)`."""
+        if self.calls is None:
+            self.calls = []
+        if len(self.calls) < _MAX_KEPT_CALLS:
+            self.calls.append(args)
 
     @property
     def dotted(self) -> str:
@@ -299,6 +318,8 @@ class Machine:
             elif not spec.inert:
                 self._check_arguments(spec, func, args, kwargs, pos, 0)
             func.use(Use.RECONSTRUCT if how == "newobj" else Use.CALL, pos)
+            if how != "newobj":
+                func.called_with(args)
         elif isinstance(func, Result):
             if how != "newobj":
                 self._observe(Event.CALL_ON_RESULT, pos, _describe(func))

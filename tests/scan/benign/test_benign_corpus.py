@@ -1,0 +1,200 @@
+"""No false alarm on what real checkpoints contain (issue 11).
+
+Every object in `benign_objects` is written by the libraries' own writers (pickle at protocols 0,
+2 and 5, `torch.save`, `joblib.dump`, `pd.to_pickle`) and every file of a real Trainer run, a
+Lightning run and an Accelerate `save_state` is scanned. The bar is "no alarm": no finding at LOW or above. A LOW finding is
+still an alarm, since a policy may block at LOW (`block_at: low`) and a hub shows every finding to
+the uploader; INFO is a note, not an alarm. A finding that belongs to another part of issue 11
+(the callable catalogue, the loaders) is listed in `OWNED_ELSEWHERE` with its owner: the test
+then reports the case as an expected failure with that reason, so nothing else can hide.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import benign_objects as objects
+import benign_runs as runs
+import pytest
+
+from bastion.findings import Finding, Severity
+from bastion.scan.api import scan_path
+from corpus.expect import describe
+
+# Evidence of findings another part of issue 11 fixes, with who and why. Only these may remain.
+OWNED_ELSEWHERE: dict[str, str] = {
+    # The callable catalogue (pickle/callables.py): functions and classes called by REDUCE.
+    **dict.fromkeys(
+        ("builtins.getattr", "__builtin__.getattr", "the result of builtins.getattr(...)",
+         "the result of __builtin__.getattr(...)"),
+        "specs: zoneinfo.ZoneInfo (and pandas' tz-aware dtypes) pickle as getattr(ZoneInfo, '_unpickle')",
+    ),
+    "scipy._lib.array_api_compat.numpy._aliases.asarray": (
+        "specs: a function scipy's BSpline stores (mentioned, not called): what calling it later does is a spec"
+    ),
+    "numpy._core._internal._convert_to_stringdtype_kwargs": "specs: NumPy 2 StringDType's reduce helper",
+    "ipaddress.IPv4Network": "specs: parses its string argument",
+    "ipaddress.IPv6Network": "specs: parses its string argument",
+    "ipaddress.IPv4Interface": "specs: parses its string argument",
+    "ipaddress.IPv6Interface": "specs: parses its string argument",
+    "pandas.core.internals.managers.BlockManager": "specs: pandas' block manager rebuild",
+    "pandas._libs.internals._unpickle_block": "specs: pandas' block rebuild",
+    "pandas.core.indexes.base._new_Index": "specs: calls its class argument's constructor",
+    "pandas.StringDtype": "specs: pandas dtype called with its storage",
+    "pandas.PeriodDtype": "specs: pandas dtype called with its frequency",
+    "pandas.Period": "specs: pandas scalar called with its ordinal and frequency",
+    "pandas.Interval": "specs: pandas scalar called with its bounds",
+    "pandas._libs.sparse.IntIndex": "specs: pandas sparse index called with its indices",
+    "pandas._libs.tslibs.timestamps._unpickle_timestamp": "specs: pandas Timestamp rebuild",
+    "pandas._libs.tslibs.timedeltas._timedelta_unpickle": "specs: pandas Timedelta rebuild",
+    "pandas._libs.tslibs.nattype._nat_unpickle": "specs: pandas NaT rebuild",
+    "pandas._libs.tslibs.offsets.MonthEnd": "specs: pandas offset called with n and normalize",
+    "pandas._libs.tslibs.offsets.BusinessDay": "specs: pandas offset called with n and normalize",
+}
+
+BAR = Severity.LOW
+PICKLE_WRITERS = ("pickle-p0", "pickle-p2", "pickle-p5", "torch.save")
+
+
+def _alarms(findings: tuple[Finding, ...]) -> list[Finding]:
+    return [f for f in findings if f.severity >= BAR]
+
+
+def _judge(findings: tuple[Finding, ...]) -> None:
+    """Fail on any unexplained alarm; report an alarm owned elsewhere as an expected failure."""
+    alarms = _alarms(findings)
+    unexplained = [f for f in alarms if f.evidence not in OWNED_ELSEWHERE]
+    assert not unexplained, f"false alarm: {describe(tuple(unexplained))}"
+    if alarms:
+        owners = sorted({OWNED_ELSEWHERE[f.evidence] for f in alarms})
+        pytest.xfail("; ".join(owners))
+
+
+def _write(obj: object, writer: str, folder: Path, stem: str) -> Path:
+    if writer.startswith("pickle-p"):
+        path = folder / f"{stem}.pkl"
+        path.write_bytes(pickle.dumps(obj, protocol=int(writer.removeprefix("pickle-p"))))
+    elif writer == "torch.save":
+        import torch  # noqa: PLC0415
+
+        path = folder / f"{stem}.pt"
+        torch.save(obj, path)
+    elif writer == "joblib.dump":
+        import joblib  # noqa: PLC0415
+
+        path = folder / f"{stem}.joblib"
+        joblib.dump(obj, path)
+    elif writer == "pd.to_pickle":
+        import pandas as pd  # noqa: PLC0415
+
+        path = folder / f"{stem}.pkl"
+        pd.to_pickle(obj, path)
+    else:  # pragma: no cover - the parameter lists below name only the writers above
+        raise AssertionError(writer)
+    return path
+
+
+def _object_cases() -> Iterator[Any]:
+    for library, table in objects.OBJECT_FACTORIES.items():
+        writers = PICKLE_WRITERS + (("pd.to_pickle",) if library == "pandas" else ())
+        for name in table():
+            for writer in writers:
+                yield pytest.param(library, name, writer, id=f"{library}/{name}/{writer}")
+
+
+def _sklearn_cases() -> Iterator[Any]:
+    for name in objects.sklearn_case_names():
+        for writer in ("pickle-p5", "joblib.dump"):
+            yield pytest.param(name, writer, id=f"sklearn/{name}/{writer}")
+
+
+@pytest.fixture(scope="session")
+def benign_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("benign")
+
+
+@pytest.fixture(scope="session")
+def fitted() -> Callable[[str], object]:
+    """scikit-learn estimators, each fitted once per session and written by both writers."""
+    cache: dict[str, object] = {}
+
+    def get(name: str) -> object:
+        if name not in cache:
+            cache[name] = objects.fit_sklearn(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize(("library", "name", "writer"), list(_object_cases()))
+def test_library_object_raises_no_alarm(library: str, name: str, writer: str, benign_folder: Path) -> None:
+    obj = objects.OBJECT_FACTORIES[library]()[name]()
+    path = _write(obj, writer, benign_folder, f"{library}-{name}-{writer}")
+    _judge(scan_path(path).findings)
+
+
+@pytest.mark.parametrize(("name", "writer"), list(_sklearn_cases()))
+def test_sklearn_estimator_raises_no_alarm(
+    name: str, writer: str, benign_folder: Path, fitted: Callable[[str], object]
+) -> None:
+    try:
+        estimator = fitted(name)
+    except (ValueError, TypeError, AttributeError) as err:
+        # Estimators that cannot fit tiny default data (TSNE's perplexity, random projections'
+        # target dimension) say so; what cannot be fitted is not a file to scan.
+        pytest.skip(f"{name} does not fit on tiny default data: {type(err).__name__}")
+    path = _write(estimator, writer, benign_folder, f"sklearn-{name}-{writer}")
+    _judge(scan_path(path).findings)
+
+
+def _scan_folder(folder: Path, expected: tuple[str, ...]) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    names = {p.name for p in files}
+    assert set(expected) <= names, f"the run did not write {sorted(set(expected) - names)}"
+    report = scan_path(folder)
+    assert {Path(r.path).name for r in report.files} >= set(expected)
+    alarms = {r.path: _alarms(r.findings) for r in report.files if _alarms(r.findings)}
+    assert not alarms, "false alarms:\n" + "\n".join(
+        f"{Path(path).relative_to(folder)}: {describe(tuple(found))}" for path, found in alarms.items()
+    )
+
+
+@pytest.fixture(scope="session")
+def trainer_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runs.transformers_trainer_folder(tmp_path_factory.mktemp("hf"))
+
+
+@pytest.fixture(scope="session")
+def lightning_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runs.lightning_checkpoint_folder(tmp_path_factory.mktemp("pl"))
+
+
+def test_transformers_trainer_output_folder_raises_no_alarm(trainer_folder: Path) -> None:
+    _scan_folder(
+        trainer_folder,
+        ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+         "model.safetensors", "config.json"),
+    )
+
+
+def test_lightning_checkpoint_folder_raises_no_alarm(lightning_folder: Path) -> None:
+    _scan_folder(lightning_folder, ("last.ckpt", "manual.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def accelerate_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runs.accelerate_state_folder(tmp_path_factory.mktemp("acc"))
+
+
+def test_accelerate_saved_state_folder_raises_no_alarm(accelerate_folder: Path) -> None:
+    _scan_folder(accelerate_folder, ("random_states_0.pkl", "optimizer.bin", "scheduler.bin", "model.safetensors"))
