@@ -35,7 +35,11 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
     "--policy", type=click.Path(path_type=Path), default=None, help="Policy YAML file (or set BASTION_POLICY)."
 )
 @click.option(
-    "--workers", "-j", type=click.IntRange(min=1), default=None, help="Processes for folders [default: one per core]."
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes for folders [default: from the job: one for quick jobs, the idle cores for long ones].",
 )
 @click.option(
     "--output", "-o", type=click.Path(path_type=Path), default=None, help="Write the report to this file, not stdout."
