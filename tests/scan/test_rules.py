@@ -27,7 +27,16 @@ README_START, README_END = "<!-- rules:start -->", "<!-- rules:end -->"
 
 
 def _literal(node: ast.AST | None) -> str | None:
-    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+    """A rule id spelt as a literal, or, for one built by an f-string, a regex of the ids it can be."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value if RULE_ID.match(node.value) else None
+    if isinstance(node, ast.JoinedStr):
+        texts = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+        if not any("." in t for t in texts):
+            return None  # not a dotted rule id
+        parts = [re.escape(v.value) if isinstance(v, ast.Constant) else "[a-z0-9-]+" for v in node.values]
+        return "re:^" + "".join(parts) + "$"
+    return None
 
 
 def _is_severity(node: ast.AST | None) -> bool:
@@ -63,12 +72,25 @@ def _ids_in(tree: ast.AST) -> set[str]:
     return found
 
 
-def used_rule_ids() -> dict[str, list[str]]:
-    """Rule id -> the source files that report it."""
+def _used_in_source() -> dict[str, list[str]]:
+    """Rule id (or "re:" pattern of ids built by an f-string) -> the source files that report it."""
     used: dict[str, list[str]] = {}
     for path in sorted(SRC.rglob("*.py")):
         for rule_id in _ids_in(ast.parse(path.read_text(encoding="utf-8"))):
             used.setdefault(rule_id, []).append(str(path.relative_to(ROOT)))
+    return used
+
+
+def used_rule_ids() -> dict[str, list[str]]:
+    """Rule id -> the source files that report it; ids built by f-strings are those of the
+    catalogue that the f-string can spell."""
+    used: dict[str, list[str]] = {}
+    for key, files in _used_in_source().items():
+        if key.startswith("re:"):
+            for rule_id in (r for r in CATALOGUE if re.match(key[3:], r)):
+                used.setdefault(rule_id, []).extend(files)
+        else:
+            used.setdefault(key, []).extend(files)
     return used
 
 
@@ -81,8 +103,18 @@ RULES = {Event.X: ("a.four", Severity.HIGH)}
 Judgement("a.five", Severity.HIGH, "m")
 seen.add("not.arule")
 def incomplete(self, location, message, fmt, rule_id="a.six"): ...
+ctx.add(f"{prefix}.template-{kind}", severity, loc, "m", "f")
+out.append(Risk("injection", Severity.HIGH))
 """
-    assert _ids_in(ast.parse(sample)) == {"a.one", "a.two", "a.three", "a.four", "a.five", "a.six"}
+    assert _ids_in(ast.parse(sample)) == {
+        "a.one",
+        "a.two",
+        "a.three",
+        "a.four",
+        "a.five",
+        "a.six",
+        r"re:^[a-z0-9-]+\.template\-[a-z0-9-]+$",
+    }
 
 
 def test_every_rule_id_used_in_the_source_has_a_catalogue_entry() -> None:
@@ -90,6 +122,12 @@ def test_every_rule_id_used_in_the_source_has_a_catalogue_entry() -> None:
     assert len(used) > 30, "the extractor no longer finds the call sites"
     missing = {rule_id: files for rule_id, files in used.items() if rule_id not in CATALOGUE}
     assert not missing, f"add these to bastion/scan/rules.py: {missing}"
+
+
+def test_every_rule_id_built_by_an_f_string_has_catalogue_entries() -> None:
+    patterns = {k: files for k, files in _used_in_source().items() if k.startswith("re:")}
+    unmatched = {k[3:]: files for k, files in patterns.items() if not any(re.match(k[3:], r) for r in CATALOGUE)}
+    assert not unmatched, f"rule ids built at run time with no catalogue entry: {unmatched}"
 
 
 def test_every_catalogue_entry_is_used_in_the_source() -> None:
