@@ -139,11 +139,13 @@ def scan_paths(
     return ScanReport(tuple(str(p) for p in paths), tuple(results), time.perf_counter() - started)
 
 
-# Starting a pool of forked workers and collecting its results costs about 30-60 ms on a
-# 2-core machine, plus ~0.1 ms per file sent back (measured with 500 small pickles: one
-# worker 0.15 s, a pool of two 0.33 s on a loaded machine). A pool is started only when
-# the files left would take several times that in this process.
-_POOL_PAYS_AFTER_S = 1.0
+# Starting a pool of forked workers costs about 30-60 ms on a 2-core machine and each
+# result crosses a pipe (~0.1 ms a file; measured with 500 small pickles: start 15-30 ms,
+# close 6-16 ms). Two workers save half of what is left, so a pool pays once the files
+# left would take about 0.3 s here; below that, one process is quickest. On a loaded
+# machine `_idle_cores` is 1 and nothing is forked (a pool of two took 0.33 s against
+# 0.15 s in one process with the load average at 4 on 2 cores).
+_POOL_PAYS_AFTER_S = 0.3
 _PACE_AFTER_S = 0.05
 
 
