@@ -240,3 +240,26 @@ def test_registry_is_ordered_and_names_are_unique() -> None:
     assert [p.priority for p in PLUGINS] == sorted(p.priority for p in PLUGINS)
     assert len({p.priority for p in PLUGINS}) == len(PLUGINS)
     assert {p.tier for p in PLUGINS} == set(Tier)
+
+
+def _with_valid_tar_checksum(data: bytes) -> bytes:
+    """`data` padded to a 512-byte block whose tar checksum field is right: a tar header."""
+    block = bytearray(data.ljust(512, b"\x00"))
+    assert all(b == 0 for b in block[148:156])  # the payload must end before the checksum field
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\x00 " % sum(block)
+    return bytes(block)
+
+
+def test_protocol_0_pickle_that_is_also_a_tar_header_is_read_both_ways(tmp_path: Path) -> None:
+    data = _with_valid_tar_checksum(pickle.dumps(SystemCall(), protocol=0))
+    assert data[:1] != b"\x80"  # no PROTO: found only by trying every opcode
+    with tarfile.open(fileobj=io.BytesIO(data + b"\x00" * 1024)) as archive:  # torch.load's first try
+        assert len(archive.getmembers()) == 1
+    assert_fails_with(scan_path(_write(tmp_path, "weights.bin", data + b"\x00" * 1024)), "pickle.dangerous-global")
+
+
+def test_gzipped_pickle_that_is_also_a_tar_header_is_read_both_ways(tmp_path: Path) -> None:
+    # joblib.load decompresses and unpickles; the stream also opens with a valid tar header.
+    data = gzip.compress(_with_valid_tar_checksum(pickle.dumps(SystemCall(), protocol=0)) + b"\x00" * 1024)
+    assert_fails_with(scan_path(_write(tmp_path, "model.joblib", data)), "pickle.dangerous-global")

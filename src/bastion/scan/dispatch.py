@@ -171,13 +171,21 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
             signature = signature or plugin.tier is Tier.SIGNATURE
     if len(matched) > 1 or any(p.random_access for p, _k in matched):
         src = in_memory(src)  # several readers, or one that needs random access
+    guess_src = src
+    if matched and not signature and not isinstance(src, MemorySource):
+        # A stream (a decompressed member) read by a tar scan cannot be read again, and a
+        # gzip'ed pickle whose first block is also a tar header is unpickled by joblib:
+        # the guesses read a buffered copy of its start (pickles that end within it).
+        guess_src = source_from_bytes(src.peek(_PROBE), src.name)
     start = src.tell()
     analysed = False
     for plugin, kind in matched:
         _rewind(src, start)
         analysed = plugin.scan(ctx, src, loc, depth, Hit(kind, name)) is not False or analysed
     if not signature:
-        analysed = _guess(ctx, src, loc, name, depth, head, analysed=analysed)
+        if guess_src is src:
+            _rewind(src, start)
+        analysed = _guess(ctx, guess_src, loc, name, depth, head, analysed=analysed)
     if not analysed:
         _unknown(ctx, loc, name)
 
