@@ -23,6 +23,7 @@ not analysed when the file is named like a model, and as an unknown binary other
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,15 @@ _ZFILE_PREFIX = b"ZF"
 _ZFILE_HEADER = 2 + 19
 
 
+# What a pickle that imports something looks like, whichever reader parses it: a GLOBAL or
+# INST line pair, or two short strings and a STACK_GLOBAL (memoized or not).
+_IMPORT_EVIDENCE = re.compile(
+    rb"[ci][A-Za-z_][\w.]{0,200}\n[A-Za-z_][\w.]{0,200}\n"
+    rb"|\x8c[\x01-\xc8][A-Za-z_][\w.]{0,199}\x94?\x8c[\x01-\xc8][A-Za-z_][\w.]{0,199}\x94?\x93"
+)
+_EVIDENCE_WINDOW = 1 << 20
+
+
 class Tier(enum.Enum):
     """How a plug-in's match combines with the others' (see the module docstring)."""
 
@@ -128,6 +138,9 @@ class Plugin:
     """A guess that matched and then declined fails closed for inputs named with these
     suffixes, when nothing else analysed them: named like this and starting like this,
     the input was meant to be this format."""
+    declined_evidence: Callable[[bytes], str | None] | None = None
+    """Likewise for content that shows the format's marks (its first MiB is passed): the
+    reason to report it as not analysed, or None."""
 
 
 def in_memory(src: ByteSource, limit: int = _MAX_IN_MEMORY) -> MemorySource:
@@ -211,6 +224,12 @@ def _guess(
             return True
         if not analysed and name.lower().endswith(plugin.declined_by_name):
             raise ArtifactError(f"{name} is named like a {plugin.summary} and starts like one, but does not parse")
+        if not analysed and plugin.declined_evidence is not None:
+            _rewind(src, start)
+            window = src.bytes_at(start, _EVIDENCE_WINDOW) if isinstance(src, MemorySource) else src.peek(_PROBE)
+            reason = plugin.declined_evidence(window)
+            if reason is not None:
+                raise ArtifactError(reason)
         _rewind(src, start)
     return analysed
 
@@ -467,12 +486,29 @@ def _scan_tentative_pickle(ctx: ScanContext, src: ByteSource, loc: Location, dep
         return scan_pickle(ctx, src, loc, depth, tentative=True)
     probe = src.peek(_PROBE)
     trial = ScanContext(ctx.limits, ctx.dispatch, ctx.allow_globals)
-    if not scan_pickle(trial, source_from_bytes(probe, src.name), loc, depth, tentative=True):
-        if len(probe) < _PROBE:
-            return False  # the whole stream was tried
-        if not any(f.rule_id == "scan.incomplete" for f in trial.findings):
-            return False
+    parsed = scan_pickle(trial, source_from_bytes(probe, src.name), loc, depth, tentative=True)
+    if not parsed and (len(probe) < _PROBE or not any(f.rule_id == "scan.incomplete" for f in trial.findings)):
+        return False  # the whole stream was tried
     return scan_pickle(ctx, src, loc, depth)
+
+
+def _pickle_evidence(data: bytes) -> str | None:
+    """Why binary data that opens with an opcode and imports names, yet did not emulate, fails closed.
+
+    Where the emulation and CPython's unpickler disagree (an argument spelt in a way only one
+    of them accepts), the unpickler reads on and imports what the stream names; passing such
+    a file as an unknown binary would pass its payload. Text is left to the text scan: word
+    lists would look like GLOBAL lines.
+    """
+    if _sniff_text(data[:_HEAD], None, source_from_bytes(b"", "")) is not None:
+        return None
+    match = _IMPORT_EVIDENCE.search(data)
+    if match is None:
+        return None
+    return (
+        f"opens with a pickle opcode and imports names (at byte {match.start()}), but could not be "
+        "emulated; an unpickler may read it differently"
+    )
 
 
 def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, hit: Hit) -> None:
@@ -579,6 +615,7 @@ PLUGINS: tuple[Plugin, ...] = tuple(
                 Tier.GUESS,
                 summary="pickle",
                 declined_by_name=_PICKLE_SUFFIXES,
+                declined_evidence=_pickle_evidence,
             ),
             Plugin("text", 110, _sniff_text, _scan_text, Tier.GUESS, summary="notebooks, JSON configs, secrets"),
             Plugin(

@@ -326,7 +326,8 @@ _RULES = (
         "Binary content of a format Bastion does not recognise",
         "No plug-in recognised the content. No loader Bastion knows would run it: an "
         "unpickler rejects its first byte (every file starting with an opcode was tried as a "
-        "pickle) and the other code-running loaders need signatures that were checked. It is "
+        "pickle, and binary data that names imports fails closed) and the other code-running "
+        "loaders need signatures that were checked. It is "
         "reported, not blocking, because hubs hold images, tokenizers and raw weights of many "
         "formats; a file named like a model (.pt, .model, .dat ...) fails closed instead "
         "(scan.unsupported-format). Block at low to refuse every unrecognised file.",
