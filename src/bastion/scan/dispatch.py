@@ -26,7 +26,7 @@ import enum
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bastion.errors import ArtifactError, LimitExceeded, UnsupportedFormat
 from bastion.findings import Location, Severity
@@ -92,8 +92,9 @@ _ZFILE_HEADER = 2 + 19
 
 
 # What a pickle that imports something looks like, whichever reader parses it: a GLOBAL or
-# INST line pair, or two short strings and a STACK_GLOBAL (memoized or not).
-_IMPORT_EVIDENCE = re.compile(
+# INST line pair, or two short strings and a STACK_GLOBAL (memoized or not). Compiled on
+# first use: most scans never need it, and start-up time counts.
+_IMPORT_EVIDENCE = (
     rb"[ci][A-Za-z_][\w.]{0,200}\n[A-Za-z_][\w.]{0,200}\n"
     rb"|\x8c[\x01-\xc8][A-Za-z_][\w.]{0,199}\x94?\x8c[\x01-\xc8][A-Za-z_][\w.]{0,199}\x94?\x93"
 )
@@ -108,8 +109,7 @@ class Tier(enum.Enum):
     GUESS = "guess"
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     """What a sniff found: the kind it names (`"zlib"`, `"onnx"`) and the input's name."""
 
     kind: str
@@ -122,9 +122,12 @@ Scan = Callable[[ScanContext, ByteSource, Location, int, Hit], "bool | None"]
 """scan(ctx, src, loc, depth, hit): False declines (the content was not this format)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Plugin:
-    """One format: how to recognise it and how to scan it."""
+class Plugin(NamedTuple):
+    """One format: how to recognise it and how to scan it.
+
+    (A NamedTuple rather than a frozen dataclass: as immutable, and it does not cost the
+    scanner's start-up a generated __init__.)
+    """
 
     name: str
     priority: int
@@ -173,16 +176,19 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
     head = src.peek(_HEAD)
     if not head:
         return
+    size = src.size
     matched: list[tuple[Plugin, str]] = []
-    signature = False
-    for plugin in _SIGNATURE_AND_ANYWHERE:
-        if signature and plugin.tier is Tier.SIGNATURE:
-            continue
-        kind = plugin.sniff(head, src.size, src)
+    for plugin in _SIGNATURES:
+        kind = plugin.sniff(head, size, src)
         if kind:
             matched.append((plugin, kind))
-            signature = signature or plugin.tier is Tier.SIGNATURE
-    if len(matched) > 1 or any(p.random_access for p, _k in matched):
+            break
+    signature = bool(matched)
+    for plugin in _ANYWHERE:
+        kind = plugin.sniff(head, size, src)
+        if kind:
+            matched.append((plugin, kind))
+    if len(matched) > 1 or (matched and matched[0][0].random_access):
         src = in_memory(src)  # several readers, or one that needs random access
     guess_src = src
     if matched and not signature and not isinstance(src, MemorySource):
@@ -192,7 +198,7 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         guess_src = source_from_bytes(src.peek(_PROBE), src.name)
     start = src.tell()
     analysed = False
-    for plugin, kind in matched:
+    for plugin, kind in sorted(matched, key=_priority) if len(matched) > 1 else matched:
         _rewind(src, start)
         analysed = plugin.scan(ctx, src, loc, depth, Hit(kind, name)) is not False or analysed
     if not signature:
@@ -201,6 +207,10 @@ def _route(ctx: ScanContext, src: ByteSource, loc: Location, name: str, depth: i
         analysed = _guess(ctx, guess_src, loc, name, depth, head, analysed=analysed)
     if not analysed:
         _unknown(ctx, loc, name)
+
+
+def _priority(match: tuple[Plugin, str]) -> int:
+    return match[0].priority
 
 
 def _rewind(src: ByteSource, start: int) -> None:
@@ -330,7 +340,7 @@ def _sniff_hdf5(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
 def _sniff_hdf5_userblock(head: bytes, size: int | None, src: ByteSource) -> str | None:
     # h5py looks for the superblock at 0, 512, 1024, 2048, ...: a user block of any
     # content (a pickle, a script) may precede it, and Keras loads the model all the same.
-    if head.startswith(_HDF5) or not isinstance(src, MemorySource) or size is None:
+    if size is None or size < 512 + len(_HDF5) or head.startswith(_HDF5) or not isinstance(src, MemorySource):
         return None
     offset = 512
     while offset + len(_HDF5) <= size:
@@ -502,7 +512,7 @@ def _pickle_evidence(data: bytes) -> str | None:
     """
     if _sniff_text(data[:_HEAD], None, source_from_bytes(b"", "")) is not None:
         return None
-    match = _IMPORT_EVIDENCE.search(data)
+    match = re.search(_IMPORT_EVIDENCE, data)  # re caches the compiled pattern
     if match is None:
         return None
     return (
@@ -633,5 +643,6 @@ PLUGINS: tuple[Plugin, ...] = tuple(
 )
 """Every format Bastion reads, in priority order: the one place a format is registered."""
 
-_SIGNATURE_AND_ANYWHERE = tuple(p for p in PLUGINS if p.tier is not Tier.GUESS)
+_SIGNATURES = tuple(p for p in PLUGINS if p.tier is Tier.SIGNATURE)
+_ANYWHERE = tuple(p for p in PLUGINS if p.tier is Tier.ANYWHERE)
 _GUESSES = tuple(p for p in PLUGINS if p.tier is Tier.GUESS)
