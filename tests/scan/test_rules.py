@@ -22,7 +22,7 @@ from bastion.scan.rules import CATALOGUE, describe, explain, markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "bastion"
-RULE_ID = re.compile(r"^[a-z0-9]+\.[a-z0-9-]+$")
+RULE_ID = re.compile(r"^[a-z0-9-]+\.[a-z0-9-]+$")
 README_START, README_END = "<!-- rules:start -->", "<!-- rules:end -->"
 
 
