@@ -23,6 +23,7 @@ from bastion.scan.rules import CATALOGUE, describe, explain, markdown_table
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "bastion"
 RULE_ID = re.compile(r"^[a-z0-9-]+\.[a-z0-9-]+$")
+_RULE_NAMES = frozenset({"rule", "rule_id"})
 README_START, README_END = "<!-- rules:start -->", "<!-- rules:end -->"
 
 
@@ -62,6 +63,8 @@ def _ids_in(tree: ast.AST) -> set[str]:
         if isinstance(node, ast.Call | ast.Tuple | ast.List):
             items = node.args if isinstance(node, ast.Call) else node.elts
             candidates += [a for a, b in itertools.pairwise(items) if _is_severity(b)]
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in _RULE_NAMES for t in node.targets):
+            candidates.append(node.value)  # rule = f"{prefix}.template-{kind}"; ctx.add(rule, ...)
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             every = [*node.args.posonlyargs, *node.args.args]
             positional = every[len(every) - len(node.args.defaults) :]
@@ -104,6 +107,7 @@ Judgement("a.five", Severity.HIGH, "m")
 seen.add("not.arule")
 def incomplete(self, location, message, fmt, rule_id="a.six"): ...
 ctx.add(f"{prefix}.template-{kind}", severity, loc, "m", "f")
+rule = f"{family}.sidecar-{kind}"
 out.append(Risk("injection", Severity.HIGH))
 """
     assert _ids_in(ast.parse(sample)) == {
@@ -114,6 +118,7 @@ out.append(Risk("injection", Severity.HIGH))
         "a.five",
         "a.six",
         r"re:^[a-z0-9-]+\.template\-[a-z0-9-]+$",
+        r"re:^[a-z0-9-]+\.sidecar\-[a-z0-9-]+$",
     }
 
 
