@@ -270,7 +270,6 @@ CANARIES: dict[str, CanaryBuilder] = {
     "pickle": lambda canaries: (_payload_pickle(canaries, 4), Verdict.FAIL),
     "npy": _npy,
     "compressed": _compressed(gzip.compress),
-    "joblib-zfile": _zfile,
     "gguf": _gguf,
     "hdf5": lambda canaries: (_hdf5(canaries), Verdict.FAIL),
     "hdf5-userblock": lambda canaries: (_hdf5(canaries, userblock=512), Verdict.FAIL),
@@ -290,6 +289,7 @@ MORE_CANARIES: dict[str, CanaryBuilder] = {
     "xz": _compressed(lzma.compress),
     "lzma": _compressed(lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE)),
     "zlib": _compressed(zlib.compress),
+    "zfile": _zfile,
 }
 
 

@@ -76,19 +76,10 @@ _PROBE = 1 << 16
 _HEAD = 512
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _NPY = b"\x93NUMPY"
-_LZMA_DICT_SIZES = frozenset((1 << n).to_bytes(4, "little") for n in range(12, 31))
-_COMPRESSION_MAGIC = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x04\x22\x4d\x18", "lz4"),
-)
+_TAR_CHECKSUM_FIRST = frozenset(b"01234567 \x00\x80\xff")
 _MAX_IN_MEMORY = 128 << 20  # nested containers needing random access; keeps peak memory bounded
 _EOCD = struct.Struct("<4sHHHHIIH")
 _ZIP_TAIL = _EOCD.size + 0xFFFF  # the record plus the longest comment
-# joblib < 0.10 wrote b"ZF", the payload's length as 19 hex digits, then zlib data.
-_ZFILE_PREFIX = b"ZF"
-_ZFILE_HEADER = 2 + 19
 
 
 # What a pickle that imports something looks like, whichever reader parses it: a GLOBAL or
@@ -290,43 +281,11 @@ def _sniff_npy(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
 
 
 def _sniff_compressed(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
-    for magic, kind in _COMPRESSION_MAGIC:
-        if head.startswith(magic):
-            return kind
-    # zlib: deflate with any window size and any level. joblib writes 0x78; zlib itself
-    # reads the others, so they are taken when the data really inflates.
-    if _is_zlib_header(head) and (head[0] == 0x78 or _inflates(head)):
-        return "zlib"
-    # .lzma ("alone") streams: properties byte 0x5D, then the dictionary size. joblib
-    # recognises them by b"\x5d\x00" alone, and liblzma accepts any dictionary size.
-    if len(head) >= 13 and head[0] == 0x5D and (head[1] == 0 or head[1:5] in _LZMA_DICT_SIZES):
-        return "lzma"
-    return None
+    # compressed.sniff knows the loaders' magics (zlib, .lzma, joblib's ZF ...). Its module is
+    # imported only here: inputs that match a signature before it (every PROTO pickle) skip it.
+    from bastion.scan.formats import compressed
 
-
-def _is_zlib_header(head: bytes) -> bool:
-    return len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and ((head[0] << 8) | head[1]) % 31 == 0
-
-
-def _inflates(head: bytes) -> bool:
-    import zlib
-
-    try:
-        zlib.decompressobj().decompress(head, 1 << 12)
-    except zlib.error:
-        return False
-    return True
-
-
-def _sniff_zfile(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
-    if not head.startswith(_ZFILE_PREFIX) or len(head) < _ZFILE_HEADER + 2:
-        return None
-    digits = head[2:_ZFILE_HEADER].strip(b" \x00")
-    try:
-        int(digits, 16)
-    except ValueError:
-        return None
-    return "joblib-zfile"
+    return compressed.sniff(head)
 
 
 def _sniff_gguf(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
@@ -352,19 +311,13 @@ def _sniff_hdf5_userblock(head: bytes, size: int | None, src: ByteSource) -> str
 
 def _sniff_tar(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
     # tarfile (and so `torch.load`, which tries tar first) takes any 512-byte header whose
-    # checksum is right: old V7 headers carry no "ustar" magic.
-    if len(head) < 512:
+    # checksum is right; tararchive.sniff checks it as tarfile does. The checksum field opens
+    # with an octal digit, a space, a NUL or a base-256 marker: other heads skip the import.
+    if len(head) < 512 or head[148] not in _TAR_CHECKSUM_FIRST:
         return None
-    if head[257:262] == b"ustar":
-        return "tar"
-    field = head[148:156].split(b"\x00", 1)[0].strip(b" ")
-    if not field or any(c not in b"01234567" for c in field):
-        return None
-    stored = int(field, 8)
-    block = head[:148] + b" " * 8 + head[156:512]
-    unsigned = sum(block)
-    signed = sum(b - 256 if b > 127 else b for b in block)
-    return "tar" if stored in (unsigned, signed) else None
+    from bastion.scan.formats import tararchive
+
+    return "tar" if tararchive.sniff(head) else None
 
 
 def _sniff_7z(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
@@ -400,13 +353,23 @@ def _sniff_any_opcode(head: bytes, _size: int | None, _src: ByteSource) -> str |
 
 
 def _sniff_text(head: bytes, _size: int | None, _src: ByteSource) -> str | None:
-    if not head or b"\x00" in head:
+    if not head:
         return None
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return "text" if err.start >= len(head) - 3 else None  # a character cut by the peek window
-    return "text"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if err.start >= len(head) - 3:
+                return "text"  # a character cut by the peek window
+        else:
+            return "text"
+    if head[:4].count(0) or head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        # A JSON object in UTF-16/32 or behind a BOM: json.loads(bytes), as Keras reads
+        # config.json, accepts it.
+        from bastion.scan.formats import keras
+
+        return "text" if keras.looks_like_wide_json(head) else None
+    return None
 
 
 def _sniff_protobuf(head: bytes, _size: int | None, src: ByteSource) -> str | None:
@@ -450,14 +413,6 @@ def _scan_compressed(ctx: ScanContext, src: ByteSource, loc: Location, depth: in
     from bastion.scan.formats.compressed import scan_compressed
 
     scan_compressed(ctx, src, loc, hit.kind, hit.name, depth)
-
-
-def _scan_zfile(ctx: ScanContext, src: ByteSource, loc: Location, depth: int, hit: Hit) -> None:
-    from bastion.scan.formats.compressed import scan_compressed
-
-    ctx.saw("joblib")
-    src.skip(_ZFILE_HEADER)
-    scan_compressed(ctx, src, loc, "zlib", hit.name, depth)
 
 
 def _scan_gguf(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, _hit: Hit) -> None:
@@ -524,14 +479,15 @@ def _pickle_evidence(data: bytes) -> str | None:
 def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, hit: Hit) -> None:
     data = src.read_some(ctx.limits.max_text_bytes)
     from bastion.scan import secrets
+    from bastion.scan.formats import keras
 
-    text = data.decode("utf-8", "replace")
+    document = keras.json_document(data)  # decoded as json.loads(bytes) would: BOM, UTF-16, UTF-32
+    text = document if document is not None else data.decode("utf-8", "replace")
     lower = hit.name.lower()
-    if text.lstrip().startswith("{"):
-        from bastion.scan.formats import keras
-
-        if secrets.scan_notebook(ctx, text, loc) or keras.scan_config_text(ctx, text, loc, lower):
-            return
+    if document is not None and (
+        secrets.scan_notebook(ctx, text, loc) or keras.scan_config_text(ctx, text, loc, lower)
+    ):
+        return
     if lower.endswith((".pb", ".onnx")):
         from bastion.scan.formats import protobuf_models
 
@@ -539,6 +495,9 @@ def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, hi
         if kind is not None:
             protobuf_models.scan_protobuf_model(ctx, source_from_bytes(data, src.name), loc, kind)
             return
+    from bastion.scan.formats import model_text
+
+    model_text.scan_model_text(ctx, text, loc, lower)  # saved_model.pbtxt, chat_template.jinja
     ctx.saw("text")
     secrets.scan_text_for_secrets(ctx, text, loc, "text")
 
@@ -592,8 +551,13 @@ PLUGINS: tuple[Plugin, ...] = tuple(
             Plugin("zip", 20, _sniff_zip, _scan_zip, random_access=True, summary="zip: PyTorch, .keras, .npz"),
             Plugin("pickle", 30, _sniff_pickle, _scan_pickle, summary="pickle with a PROTO opcode"),
             Plugin("npy", 40, _sniff_npy, _scan_npy, summary="NumPy .npy, versions 1-3"),
-            Plugin("compressed", 50, _sniff_compressed, _scan_compressed, summary="gzip, bzip2, xz, lzma, zlib, lz4"),
-            Plugin("joblib-zfile", 55, _sniff_zfile, _scan_zfile, summary="joblib < 0.10 ZF container"),
+            Plugin(
+                "compressed",
+                50,
+                _sniff_compressed,
+                _scan_compressed,
+                summary="gzip, bzip2, xz, lzma, zlib, lz4, joblib's ZF container",
+            ),
             Plugin("gguf", 60, _sniff_gguf, _scan_gguf, summary="GGUF metadata and chat templates"),
             Plugin("7z", 90, _sniff_7z, _refuse, summary="7z: refused as not analysable"),
             Plugin("rar", 91, _sniff_rar, _refuse, summary="RAR: refused as not analysable"),

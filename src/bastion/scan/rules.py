@@ -319,6 +319,80 @@ _RULES = (
         "A private key or a token shaped like a cloud or API key was found in text, metadata "
         "or a notebook. Anyone who downloads the model gets it. Revoke it and remove it.",
     ),
+    Rule(
+        "joblib.sidecar-escape",
+        _H,
+        "A joblib array wrapper loads a sidecar file from outside the model's folder",
+        "joblib's NDArrayWrapper names a file next to the pickle that joblib.load then reads "
+        "with numpy.load(allow_pickle=True). A name that leaves the folder makes loading read, "
+        "and unpickle, a file the model does not ship. Do not load the file.",
+    ),
+    Rule(
+        "keras.external-model",
+        _H,
+        "A Keras layer loads a model from outside this file",
+        "A TFSMLayer loads and runs a TensorFlow SavedModel from the path in its config when "
+        "the model is built; that model is not part of this file and was not scanned with it. "
+        "Ship the SavedModel with the model and scan it, or remove the layer.",
+    ),
+    Rule(
+        "pickle.nested-unanalysable",
+        _H,
+        "A nested pickle whose bytes cannot be analysed",
+        "The stream hands a loads-like function (pickle.loads, torch.storage._load_from_bytes) "
+        "bytes made while loading, or longer than the scan keeps, so the inner pickle it "
+        "unpickles cannot be seen. What cannot be analysed is not passed; treat it as unsafe.",
+    ),
+    Rule(
+        "pickle.unverified-arguments",
+        _H,
+        "An allowed callable gets arguments made while loading",
+        "The callable is allowed only with arguments its specification can check (what it "
+        "calls, imports or unpickles); here they are computed while loading, so what it will "
+        "do cannot be known without running the file. Treat it as unsafe.",
+    ),
+    Rule(
+        "gguf.template-computed-name",
+        _H,
+        "A GGUF chat template builds an attribute name at render time",
+        "An attribute or item name is computed by the template (string concatenation, filters, variables), so what it reaches cannot be read from its text; this is how dunder names are spelt to evade keyword lists. Replace the template with the model family's standard one.",
+    ),
+    Rule(
+        "gguf.template-global",
+        _H,
+        "A GGUF chat template uses a global that leads to Python",
+        "The template uses a Jinja global (such as cycler, joiner or lipsum) that real chat templates never use and whose attributes lead to Python's internals: a known way out of the sandbox. Replace the template with the model family's standard one.",
+    ),
+    Rule(
+        "gguf.template-loader",
+        _H,
+        "A GGUF chat template loads another template",
+        "The template includes, imports or extends another template; with a file loader the runtime reads files beside the model, and what they do is not in this file. Real chat templates are self-contained; replace it.",
+    ),
+    Rule(
+        "hf-tokenizer.template-injection",
+        _C,
+        "A tokenizer's chat template reaches Python internals",
+        "The template reads an attribute or item such as __globals__, __builtins__, __subclasses__ or os through Jinja's getattr; rendering it escapes the sandbox and can run code (CVE-2024-34359). Replace the template with the model family's standard one.",
+    ),
+    Rule(
+        "hf-tokenizer.template-computed-name",
+        _H,
+        "A tokenizer's chat template builds an attribute name at render time",
+        "An attribute or item name is computed by the template (string concatenation, filters, variables), so what it reaches cannot be read from its text; this is how dunder names are spelt to evade keyword lists. Replace the template with the model family's standard one.",
+    ),
+    Rule(
+        "hf-tokenizer.template-global",
+        _H,
+        "A tokenizer's chat template uses a global that leads to Python",
+        "The template uses a Jinja global (such as cycler, joiner or lipsum) that real chat templates never use and whose attributes lead to Python's internals: a known way out of the sandbox. Replace the template with the model family's standard one.",
+    ),
+    Rule(
+        "hf-tokenizer.template-loader",
+        _H,
+        "A tokenizer's chat template loads another template",
+        "The template includes, imports or extends another template; with a file loader the runtime reads files beside the model, and what they do is not in this file. Real chat templates are self-contained; replace it.",
+    ),
     # -- the scan itself --------------------------------------------------------------------
     Rule(
         "scan.unknown-format",
