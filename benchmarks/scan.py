@@ -9,6 +9,13 @@ What it measures, for Bastion and each peer, in the same run and on the same inp
   analyse the file (error exit, crash) or timed out; a file the tool skipped or
   ignored while exiting as a pass counts as clean, because that is what a CI gate
   built on the tool would do with it.
+* **Quality** on the corpora the test suite builds, when their builders exist: the benign
+  corpus from real libraries (``tests/scan/benign/``) and the bypass suite
+  (``tests/scan/test_bypasses.py``). A module there that defines
+  ``benchmark_corpus(folder: Path) -> list[dict]`` writes its files into ``folder`` and
+  returns one manifest entry per file (``file``, ``verdict``, ``format``, ``technique``);
+  it runs under ``--gen-python``. The detection table shows caught / false alarms per tool
+  and corpus; ``--no-extra-corpora`` leaves them out.
 * **Throughput** on inputs this script generates with a fixed ``--seed``:
   (a) a ~1 GB PyTorch ``state_dict`` of float32 tensors written by ``torch.save``
   (zip format) and (b) a directory of 1,000 small pickles (dicts, lists, small
