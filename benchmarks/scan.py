@@ -9,6 +9,13 @@ What it measures, for Bastion and each peer, in the same run and on the same inp
   analyse the file (error exit, crash) or timed out; a file the tool skipped or
   ignored while exiting as a pass counts as clean, because that is what a CI gate
   built on the tool would do with it.
+* **Quality** on the corpora the test suite builds, when their builders exist: the benign
+  corpus from real libraries (``tests/scan/benign/``) and the bypass suite
+  (``tests/scan/test_bypasses.py``). A module there that defines
+  ``benchmark_corpus(folder: Path) -> list[dict]`` writes its files into ``folder`` and
+  returns one manifest entry per file (``file``, ``verdict``, ``format``, ``technique``);
+  it runs under ``--gen-python``. The detection table shows caught / false alarms per tool
+  and corpus; ``--no-extra-corpora`` leaves them out.
 * **Throughput** on inputs this script generates with a fixed ``--seed``:
   (a) a ~1 GB PyTorch ``state_dict`` of float32 tensors written by ``torch.save``
   (zip format) and (b) a directory of 1,000 small pickles (dicts, lists, small
@@ -96,6 +103,18 @@ TRACEBACK: Final = "Traceback (most recent call last)"
 LOG_LINE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
 PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 GENERATE_COMMAND: Final = "_generate"
+CORPUS_COMMAND: Final = "_build_corpus"
+# Corpora built by the test suite's own builders, read when present (another engineer may
+# not have landed them yet): (corpus name, file or folder under the repository, function).
+# The function is `benchmark_corpus(folder: Path) -> list[dict]`: it writes its files into
+# `folder` and returns one manifest entry per file, as the shared manifests spell them:
+# {"file": path relative to folder, "verdict": "malicious" | "benign", "format": ...,
+# "technique": ...}. It runs under --gen-python (which has torch and the real libraries).
+CORPUS_HOOK: Final = "benchmark_corpus"
+EXTRA_CORPORA: Final = (
+    ("benign-libraries", Path("tests/scan/benign"), CORPUS_HOOK),
+    ("bypasses", Path("tests/scan/test_bypasses.py"), CORPUS_HOOK),
+)
 INPUTS_VERSION: Final = 1
 
 Argv = list[str]
@@ -190,6 +209,7 @@ class Options:
     output_format: str
     tools: tuple[str, ...]
     corpus: bool
+    extra_corpora: bool
     throughput: bool
     peers_root: Path
     bastion_bin: Path
@@ -413,7 +433,11 @@ def run_measured(
 
 def tool_env(bin_dir: Path, extra: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The caller's environment with one tool's bin directory first on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    # PYTHONDONTWRITEBYTECODE would make a tool run from source (Bastion's editable install)
+    # recompile itself at every start, while pip-installed peers have their bytecode: every
+    # tool runs as installed, its bytecode written once by the untimed warm-up.
+    dropped = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -803,6 +827,72 @@ def count_detections(outcomes: Sequence[FileOutcome]) -> tuple[int, int, int, in
         sum(1 for o in benign if not o.outcome.is_clean),
         len(benign),
     )
+
+
+def build_extra_corpora(options: Options, workdir: Path) -> tuple[CorpusEntry, ...]:
+    """Build each corpus of EXTRA_CORPORA whose builder exists; the entries of those built."""
+    entries: list[CorpusEntry] = []
+    for name, _where, _hook in EXTRA_CORPORA:
+        target = workdir / "corpora" / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        argv = [str(options.gen_python), str(Path(__file__).resolve()), CORPUS_COMMAND, name, str(target)]
+        done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        manifest = target / "manifest.json"
+        if done.returncode != 0 or not manifest.is_file():
+            reason = error_line(done.stderr) or "no builder"
+            say(f"corpus: {name} left out ({reason})")
+            continue
+        built = load_corpus([manifest])
+        say(f"corpus: {name}: {len(built)} files built by the test suite's builder")
+        entries += built
+    return tuple(entries)
+
+
+def build_corpus_here(name: str, target: Path) -> int:
+    """Run one corpus builder from the test suite (under --gen-python) and write its manifest.
+
+    Exit 3 when the builder does not exist (yet): the corpus is left out, not an error.
+    """
+    where, hook = next((w, h) for n, w, h in EXTRA_CORPORA if n == name)
+    builder = find_corpus_hook(REPO_ROOT / where, hook)
+    if builder is None:
+        print(f"{where} defines no {hook}(folder)", file=sys.stderr)
+        return 3
+    entries = list(builder(target))
+    for entry in entries:
+        if entry.get("verdict") not in ("malicious", "benign") or not (target / entry["file"]).is_file():
+            print(f"{where}: bad manifest entry {entry!r}", file=sys.stderr)
+            return 1
+    (target / "manifest.json").write_text(json.dumps(entries, indent=1))
+    return 0
+
+
+def find_corpus_hook(where: Path, hook: str) -> Callable[[Path], Iterable[dict[str, Any]]] | None:
+    """The hook function in a test module, or in any module of a test package, or None."""
+    import importlib.util  # noqa: PLC0415 - only the corpus builder needs it
+
+    tests = REPO_ROOT / "tests"
+    for path in (str(tests), str(tests / "scan"), str(REPO_ROOT / "src")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    if where.is_dir():
+        candidates = sorted(where.glob("*.py"), key=lambda p: p.name != "__init__.py")
+    else:
+        candidates = [where] if where.is_file() else []
+    for index, module_path in enumerate(candidates):
+        if hook not in module_path.read_text(encoding="utf-8"):
+            continue  # import only the module that defines the hook
+        spec = importlib.util.spec_from_file_location(f"_bench_corpus_{index}_{module_path.stem}", module_path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        found = getattr(module, hook, None)
+        if callable(found):
+            return found  # type: ignore[no-any-return]
+    return None
 
 
 # --------------------------------------------------------------------------- throughput inputs
@@ -1223,11 +1313,41 @@ def render_text(report: Report, show_files: bool) -> str:
         "",
         render_table(header, cells),
         "",
+        render_detection(report),
+        "",
         render_details(report),
     ]
     if show_files and report.files:
         parts += ["", render_files(report)]
     return "\n".join(parts)
+
+
+def detection_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Per tool and corpus: malicious files caught and benign files falsely flagged."""
+    names = list(dict.fromkeys(c[0] for t in report.tools if t.corpus for c in t.corpus.per_corpus))
+    rows = []
+    for t in report.tools:
+        if t.corpus is None:
+            continue
+        by_name = {c[0]: c for c in t.corpus.per_corpus}
+        cells = [t.name]
+        for name in names:
+            _n, det, mal, fa, ben = by_name.get(name, (name, 0, 0, 0, 0))
+            caught = f"{det}/{mal}" if mal else "-"
+            alarms = f"{fa}/{ben}" if ben else "-"
+            cells.append(f"caught {caught}, false alarms {alarms}")
+        rows.append(cells)
+    return ["tool", *names], rows
+
+
+def render_detection(report: Report) -> str:
+    """The detection table: one column per corpus (shared, benign libraries, bypasses)."""
+    header, rows = detection_rows(report)
+    if not rows:
+        return "detection by corpus: not measured"
+    return "detection by corpus (caught = malicious not passed; false alarms = benign not passed):\n" + render_table(
+        header, rows
+    )
 
 
 def render_details(report: Report) -> str:
@@ -1350,6 +1470,11 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="interpreter with torch and numpy that generates the inputs",
     )
     parser.add_argument(
+        "--no-extra-corpora",
+        action="store_true",
+        help="score only the shared manifests, not the corpora built by tests/scan's builders",
+    )
+    parser.add_argument(
         "--show-files",
         action="store_true",
         help="text output: list every corpus file's outcomes",
@@ -1373,6 +1498,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         output_format=args.output_format,
         tools=tools,
         corpus=not args.throughput_only,
+        extra_corpora=not args.no_extra_corpora,
         throughput=not args.corpus_only,
         peers_root=args.peers_venv,
         bastion_bin=args.bastion_bin,
@@ -1387,6 +1513,8 @@ def run(options: Options, workdir: Path) -> Report:
     corpus: dict[str, tuple[FileOutcome, ...]] = {}
     if options.corpus:
         entries = load_corpus(options.manifests)
+        if options.extra_corpora:
+            entries += build_extra_corpora(options, workdir)
         for tool in tools:
             corpus[tool.name] = run_corpus(tool, entries, options, workdir)
     timings: dict[str, tuple[Timing, Timing]] = {}
@@ -1401,6 +1529,9 @@ def run(options: Options, workdir: Path) -> Report:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point: returns 0 once the report is printed."""
+    if argv[:1] == [CORPUS_COMMAND]:
+        name, target = argv[1:3]
+        return build_corpus_here(name, Path(target))
     if argv[:1] == [GENERATE_COMMAND]:
         target, seed, ckpt_mb, count = argv[1:5]
         generate_inputs(Path(target), int(seed), int(ckpt_mb), int(count))

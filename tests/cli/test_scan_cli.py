@@ -206,3 +206,33 @@ def test_file_behind_a_symlink_in_a_folder_is_scanned(tmp_path: Path) -> None:
         [sys.executable, "-m", "bastion.cli.main", "scan", str(folder)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 1, done.stdout + done.stderr
+
+
+def test_explain_prints_the_catalogue_entry(tmp_path: Path) -> None:
+    done = bastion("scan", "--explain", "pickle.dangerous-global", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, summary = done.stdout.splitlines()[:2]
+    assert first.startswith("pickle.dangerous-global") and "[critical]" in first
+    assert summary == "Imports a function that runs code or reaches the system"
+    assert "Do not load the file" in done.stdout
+
+
+def test_explain_as_json_is_machine_readable(tmp_path: Path) -> None:
+    done = bastion("scan", "--explain", "scan.incomplete", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entry = json.loads(done.stdout)
+    assert entry["rule_id"] == "scan.incomplete" and entry["incomplete"] is True and entry["severity"] == "high"
+
+
+def test_explain_of_an_unknown_rule_exits_2_naming_close_matches(tmp_path: Path) -> None:
+    done = bastion("scan", "--explain", "pickle.dangerous-globl", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "unknown rule id 'pickle.dangerous-globl'" in done.stderr
+    assert "pickle.dangerous-global" in done.stderr.split("hint:", 1)[1]
+
+
+def test_scan_without_paths_is_a_usage_error(tmp_path: Path) -> None:
+    done = bastion("scan", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "PATHS" in done.stderr

@@ -148,3 +148,25 @@ def test_blocking_property_follows_fail_on(tmp_path: Path, fail_on: str) -> None
     assert by_severity["critical"]["properties"]["blocking"] is True
     assert by_severity["low"]["properties"]["blocking"] is (fail_on == "info")
     assert by_severity["low"]["level"] == "note"
+
+
+def test_rules_carry_the_catalogue_entry(tmp_path: Path) -> None:
+    from bastion.scan.rules import CATALOGUE  # noqa: PLC0415
+
+    builders: list[Callable[[Path], Path]] = [malicious_pickle, truncated_pickle]
+    folder = tmp_path / "models"
+    folder.mkdir()
+    paths = {build(folder) for build in builders}
+    doc = _sarif(folder, expect_exit=1)
+    assert _schema_errors(doc) == []
+    _check_results_are_meaningful(doc, paths)
+    rules = {r["id"]: r for r in doc["runs"][0]["tool"]["driver"]["rules"]}
+    assert {"pickle.dangerous-global", "scan.incomplete"} <= set(rules)
+    for rule_id, rule in rules.items():
+        entry = CATALOGUE[rule_id]
+        assert rule["shortDescription"]["text"] == entry.summary
+        assert rule["fullDescription"]["text"] == entry.help
+        assert rule["help"]["text"] == entry.help
+        assert rule["defaultConfiguration"]["level"] in {"note", "warning", "error"}
+    assert rules["pickle.dangerous-global"]["defaultConfiguration"]["level"] == "error"
+    assert "not-analysed" in rules["scan.incomplete"]["properties"]["tags"]

@@ -10,18 +10,30 @@ are extras. A command that needs an extra which is not installed exits 2 naming 
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
 from bastion import __version__
-from bastion.cli.policy import policy_group
-from bastion.cli.registry import audit_group, gate_group, registry_group
-from bastion.cli.scan import scan_command
-from bastion.cli.serve import keys_group, models_group, serve_command
-from bastion.cli.sign import keygen_command, sign_command, verify_command
 from bastion.errors import BastionError, ConfigError
+
+# Each command is imported when it is run (or listed by --help): `bastion scan` need not
+# pay for the registry's, the gateway's and signing's command modules at every start.
+_COMMANDS = {
+    "scan": ("bastion.cli.scan", "scan_command"),
+    "keygen": ("bastion.cli.sign", "keygen_command"),
+    "sign": ("bastion.cli.sign", "sign_command"),
+    "verify": ("bastion.cli.sign", "verify_command"),
+    "registry": ("bastion.cli.registry", "registry_group"),
+    "gate": ("bastion.cli.registry", "gate_group"),
+    "audit": ("bastion.cli.registry", "audit_group"),
+    "policy": ("bastion.cli.policy", "policy_group"),
+    "serve": ("bastion.cli.serve", "serve_command"),
+    "keys": ("bastion.cli.serve", "keys_group"),
+    "models": ("bastion.cli.serve", "models_group"),
+}
 
 # The extra that provides each optional package (by its import name), and the extra each
 # command group needs: the gateway's commands name `serve`, which includes the registry's.
@@ -69,7 +81,19 @@ def missing_extra(err: ImportError, command: str | None) -> ConfigError | None:
 
 
 class _Bastion(click.Group):
-    """The command group: a missing optional package becomes an error that names its extra."""
+    """The command group: commands load on first use; a missing optional package becomes an
+    error that names its extra."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        command = getattr(importlib.import_module(target[0]), target[1])
+        assert isinstance(command, click.Command)  # nosec B101  # a table of our own commands
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -86,18 +110,6 @@ class _Bastion(click.Group):
 def app() -> None:
     """Secure the ML model lifecycle. Start with `bastion scan --help`."""
 
-
-app.add_command(scan_command)
-app.add_command(keygen_command)
-app.add_command(sign_command)
-app.add_command(verify_command)
-app.add_command(registry_group)
-app.add_command(gate_group)
-app.add_command(audit_group)
-app.add_command(policy_group)
-app.add_command(serve_command)
-app.add_command(keys_group)
-app.add_command(models_group)
 
 
 def main() -> None:

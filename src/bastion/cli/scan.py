@@ -15,7 +15,7 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
 @click.command("scan")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--format",
     "-f",
@@ -35,12 +35,23 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
     "--policy", type=click.Path(path_type=Path), default=None, help="Policy YAML file (or set BASTION_POLICY)."
 )
 @click.option(
-    "--workers", "-j", type=click.IntRange(min=1), default=None, help="Processes for folders [default: one per core]."
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes for folders [default: from the job: one for quick jobs, the idle cores for long ones].",
 )
 @click.option(
     "--output", "-o", type=click.Path(path_type=Path), default=None, help="Write the report to this file, not stdout."
 )
 @click.option("--show-clean", is_flag=True, help="Also list files without findings (text format).")
+@click.option(
+    "--explain",
+    "explain_rule",
+    metavar="RULE",
+    default=None,
+    help="Print what a rule id means, why it matters and how to fix it (json with --format json), and exit.",
+)
 def scan_command(
     paths: tuple[Path, ...],
     output_format: str,
@@ -49,6 +60,7 @@ def scan_command(
     workers: int | None,
     output: Path | None,
     show_clean: bool,
+    explain_rule: str | None,
 ) -> int:
     """Scan model files and folders for code that runs when they are loaded.
 
@@ -59,6 +71,10 @@ def scan_command(
     Exit codes: 0 clean; 1 findings at or above --fail-on; 2 something could not be fully
     analysed (never reported as clean) or a usage error.
     """
+    if explain_rule is not None:
+        return _explain(explain_rule, output_format)
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...' (or use --explain RULE).")
     from bastion.policy.load import load_policy  # noqa: PLC0415  # keep --help fast
     from bastion.scan.api import scan_paths  # noqa: PLC0415
     from bastion.scan.report import exit_code  # noqa: PLC0415
@@ -88,6 +104,27 @@ def scan_command(
         if output:
             out.close()
     return exit_code(report.verdict(block_at))
+
+
+def _explain(rule_id: str, output_format: str) -> int:
+    """Print one catalogue entry; an unknown id raises ConfigError (exit 2) naming close ids."""
+    from bastion.scan.rules import describe, explain  # noqa: PLC0415
+
+    rule = explain(rule_id)
+    if output_format == "text":
+        sys.stdout.write(describe(rule))
+        return 0
+    import json  # noqa: PLC0415
+
+    entry = {
+        "rule_id": rule.id,
+        "severity": rule.severity.name.lower(),
+        "summary": rule.summary,
+        "help": rule.help,
+        "incomplete": rule.incomplete,
+    }
+    sys.stdout.write(json.dumps(entry, indent=2) + "\n")
+    return 0
 
 
 def _open_output(path: Path) -> TextIO:

@@ -9,6 +9,7 @@ from typing import TextIO
 from bastion import __version__
 from bastion.findings import Finding, Severity
 from bastion.scan.report import ScanReport
+from bastion.scan.rules import CATALOGUE
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {
@@ -59,6 +60,29 @@ def _result(f: Finding, rule_index: dict[str, int], block_at: Severity) -> dict[
     return result
 
 
+def _rule(rule_id: str, worst: Severity) -> dict[str, object]:
+    """A reportingDescriptor from the catalogue; its score is the worst result's, as dashboards rank by it."""
+    entry = CATALOGUE.get(rule_id)
+    if entry is None:  # a rule the catalogue lacks is a bug (tests/scan/test_rules.py), never a crash here
+        return {
+            "id": rule_id,
+            "shortDescription": {"text": rule_id},
+            "defaultConfiguration": {"level": _LEVEL[worst]},
+            "properties": {"security-severity": _SCORE[worst]},
+        }
+    return {
+        "id": rule_id,
+        "shortDescription": {"text": entry.summary},
+        "fullDescription": {"text": entry.help},
+        "help": {"text": entry.help, "markdown": f"**{entry.summary}**\n\n{entry.help}"},
+        "defaultConfiguration": {"level": _LEVEL[entry.severity]},
+        "properties": {
+            "security-severity": _SCORE[max(worst, entry.severity)],
+            "tags": ["security", entry.family, "not-analysed" if entry.incomplete else "risk"],
+        },
+    }
+
+
 def render_sarif(report: ScanReport, block_at: Severity, out: TextIO) -> None:
     findings = report.findings
     rule_ids = sorted({f.rule_id for f in findings})
@@ -74,15 +98,7 @@ def render_sarif(report: ScanReport, block_at: Severity, out: TextIO) -> None:
                         "name": "bastion",
                         "version": __version__,
                         "informationUri": "https://github.com/bastion-ml/bastion",
-                        "rules": [
-                            {
-                                "id": rule,
-                                "shortDescription": {"text": rule},
-                                "defaultConfiguration": {"level": _LEVEL[worst[rule]]},
-                                "properties": {"security-severity": _SCORE[worst[rule]]},
-                            }
-                            for rule in rule_ids
-                        ],
+                        "rules": [_rule(rule, worst[rule]) for rule in rule_ids],
                     }
                 },
                 "results": [_result(f, rule_index, block_at) for f in findings],
