@@ -980,7 +980,67 @@ def _torch_exec_backdoor(folder: Path) -> Path:
     return path
 
 
+# Sleepy Pickle: the payload patches the model's code at load instead of running a shell.
+_SLEEPY_PICKLE = (
+    PROTO4
+    + stack_global("builtins", "setattr")
+    + stack_global("torch.nn.modules.linear", "Linear")
+    + short_unicode("forward")
+    + stack_global("builtins", "eval")
+    + short_unicode("lambda self, x: x")
+    + TUPLE1
+    + REDUCE
+    + b"\x87"  # TUPLE3
+    + REDUCE
+    + POP
+    + EMPTY_DICT
+    + STOP
+)
+
+# dill pickles functions as _create_code(...) then _create_function(code, globals, ...): code, not data.
+_DILL_FUNCTION = (
+    PROTO4
+    + stack_global("dill._dill", "_create_function")
+    + MARK
+    + stack_global("dill._dill", "_create_code")
+    + args(0, 0, 0, 0, 1, 67, b"\x97\x00d\x00S\x00", (None,), (), (), "<payload>", "f", "f", 1, b"", b"", (), ())
+    + REDUCE
+    + EMPTY_DICT
+    + short_unicode("f")
+    + NONE
+    + NONE
+    + b"t"  # TUPLE from MARK: (code, globals, name, defaults, closure)
+    + REDUCE
+    + EMPTY_TUPLE
+    + REDUCE  # and the rebuilt function is called
+    + STOP
+)
+
+# cloudpickle's code-object route: _builtin_type("CodeType") returns types.CodeType, then called.
+_CLOUDPICKLE_CODETYPE = (
+    PROTO4
+    + stack_global("cloudpickle.cloudpickle", "_builtin_type")
+    + short_unicode("CodeType")
+    + TUPLE1
+    + REDUCE
+    + args(0, 0, 0, 0, 1, 67, b"\x97\x00d\x00S\x00", (None,), (), (), "<payload>", "f", "f", 1, b"", b"", (), ())
+    + REDUCE
+    + STOP
+)
+
 MODELSCAN_CASES: tuple[Bypass, ...] = (
+    Bypass("modelscan-28-dill-function",
+           "ModelScan issue #28 'Malicious code is undetected for dill based models', "
+           "https://github.com/protectai/modelscan/issues/28",
+           "dill rebuilds a function from a code object at load", FileWith("model.pkl", _DILL_FUNCTION), CALLS),
+    Bypass("picklescan-corpus-cloudpickle-codetype", PICKLESCAN_CORPUS,
+           "cloudpickle's _builtin_type('CodeType') builds a code object", FileWith("model.pkl", _CLOUDPICKLE_CODETYPE),
+           CALLS),
+    Bypass("trailofbits-sleepy-pickle-monkeypatch",
+           "Trail of Bits, 'Exploiting ML models with pickle file attacks: Part 1' (Sleepy Pickle), "
+           "https://blog.trailofbits.com/2024/06/11/exploiting-ml-models-with-pickle-file-attacks-part-1/",
+           "setattr replaces torch.nn.Linear.forward with eval'd code: the model, not the host, is compromised",
+           FileWith("model.pkl", _SLEEPY_PICKLE), DANGEROUS, Severity.CRITICAL),
     Bypass("modelscan-338-introspection-chain", MODELSCAN_338,
            "only builtins, with dotted names walking to object.__subclasses__()",
            FileWith("model.pkl", _INTROSPECTION_CHAIN), frozenset({*CALLS, "pickle.malformed-global"})),
@@ -1042,7 +1102,53 @@ def _torchscript_setstate_canary(folder: Path) -> Path:
     return path
 
 
+def _torch_data_pkl_edited(edit: Callable[[bytes], bytes], name: str) -> Callable[[Path], Path]:
+    """A real torch.save of {"w": a 2-element tensor} with its data.pkl edited as described."""
+
+    def build(folder: Path) -> Path:
+        import torch  # noqa: PLC0415
+
+        buffer = io.BytesIO()
+        torch.save({"w": torch.ones(2)}, buffer)
+        source = buffer.getvalue()
+        with zipfile.ZipFile(io.BytesIO(source)) as archive:
+            (member,) = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            original = archive.read(member)
+        edited = edit(original)
+        assert edited != original, "the edit must change data.pkl"
+        path = folder / name
+        path.write_bytes(zips.with_member_replaced(source, "data.pkl", edited))
+        return path
+
+    return build
+
+
+def _setitem_on_tensor(data: bytes) -> bytes:
+    # After the tensor's REDUCE (and its memo PUT), SETITEM tensor[0] = 7 before it joins the dict.
+    head, sep, tail = data.rpartition(b"s.")
+    return head + b"K\x00K\x07s" + sep + tail
+
+
+def _storage_larger_than_data(data: bytes) -> bytes:
+    # The persistent id's element count (2) becomes 2**20; data/0 still holds 8 bytes.
+    return data.replace(b"X\x03\x00\x00\x00cpuq\x06K\x02t", b"X\x03\x00\x00\x00cpuq\x06J\x00\x00\x10\x00t", 1)
+
+
+WEIGHTS_ONLY_2026 = (
+    "CVE-2026-24747 (PyTorch < 2.10, weights_only unpickler), "
+    "https://github.com/pytorch/pytorch/security/advisories (reported by Ji'an Zhou); "
+    "https://www.sentinelone.com/vulnerability-database/cve-2026-24747"
+)
+LOADER_ATTACK = frozenset({"pickle.*", "pytorch.*", "torch.*", "archive.*", "scan.incomplete"})
+BLOCKED = frozenset({Verdict.FAIL, Verdict.INCOMPLETE})
+
 TORCH_CASES: tuple[Bypass, ...] = (
+    Bypass("pytorch-CVE-2026-24747-setitem-on-tensor", WEIGHTS_ONLY_2026,
+           "SETITEM applied to a rebuilt tensor, not a dict: heap corruption in the weights_only unpickler",
+           _torch_data_pkl_edited(_setitem_on_tensor, "setitem.pt"), LOADER_ATTACK, Severity.HIGH, BLOCKED),
+    Bypass("pytorch-CVE-2026-24747-storage-size-mismatch", WEIGHTS_ONLY_2026,
+           "a storage declared with 2**20 elements backed by 8 bytes of data",
+           _torch_data_pkl_edited(_storage_larger_than_data, "storage.pt"), LOADER_ATTACK, Severity.HIGH, BLOCKED),
     Bypass("pytorch-CVE-2025-32434-torchscript-setstate",
            "CVE-2025-32434 (GHSA-53q9-r3pm-6pq6); Jian Zhou and Lishuo Song, 'Safe Harbor or Hostile Waters: Unveiling "
            "the Hidden Perils of the TorchScript Engine in PyTorch' (Black Hat USA 2025), "
@@ -1154,6 +1260,23 @@ GGUF_CASES: tuple[Bypass, ...] = (
            lambda folder: builders.gguf_file(folder, builders.BENIGN_CHAT_TEMPLATE + (
                "{{ cycler.__init__.__globals__.os.popen('" + SHELL + "').read() }}"
            ), "rerank.gguf"),
+           frozenset({"gguf.template-injection"})),
+    Bypass("gguf-ssti-attr-filter-hex-escapes",
+           "PayloadsAllTheThings, 'Server Side Template Injection - Python: Jinja2 filter bypass', "
+           "https://github.com/swisskyrepo/PayloadsAllTheThings/blob/master/Server%20Side%20Template%20Injection/Python.md",
+           "dunder names reached with the |attr filter and \\x5f escapes, so no '__' or '.' appears in the template",
+           lambda folder: builders.gguf_file(folder, (
+               "{% set s = ()|attr('\\x5f\\x5fclass\\x5f\\x5f')|attr('\\x5f\\x5fbase\\x5f\\x5f')"
+               "|attr('\\x5f\\x5fsubclasses\\x5f\\x5f')() %}{{ s }}"
+           ), "attr.gguf"),
+           frozenset({"gguf.template-injection"})),
+    Bypass("gguf-ssti-concatenated-dunder",
+           "PayloadsAllTheThings, 'Server Side Template Injection - Python: Jinja2 filter bypass', "
+           "https://github.com/swisskyrepo/PayloadsAllTheThings/blob/master/Server%20Side%20Template%20Injection/Python.md",
+           "dunder names built by string concatenation ('__cla' ~ 'ss__') and read with the [] operator",
+           lambda folder: builders.gguf_file(folder, (
+               "{% set u = '_' ~ '_' %}{{ ((()[u ~ 'cla' ~ 'ss' ~ u])[u ~ 'ba' ~ 'se' ~ u])[u ~ 'subcla' ~ 'sses' ~ u]() }}"
+           ), "concat.gguf"),
            frozenset({"gguf.template-injection"})),
 )
 
@@ -1370,3 +1493,19 @@ def test_fixture_stream_reaches_its_call_in_cpythons_own_unpickler(case: Bypass)
         while unpickler.stream.tell() < len(case.build.data):
             unpickler.load()
     assert unpickler.calls, f"{case.id}: the stream never calls anything"
+
+
+def _chat_template(gguf: bytes) -> str:
+    key = b"tokenizer.chat_template"
+    at = gguf.index(key) + len(key) + 4  # then the value type (uint32 string)
+    (length,) = struct.unpack_from("<Q", gguf, at)
+    return gguf[at + 8 : at + 8 + length].decode()
+
+
+@pytest.mark.parametrize("case", GGUF_CASES, ids=lambda c: c.id)
+def test_fixture_chat_template_is_valid_jinja(case: Bypass, tmp_path: Path) -> None:
+    """Jinja2 parses each template (parsing builds a tree; nothing is rendered), as a loader would accept it."""
+    import jinja2  # noqa: PLC0415
+
+    template = _chat_template(case.build(tmp_path).read_bytes())
+    jinja2.Environment(autoescape=True).parse(template)
