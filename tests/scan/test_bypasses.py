@@ -1068,7 +1068,7 @@ def test_modelscan_and_hub_evasion_is_blocked(case: Bypass, tmp_path: Path) -> N
     check(case, tmp_path)
 
 
-# -- PyTorch: TorchScript archives that torch.load hands to torch.jit.load ------------------------
+# -- PyTorch: bypasses of torch.load(weights_only=True) -------------------------------------------
 
 
 def _torchscript_setstate_canary(folder: Path) -> Path:
@@ -1160,7 +1160,7 @@ TORCH_CASES: tuple[Bypass, ...] = (
 
 
 @pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c.id)
-def test_torchscript_code_run_on_load_is_blocked(case: Bypass, tmp_path: Path) -> None:
+def test_pytorch_loader_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None:
     check(case, tmp_path)
 
 
@@ -1176,6 +1176,10 @@ def _keras(layers: list[dict[str, object]], name: str) -> Callable[[Path], Path]
         return builders.keras3_archive(folder, layers, name)
 
     return build
+
+
+def _keras3_dense_named(name: str) -> dict[str, object]:
+    return _keras_layer("keras.layers", "Dense", {"name": name, "units": 2, "activation": "linear", "use_bias": True})
 
 
 def _function_ref(module: str, function: str) -> dict[str, object]:
@@ -1228,6 +1232,18 @@ KERAS_CASES: tuple[Bypass, ...] = (
            "https://github.com/promptfoo/modelaudit/pull/600",
            "TorchModuleWrapper's config carries a base64 torch.save pickle that from_config torch.loads",
            _torch_module_wrapper, frozenset({*KERAS, *DANGEROUS})),
+    Bypass("keras-CVE-2025-12058-stringlookup-vocabulary-file",
+           "CVE-2025-12058 (GHSA-qg93-c7p6-gg7f), https://github.com/keras-team/keras/security/advisories/GHSA-qg93-c7p6-gg7f",
+           "StringLookup's vocabulary is a path: loading reads a local file (or fetches a URL) despite safe_mode",
+           _keras([_keras_layer("keras.layers", "StringLookup", {
+               "name": "lookup", "vocabulary": "/etc/passwd", "num_oov_indices": 1, "output_mode": "int",
+           })], "lookup.keras"),
+           frozenset({*KERAS, "keras.*"})),
+    Bypass("keras-CVE-2026-12479-layer-name-traversal",
+           "CVE-2026-12479, https://aithreatalert.com/cve/CVE-2026-12479",
+           "a layer name with '../' makes the saving store write outside its temporary folder",
+           _keras([_keras3_dense_named("../../../../tmp/bastion-bypass-canary")], "traversal.keras"),
+           frozenset({*KERAS, "keras.*", "archive.path-traversal"})),
     Bypass("keras-CVE-2026-1462-tfsmlayer",
            "CVE-2026-1462, https://justappsec.com/news/2026-04-keras-safe-mode-bypass",
            "TFSMLayer loads an attacker-chosen external SavedModel named in config.json",
@@ -1301,7 +1317,43 @@ def _onnx_symlinked_weights(folder: Path) -> Path:
     return model_folder
 
 
+def _onnx_sparse_external(where: str) -> Callable[[Path], Path]:
+    """A model whose sparse tensor values are read from '../outside/marker.bin' (ONNX Runtime reads them)."""
+
+    def build(folder: Path) -> Path:
+        from onnx import TensorProto, external_data_helper, helper, numpy_helper  # noqa: PLC0415
+
+        values = numpy_helper.from_array(np.ones(2, dtype=np.float32), "S_values")
+        external_data_helper.set_external_data(values, location="../outside/marker.bin", offset=0, length=8)  # type: ignore[arg-type]
+        values.ClearField("raw_data")
+        indices = numpy_helper.from_array(np.array([0, 3], dtype=np.int64), "S_indices")
+        sparse = helper.make_sparse_tensor(values, indices, [4])
+        y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4])
+        if where == "initializer":
+            nodes = [helper.make_node("Identity", ["S_values"], ["Y"])]
+            graph = helper.make_graph(nodes, "sparse", [], [y], sparse_initializer=[sparse])
+        else:
+            graph = helper.make_graph([helper.make_node("Constant", [], ["Y"], sparse_value=sparse)], "sparse", [], [y])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        path = folder / f"sparse_{where}.onnx"
+        path.write_bytes(model.SerializeToString())  # never onnx.save_model: it would touch the target
+        return path
+
+    return build
+
+
+ORT_SPARSE = (
+    "ONNX Runtime sparse-tensor external data validation bypass PoC, "
+    "https://huggingface.co/pragnyanramtha/onnxruntime-sparse-external-data-bypass-poc"
+)
+
 ONNX_CASES: tuple[Bypass, ...] = (
+    Bypass("onnx-ort-sparse-initializer-external-data", ORT_SPARSE,
+           "the traversal sits in a GraphProto.sparse_initializer's values, which checks of initializers skip",
+           _onnx_sparse_external("initializer"), frozenset({"onnx.external-data-traversal"})),
+    Bypass("onnx-ort-sparse-constant-external-data", ORT_SPARSE,
+           "the traversal sits in a Constant node's sparse_value attribute",
+           _onnx_sparse_external("constant"), frozenset({"onnx.external-data-traversal"})),
     Bypass("onnx-CVE-2022-25882-dotdot-location", "CVE-2022-25882, https://nvd.nist.gov/vuln/detail/CVE-2022-25882",
            "external_data location '../../../etc/passwd'",
            lambda folder: builders.onnx_external_data(folder, "../../../etc/passwd", "model.onnx"),
@@ -1367,6 +1419,12 @@ TF_CASES: tuple[Bypass, ...] = (
            "ModelScan bypass PoC 'PrintV2 output_stream', https://huggingface.co/xandramax/modelscan-savedmodel-bypass-poc",
            "PrintV2 with output_stream 'file:///...' writes attacker text to an attacker path",
            _saved_model(_node("print", "PrintV2", "x", attrs=_attr("output_stream", builders.pb_bytes(2, "file:///tmp/canary")))),
+           TF_OPS),
+    Bypass("tf-modelscan-savev2-constant-path",
+           "ModelScan bypass PoC 'SaveV2', https://huggingface.co/wladislax/tensorflow-savedmodel-modelscan-bypass",
+           "SaveV2 writes checkpoint files to an absolute path fixed in a constant (a saver's path comes from a placeholder)",
+           _saved_model(_string_const("evil_path", b"/tmp/bastion-bypass-canary"), _string_const("names", b"pwned"),
+                        _string_const("slices", b""), _node("evil_save", "SaveV2", "evil_path", "names", "slices", "bias")),
            TF_OPS),
     Bypass("tf-modelscan-wholefilereader",
            "ModelScan bypass PoC 'WholeFileReaderV2', https://huggingface.co/codejupiter/tf-savedmodel-wholefilereader-leak-poc",
