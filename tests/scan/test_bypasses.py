@@ -85,9 +85,14 @@ class Bypass:
     verdicts: frozenset[Verdict] = frozenset({Verdict.FAIL})
 
 
+CANARY = Path("/tmp/bastion-bypass-canary")
+"""The marker the file-writing payloads name; it exists only if something ran them."""
+
+
 def check(case: Bypass, tmp_path: Path) -> None:
     target = case.build(tmp_path)
     report = scan_path(target)
+    assert not CANARY.exists(), f"{case.id}: scanning ran a payload (the canary {CANARY} exists)"
     verdict = report.verdict(Severity.HIGH)
     story = f"{case.id} ({case.trick}; {case.source}): {_summary(report.findings)}"
     assert verdict in case.verdicts, f"expected {sorted(v.value for v in case.verdicts)}, got {verdict.value}: {story}"
@@ -616,7 +621,7 @@ PICKLESCAN_CASES: tuple[Bypass, ...] = (
         "picklescan-CVE-2026-56304-logging-filehandler",
         "CVE-2026-56304 (picklescan < 1.0.1), https://nvd.nist.gov/vuln/detail/CVE-2026-56304",
         "logging.FileHandler creates files wherever the stream says",
-        FileWith("model.pkl", call("logging", "FileHandler", "/tmp/bastion-bypass-canary")),
+        FileWith("model.pkl", call("logging", "FileHandler", str(CANARY))),
         CALLS,
     ),
 )
@@ -1795,7 +1800,7 @@ TF_CASES: tuple[Bypass, ...] = (
         "ModelScan bypass PoC 'SaveV2', https://huggingface.co/wladislax/tensorflow-savedmodel-modelscan-bypass",
         "SaveV2 writes checkpoint files to an absolute path fixed in a constant (a saver's path comes from a placeholder)",
         _saved_model(
-            _string_const("evil_path", b"/tmp/bastion-bypass-canary"),
+            _string_const("evil_path", str(CANARY).encode()),
             _string_const("names", b"pwned"),
             _string_const("slices", b""),
             _node("evil_save", "SaveV2", "evil_path", "names", "slices", "bias"),
