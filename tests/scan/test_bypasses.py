@@ -1842,6 +1842,164 @@ def test_tensorflow_file_op_bypass_is_blocked(case: Bypass, tmp_path: Path) -> N
     check(case, tmp_path)
 
 
+# -- joblib: containers and sidecars (Hugging Face PoCs from huntr's model-file program) ------------
+
+
+def _joblib_dump(obj: object, name: str, compress: str | None = None) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        return builders.joblib_dump(folder, obj, name, compress)
+
+    return build
+
+
+def _joblib_stop_bytes_inline(folder: Path) -> Path:
+    """A real joblib.dump whose inline array bytes are all 0x2E, the STOP opcode, before the payload."""
+    import joblib  # noqa: PLC0415
+
+    path = folder / "model.joblib"
+    joblib.dump({"coef": np.full(64, 0x2E, dtype=np.uint8), "hook": SystemCall(SHELL)}, path)
+    return path
+
+
+def _ndarray_wrapper_pickle(filename: str) -> bytes:
+    """joblib's legacy NDArrayWrapper, pickled by pickle itself: joblib.load np.loads `filename` with allow_pickle."""
+    from joblib.numpy_pickle_compat import NDArrayWrapper  # noqa: PLC0415
+
+    return pickle.dumps({"coef": NDArrayWrapper(filename, np.ndarray, allow_mmap=False)}, protocol=2)
+
+
+def _zfile(data: bytes) -> bytes:
+    # joblib <= 0.9's container: "ZF", the length in hex padded to 19 characters, then zlib.
+    return b"ZF" + f"{len(data):#x}".ljust(len(f"{2**64:#x}")).encode() + zlib.compress(data)
+
+
+def _sidecar(model_data: Callable[[], bytes], stage2: str, model_folder: str = ".") -> Callable[[Path], Path]:
+    """model.joblib naming a stage-2 .npy (an object array whose pickle calls os.system); returns model.joblib only."""
+
+    def build(folder: Path) -> Path:
+        target = folder / model_folder
+        target.mkdir(parents=True, exist_ok=True)
+        np.save(target / stage2, np.array([SystemCall(SHELL)], dtype=object), allow_pickle=True)
+        path = target / "model.joblib"
+        path.write_bytes(model_data())
+        return path
+
+    return build
+
+
+HUNTR = "huntr model-file-vulnerability PoC"
+
+JOBLIB_CASES: tuple[Bypass, ...] = (
+    Bypass(
+        "joblib-bz2-named-npz",
+        f"{HUNTR} 'NumPy (.npz) MFV PoC', https://huggingface.co/zamaanahmed/mfv-numpy-npz-poc",
+        "a bzip2-compressed joblib dump named malicious.npz: scanners read it as NumPy, joblib.load decompresses it",
+        _joblib_dump({"coef": [1.0], "hook": SystemCall(SHELL)}, "malicious.npz", "bz2"),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "joblib-gzip-compressed",
+        f"{HUNTR} 'Compressed Joblib', https://huggingface.co/hoanghai2110/modelscan-bypass-poc",
+        "a gzip-compressed joblib dump: the scanner fed compressed bytes to its pickle parser and saw nothing",
+        _joblib_dump({"hook": SystemCall(SHELL)}, "evil_compressed.joblib", "gzip"),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "joblib-zlib-compressed-pipeline",
+        f"{HUNTR} 'ModelScan Bypass via Malicious Joblib Files', https://huggingface.co/roku02/mfv-joblib-scanner-bypass",
+        "a zlib-compressed (compress=3) dump disguised as a scikit-learn export",
+        _joblib_dump({"steps": ["scaler", "forest"], "hook": SystemCall(SHELL)}, "model_compress.joblib", "zlib"),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "joblib-object-dtype-array",
+        f"{HUNTR} 'ModelScan Bypass via Malicious Joblib Files', https://huggingface.co/roku02/mfv-joblib-scanner-bypass",
+        "the payload inside a dtype=object NumPy array held by the joblib dump",
+        _joblib_dump({"coef_": np.array([SystemCall(SHELL)], dtype=object)}, "model_dtype.joblib"),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "joblib-inline-array-bytes-before-payload",
+        f"{HUNTR} 'Joblib Scanner Bypass via Inline NumPy Array Bytes', "
+        "https://huggingface.co/aisecre/joblib-numpy-inline-bytes-scanner-bypass",
+        "raw array bytes inline between opcodes stop a plain pickle parser before the payload that follows",
+        _joblib_dump({"coef": np.linspace(0, 1, 64), "hook": SystemCall(SHELL)}, "model.joblib"),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "joblib-inline-bytes-read-as-stop",
+        f"{HUNTR} 'numpy array alignment-padding byte (0x2e) misparsed as STOP', "
+        "https://huggingface.co/EnigmaConsultant/huntr-poc-joblib-stopbyte",
+        "inline array bytes a pickle parser reads as opcodes include 0x2E (STOP), ending its parse before the payload",
+        _joblib_stop_bytes_inline,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "joblib-distutils-spawn",
+        f"{HUNTR} 'picklescan 1.0.4 blocklist bypass', https://huggingface.co/mohammedix88/picklescan-distutils-bypass-poc",
+        "distutils.spawn.spawn runs a command from a .joblib stream",
+        FileWith("model.joblib", call("distutils.spawn", "spawn", ["sh", "-c", SHELL])),
+        CALLS,
+    ),
+    Bypass(
+        "joblib-dataclasses-create-fn",
+        f"{HUNTR} 'Joblib Scanner Bypass' (dataclasses gadget), https://huggingface.co/sfwani/joblib-dataclasses-gadget-poc",
+        "dataclasses._create_fn compiles a function from source strings, which is then called",
+        FileWith(
+            "model.joblib",
+            PROTO4
+            + stack_global("dataclasses", "_create_fn")
+            + args("f", (), [f"return {CODE}"])
+            + REDUCE
+            + EMPTY_TUPLE
+            + REDUCE
+            + STOP,
+        ),
+        CALLS,
+    ),
+    Bypass(
+        "joblib-ndarraywrapper-sidecar",
+        f"{HUNTR} 'joblib-ndarraywrapper-poc', https://huggingface.co/heehee0219/joblib-ndarraywrapper-poc",
+        "an NDArrayWrapper names stage2.npy beside it, which joblib np.loads with allow_pickle=True",
+        _sidecar(lambda: _ndarray_wrapper_pickle("stage2.npy"), "stage2.npy"),
+        frozenset({"pickle.*", "joblib.*", "npy.*"}),
+    ),
+    Bypass(
+        "joblib-ndarraywrapper-path-traversal",
+        f"{HUNTR} 'joblib NDArrayWrapper Path Traversal', https://huggingface.co/th3-j0k3r/joblib-ndarray-poc",
+        "the NDArrayWrapper's filename is '../payload.npy', outside the model's folder",
+        _sidecar(lambda: _ndarray_wrapper_pickle("../payload.npy"), "../payload.npy", "poc_model"),
+        frozenset({"pickle.*", "joblib.*", "npy.*", "archive.path-traversal"}),
+    ),
+    Bypass(
+        "joblib-zf-compat-sidecar",
+        f"{HUNTR} 'Joblib ZF Compat + Companion .npy', https://huggingface.co/xiaoyaoes/mfv-joblib-zf-bypass",
+        "the pre-0.10 'ZF' zlib container around an NDArrayWrapper naming a companion payload.npy",
+        _sidecar(lambda: _zfile(_ndarray_wrapper_pickle("payload.npy")), "payload.npy"),
+        frozenset({"pickle.*", "joblib.*", "npy.*"}),
+    ),
+    Bypass(
+        "joblib-zf-compat-direct",
+        f"{HUNTR} 'Joblib ZF Compat + Companion .npy', https://huggingface.co/xiaoyaoes/mfv-joblib-zf-bypass",
+        "the 'ZF' container itself: scanners parse it as a pickle, fail on opcode 'Z' and report nothing",
+        FileWith("model.joblib", _zfile(pickle.dumps({"hook": SystemCall(SHELL)}, protocol=2))),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+)
+
+
+@pytest.mark.parametrize("case", JOBLIB_CASES, ids=lambda c: c.id)
+def test_joblib_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
 # -- NumPy object arrays --------------------------------------------------------------------------------
 
 
@@ -1888,6 +2046,7 @@ ALL_CASES = (
     + GGUF_CASES
     + ONNX_CASES
     + TF_CASES
+    + JOBLIB_CASES
     + NUMPY_CASES
 )
 
@@ -1950,11 +2109,14 @@ def test_fixture_stream_reaches_its_call_in_cpythons_own_unpickler(case: Bypass)
     global is a recorder, and the nested pickles handed to gadgets stay bytes.
     """
     assert isinstance(case.build, FileWith)
-    unpickler = _InertUnpickler(case.build.data)
+    data = case.build.data
+    if data.startswith(b"ZF"):  # joblib's old container: what joblib unpickles is inside
+        data = zlib.decompress(data[21:])
+    unpickler = _InertUnpickler(data)
     with contextlib.suppress(pickle.UnpicklingError, EOFError, KeyError, struct.error):
         # Stream after stream, as a loader calling load() again would; the broken (nullifAI,
         # memo) streams raise, but only after their call.
-        while unpickler.stream.tell() < len(case.build.data):
+        while unpickler.stream.tell() < len(data):
             unpickler.load()
     assert unpickler.calls, f"{case.id}: the stream never calls anything"
 
