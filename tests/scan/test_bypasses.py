@@ -1412,6 +1412,10 @@ def test_pytorch_loader_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None:
     check(case, tmp_path)
 
 
+HUNTR = "huntr model-file-vulnerability PoC"
+HUNTR_KERAS = HUNTR
+
+
 # -- Keras: safe_mode bypasses driven by config.json ------------------------------------------------
 
 
@@ -1443,6 +1447,50 @@ def _torch_module_wrapper(folder: Path) -> Path:
     return builders.keras3_archive(
         folder, [_keras_layer("keras.layers", "TorchModuleWrapper", config)], "torch_wrapper.keras"
     )
+
+
+def _keras_full_config(config: dict[str, object], name: str) -> Callable[[Path], Path]:
+    """A .keras archive with exactly this config.json (the weights file as Keras 3 writes it)."""
+
+    def build(folder: Path) -> Path:
+        path = builders.keras3_archive(folder, [], name)
+        source = path.read_bytes()
+        path.write_bytes(zips.with_member_replaced(source, "config.json", json.dumps(config).encode()))
+        return path
+
+    return build
+
+
+def _lambda_layer(name: str, function: dict[str, object]) -> dict[str, object]:
+    return _keras_layer("keras.layers", "Lambda", {"name": name, "function": function, "arguments": {}})
+
+
+_LAMBDA_BYTECODE = {"class_name": "__lambda__", "config": {"code": "4wAAAAA=", "defaults": None, "closure": None}}
+
+
+def _sequential(name: str, layers: list[dict[str, object]]) -> dict[str, object]:
+    return _keras_layer("keras", "Sequential", {"name": name, "trainable": True, "layers": layers})
+
+
+def _torch_pickle_b64() -> str:
+    import torch  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    torch.save({"hook": SystemCall(SHELL)}, buffer)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _h5_model_config(layers: list[dict[str, object]], name: str) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
+        return builders.keras_h5(folder, json.dumps(config), name)
+
+    return build
+
+
+def _h5_torch_module_wrapper(folder: Path) -> Path:
+    layer = {"class_name": "TorchModuleWrapper", "config": {"name": "wrap", "module": _torch_pickle_b64()}}
+    return _h5_model_config([layer], "torch_wrapper.h5")(folder)
 
 
 KERAS_CASES: tuple[Bypass, ...] = (
@@ -1578,6 +1626,89 @@ KERAS_CASES: tuple[Bypass, ...] = (
         KERAS,
     ),
 )
+
+
+KERAS_HUNTR_CASES: tuple[Bypass, ...] = (
+    Bypass(
+        "keras-huntr-h5-torch-module-wrapper",
+        f"{HUNTR_KERAS} 'HDF5 ModelScan TorchModuleWrapper Bypass', "
+        "https://huggingface.co/captainarp/h5-torch-wrapper-modelscan-bypass-poc",
+        "an .h5 model_config with a TorchModuleWrapper whose module field is a base64 torch pickle",
+        _h5_torch_module_wrapper,
+        frozenset({*KERAS, *DANGEROUS}),
+    ),
+    Bypass(
+        "keras-huntr-types-functiontype",
+        f"{HUNTR_KERAS} 'Keras Safe Mode Bypass PoC', https://huggingface.co/Catalyzer9867/keras-safe-mode-bypass-poc",
+        "config.json names module 'types', class 'FunctionType' to build a function while the config is parsed",
+        _keras([_keras_layer("types", "FunctionType", {"name": "f"})], "functiontype.keras"),
+        KERAS,
+    ),
+    Bypass(
+        "keras-huntr-nested-public-function-lambda",
+        f"{HUNTR_KERAS} 'Keras Native Safe-Mode Public Function', "
+        "https://huggingface.co/pragnyanramtha/keras-native-safe-mode-public-function-modelscan-bypass",
+        "a Lambda nested in an inner Sequential whose function is the public keras.visualization.plot_image_gallery",
+        _keras(
+            [
+                _sequential(
+                    "inner", [_lambda_layer("gallery", _function_ref("keras.visualization", "plot_image_gallery"))]
+                )
+            ],
+            "nested_function.keras",
+        ),
+        KERAS,
+    ),
+    Bypass(
+        "keras-huntr-h5-nested-lambda",
+        f"{HUNTR_KERAS} 'modelscan-h5-nested-lambda-bypass', https://huggingface.co/jeikei97/modelscan-h5-nested-lambda-bypass",
+        "an HDF5 Lambda hidden in an inner Sequential, below the top-level layer list",
+        _h5_model_config(
+            [
+                {
+                    "class_name": "Sequential",
+                    "config": {
+                        "name": "inner",
+                        "layers": [
+                            {
+                                "class_name": "Lambda",
+                                "config": {
+                                    "name": "hidden",
+                                    "function": ["4wAAAAA=", None, None],
+                                    "function_type": "lambda",
+                                },
+                            }
+                        ],
+                    },
+                }
+            ],
+            "nested_lambda.h5",
+        ),
+        frozenset({"keras.lambda-layer"}),
+    ),
+    Bypass(
+        "keras-huntr-compile-config-lambda",
+        f"{HUNTR_KERAS} 'modelscan-keras-compile-config-lambda-bypass', "
+        "https://huggingface.co/jeikei97/modelscan-keras-compile-config-lambda-bypass",
+        "a __lambda__ in compile_config's loss, outside the layers every scanner walks",
+        _keras_full_config(
+            {
+                "module": "keras",
+                "class_name": "Sequential",
+                "config": {"name": "sequential", "layers": []},
+                "registered_name": None,
+                "compile_config": {"optimizer": "adam", "loss": _LAMBDA_BYTECODE, "metrics": None},
+            },
+            "compile_lambda.keras",
+        ),
+        frozenset({"keras.lambda-layer"}),
+    ),
+)
+
+
+@pytest.mark.parametrize("case", KERAS_HUNTR_CASES, ids=lambda c: c.id)
+def test_keras_scanner_bypass_poc_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
 
 
 @pytest.mark.parametrize("case", KERAS_CASES, ids=lambda c: c.id)
@@ -1887,8 +2018,6 @@ def _sidecar(model_data: Callable[[], bytes], stage2: str, model_folder: str = "
     return build
 
 
-HUNTR = "huntr model-file-vulnerability PoC"
-
 JOBLIB_CASES: tuple[Bypass, ...] = (
     Bypass(
         "joblib-bz2-named-npz",
@@ -2043,6 +2172,7 @@ ALL_CASES = (
     + MODELSCAN_CASES
     + TORCH_CASES
     + KERAS_CASES
+    + KERAS_HUNTR_CASES
     + GGUF_CASES
     + ONNX_CASES
     + TF_CASES
