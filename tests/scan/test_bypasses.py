@@ -64,6 +64,9 @@ TUPLE2 = b"\x86"
 EMPTY_LIST = b"]"
 APPENDS = b"e"
 
+HUNTR = "huntr model-file-vulnerability PoC"
+"""Proofs of concept published on Hugging Face for huntr's model-file program (2025-2026)."""
+
 # Rule sets, by what the technique is. A case passes when one of its rules reaches its severity.
 CALLS = frozenset({"pickle.dangerous-global", "pickle.unknown-callable", "pickle.attribute-path", "pickle.call-chain"})
 DANGEROUS = frozenset({"pickle.dangerous-global"})
@@ -1407,12 +1410,118 @@ TORCH_CASES: tuple[Bypass, ...] = (
 )
 
 
+# importlib.import_module("os") -> builtins.vars -> operator.getitem(..., "system") -> call.
+_VARS_GETITEM_CHAIN = (
+    PROTO4
+    + stack_global("operator", "getitem")
+    + stack_global("builtins", "vars")
+    + stack_global("importlib", "import_module")
+    + short_unicode("os")
+    + TUPLE1
+    + REDUCE
+    + TUPLE1
+    + REDUCE
+    + short_unicode("system")
+    + TUPLE2
+    + REDUCE
+    + short_unicode(SHELL)
+    + TUPLE1
+    + REDUCE
+    + STOP
+)
+
+_PROTOCOL_0_SYSTEM = pickle.dumps(SystemCall(SHELL), protocol=0)
+
+
+def _zip_members(name: str, members: dict[str, bytes]) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        return builders.zip_with(folder, name, members, zipfile.ZIP_STORED)
+
+    return build
+
+
+def _legacy_tar(folder: Path) -> Path:
+    # torch's oldest format: a tar of 'storages' and 'tensors' (counts, here 0) and 'pickle'.
+    members = {
+        "storages": pickle.dumps(0, protocol=2),
+        "tensors": pickle.dumps(0, protocol=2),
+        "pickle": NESTED_OS_SYSTEM,
+    }
+    return builders.tar_with(folder, "legacy_tar_payload.pt", members)
+
+
+TORCH_HUNTR_CASES: tuple[Bypass, ...] = (
+    Bypass(
+        "pytorch-huntr-int-base0-prefix",
+        f"{HUNTR} 'PyTorch .pt ZIP archive with an INT-opcode desync in data.pkl', "
+        "https://huggingface.co/TESTforge42/scanner-bypass-ptzip-int-desync",
+        "data.pkl starts with 'I0x10': pickletools parses base 10 and aborts, CPython parses base 0 and goes on",
+        _torch_with_data_pkl(b"I0x10\n" + pickle.dumps({"hook": SystemCall(SHELL)}, protocol=2)),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "pytorch-huntr-zip-member-case",
+        f"{HUNTR} 'picklescan ZIP case-sensitivity desync', https://huggingface.co/pauliquib/picklescan-zip-case-desync-poc",
+        "the object pickle is poc/DATA.PKL: PyTorch's reader finds it, scanners looking for data.pkl skip it",
+        _zip_members(
+            "poc_model.pt", {"poc/DATA.PKL": _PROTOCOL_0_SYSTEM, "poc/version": b"3\n", "poc/byteorder": b"little"}
+        ),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "pytorch-huntr-legacy-later-pickle",
+        f"{HUNTR} 'ModelScan bypass - legacy (non-zip) PyTorch .pt, payload behind the magic-number pickle', "
+        "https://huggingface.co/liamramsey/modelscan-legacy-pt-bypass-poc",
+        "legacy torch.save: concatenated pickles, the payload in the fourth; scanners read only the first",
+        builders.torch_legacy_malicious,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "pytorch-huntr-legacy-tar",
+        f"{HUNTR} 'PyTorch legacy tar scanner bypass', https://huggingface.co/LUOYE-LLM/pytorch-legacy-tar-scanner-bypass-poc",
+        "the pre-1.0 tar format (storages, tensors, pickle), which torch.load still tries first",
+        _legacy_tar,
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+    Bypass(
+        "pytorch-huntr-vars-getitem-chain",
+        f"{HUNTR} 'PyTorch Archive ACE Scanner Bypass', https://huggingface.co/mhrisham/pytorch-bypass-poc",
+        "import_module -> vars -> operator.getitem reaches os.system with no blocked global named",
+        _torch_with_data_pkl(_VARS_GETITEM_CHAIN),
+        CALLS,
+    ),
+    Bypass(
+        "pytorch-huntr-torch-package",
+        f"{HUNTR} 'PyTorch Package (.ptpkg) ModelScan Bypass', https://huggingface.co/datasets/xiaoyaoes/pytorch-package-bypass-poc",
+        "a torch.package archive (.ptpkg) whose pickled resource PackageImporter.load_pickle unpickles",
+        _zip_members(
+            "malicious.ptpkg",
+            {
+                "malicious/.data/version": b"6\n",
+                "malicious/.data/extern_modules": b"",
+                "malicious/pkg/model.pkl": NESTED_OS_SYSTEM,
+            },
+        ),
+        DANGEROUS,
+        Severity.CRITICAL,
+    ),
+)
+
+
+@pytest.mark.parametrize("case", TORCH_HUNTR_CASES, ids=lambda c: c.id)
+def test_pytorch_scanner_bypass_poc_is_blocked(case: Bypass, tmp_path: Path) -> None:
+    check(case, tmp_path)
+
+
 @pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c.id)
 def test_pytorch_loader_bypass_is_blocked(case: Bypass, tmp_path: Path) -> None:
     check(case, tmp_path)
 
 
-HUNTR = "huntr model-file-vulnerability PoC"
 HUNTR_KERAS = HUNTR
 
 
@@ -2171,6 +2280,7 @@ ALL_CASES = (
     + FICKLING_CASES
     + MODELSCAN_CASES
     + TORCH_CASES
+    + TORCH_HUNTR_CASES
     + KERAS_CASES
     + KERAS_HUNTR_CASES
     + GGUF_CASES
