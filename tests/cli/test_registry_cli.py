@@ -278,7 +278,7 @@ def test_an_admin_lists_tokens_removes_a_grant_and_disables_a_user(populated: di
 
     listed = json.loads(_ok(_bastion(home, "registry", "token", "list", "rita", "--format", "json", token=admin)))
     assert [(t["principal"], t["revoked"]) for t in listed] == [("rita", False)]
-    assert rita.split("_")[2] not in json.dumps(listed)
+    assert rita.split("_", 2)[2] not in json.dumps(listed)  # the whole secret: base64url may hold "_"
     assert _bastion(home, "registry", "token", "list", "rita", token=rita).returncode == 2  # readers may not
 
     _ok(_bastion(home, "registry", "ungrant", "rita", token=admin))
