@@ -60,6 +60,10 @@ READY_SECONDS = 120.0
 HEARTBEAT_SECONDS = 1.0
 # A child silent this long (no acknowledgement, no heartbeat) is hung: it is killed and replaced.
 HUNG_SECONDS = 30.0
+# The most audit entries the child commits in one transaction. It reports progress (an
+# acknowledgement) after each, so its longest silence is one such commit, never a whole backlog:
+# catching up 5,000 records on a loaded machine was one silent commit long enough to be judged hung.
+COMMIT_CHUNK = 1000
 # Items sent and not yet acknowledged, at most, before the gateway refuses inference: a few
 # seconds of records at full speed. Past it a slow or stuck child holds the gateway back (503)
 # rather than let memory grow or records wait without bound.
@@ -156,7 +160,7 @@ class _Child:
         self.conn = conn  # child -> server
         self.outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.send_error: OSError | None = None
-        self.heard = time.monotonic()  # when it last said anything
+        self.heard = 0.0  # when it last said anything, by the observer's clock (set on adoption)
         self.sender = threading.Thread(target=self._send_loop, name="bastion-observer-send", daemon=True)
         self.sender.start()
 
@@ -252,6 +256,7 @@ class ProcessObserver:
         self.retry = retry or RetrySchedule()
         self._clock = clock
         self._child: _Child | None = _spawn(home, chain, self._profiles, self.retry)
+        self._child.heard = clock()
         self.state = ObserverState.WRITING
         self.restarts = 0
         self.failed_writes = 0  # the child's failed attempts in the current outage
@@ -342,7 +347,7 @@ class ProcessObserver:
             except (EOFError, OSError):  # the child is gone
                 self._child_lost(child)
                 return
-            child.heard = time.monotonic()
+            child.heard = self._clock()
             self._handle(message)
 
     def _handle(self, message: Any) -> None:
@@ -424,6 +429,7 @@ class ProcessObserver:
         for start in range(0, len(items), 1000):
             child.send(_encode(items[start : start + 1000]))
         self._child = child
+        child.heard = self._clock()
         self.restarts += 1
         self.failed_writes = 0
         self.state = ObserverState.WRITING
@@ -433,14 +439,29 @@ class ProcessObserver:
         """Replace a child that has said nothing for HUNG_SECONDS (it sends a heartbeat every second)."""
         while not self._stopped:
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            child = self._child
-            if child is None:
-                continue
-            if not child.alive:
-                self._child_lost(child)
-            elif time.monotonic() - child.heard > HUNG_SECONDS:
-                log.error("the observer has said nothing for %.0f s: replacing it", HUNG_SECONDS)
-                self._child_lost(child)
+            self.check_hung()
+
+    def check_hung(self) -> bool:
+        """Replace the child if it is dead or has said nothing for HUNG_SECONDS; True if it was replaced.
+
+        Silence is judged by what the child sent, not by when this loop last read it: whatever
+        waits in the pipe is read first, so a server whose own loop was busy (a loaded machine)
+        does not mistake its late reading for the child's silence and kill a working child.
+        """
+        child = self._child
+        if child is None:
+            return False
+        self._readable(child)  # also what a child that died said before it went
+        if child is not self._child:  # reading found it gone
+            return True
+        if not child.alive:
+            self._child_lost(child)
+            return True
+        if self._clock() - child.heard > HUNG_SECONDS:
+            log.error("the observer has said nothing for %.0f s: replacing it", HUNG_SECONDS)
+            self._child_lost(child)
+            return True
+        return False
 
     # --- stopping -----------------------------------------------------------------------------
 
@@ -583,7 +604,8 @@ def _child_main(
     """The observer process: detectors, and the audit chain written in batches.
 
     It acknowledges the highest item number it has received each time everything received is
-    committed (and at least every second, as a heartbeat). It stops when the server says so,
+    committed (and at least every second, as a heartbeat); catching up a backlog, it commits
+    COMMIT_CHUNK entries at a time and acknowledges after each, so it is never long silent. It stops when the server says so,
     after writing everything, or when the server is gone (the pipe closes), after writing what
     it has. Signals do not stop it: SIGTERM to a whole process group (systemd's default) or
     Ctrl-C in a terminal reaches it with the server, and it must outlive the server's own
@@ -599,7 +621,7 @@ def _child_main(
         conn.send_bytes(orjson.dumps(f"{type(err).__name__}: {err}"))
         return
     writer.say("ready")
-    events: list[AuditEvent] = []
+    events: list[tuple[int, AuditEvent]] = []  # (item number, event) received and not yet committed
     received = acknowledged = 0
     last_commit = time.monotonic()
     stopping = False
@@ -613,8 +635,15 @@ def _child_main(
                 stopping = True
             else:
                 received = _take(message, events, monitors, writer) or received
-        if events and (stopping or len(events) >= 1000 or time.monotonic() - last_commit >= COMMIT_SECONDS):
-            writer.commit(events)
+        if events and (stopping or len(events) >= COMMIT_CHUNK or time.monotonic() - last_commit >= COMMIT_SECONDS):
+            for start in range(0, len(events), COMMIT_CHUNK):
+                chunk = events[start : start + COMMIT_CHUNK]
+                writer.commit([event for _, event in chunk])
+                if start + COMMIT_CHUNK < len(events):
+                    # Progress while catching up: every item up to this one is committed or
+                    # observed, and the server learns the child is working, not hung.
+                    acknowledged = max(acknowledged, chunk[-1][0])
+                    writer.say({"ack": acknowledged})
             events = []
             last_commit = time.monotonic()
         if not events and (received > acknowledged or time.monotonic() - writer.last_said >= HEARTBEAT_SECONDS):
@@ -630,14 +659,17 @@ def _child_main(
 
 
 def _take(
-    message: list[list[Any]], events: list[AuditEvent], monitors: Mapping[str, QueryMonitor], writer: _ChildLog
+    message: list[list[Any]],
+    events: list[tuple[int, AuditEvent]],
+    monitors: Mapping[str, QueryMonitor],
+    writer: _ChildLog,
 ) -> int:
     """Queue a batch's audit records and feed its rows to the detectors; the last item's number."""
     received = 0
     for item in message:
         received = item[1]
         if item[0] == "a":
-            events.append(AuditEvent(item[2], item[3], item[4], item[5]))
+            events.append((received, AuditEvent(item[2], item[3], item[4], item[5])))
             continue
         monitor = monitors.get(item[3])
         if monitor is None:
