@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from bastion.db import connect
 from bastion.sign.keys import PrivateKey, generate_key
+from corpus.hang_guard import HANG_GUARD
 
 PG_ADMIN_URL = os.environ.get("BASTION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -35,7 +36,7 @@ def _under_ci() -> bool:
 
 def _admin() -> psycopg.Connection:
     try:
-        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=int(HANG_GUARD))
     except psycopg.OperationalError as err:
         message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {err}"
         if _under_ci():
@@ -44,7 +45,7 @@ def _admin() -> psycopg.Connection:
 
 
 def _drop_postgres(name: str) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=int(HANG_GUARD)) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -82,7 +83,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         # In a folder of its own, so that removing the folder makes the database unreachable.
         return f"sqlite:///{tmp_path / 'db' / 'audit.db'}"
     url: str = request.getfixturevalue("postgres_database")
-    with psycopg.connect(url, autocommit=True, connect_timeout=3) as connection:
+    with psycopg.connect(url, autocommit=True, connect_timeout=int(HANG_GUARD)) as connection:
         connection.execute("SET lock_timeout = '10s'")
         connection.execute("TRUNCATE audit_entries, audit_checkpoints, audit_heads")
     return url

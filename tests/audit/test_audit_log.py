@@ -33,6 +33,7 @@ from bastion.db import connect
 from bastion.db.tables import audit_heads
 from bastion.errors import BackendUnavailable
 from bastion.sign.keys import PrivateKey
+from corpus.hang_guard import HANG_GUARD
 
 CHAIN = "registry"
 # Fork where there is one: a spawned child spends most of its life importing SQLAlchemy.
@@ -416,7 +417,7 @@ def test_processes_appending_at_once_extend_one_chain(
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=120)
+        worker.join(timeout=HANG_GUARD)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
 
     report = log.verify([signing_key.public_key()])
@@ -436,7 +437,7 @@ def test_writer_threads_share_commits_and_keep_the_chain_intact(engine: Engine, 
         return [writer.append(AuditEvent(f"thread-{thread}", "APPEND", f"item@{n}")) for n in range(100)]
 
     with AuditWriter(log) as writer, ThreadPoolExecutor(8) as pool:
-        results = [future.result(timeout=60) for future in [pool.submit(caller, t) for t in range(8)]]
+        results = [future.result(timeout=HANG_GUARD) for future in [pool.submit(caller, t) for t in range(8)]]
 
     report = log.verify([signing_key.public_key()])
     assert report.ok, report.problems
@@ -454,7 +455,7 @@ def test_writer_raises_when_the_database_is_gone(engine: Engine, make_unreachabl
         make_unreachable(engine)
         for n in (2, 3):  # and keeps failing fast, not only the first time
             with pytest.raises(BackendUnavailable, match="cannot write the audit log"):
-                writer.submit(event(n)).result(timeout=120)  # a hang guard, not a speed bound
+                writer.submit(event(n)).result(timeout=HANG_GUARD)  # a hang guard, not a speed bound
         with pytest.raises(BackendUnavailable, match="cannot write the audit log"):
             writer.append(event(4))
 
@@ -479,9 +480,9 @@ def test_a_cancelled_submission_does_not_stop_the_writer(engine: Engine) -> None
             first = writer.submit(event(1))
             cancelled = writer.submit(event(2))
             assert cancelled.cancel()
-        first.result(timeout=120)  # hang guards, not speed bounds
+        first.result(timeout=HANG_GUARD)  # hang guards, not speed bounds
         later = writer.submit(event(3))
-        assert later.result(timeout=120).actor == "user-3"  # hangs for ever if the writer thread is dead
+        assert later.result(timeout=HANG_GUARD).actor == "user-3"  # hangs for ever if the writer thread is dead
 
 
 def test_verify_while_another_writer_appends_finds_no_problem(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -569,5 +570,5 @@ def test_processes_starting_on_a_fresh_postgres_database_all_connect(empty_postg
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=60)
+        worker.join(timeout=HANG_GUARD)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]

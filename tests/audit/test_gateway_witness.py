@@ -18,6 +18,7 @@ from bastion.serve.gateway import AlarmPolicy
 from bastion.serve.run import AUDIT_CHAIN, GatewaySettings
 from bastion.sign.keys import load_public_key
 from corpus.gateway_env import ONNX, bearer, built_models, infer_body, make_registry, start_gateway
+from corpus.hang_guard import HANG_GUARD
 
 
 @pytest.mark.parametrize("observer", ["inline", "process"])
@@ -30,7 +31,7 @@ def test_a_gateway_run_leaves_its_chain_witnessed_and_a_cut_tail_shows(tmp_path:
     running = start_gateway(env.registry, env.admin, settings)
     try:
         _, key = running.key("app", rate=None, quota=None)
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=HANG_GUARD) as client:
             for _ in range(20):
                 answer = client.post(f"{running.url}/v2/models/{ONNX}/infer", json=infer_body(), headers=bearer(key))
                 assert answer.status_code == 200, answer.headers.get("x-bastion-refusal")

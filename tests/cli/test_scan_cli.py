@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from corpus import pickles
+from corpus.hang_guard import HANG_GUARD
 from corpus.payloads import SystemCall
 
 BENIGN = pickle.dumps({"weights": [0.25, 0.5], "name": "tiny"}, protocol=4)
@@ -31,7 +32,7 @@ def bastion(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> 
         env=clean_env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD,
         check=False,
     )
 

@@ -32,6 +32,7 @@ from bastion.serve.protocol import GENERIC_REFUSAL
 from bastion.serve.run import AUDIT_CHAIN, Assembled, GatewaySettings, assemble
 from bastion.sign.keys import generate_key, load_private_key, save_keypair
 from bastion.sign.ossf import sign_model
+from corpus.hang_guard import HANG_GUARD
 
 ONNX = "fraud-onnx"
 SKOPS = "fraud-skops"
@@ -145,7 +146,7 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self._thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")
@@ -154,7 +155,7 @@ class ServerThread:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=HANG_GUARD)
         self._socket.close()
 
 
@@ -272,7 +273,7 @@ def wait_for_refresh(gateway: Any) -> None:
     """Wait (generously, not as an assertion on speed) until `gateway` has applied a snapshot of
     the keys and kill switches that its periodic refresh began after this call."""
     mark = gateway._tickets
-    wait_until(lambda: gateway._applied > mark, timeout=120)
+    wait_until(lambda: gateway._applied > mark, timeout=HANG_GUARD)
 
 
 def seconds_to_utc_midnight(now: float | None = None) -> float:

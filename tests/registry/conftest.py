@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bastion.registry import Registry, init_registry
+from corpus.hang_guard import HANG_GUARD
 from registry.backends import (
     BUCKET,
     PG_ADMIN_URL,
@@ -35,7 +36,7 @@ from registry.people import Team, make_team
 def postgres_admin_url() -> str:
     """The maintenance database's URL, once PostgreSQL is known to answer."""
     try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=int(HANG_GUARD)) as admin:
             admin.execute("SELECT 1")
     except psycopg.OperationalError as err:
         message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {err}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bastion.registry import Registry
 from bastion.registry.records import ModelVersion
+from corpus.hang_guard import HANG_GUARD
 from registry.artifacts import file_digests, numpy_folder
 from registry.backends import on_both_databases
 from registry.people import Team
@@ -21,7 +22,7 @@ def test_concurrent_registrations_get_distinct_numbers(registry: Registry, team:
     start = threading.Barrier(RACERS)
 
     def _register(folder: Path) -> ModelVersion:
-        start.wait(timeout=120)  # a hang guard: all racers start together
+        start.wait(timeout=HANG_GUARD)  # a hang guard: all racers start together
         return registry.register(team.contributor, "raced", folder)
 
     with ThreadPoolExecutor(RACERS) as pool:

@@ -19,8 +19,9 @@ from fastapi import FastAPI
 
 from bastion.registry import Registry, init_registry
 from bastion.registry.api import create_app
+from corpus.hang_guard import HANG_GUARD
 
-STARTUP_SECONDS = 10.0
+STARTUP_SECONDS = HANG_GUARD
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Server:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=HANG_GUARD)
 
 
 @pytest.fixture

@@ -24,12 +24,13 @@ from hypothesis import strategies as st
 
 from bastion.registry import Registry
 from bastion.registry.api import create_app
+from corpus.hang_guard import HANG_GUARD
 from registry.backends import MakeRegistry, on_both_databases
 from registry.conftest import backend, make_registry, postgres_admin_url  # noqa: F401  # the fixtures
 from registry_api.clients import digest_of, upload
 
 pytestmark = on_both_databases
-STARTUP_SECONDS = 10.0
+STARTUP_SECONDS = HANG_GUARD
 WEIGHTS = b"\x93NUMPY weights, not really"
 CONFIG = b'{"inputs": 6}\n'
 
@@ -67,7 +68,7 @@ def api(make_registry: MakeRegistry) -> Iterator[Api]:  # noqa: F811  # the fixt
     host, port = running.servers[0].sockets[0].getsockname()[:2]
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        with httpx.Client(base_url=f"http://{host}:{port}", headers=headers, timeout=60.0) as admin:
+        with httpx.Client(base_url=f"http://{host}:{port}", headers=headers, timeout=HANG_GUARD) as admin:
             upload(admin, WEIGHTS)
             upload(admin, CONFIG)
             yield Api(registry, admin)
@@ -261,7 +262,7 @@ def test_any_access_body_is_never_a_5xx(api: Api, route: str, value: object, key
 )
 def test_a_malformed_bearer_token_is_a_401(api: Api, token: str) -> None:
     answer = httpx.get(
-        f"{api.admin.base_url}/v1/models", headers={"Authorization": f"Bearer {token}".encode("latin-1")}, timeout=60
+        f"{api.admin.base_url}/v1/models", headers={"Authorization": f"Bearer {token}".encode("latin-1")}, timeout=HANG_GUARD
     )
     assert answer.status_code == 401, answer.text
     assert answer.headers["www-authenticate"].startswith("Bearer")

@@ -15,6 +15,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from corpus.hang_guard import HANG_GUARD
+
 FAKE_AWS_KEY = "AKIA" + "QWERTYUIOPASDFGH"
 FAKE_PRIVATE_KEY = (
     "-----BEGIN RSA PRIVATE KEY-----\n"
@@ -88,7 +90,7 @@ def run_scan(*args: str | Path) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "bastion.cli.main", "scan", *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD,
         env=env,
         check=False,
     )

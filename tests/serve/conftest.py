@@ -8,13 +8,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from corpus.hang_guard import HANG_GUARD
 from corpus.redis_env import REDIS_URL, RedisSpace, under_ci
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2, retry=None) as client:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=int(HANG_GUARD), socket_timeout=2, retry=None) as client:
             client.ping()
     except redis.RedisError as err:
         message = f"Redis is not reachable at {REDIS_URL}: {err}"

@@ -11,6 +11,8 @@ import contextlib
 import socket
 import threading
 
+from corpus.hang_guard import HANG_GUARD
+
 
 class TcpRelay:
     """Relays connections on `port` to `target`; `cut()` drops them all, `restore()` listens again."""
@@ -47,7 +49,7 @@ class TcpRelay:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = socket.create_connection(self.target, timeout=HANG_GUARD)
             except OSError:
                 client.close()
                 continue
@@ -81,7 +83,7 @@ class TcpRelay:
         """Stop listening and close every relayed connection: the server is unreachable."""
         listener, self._listener = self._listener, None
         if self._accepting is not None:
-            self._accepting.join(timeout=5)
+            self._accepting.join(timeout=HANG_GUARD)
         if listener is not None:
             listener.close()
         with self._lock:

@@ -15,6 +15,7 @@ import pytest
 
 from bastion.serve.run import GatewaySettings
 from corpus.gateway_env import ONNX, RunningGateway, bearer, built_models, make_registry, start_gateway
+from corpus.hang_guard import HANG_GUARD
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_admin_key_fields_are_bounded_with_a_4xx_naming_the_field(gateway: tuple
     running, _, admin_token = gateway
     fields, named = ADMIN_CASES[case]
     answer = httpx.post(
-        f"{running.admin_url}/admin/keys", json={"name": "bounded", **fields}, headers=bearer(admin_token), timeout=20
+        f"{running.admin_url}/admin/keys", json={"name": "bounded", **fields}, headers=bearer(admin_token), timeout=HANG_GUARD
     )
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text)
     assert named in answer.text
@@ -62,7 +63,7 @@ def test_admin_key_at_its_bounds_is_created(gateway: tuple[RunningGateway, str, 
     running, _, admin_token = gateway
     body = {"name": "n" * 200, "expires_in_days": 3650, "rate_per_second": 1e6, "burst": 1_000_000,
             "daily": 1_000_000_000, "monthly": 1_000_000_000, "models": ["m" * 200] * 100}
-    answer = httpx.post(f"{running.admin_url}/admin/keys", json=body, headers=bearer(admin_token), timeout=20)
+    answer = httpx.post(f"{running.admin_url}/admin/keys", json=body, headers=bearer(admin_token), timeout=HANG_GUARD)
     assert answer.status_code == 201, answer.text
 
 
@@ -74,7 +75,7 @@ def test_admin_key_at_its_bounds_is_created(gateway: tuple[RunningGateway, str, 
 )
 def test_admin_path_names_are_bounded(gateway: tuple[RunningGateway, str, str], path: str) -> None:
     running, _, admin_token = gateway
-    answer = httpx.post(f"{running.admin_url}{path}", json={"reason": "x"}, headers=bearer(admin_token), timeout=20)
+    answer = httpx.post(f"{running.admin_url}{path}", json={"reason": "x"}, headers=bearer(admin_token), timeout=HANG_GUARD)
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bastion.serve.batching import Batcher
+from corpus.hang_guard import HANG_GUARD
 
 
 def _answer(rows: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -244,7 +245,7 @@ def test_a_request_of_another_width_cannot_stall_the_others() -> None:
 
     async def scenario() -> list[NDArray[np.float64] | BaseException]:
         asked = [_ask(batcher, rows) for rows in [requests[0], odd, *requests[1:]]]
-        return await asyncio.wait_for(asyncio.gather(*asked, return_exceptions=True), timeout=1.0)
+        return await asyncio.wait_for(asyncio.gather(*asked, return_exceptions=True), timeout=HANG_GUARD)
 
     answers = asyncio.run(scenario())
 

@@ -36,6 +36,7 @@ from corpus.gateway_env import (
     running,
     start_gateway,
 )
+from corpus.hang_guard import HANG_GUARD
 from corpus.serving import dataset
 
 REQUESTS = 320
@@ -73,7 +74,7 @@ async def _send_all(url: str, key: str, batches: list[NDArray[np.float32]]) -> l
             answers[i] = await http.post(url, json=body, headers=bearer(key))
 
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=HANG_GUARD, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
     assert all(answer is not None for answer in answers)
     return [answer for answer in answers if answer is not None]
@@ -94,7 +95,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers(
         answers = asyncio.run(_send_all(f"{gateway.url}/v2/models/{ONNX}/infer", key, batches))
         batcher = gateway.assembled.gateway.batchers[ONNX]
         calls, predicted = batcher.calls, batcher.rows
-        metrics = httpx.get(f"{gateway.admin_url}/metrics", headers=bearer(env.admin_token), timeout=10).text
+        metrics = httpx.get(f"{gateway.admin_url}/metrics", headers=bearer(env.admin_token), timeout=HANG_GUARD).text
     expected = _one_by_one(models.folder("onnx") / "model.onnx", batches)
     for i, (answer, want) in enumerate(zip(answers, expected, strict=True)):
         assert answer.status_code == 200, answer.text
@@ -135,10 +136,10 @@ def test_a_failing_model_call_answers_a_generic_500_that_is_audited(world: tuple
     try:
         key, text = gateway.key("broken")
         answer = httpx.post(
-            f"{gateway.url}/v2/models/{ONNX}/infer", json=infer_body([[0.1] * 20]), headers=bearer(text), timeout=10
+            f"{gateway.url}/v2/models/{ONNX}/infer", json=infer_body([[0.1] * 20]), headers=bearer(text), timeout=HANG_GUARD
         )
-        ready = httpx.get(f"{gateway.url}/v2/models/{ONNX}/ready", headers=bearer(text), timeout=10)
-        metrics = httpx.get(f"{gateway.admin_url}/metrics", headers=bearer(env.admin_token), timeout=10).text
+        ready = httpx.get(f"{gateway.url}/v2/models/{ONNX}/ready", headers=bearer(text), timeout=HANG_GUARD)
+        metrics = httpx.get(f"{gateway.admin_url}/metrics", headers=bearer(env.admin_token), timeout=HANG_GUARD).text
     finally:
         gateway.stop()
     assert answer.status_code == 500

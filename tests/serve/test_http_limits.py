@@ -27,10 +27,11 @@ import uvicorn
 from bastion.http_limits import HttpLimits
 from bastion.serve.run import Assembled, GatewaySettings, assemble, server_configs
 from corpus.gateway_env import ONNX, RegistryEnv, bearer, built_models, infer_body, make_registry
+from corpus.hang_guard import HANG_GUARD
 
 SHORT = 0.5  # seconds: the read and head timeout these servers run with
 CONNECTIONS = 4
-GUARD = 30.0  # a test that waits this long has failed; no speed is asserted
+GUARD = HANG_GUARD  # a test that waits this long has failed; no speed is asserted
 
 
 def _rss_kib() -> int:
@@ -249,10 +250,10 @@ def registry_server(served: Served) -> Iterator[tuple[int, str]]:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_GUARD
         while True:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=HANG_GUARD)
                 break
             except httpx.TransportError:
                 assert server.poll() is None and time.monotonic() < deadline, "the registry did not come up"

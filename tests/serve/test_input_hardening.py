@@ -37,6 +37,7 @@ from corpus.gateway_env import (
     rows,
     start_gateway,
 )
+from corpus.hang_guard import HANG_GUARD
 
 UNBOUNDED = "fraud-unbounded"
 
@@ -61,7 +62,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningG
 
 
 def _post(running: RunningGateway, key: str, body: bytes, model: str = ONNX) -> httpx.Response:
-    return httpx.post(f"{running.url}/v2/models/{model}/infer", content=body, headers=bearer(key), timeout=20)
+    return httpx.post(f"{running.url}/v2/models/{model}/infer", content=body, headers=bearer(key), timeout=HANG_GUARD)
 
 
 # --- the data array -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from bastion.registry import Principal, Registry, init_registry
 from bastion.registry.roles import Role
 from bastion.serve.keys import KeySpec, KeyStore
 from bastion.serve.run import AUDIT_CHAIN
+from corpus.hang_guard import HANG_GUARD
 
 
 @dataclass
@@ -151,7 +152,7 @@ def _keys_cli(world: World, token: str, *args: str) -> subprocess.CompletedProce
     env = {**os.environ, "BASTION_TOKEN": token, "BASTION_REGISTRY": str(world.registry.config.home)}
     return subprocess.run(
         [sys.executable, "-m", "bastion.cli.main", "keys", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env, capture_output=True, text=True, timeout=HANG_GUARD, check=False,
     )
 
 

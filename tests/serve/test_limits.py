@@ -33,6 +33,7 @@ from bastion.serve.limits import (
     make_limiter,
     quota_windows,
 )
+from corpus.hang_guard import HANG_GUARD
 from corpus.redis_env import RedisSpace
 
 
@@ -497,7 +498,7 @@ def test_two_processes_share_one_burst(space: RedisSpace) -> None:
             assert replica.stdin is not None
             replica.stdin.write("go\n")
             replica.stdin.flush()
-        allowed = [int(replica.communicate(timeout=30)[0]) for replica in replicas]
+        allowed = [int(replica.communicate(timeout=HANG_GUARD)[0]) for replica in replicas]
     finally:
         for replica in replicas:
             replica.kill()

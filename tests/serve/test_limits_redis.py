@@ -13,6 +13,7 @@ import asyncio
 
 from bastion.errors import BackendUnavailable
 from bastion.serve.limits import LimitDecision, LimitReason, Quota, RateLimit, RedisLimiter, Usage
+from corpus.hang_guard import HANG_GUARD
 from corpus.redis_env import RedisSpace
 from serve.tcp_peers import silent_server
 
@@ -64,7 +65,7 @@ def test_a_redis_that_never_answers_fails_the_check_closed_at_the_timeout() -> N
                         *(limiter.check("k1", "m", RateLimit(10.0, burst=10), None) for _ in range(5)),
                         return_exceptions=True,
                     ),
-                    timeout=120.0,
+                    timeout=HANG_GUARD,
                 )
             finally:
                 await limiter.close()

@@ -40,6 +40,7 @@ from corpus.gateway_env import (
     make_registry,
     start_gateway,
 )
+from corpus.hang_guard import HANG_GUARD
 
 UNSIGNED = "unsigned"
 OTHER_SIGNER = "other-signer"
@@ -107,7 +108,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
 def test_the_intact_signed_model_is_served(loaded: Loaded) -> None:
     assert list(loaded.gateway.assembled.gateway.models) == [ONNX]
     _, text = loaded.gateway.key()
-    with httpx.Client(base_url=loaded.gateway.url, timeout=10) as client:
+    with httpx.Client(base_url=loaded.gateway.url, timeout=HANG_GUARD) as client:
         assert client.post(f"/v2/models/{ONNX}/infer", json=infer_body(), headers=bearer(text)).status_code == 200
 
 
@@ -124,7 +125,7 @@ def test_a_model_failing_a_check_is_refused_with_the_reason_and_audited(loaded: 
     for named in REFUSED[model]:
         assert named in reasons
     _, text = loaded.gateway.key()
-    with httpx.Client(base_url=loaded.gateway.url, timeout=10) as client:
+    with httpx.Client(base_url=loaded.gateway.url, timeout=HANG_GUARD) as client:
         answer = client.post(f"/v2/models/{model}/infer", json=infer_body(), headers=bearer(text))
     assert_refused(answer, 404, "unknown-model")
 
@@ -201,7 +202,7 @@ def test_bastion_serve_with_only_refused_models_exits_with_the_reasons(
     for model in models:
         command += ["--model", model]
     env = {**os.environ, "BASTION_TOKEN": loaded.env.admin_token}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD, check=False)
     assert done.returncode in (1, 2), (done.returncode, done.stderr)
     for named in expected:
         assert named in done.stderr, done.stderr
@@ -235,7 +236,7 @@ def test_bastion_serve_refuses_a_version_whose_stage_was_set_by_sql_and_audits_i
         "--port", str(_free_port()), "--admin-port", str(_free_port()),
     ]
     done = subprocess.run(
-        command, env={**os.environ, "BASTION_TOKEN": env.admin_token}, capture_output=True, text=True, timeout=60,
+        command, env={**os.environ, "BASTION_TOKEN": env.admin_token}, capture_output=True, text=True, timeout=HANG_GUARD,
         check=False,
     )
 

@@ -26,6 +26,7 @@ from bastion.serve.run import GatewaySettings, assemble
 from bastion.sign.keys import generate_key, save_keypair
 from bastion.sign.ossf import sign_model
 from corpus.gateway_env import RegistryEnv, bearer, infer_body, start_gateway
+from corpus.hang_guard import HANG_GUARD
 from corpus.serving import dataset, write_model
 
 CLEAN = "fraud-joblib"
@@ -103,7 +104,7 @@ def test_a_clean_joblib_model_is_served_where_pickle_is_allowed(tmp_path: Path, 
     try:
         _, key = gateway.key("reader", output="probabilities")
         answer = httpx.post(
-            f"{gateway.url}/v2/models/{CLEAN}/infer", json=infer_body(rows.tolist()), headers=bearer(key), timeout=10
+            f"{gateway.url}/v2/models/{CLEAN}/infer", json=infer_body(rows.tolist()), headers=bearer(key), timeout=HANG_GUARD
         )
     finally:
         gateway.stop()

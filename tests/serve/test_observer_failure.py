@@ -48,6 +48,7 @@ from corpus.gateway_env import (
     rows,
     start_gateway,
 )
+from corpus.hang_guard import HANG_GUARD
 from registry.backends import PG_ADMIN_URL, under_ci
 from serve.relay import TcpRelay
 
@@ -75,7 +76,7 @@ def _observer_pids() -> set[int]:
     return {p.pid for p in multiprocessing.active_children() if p.name == "bastion-observer" and p.pid is not None}
 
 
-async def _until(check: Callable[[], bool], timeout: float = 120.0) -> None:
+async def _until(check: Callable[[], bool], timeout: float = HANG_GUARD) -> None:
     """Poll `check` on the event loop; fail (rather than hang) after `timeout`."""
     started = time.monotonic()
     while not check():
@@ -119,7 +120,7 @@ def test_killing_the_observer_under_load_loses_no_answer_and_refuses_until_it_is
         async def load() -> None:
             stop = asyncio.Event()
             limits = httpx.Limits(max_connections=WORKERS + 1)
-            async with httpx.AsyncClient(base_url=running.url, timeout=30, limits=limits) as http:
+            async with httpx.AsyncClient(base_url=running.url, timeout=HANG_GUARD, limits=limits) as http:
 
                 async def client(worker: int) -> None:
                     sent = 0
@@ -171,7 +172,7 @@ def test_killing_the_observer_under_load_loses_no_answer_and_refuses_until_it_is
 def relayed_database() -> Iterator[tuple[str, TcpRelay]]:
     """A fresh PostgreSQL database reached through a relay: (its URL through the relay, the relay)."""
     try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=int(HANG_GUARD)) as admin:
             name = f"bastion_outage_{secrets.token_hex(6)}"
             admin.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as err:
@@ -215,7 +216,7 @@ def test_a_database_outage_is_refused_until_it_ends_and_loses_nothing(
     statuses_during: collections.Counter[int] = collections.Counter()
     try:
         _, key = running.key(rate=None, quota=None)
-        with httpx.Client(base_url=running.url, timeout=30) as http:
+        with httpx.Client(base_url=running.url, timeout=HANG_GUARD) as http:
             sent = 0
 
             def ask() -> int:

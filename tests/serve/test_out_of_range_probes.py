@@ -15,6 +15,7 @@ from bastion.serve.gateway import AlarmPolicy
 from bastion.serve.limits import RateLimit
 from bastion.serve.run import GatewaySettings
 from corpus.gateway_env import INPUT, ONNX, built_models, make_registry, start_gateway
+from corpus.hang_guard import HANG_GUARD
 from corpus.serving import dataset
 
 
@@ -30,7 +31,7 @@ def test_out_of_range_probes_raise_an_alarm(tmp_path: Path) -> None:
     try:
         _, key = running.key("prober", rate=RateLimit(1000, 1000), quota=None)
         rng = np.random.default_rng(5)
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=HANG_GUARD) as client:
             for _ in range(60):
                 row = rng.uniform(-beyond, beyond, size=20)
                 body = {"inputs": [{"name": INPUT, "datatype": "FP32", "shape": [1, 20], "data": row.tolist()}]}

@@ -24,6 +24,7 @@ import redis
 
 from bastion.errors import ConfigError
 from bastion.serve.resp import RedisAddress, RedisConnection, RedisDown, RedisReplyError, encode, redacted
+from corpus.hang_guard import HANG_GUARD
 from corpus.redis_env import RedisSpace
 from serve.tcp_peers import listening, silent_server
 
@@ -105,7 +106,7 @@ async def _relay(target: RedisAddress, drip: bool = False) -> AsyncIterator[Rela
         yield state
 
 
-async def _until(predicate: Any, seconds: float = 60.0) -> None:
+async def _until(predicate: Any, seconds: float = HANG_GUARD) -> None:
     """Yield to the loop until `predicate()` holds (or fail after `seconds`: a generous polling deadline)."""
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -258,7 +259,7 @@ def test_replies_that_arrive_in_fragments_are_reassembled(space: RedisSpace) -> 
 
     async def scenario() -> list[Any]:
         async with _relay(target, drip=True) as relay:
-            connection = RedisConnection(_with_host(space.url, "127.0.0.1", relay.port), timeout=3.0)
+            connection = RedisConnection(_with_host(space.url, "127.0.0.1", relay.port), timeout=HANG_GUARD)
             try:
                 return list(
                     await asyncio.gather(
@@ -304,7 +305,7 @@ def test_an_error_reply_fails_its_call_only_and_the_connection_keeps_working(spa
 def test_an_unreachable_redis_fails_fast_and_never_shows_the_password() -> None:
     async def scenario(port: int) -> RedisDown:
         # A timeout far beyond any machine's slowness: refused at once is told by the reason, not the time.
-        connection = RedisConnection(f"redis://gateway:{SECRET}@127.0.0.1:{port}/0", timeout=120.0)
+        connection = RedisConnection(f"redis://gateway:{SECRET}@127.0.0.1:{port}/0", timeout=HANG_GUARD)
         with pytest.raises(RedisDown, match=r"could not be reached: (?!timed out)") as caught:
             await connection.call("PING")
         return caught.value
@@ -326,12 +327,12 @@ def test_a_server_that_never_answers_fails_every_waiting_call_after_the_timeout(
                 started = time.monotonic()
                 results = await asyncio.wait_for(  # hang guards, not speed bounds
                     asyncio.gather(*(connection.call("ECHO", f"v{i}") for i in range(10)), return_exceptions=True),
-                    timeout=120.0,
+                    timeout=HANG_GUARD,
                 )
                 elapsed = time.monotonic() - started
                 # the next call opens a new connection (which fails the same way)
                 again = await asyncio.wait_for(
-                    asyncio.gather(connection.call("PING"), return_exceptions=True), timeout=120.0
+                    asyncio.gather(connection.call("PING"), return_exceptions=True), timeout=HANG_GUARD
                 )
             finally:
                 connection.close()
@@ -353,7 +354,7 @@ def test_a_server_that_never_answers_the_database_switch_fails_the_call() -> Non
             try:
                 started = time.monotonic()
                 with pytest.raises(RedisDown, match=r"did not answer within 0\.3 s") as caught:
-                    await asyncio.wait_for(connection.call("PING"), timeout=120.0)  # a hang guard
+                    await asyncio.wait_for(connection.call("PING"), timeout=HANG_GUARD)  # a hang guard
                 elapsed = time.monotonic() - started
             finally:
                 connection.close()
@@ -368,15 +369,15 @@ def test_a_server_that_never_answers_the_database_switch_fails_the_call() -> Non
 
 def test_a_connection_killed_by_the_server_fails_the_waiting_call_then_reconnects(space: RedisSpace) -> None:
     async def scenario() -> tuple[BaseException, int, int, Any]:
-        connection = RedisConnection(space.url, timeout=3.0)
+        connection = RedisConnection(space.url, timeout=HANG_GUARD)
         try:
             first_id = await connection.call("CLIENT", "ID")
-            waiting = asyncio.ensure_future(connection.call("BLPOP", f"{space.prefix}never", 5))
+            waiting = asyncio.ensure_future(connection.call("BLPOP", f"{space.prefix}never", 0))  # 0: blocks until the kill, however late
             with redis.Redis.from_url(space.url) as admin:
                 await _until(lambda: admin.client_list(client_id=[first_id])[0]["cmd"] == "blpop")
                 assert admin.client_kill_filter(_id=first_id) == 1
             with pytest.raises(RedisDown, match="the connection was lost") as caught:
-                await asyncio.wait_for(waiting, timeout=120.0)  # a hang guard
+                await asyncio.wait_for(waiting, timeout=HANG_GUARD)  # a hang guard
             second_id = await connection.call("CLIENT", "ID")
             return caught.value, first_id, second_id, await connection.call("ECHO", "back")
         finally:
@@ -391,7 +392,7 @@ def test_a_connection_killed_by_the_server_fails_the_waiting_call_then_reconnect
 
 def test_a_connection_killed_while_idle_is_replaced_by_a_new_one(space: RedisSpace) -> None:
     async def scenario() -> tuple[int, int, list[Any]]:
-        connection = RedisConnection(space.url, timeout=3.0)
+        connection = RedisConnection(space.url, timeout=HANG_GUARD)
         try:
             first_id = await connection.call("CLIENT", "ID")
             with redis.Redis.from_url(space.url) as admin:
@@ -411,13 +412,13 @@ def test_a_connection_killed_while_idle_is_replaced_by_a_new_one(space: RedisSpa
 
 def test_close_fails_waiting_calls_and_the_next_call_reconnects(space: RedisSpace) -> None:
     async def scenario() -> tuple[list[Any], Any]:
-        connection = RedisConnection(space.url, timeout=3.0)
+        connection = RedisConnection(space.url, timeout=HANG_GUARD)
         try:
             await connection.call("PING")
-            waiting = [asyncio.ensure_future(connection.call("BLPOP", f"{space.prefix}never-{i}", 5)) for i in range(3)]
+            waiting = [asyncio.ensure_future(connection.call("BLPOP", f"{space.prefix}never-{i}", 0)) for i in range(3)]
             await asyncio.sleep(0)
             connection.close()
-            results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=120.0)
+            results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=HANG_GUARD)
             return results, await connection.call("ECHO", "reopened")
         finally:
             connection.close()
@@ -432,11 +433,11 @@ def test_close_fails_waiting_calls_and_the_next_call_reconnects(space: RedisSpac
 def test_close_while_logging_in_fails_the_waiting_call_with_redis_down() -> None:
     async def scenario() -> BaseException | None:
         async with silent_server() as silent:
-            connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/1", timeout=3.0)
+            connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/1", timeout=HANG_GUARD)
             waiting = asyncio.ensure_future(connection.call("PING"))
             await _until(lambda: encode(("SELECT", 1)) in silent.received)  # connected, SELECT unanswered
             connection.close()
-            await asyncio.wait({waiting}, timeout=120.0)  # returns as soon as it is done
+            await asyncio.wait({waiting}, timeout=HANG_GUARD)  # returns as soon as it is done
             assert waiting.done(), "the call still waits after close()"
             return None if waiting.cancelled() else waiting.exception()
 

@@ -29,6 +29,7 @@ from bastion.serve.spec import load_spec, parse_spec
 from bastion.sign.keys import generate_key, save_keypair
 from bastion.sign.ossf import sign_model
 from corpus.gateway_env import bearer, infer_body, make_registry, start_gateway
+from corpus.hang_guard import HANG_GUARD
 from corpus.serving import FEATURES, LABELS, dataset
 
 MLP_LAYERS: list[Any] = [{"linear": "0"}, "relu", {"linear": "2"}, "tanh", {"linear": "4"}, "softmax"]
@@ -191,7 +192,7 @@ def test_the_gateway_serves_a_signed_safetensors_model_as_pytorch_answers(tmp_pa
     try:
         _, text = gateway.key("reader", output="probabilities")
         answer = httpx.post(
-            f"{gateway.url}/v2/models/fraud-mlp/infer", json=infer_body(rows.tolist()), headers=bearer(text), timeout=10
+            f"{gateway.url}/v2/models/fraud-mlp/infer", json=infer_body(rows.tolist()), headers=bearer(text), timeout=HANG_GUARD
         )
     finally:
         gateway.stop()

@@ -20,6 +20,7 @@ import pytest
 from bastion.audit import AuditLog
 from bastion.sign.keys import load_public_key
 from corpus.gateway_env import INPUT, ONNX, built_models, make_registry
+from corpus.hang_guard import HANG_GUARD
 from corpus.serving import dataset
 
 
@@ -31,7 +32,7 @@ def _free_port() -> int:
 
 def _bastion(*args: str, env: dict[str, str]) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "bastion.cli.main", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "bastion.cli.main", *args], env=env, capture_output=True, text=True, timeout=HANG_GUARD, check=False
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -65,8 +66,8 @@ def test_serve_answers_refuses_and_flushes_its_audit_when_stopped(
     url = f"http://127.0.0.1:{port}"
     sent = 0
     try:
-        with httpx.Client(timeout=10) as client:
-            deadline = time.monotonic() + 60
+        with httpx.Client(timeout=HANG_GUARD) as client:
+            deadline = time.monotonic() + HANG_GUARD
             while True:
                 try:
                     ready = client.get(f"{url}/v2/health/ready", headers={"Authorization": f"Bearer {key}"})
@@ -101,7 +102,7 @@ def test_serve_answers_refuses_and_flushes_its_audit_when_stopped(
             os.killpg(server.pid, stop_signal)
         else:
             server.send_signal(stop_signal)
-        _, stderr = server.communicate(timeout=60)
+        _, stderr = server.communicate(timeout=HANG_GUARD)
     assert server.returncode == 0, stderr
     entries = list(AuditLog(registry.registry.engine, "gateway").entries())
     calls = [e for e in entries if e.action.split(".")[0] in {"ready", "infer"}]

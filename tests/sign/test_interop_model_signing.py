@@ -17,6 +17,7 @@ from bastion.errors import VerificationError
 from bastion.sign.certs import load_certificates
 from bastion.sign.keys import generate_key, load_private_key, load_public_key, save_keypair
 from bastion.sign.ossf import sign_model, verify_model, verify_model_with_certificates
+from corpus.hang_guard import HANG_GUARD
 from corpus.pki import DAY, LEAF_SUBJECT, NOW, Pki, build_pki, issue_leaf, write_pem
 
 
@@ -37,7 +38,7 @@ def _model_signing(*args: str | Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
-        timeout=120,
+        timeout=HANG_GUARD,
     )
 
 

@@ -41,6 +41,7 @@ from bastion.sign.ossf import (
     verify_model,
     verify_model_with_certificates,
 )
+from corpus.hang_guard import HANG_GUARD
 from corpus.pki import Pki, build_pki
 
 
@@ -388,7 +389,7 @@ def test_a_certificate_signed_model_holding_a_fifo_is_refused(pki: Pki, tmp_path
 def _bastion(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bastion.cli.main", *map(str, args)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=HANG_GUARD, check=False,
     )
 
 
