@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
+import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from bastion.serve.anonymous import MAX_NAME, RefusalLimit, RefusalTally, bounde
 from bastion.serve.run import GatewaySettings
 from bastion.sign.keys import load_public_key
 from corpus.gateway_env import ONNX, bearer, built_models, infer_body, make_registry, start_gateway
+from corpus.hang_guard import HANG_GUARD
 
 REQUESTS = 5_000
 CLIENTS = 8
@@ -28,7 +31,9 @@ def test_five_thousand_anonymous_requests_with_huge_names_make_a_few_small_entri
     models = built_models(tmp_path / "shared")
     env = make_registry(tmp_path / "registry", [models.signer_pub])
     env.publish(ONNX, models.folder("onnx"))
-    running = start_gateway(env.registry, env.admin, GatewaySettings(models=(ONNX,), observer="process"))
+    settings = GatewaySettings(models=(ONNX,), observer="process")
+    started = time.monotonic()  # before the gateway, so its tally's first interval starts within the span
+    running = start_gateway(env.registry, env.admin, settings)
     before = len(env.audit_entries())
     statuses: collections.Counter[int] = collections.Counter()
     try:
@@ -38,7 +43,7 @@ def test_five_thousand_anonymous_requests_with_huge_names_make_a_few_small_entri
             queue: asyncio.Queue[int] = asyncio.Queue()
             for i in range(REQUESTS):
                 queue.put_nowait(i)
-            async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
+            async with httpx.AsyncClient(base_url=running.url, timeout=HANG_GUARD) as http:
 
                 async def client() -> None:
                     while not queue.empty():
@@ -55,13 +60,21 @@ def test_five_thousand_anonymous_requests_with_huge_names_make_a_few_small_entri
         assert httpx.post(f"{running.url}/v2/models/{long_name}/infer", json=infer_body(), headers=bearer(key)).status_code == 404
     finally:
         running.stop()
+    span = time.monotonic() - started  # measured, never bounded: it only sizes the allowance below
     assert statuses.total() == REQUESTS
     assert statuses[429] > 0  # the source spent its refusal budget
     assert set(statuses) <= {401, 414, 429}
     entries = env.audit_entries()[before:]
     anonymous = [e for e in entries if e.actor == "-"]
     assert sum(int(e.details["count"]) for e in anonymous) == REQUESTS  # every refusal counted
-    assert len(anonymous) <= 50, len(anonymous)  # ...in a few entries, not one each
+    # ...in one entry per (source, action, reason, status) per interval, not one each. The tally
+    # drains at most once per interval, plus once at shutdown, so the flood's span bounds the
+    # windows; a loaded machine stretches the span (116 entries at load 11), never the rule.
+    windows = math.floor(span / settings.tally_interval) + 1
+    kinds = collections.Counter(
+        (e.details["source"], e.action, e.details["reason"], e.details["status"]) for e in anonymous
+    )
+    assert max(kinds.values()) <= windows, (kinds, windows, span)
     assert all(e.subject == "-" for e in anonymous)
     reasons = {e.details["reason"] for e in anonymous}
     assert reasons <= {"missing-credentials", "url-too-long", "refusals-limited"}
