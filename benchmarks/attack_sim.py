@@ -191,10 +191,16 @@ class Trace:
     key_id: str
     queries: list[np.ndarray] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)  # time.monotonic() of each answer
 
     def record(self, row: np.ndarray, answer: Answer) -> None:
         self.queries.append(row)
         self.answers.append(answer)
+        self.received_at.append(time.monotonic())
+
+    def seconds_after(self, index: int) -> float:
+        """Seconds from the answer to the `index`-th query sent (1-based) to the last answer."""
+        return self.received_at[-1] - self.received_at[index - 1]
 
     @property
     def x(self) -> np.ndarray:
@@ -353,6 +359,9 @@ class Outcome:
     alarm_at: int | None  # index among queries sent of the query that raised it
     refusal: tuple[int, str] | None  # first 403/429: (index among sent, reason)
     answered_after_refusal: int
+    # Seconds from the first refusal to the last answer: a throttle's allowance grows with it,
+    # and a loaded machine stretches it (300 queries took longer, so more got through at 1 per 5 s).
+    seconds_after_refusal: float
     at_alarm: float | None
     at_budget: dict[int, float]
     final: float  # the copy from every answer received
@@ -384,6 +393,7 @@ def measure(
         alarm_at=alarm_at,
         refusal=refusal,
         answered_after_refusal=after,
+        seconds_after_refusal=trace.seconds_after(refusal[0]) if refusal else 0.0,
         at_alarm=agreement(world, *trace.answered(alarm_at)) if alarm_at else None,
         at_budget={b: agreement(world, *trace.answered(b)) for b in BUDGETS if b <= len(trace.answers)},
         final=agreement(world, *trace.answered()),

@@ -16,8 +16,10 @@ criteria:
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,11 @@ if _BENCHMARKS not in sys.path:
 
 import attack_sim as sim  # noqa: E402
 
-from bastion.serve.gateway import AlarmPolicy  # noqa: E402
+from bastion.serve.gateway import THROTTLED, AlarmPolicy  # noqa: E402
 from bastion.serve.limits import Quota  # noqa: E402
 from bastion.serve.run import GatewaySettings, assemble  # noqa: E402
-from corpus.gateway_env import assert_refused, seconds_to_utc_midnight  # noqa: E402
+from corpus.gateway_env import assert_refused  # noqa: E402
+from corpus.hang_guard import HANG_GUARD  # noqa: E402
 
 SEED = 7
 ATTACK_QUERIES = 300  # the benchmark sends 2,000; every alarm comes well before 150
@@ -76,14 +79,22 @@ def test_label_only_attack_is_stopped_before_its_copy_reaches_95(target: sim.Tar
     index, reason = o.refusal
     assert reason == REFUSAL[action][1]
     assert o.alarm_at < index <= o.alarm_at + (2 if action == "throttle" else 1), o
-    assert o.answered <= o.alarm.queries + (2 if action == "throttle" else 0), o  # throttled: one per 5 s
+    if action == "suspend":
+        assert o.answered <= o.alarm.queries, o
+    else:
+        # The throttle's rate, not a count: once refused (its bucket empty) the key earns one query
+        # per 1/rate seconds, so the rest of the attack may get one more per 5 s it took. At load 11
+        # the 300 queries took longer and 3 got through after the refusal; a throttle that let
+        # many through, or none at all, still fails.
+        allowance = THROTTLED.burst + math.floor(THROTTLED.per_second * o.seconds_after_refusal)
+        assert o.answered_after_refusal <= allowance, o
+        assert o.answered <= o.alarm.queries + 1 + allowance, o  # +1: the query between alarm and refusal
     assert o.at_alarm is not None and o.at_alarm < 0.95, o
     assert o.best < 0.95, o  # every answer it got, though it carried on to the end
 
 
 def test_knockoff_raises_no_alarm_and_stops_at_the_daily_quota(target: sim.Target) -> None:
-    if seconds_to_utc_midnight() < 120:
-        pytest.skip("the daily quota resets at UTC midnight, within this test")
+    day = _utc_day()  # how long the test takes is not known in advance on a loaded machine
     quota = 500
     world = target.world
     q = sim.offline.knockoff(world, quota, np.random.default_rng(SEED + 4))
@@ -94,6 +105,8 @@ def test_knockoff_raises_no_alarm_and_stops_at_the_daily_quota(target: sim.Targe
             over = caller.client.post(caller.url, json=_one_row(q[0]))
         finally:
             caller.close()
+    if _utc_day() != day:
+        pytest.skip("the daily quota reset at UTC midnight during this test")
     assert (trace.statuses == 200).all()
     assert_refused(over, 429, "daily-quota")
     assert int(over.headers["retry-after"]) >= 1
@@ -101,6 +114,10 @@ def test_knockoff_raises_no_alarm_and_stops_at_the_daily_quota(target: sim.Targe
     # What the quota leaves it (the benchmark: ~97 % at 500, ~99.9 % at the default 10,000).
     reached = sim.agreement(world, *trace.answered())
     assert 0.9 <= reached < 1.0, reached
+
+
+def _utc_day() -> int:
+    return int(time.time() // 86_400)
 
 
 def _one_row(row: np.ndarray) -> dict[str, Any]:
@@ -120,7 +137,7 @@ def test_a_suspended_key_stays_refused_across_a_refresh(target: sim.Target) -> N
         read, suspended = threading.Event(), threading.Event()
         store.suspend_on_alarm = _then(store.suspend_on_alarm, suspended.set)  # type: ignore[method-assign]
         store.snapshot = _held_until(store.snapshot, read, suspended)  # type: ignore[method-assign]
-        assert read.wait(timeout=120)  # a polling deadline, not a speed bound
+        assert read.wait(timeout=HANG_GUARD)  # a polling deadline, not a speed bound
         q = sim.offline.uniform_box(target.world, 600, np.random.default_rng(SEED + 1), widen=0.0)
         try:
             trace = sim.send_all(caller, q)
@@ -152,7 +169,7 @@ def _held_until(snapshot: Callable[[], Any], read: threading.Event, release: thr
         if pending:
             pending.clear()
             read.set()
-            release.wait(timeout=10)
+            release.wait(timeout=HANG_GUARD)
         return view
 
     return wrapped
