@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import os
 import socket
 import time
@@ -53,6 +54,7 @@ from corpus.gateway_env import (
     wait_for_refresh,
     wait_until,
 )
+from corpus.hang_guard import HANG_GUARD
 
 UNBOUNDED = "fraud-unbounded"  # the ONNX model with min and max removed from its serving.yaml
 ALERT_ONLY = AlarmPolicy(action="alert")  # detectors must not throttle the keys these tests use
@@ -93,7 +95,7 @@ class World:
             ]
             return len(found) >= count
 
-        wait_until(written, timeout=60)  # a polling deadline, not a speed bound
+        wait_until(written, timeout=HANG_GUARD)  # a polling deadline, not a speed bound
         return found
 
 
@@ -117,8 +119,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     gateway = start_gateway(env.registry, env.admin, settings)
     assert gateway.assembled.refused == {}
     with (
-        httpx.Client(base_url=gateway.url, timeout=10) as client,
-        httpx.Client(base_url=gateway.admin_url, timeout=10, headers=bearer(env.admin_token)) as admin,
+        httpx.Client(base_url=gateway.url, timeout=HANG_GUARD) as client,
+        httpx.Client(base_url=gateway.admin_url, timeout=HANG_GUARD, headers=bearer(env.admin_token)) as admin,
     ):
         yield World(built, env, gateway, client, admin, reader_token)
     gateway.stop()
@@ -330,24 +332,32 @@ def test_tokens_cannot_mint_tokens_nor_be_minted_beyond_the_key(world: World) ->
 
 
 def test_over_the_rate_is_429_with_retry_after(world: World) -> None:
-    _, text = world.gateway.key(rate=RateLimit(1, burst=2), quota=None)
-    _, other = world.gateway.key(rate=RateLimit(1, burst=2), quota=None)
+    # One query per 100 s after a burst of two: at one per second, three requests spread over more
+    # than a second by a loaded machine all passed. The wait is measured, never bounded.
+    _, text = world.gateway.key(rate=RateLimit(0.01, burst=2), quota=None)
+    _, other = world.gateway.key(rate=RateLimit(0.01, burst=2), quota=None)
+    started = time.monotonic()
     answers = [world.infer(text) for _ in range(3)]
+    took = time.monotonic() - started
     assert [a.status_code for a in answers[:2]] == [200, 200]
     assert_refused(answers[2], 429, "rate")
     retry = answers[2].headers["retry-after"]
-    assert retry.isdigit() and 1 <= int(retry) <= 2
+    assert retry.isdigit() and max(1.0, 100 - took) <= int(retry) <= 100, (retry, took)
     assert world.infer(other).status_code == 200  # limits are per key
 
 
 def test_over_the_daily_quota_is_429_until_midnight_utc(world: World) -> None:
     _, text = world.gateway.key(rate=None, quota=Quota(daily=3))
     assert [world.infer(text).status_code for _ in range(3)] == [200, 200, 200]
+    before = seconds_to_utc_midnight()
     answer = world.infer(text)
+    after = seconds_to_utc_midnight()
     assert_refused(answer, 429, "daily-quota")
     retry = answer.headers["retry-after"]
     assert retry.isdigit() and int(retry) > 0
-    assert abs(int(retry) - seconds_to_utc_midnight()) <= 5
+    # The wait until midnight as the gateway saw it, between readings taken around the request
+    # (a loaded machine widens that interval, never the rule; it was "within 5 s" of one reading).
+    assert math.floor(after) <= int(retry) <= math.ceil(before) + 1, (retry, before, after)
 
 
 # --- input validation -----------------------------------------------------------------------
@@ -445,7 +455,7 @@ def test_an_oversized_chunked_body_is_refused(world: World) -> None:
 
 def _raw_exchange(port: int, head: str, body: bytes) -> bytes:
     """Send a request head and part of a body, never finish it, and read what comes back."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD) as conn:
         conn.sendall(head.encode() + body)
         received = b""
         try:
@@ -577,7 +587,7 @@ def test_the_kill_switch_from_another_process_applies_at_the_next_refresh(world:
 
 def test_the_admin_api_requires_a_registry_administrator(world: World) -> None:
     _, text = world.gateway.key()
-    with httpx.Client(base_url=world.gateway.admin_url, timeout=10) as anonymous:
+    with httpx.Client(base_url=world.gateway.admin_url, timeout=HANG_GUARD) as anonymous:
         for headers in ({}, bearer("not-a-token"), bearer(text)):
             assert anonymous.post(f"/admin/models/{ONNX}/disable", json={}, headers=headers).status_code == 401
             assert anonymous.get("/admin/keys", headers=headers).status_code == 401
@@ -638,7 +648,7 @@ def _refusals(world: World, *, over_http: bool = True) -> dict[str, float]:
 
 
 def test_metrics_need_an_administrator(world: World) -> None:
-    with httpx.Client(base_url=world.gateway.admin_url, timeout=10) as anonymous:
+    with httpx.Client(base_url=world.gateway.admin_url, timeout=HANG_GUARD) as anonymous:
         assert anonymous.get("/metrics").status_code == 401
         assert anonymous.get("/metrics", headers=bearer("nope")).status_code == 401
         assert anonymous.get("/metrics", headers=bearer(world.reader_token)).status_code == 403
@@ -668,7 +678,7 @@ def test_every_request_is_audited_once_in_a_verifiable_chain(world: World, tmp_p
     env.publish(SKOPS, world.built.folder("sklearn"))
     with running(env.registry, env.admin, GatewaySettings(models=(ONNX, SKOPS), alarm_policy=ALERT_ONLY)) as gateway:
         _, ok = gateway.key()
-        _, limited = gateway.key(rate=RateLimit(0.01, burst=2), quota=None)
+        _, limited = gateway.key(rate=RateLimit(0.001, burst=2), quota=None)  # no refill while the burst runs
         _, narrow = gateway.key(models=(SKOPS,))
         plan = (
             [(ok, ONNX, infer_body())] * 12
@@ -681,7 +691,7 @@ def test_every_request_is_audited_once_in_a_verifiable_chain(world: World, tmp_p
         )
 
         async def burst() -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=gateway.url, timeout=20) as client:
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=HANG_GUARD) as client:
                 return await asyncio.gather(
                     *(
                         client.post(f"/v2/models/{model}/infer", json=body, headers=bearer(key) if key else {})

@@ -33,6 +33,7 @@ from corpus.gateway_env import (
     start_gateway,
     wait_for_refresh,
 )
+from corpus.hang_guard import HANG_GUARD
 
 REDIS_URL = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -47,7 +48,7 @@ def redis_prefix() -> Iterator[str]:
     """A key prefix of this module's own in a reachable Redis; its keys are deleted afterwards."""
     import redis  # noqa: PLC0415
 
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=int(HANG_GUARD), socket_timeout=2)
     try:
         client.ping()
     except redis.RedisError as err:
@@ -88,7 +89,7 @@ class Replicas:
     b: RunningGateway
 
     def infer(self, replica: RunningGateway, key: str) -> httpx.Response:
-        with httpx.Client(base_url=replica.url, timeout=10) as client:
+        with httpx.Client(base_url=replica.url, timeout=HANG_GUARD) as client:
             return client.post(f"/v2/models/{ONNX}/infer", json=infer_body(), headers=bearer(key))
 
 
@@ -114,7 +115,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, redis_prefix: str) -> Ite
 
 
 def test_replicas_share_one_rate_limit(replicas: Replicas) -> None:
-    _, text = replicas.a.key(rate=RateLimit(per_second=0.01, burst=10), quota=None)
+    _, text = replicas.a.key(rate=RateLimit(per_second=0.0001, burst=10), quota=None)
     replicas.b.assembled.gateway.refresh()
     answers = [replicas.infer(replicas.a if i % 2 == 0 else replicas.b, text) for i in range(30)]
     statuses = [a.status_code for a in answers]
@@ -140,7 +141,7 @@ def test_a_revocation_through_replica_a_admin_api_reaches_replica_b(replicas: Re
     key, text = replicas.a.key()
     replicas.b.assembled.gateway.refresh()
     assert replicas.infer(replicas.b, text).status_code == 200
-    with httpx.Client(base_url=replicas.a.admin_url, timeout=10) as admin:
+    with httpx.Client(base_url=replicas.a.admin_url, timeout=HANG_GUARD) as admin:
         assert admin.delete(f"/admin/keys/{key.key_id}", headers=bearer(replicas.env.admin_token)).status_code == 204
     assert_refused(replicas.infer(replicas.a, text), 401, "revoked")
     wait_for_refresh(replicas.b.assembled.gateway)  # counted rather than timed
@@ -155,7 +156,7 @@ def test_an_unreachable_redis_fails_closed(tmp_path_factory: pytest.TempPathFact
     gateway = start_gateway(env.registry, env.admin, settings)
     try:
         key, text = gateway.key(output="probabilities")
-        with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        with httpx.Client(base_url=gateway.url, timeout=HANG_GUARD) as client:
             answer = client.post(f"/v2/models/{ONNX}/infer", json=infer_body(), headers=bearer(text))
         assert_refused(answer, 503, "limits-unavailable")
         assert "127.0.0.1:1" not in answer.text

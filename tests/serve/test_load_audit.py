@@ -20,6 +20,7 @@ from bastion.serve.limits import RateLimit
 from bastion.serve.run import GatewaySettings
 from bastion.sign.keys import load_public_key
 from corpus.gateway_env import INPUT, ONNX, built_models, make_registry, start_gateway
+from corpus.hang_guard import HANG_GUARD
 from corpus.serving import dataset
 
 REQUESTS = 3_000
@@ -44,7 +45,7 @@ async def _load(url: str, good: str, limited: str) -> Counter[int]:
             statuses[answer.status_code] += 1
 
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=HANG_GUARD, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
     return statuses
 
@@ -61,7 +62,7 @@ def test_a_load_run_loses_no_entry(tmp_path: Path) -> None:
     running = start_gateway(env.registry, env.admin, settings)
     try:
         _, good = running.key("steady", rate=RateLimit(100_000, 100_000), quota=None)
-        _, limited = running.key("bursty", rate=RateLimit(1, 5), quota=None)
+        _, limited = running.key("bursty", rate=RateLimit(0.001, 5), quota=None)
         statuses = asyncio.run(_load(f"{running.url}/v2/models/{ONNX}/infer", good, limited))
     finally:
         running.stop()
