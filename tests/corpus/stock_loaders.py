@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from corpus.hang_guard import HANG_GUARD
 from corpus.payloads import SystemCall
 
 
@@ -28,7 +29,7 @@ def loader_runs_payload(statement: str, marker: Path, cwd: Path) -> bool:
         [sys.executable, "-W", "ignore", "-c", statement],
         cwd=cwd,
         capture_output=True,
-        timeout=120,
+        timeout=HANG_GUARD,
         check=False,
     )
     return marker.exists()
