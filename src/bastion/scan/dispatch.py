@@ -421,10 +421,10 @@ def _scan_gguf(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, _h
     scan_gguf(ctx, src, loc)
 
 
-def _scan_hdf5(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, _hit: Hit) -> None:
+def _scan_hdf5(ctx: ScanContext, src: ByteSource, loc: Location, depth: int, _hit: Hit) -> None:
     from bastion.scan.formats.keras import scan_hdf5
 
-    scan_hdf5(ctx, in_memory(src), loc)
+    scan_hdf5(ctx, in_memory(src), loc, depth)
 
 
 def _scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int, _hit: Hit) -> None:
@@ -476,7 +476,7 @@ def _pickle_evidence(data: bytes) -> str | None:
     )
 
 
-def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, hit: Hit) -> None:
+def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, depth: int, hit: Hit) -> None:
     data = src.read_some(ctx.limits.max_text_bytes)
     from bastion.scan import secrets
     from bastion.scan.formats import keras
@@ -485,7 +485,7 @@ def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, _depth: int, hi
     text = document if document is not None else data.decode("utf-8", "replace")
     lower = hit.name.lower()
     if document is not None and (
-        secrets.scan_notebook(ctx, text, loc) or keras.scan_config_text(ctx, text, loc, lower)
+        secrets.scan_notebook(ctx, text, loc) or keras.scan_config_text(ctx, text, loc, lower, depth)
     ):
         return
     if lower.endswith((".pb", ".onnx")):

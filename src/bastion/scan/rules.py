@@ -336,6 +336,32 @@ _RULES = (
         "Ship the SavedModel with the model and scan it, or remove the layer.",
     ),
     Rule(
+        "keras.deserialised-field",
+        _M,
+        "A Keras layer deserialises an object stored in its config",
+        "Some layer classes hand a config field to a deserialiser when the model is built "
+        "(TorchModuleWrapper torch.loads its base64 `module` with weights_only=False, "
+        "CVE-2025-49655). Bastion decodes the field and scans it as the nested file it is; "
+        "its own findings say whether it carries code.",
+    ),
+    Rule(
+        "keras.external-file",
+        _H,
+        "A Keras config makes the loader read a file outside the model",
+        "A layer opens the file its config names while it is built (a lookup layer's "
+        "vocabulary path, CVE-2025-12058; TFSMLayer's filepath, CVE-2026-1462). An absolute "
+        "path, '..', '~' or a URL reads the machine's files or the network (HIGH); a relative "
+        "path reads from the loading process's folder (MEDIUM). Ship the data inside the model.",
+    ),
+    Rule(
+        "keras.path-traversal",
+        _H,
+        "A Keras layer name is a path that leaves its folder",
+        "Keras uses layer names as file names in the weights store; a name with '..' or an "
+        "absolute path makes saving or loading touch files outside it (CVE-2026-12479). "
+        "Do not load the model.",
+    ),
+    Rule(
         "pickle.nested-unanalysable",
         _H,
         "A nested pickle whose bytes cannot be analysed",

@@ -299,3 +299,53 @@ def test_json_objects_finds_a_config_that_starts_inside_another_ones_string() ->
     found = [doc for _at, doc in json_objects(MemorySource(clean.encode(), "x"), 1 << 20)]
     assert {"note": "x{", "class_name": "Lambda", "config": {}} in found
     assert {", ": "class_name"} not in found  # the shifted reading fails: it is tried, not invented
+
+
+def _layer(class_name: str, config: dict[str, object]) -> dict[str, object]:
+    return {"module": "keras.layers", "class_name": class_name, "config": config, "registered_name": None}
+
+
+@pytest.mark.parametrize(
+    ("class_name", "field", "path"),
+    [
+        pytest.param("IntegerLookup", "vocabulary", "https://example.invalid/v.txt", id="lookup-url"),
+        pytest.param("TextVectorization", "vocabulary", "~/.ssh/id_rsa", id="vectorization-home"),
+        pytest.param("StringLookup", "vocabulary", "assets/../../../etc/passwd", id="lookup-dotdot"),
+        pytest.param("Dense", "filepath", "C:\\secrets.txt", id="any-class-path-field-drive"),
+    ],
+)
+def test_config_path_that_leaves_the_artifact_is_blocked(
+    class_name: str, field: str, path: str, tmp_path: Path
+) -> None:
+    report = scan_path(builders.keras3_archive(tmp_path, [_layer(class_name, {"name": "l", field: path})], "p.keras"))
+    assert_fails_with(report, "keras.external-file")
+
+
+def test_lookup_vocabulary_given_inline_or_relative_does_not_block(tmp_path: Path) -> None:
+    layers = [
+        _layer("StringLookup", {"name": "inline", "vocabulary": ["a", "b"]}),
+        _layer("StringLookup", {"name": "relative", "vocabulary": "vocab.txt"}),
+        _layer("Dense", {"name": "dense_1", "units": 2}),
+    ]
+    report = scan_path(builders.keras3_archive(tmp_path, layers, "lookup.keras"))
+    assert_passes(report)
+    assert [f.evidence for f in report.findings if f.rule_id == "keras.external-file"] == ["StringLookup.vocabulary"]
+
+
+def test_deserialised_field_is_scanned_as_a_nested_file_and_never_echoed(tmp_path: Path) -> None:
+    import base64  # noqa: PLC0415
+    import pickle  # noqa: PLC0415
+
+    benign = base64.b64encode(pickle.dumps({"weights": [1.0, 2.0]}, protocol=2)).decode()
+    payload = base64.b64encode(b"cposix\nsystem\n(Vtrue\ntR.").decode()
+    for name, module, blocked in (("benign.keras", benign, False), ("evil.keras", payload, True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        layer = _layer("TorchModuleWrapper", {"name": "wrap", "module": module})
+        report = scan_path(builders.keras3_archive(folder, [layer], name))
+        assert all(module not in f.message and module not in f.evidence for f in report.findings)
+        assert "keras.deserialised-field" in {f.rule_id for f in report.findings}
+        if blocked:
+            assert_fails_with(report, "pickle.dangerous-global")
+        else:
+            assert_passes(report)

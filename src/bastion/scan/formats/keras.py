@@ -19,6 +19,8 @@ module at all was imported. Configs are read as the loaders read them:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import json
 import re
@@ -28,7 +30,7 @@ from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.pickle.rules import is_dangerous
-from bastion.scan.source import MemorySource
+from bastion.scan.source import MemorySource, source_from_bytes
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _JSON_START = re.compile(r"\{[ \t\n\r]*\"")  # any whitespace run: a bounded one was a bypass
@@ -58,6 +60,25 @@ KERAS_GADGETS = frozenset(
     }
 )  # fmt: skip
 _GADGET_PATHS = ("file_utils", "io_utils", "saving", "gfile", "script_ops", "io_ops", "python_utils", "subprocess")
+# Config fields a layer class hands to a deserialiser in from_config: the field's value is a
+# serialised object, a nested model to scan as the loader will read it (CVE-2025-49655:
+# TorchModuleWrapper torch.loads its base64 `module` with weights_only=False).
+DESERIALISED_FIELDS: dict[str, dict[str, str]] = {
+    "TorchModuleWrapper": {"module": "torch.load"},
+}
+# Config fields a layer class opens as a file while it is built: a string there makes the
+# loader read outside the artifact (CVE-2025-12058: a lookup layer's vocabulary path;
+# CVE-2026-1462: TFSMLayer's filepath).
+PATH_FIELDS: dict[str, frozenset[str]] = {
+    "StringLookup": frozenset({"vocabulary"}),
+    "IntegerLookup": frozenset({"vocabulary"}),
+    "TextVectorization": frozenset({"vocabulary"}),
+    "TFSMLayer": frozenset({"filepath"}),
+}
+# Field names that hold a file name whatever the class: judged by where they point.
+_PATH_NAMES = frozenset({"filepath", "file_path", "path", "fname", "origin", "url", "vocabulary_file", "vocab_file"})
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][\w.>]*$")
 _FUNCTION_MODULE_PARTS = frozenset(
     {"activations", "losses", "metrics", "ops", "initializers", "regularizers", "constraints", "math", "nn", "numpy"}
 )
@@ -82,7 +103,7 @@ def looks_like_wide_json(head: bytes) -> bool:
     return wide and json_document(head) is not None
 
 
-def scan_config_text(ctx: ScanContext, text: str, loc: Location, name: str) -> bool:
+def scan_config_text(ctx: ScanContext, text: str, loc: Location, name: str, level: int = 0) -> bool:
     """Check a JSON document that may be a Keras config; False if it is not one.
 
     A file named `config.json` that the loader would read (it starts like a JSON object)
@@ -105,7 +126,7 @@ def scan_config_text(ctx: ScanContext, text: str, loc: Location, name: str) -> b
     if not _is_keras_config(doc) and not _mentions_code(doc):
         return False
     ctx.saw("keras")
-    check_config(ctx, doc, loc)
+    check_config(ctx, doc, loc, level=level)
     return True
 
 
@@ -133,7 +154,7 @@ def _is_keras_config(doc: object) -> bool:
     return isinstance(doc, dict) and "class_name" in doc and "config" in doc
 
 
-def scan_hdf5(ctx: ScanContext, src: MemorySource, loc: Location) -> None:
+def scan_hdf5(ctx: ScanContext, src: MemorySource, loc: Location, level: int = 0) -> None:
     """Find and check every JSON config stored anywhere in an HDF5 file's bytes."""
     ctx.saw("hdf5")
     if _FILTERED_HEAP.search(src.buf, src.start, src.end) and _has_filtered_heap(src):
@@ -143,7 +164,7 @@ def scan_hdf5(ctx: ScanContext, src: MemorySource, loc: Location) -> None:
         if _is_keras_config(doc) or _mentions_code(doc):
             found += 1
             ctx.saw("keras")
-            check_config(ctx, doc, loc.at(at))
+            check_config(ctx, doc, loc.at(at), level=level)
     if not found and (src.find(b"model_config") >= 0 or src.find(b"training_config") >= 0):
         raise ArtifactError("HDF5 file names a model_config that could not be decoded")
     _check_hdf5_end(src)
@@ -276,8 +297,12 @@ def _check_hdf5_end(src: MemorySource) -> None:
         raise ArtifactError(f"HDF5 file ends at byte {src.size} but its superblock says {base + end} (truncated)")
 
 
-def check_config(ctx: ScanContext, doc: object, loc: Location, depth: int = 0) -> None:
-    """Walk a Keras config and report layers and objects that carry or name code."""
+def check_config(ctx: ScanContext, doc: object, loc: Location, depth: int = 0, *, level: int = 0) -> None:
+    """Walk a Keras config and report layers and objects that carry or name code.
+
+    `depth` counts configs serialised inside strings; `level` is the container depth of
+    the file the config came from, so that payloads nested in fields are scanned one deeper.
+    """
     stack: list[object] = [doc]
     seen = 0
     while stack:
@@ -289,15 +314,15 @@ def check_config(ctx: ScanContext, doc: object, loc: Location, depth: int = 0) -
             stack.extend(node)
             continue
         if isinstance(node, str):
-            _check_embedded_json(ctx, node, loc, depth)
+            _check_embedded_json(ctx, node, loc, depth, level)
             continue
         if not isinstance(node, dict):
             continue
         stack.extend(node.values())
-        _check_object(ctx, node, loc)
+        _check_object(ctx, node, loc, level)
 
 
-def _check_embedded_json(ctx: ScanContext, text: str, loc: Location, depth: int) -> None:
+def _check_embedded_json(ctx: ScanContext, text: str, loc: Location, depth: int, level: int) -> None:
     """A config serialised again inside a string value is judged too (a nested config)."""
     if depth >= _MAX_NESTED_JSON or not text.lstrip().startswith("{") or '"class_name"' not in text:
         return
@@ -305,7 +330,7 @@ def _check_embedded_json(ctx: ScanContext, text: str, loc: Location, depth: int)
         inner = json.loads(text)
     except (ValueError, RecursionError):
         return
-    check_config(ctx, inner, loc, depth + 1)
+    check_config(ctx, inner, loc, depth + 1, level=level)
 
 
 def _package(module: str) -> str:
@@ -322,7 +347,9 @@ def _is_gadget(module: str, name: str) -> bool:
     )
 
 
-def _check_object(ctx: ScanContext, node: dict[str, object], loc: Location) -> None:  # one rule per way a config names code
+def _check_object(
+    ctx: ScanContext, node: dict[str, object], loc: Location, level: int
+) -> None:  # one rule per way a config names code
     cls = node.get("class_name")
     cls = cls if isinstance(cls, str) else ""
     module = node.get("module")
@@ -346,7 +373,11 @@ def _check_object(ctx: ScanContext, node: dict[str, object], loc: Location) -> N
         )
         return
     target = config if isinstance(config, str) and cls == "function" else cls
-    names = [(module, target)] if isinstance(module, str) else []
+    # Only a Keras object (one with a class_name) is imported, and only a name can be: a
+    # "module" field holding data (TorchModuleWrapper's base64 pickle) is judged as the data
+    # it is, and never echoed as evidence.
+    is_reference = isinstance(module, str) and bool(cls or registered) and bool(_MODULE_NAME.match(module))
+    names = [(str(module), target)] if is_reference else []
     if ">" in registered:  # "package>Name": the custom-object registry's key
         package, _sep, rest = registered.partition(">")
         names.append((package, rest))
@@ -362,6 +393,76 @@ def _check_object(ctx: ScanContext, node: dict[str, object], loc: Location) -> N
         )
     for mod, name in names:
         _check_reference(ctx, node, loc, mod, str(name))
+    if isinstance(config, dict):
+        kind = (registered.rpartition(">")[2] if registered else "") or cls
+        _check_deserialised_fields(ctx, kind, config, loc, level)
+        _check_paths(ctx, kind, config, loc)
+
+
+def _check_deserialised_fields(
+    ctx: ScanContext, kind: str, config: dict[str, object], loc: Location, level: int
+) -> None:
+    """Scan a field the layer class deserialises as the nested file it is."""
+    for field, loader in DESERIALISED_FIELDS.get(kind, {}).items():
+        value = config.get(field)
+        if not isinstance(value, str):
+            continue
+        ctx.add(
+            "keras.deserialised-field",
+            Severity.MEDIUM,
+            loc,
+            f"{kind} passes its config field {field!r} to {loader} when the model is loaded; "
+            "the embedded object is scanned as a nested file",
+            "keras",
+            f"{kind}.{field}",
+        )
+        try:  # as from_config decodes it: base64.b64decode(value.encode("ascii")), non-validating
+            data = base64.b64decode(value.encode("ascii"))
+        except (UnicodeEncodeError, binascii.Error):
+            continue  # the loader fails here too, before deserialising anything
+        ctx.nested(source_from_bytes(data, f"{kind}.{field}"), loc.inside(f"<{kind}.{field}>"), "embedded", level + 1)
+
+
+def _outside_artifact(path: str) -> bool:
+    """A path that names a file outside the artifact however the loader's folder is chosen."""
+    text = path.strip()
+    return (
+        bool(_URL.match(text))
+        or text.startswith(("/", "\\", "~"))
+        or bool(re.match(r"^[A-Za-z]:", text))
+        or ".." in re.split(r"[\\/]", text)
+    )
+
+
+def _check_paths(ctx: ScanContext, kind: str, config: dict[str, object], loc: Location) -> None:
+    """Config fields that make the loader open a file: outside the artifact is HIGH."""
+    named = PATH_FIELDS.get(kind, frozenset())
+    for field, value in config.items():
+        if not isinstance(value, str) or not value or (field not in named and field not in _PATH_NAMES):
+            continue
+        outside = _outside_artifact(value)
+        if not outside and field not in named:
+            continue
+        ctx.add(
+            "keras.external-file",
+            Severity.HIGH if outside else Severity.MEDIUM,
+            loc,
+            f"{kind or 'a Keras object'} reads the file named by its config field {field!r} when the model is "
+            + ("loaded, outside the model file" if outside else "loaded, relative to the loading process"),
+            "keras",
+            f"{kind}.{field}",
+        )
+    name = config.get("name")
+    if isinstance(name, str) and _outside_artifact(name):
+        ctx.add(
+            "keras.path-traversal",
+            Severity.HIGH,
+            loc,
+            f"{kind or 'a Keras object'} has a name that is a path leaving its folder; Keras uses layer names "
+            "as file names when it saves and loads weights (CVE-2026-12479)",
+            "keras",
+            f"{kind}.name",
+        )
 
 
 def _check_reference(ctx: ScanContext, node: dict[str, object], loc: Location, module: str, name: str) -> None:
