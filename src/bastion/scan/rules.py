@@ -336,6 +336,30 @@ _RULES = (
         "Ship the SavedModel with the model and scan it, or remove the layer.",
     ),
     Rule(
+        "tf.unreviewed-op",
+        _L,
+        "A TensorFlow graph uses an op Bastion does not know to be inert",
+        "Bastion judges ops that run Python, touch files or the network, or run embedded "
+        "graphs; every other op outside its list of common math, array and control ops is "
+        "reported once per file so that a new dangerous op is visible, not silently passed. "
+        "Check what the op does before trusting the model.",
+    ),
+    Rule(
+        "tf.embedded-graph",
+        _M,
+        "A TensorFlow op runs a graph carried in a tensor",
+        "DatasetFromGraph and similar ops run a GraphDef serialised into a string constant. "
+        "Bastion parses graphs found in string tensors and judges their ops with the outer "
+        "graph's; this finding records that one is there.",
+    ),
+    Rule(
+        "tf.remote-op",
+        _H,
+        "A TensorFlow graph talks to other processes or hosts",
+        "Ops such as RemoteCall, _Send/_Recv or tf.data service datasets reach other "
+        "processes or machines when the graph runs. A model for inference has no need of them.",
+    ),
+    Rule(
         "keras.deserialised-field",
         _M,
         "A Keras layer deserialises an object stored in its config",

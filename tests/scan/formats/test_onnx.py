@@ -119,3 +119,21 @@ def test_onnx_model_named_like_a_tensorflow_graph_is_read_as_onnx(tmp_path: Path
     path = builders.onnx_custom_domain(tmp_path, "com.example.custom", "RunShell").rename(tmp_path / "model.pb")
     assert_fails_with(scan_path(path), "onnx.custom-operator")
     assert_passes(scan_path(builders.onnx_matmul(tmp_path).rename(tmp_path / "frozen.pb")))
+
+
+def test_external_data_linked_within_the_model_folder_passes(tmp_path: Path) -> None:
+    """A link is judged by where it leads: one that stays inside the folder is an ordinary file."""
+    model_folder = builders.onnx_benign_external_data(tmp_path)
+    shards = model_folder / "shards"
+    shards.mkdir()
+    (model_folder / "weights.bin").rename(shards / "weights.bin")
+    (model_folder / "weights.bin").symlink_to(shards / "weights.bin")
+    assert_passes(scan_path(model_folder))
+
+
+def test_external_data_linked_out_of_the_model_folder_is_blocked(tmp_path: Path) -> None:
+    model_folder = builders.onnx_benign_external_data(tmp_path)
+    outside = tmp_path / "elsewhere.bin"
+    (model_folder / "weights.bin").rename(outside)
+    (model_folder / "weights.bin").symlink_to(outside)
+    assert_fails_with(scan_path(model_folder / "model.onnx"), "onnx.external-data-traversal")

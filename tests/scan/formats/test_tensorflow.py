@@ -256,3 +256,49 @@ def test_benign_text_format_saved_model_passes(tmp_path: Path) -> None:
     report = scan_path(path)
     assert_passes(report)
     assert "tensorflow" in report.files[0].formats
+
+
+# -- the op judgement: judged ops, constants that fix a checkpoint path, graphs in tensors ---------
+
+
+def _string_const(name: str, value: bytes) -> bytes:
+    tensor = builders.pb_int(1, 7) + builders.pb_bytes(8, value)  # TensorProto{dtype=DT_STRING, string_val}
+    attr = builders.pb_bytes(1, "value") + builders.pb_bytes(2, builders.pb_bytes(8, tensor))
+    return builders.tf_node(name, "Const") + builders.pb_bytes(5, attr)
+
+
+def test_op_outside_the_inert_list_is_reported_once_without_blocking(tmp_path: Path) -> None:
+    nodes = [*_BENIGN, builders.tf_node("a", "SomeNewOp", "x"), builders.tf_node("b", "SomeNewOp", "x")]
+    report = scan_path(_saved_model(tmp_path, _meta_graph(nodes)))
+    assert_passes(report)
+    assert [f.evidence for f in report.findings if f.rule_id == "tf.unreviewed-op"] == ["SomeNewOp"]
+
+
+def test_benign_saver_fed_by_a_placeholder_is_clean(tmp_path: Path) -> None:
+    report = scan_path(_saved_model(tmp_path, _meta_graph(_BENIGN)))
+    assert_passes(report)
+    assert not report.findings, describe(report.findings)
+
+
+@pytest.mark.parametrize("op", ["SaveV2", "RestoreV2", "MergeV2Checkpoints"])
+def test_checkpoint_op_with_a_path_built_from_constants_is_blocked(op: str, tmp_path: Path) -> None:
+    nodes = [
+        *_BENIGN,
+        _string_const("dir", b"/tmp"),
+        _string_const("leaf", b"x"),
+        builders.tf_node("joined", "StringJoin", "dir", "leaf:0"),
+        builders.tf_node("evil", op, "joined"),
+    ]
+    assert_fails_with(scan_path(_saved_model(tmp_path, _meta_graph(nodes))), "tf.file-op")
+
+
+def test_graph_serialised_in_any_string_tensor_is_judged(tmp_path: Path) -> None:
+    inner = builders.tf_graph([builders.tf_node("p", "Const"), builders.tf_node("run", "PyFunc", "p")])
+    outer = builders.tf_graph([_string_const("carrier", inner)])
+    twice = [*_BENIGN, _string_const("outer", outer)]
+    assert_fails_with(scan_path(_saved_model(tmp_path, _meta_graph(twice))), "tf.python-op")
+
+
+def test_remote_op_is_blocked(tmp_path: Path) -> None:
+    nodes = [*_BENIGN, builders.tf_node("call", "RemoteCall", "x")]
+    assert_fails_with(scan_path(_saved_model(tmp_path, _meta_graph(nodes))), "tf.remote-op")

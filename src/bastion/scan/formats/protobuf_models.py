@@ -9,6 +9,7 @@ Tensor payloads are skipped by length, never decoded.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,349 @@ TF_FILE_OPS = frozenset(
         "SaveSlices",
         "Restore",
         "RestoreSlice",
+        # Queue readers: ReaderRead* pulls file names from a queue and reads them whole.
+        "WholeFileReader",
+        "WholeFileReaderV2",
+        "TextLineReader",
+        "TextLineReaderV2",
+        "FixedLengthRecordReader",
+        "FixedLengthRecordReaderV2",
+        "TFRecordReader",
+        "TFRecordReaderV2",
+        "LMDBReader",
+        "ReaderRead",
+        "ReaderReadV2",
+        "ReaderReadUpTo",
+        "ReaderReadUpToV2",
+        "ReaderRestoreState",
+        "ReaderRestoreStateV2",
+        "LMDBDataset",
+        "ExperimentalLMDBDataset",
+        "MatchingFilesDataset",
+        "ExperimentalMatchingFilesDataset",
+        "SnapshotDataset",
+        "SnapshotDatasetV2",
+        "SaveDataset",
+        "SaveDatasetV2",
+        "LoadDataset",
+        "ExperimentalSaveDataset",
+        "ExperimentalLoadDataset",
+        "CSVDataset",
+        "CSVDatasetV2",
+        "ExperimentalCSVDataset",
+        "InitializeTableFromTextFile",
+        "InitializeTableFromTextFileV2",
+        "DecodeProtoV2",
+        "EncodeProto",
+        "DebugIdentityV3",
+        "GenerateVocabRemapping",
     }
+)
+# Ops that write or read a checkpoint at the path of their first input. Every saver has
+# them, fed by a placeholder or a function argument (the caller's path); a path fixed in
+# constants makes loading the graph touch a file the attacker chose.
+TF_CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints"})
+# Ops that run another graph carried in a tensor, or talk to other processes and hosts.
+TF_EMBEDDED_GRAPH_OPS = frozenset({"DatasetFromGraph"})
+TF_REMOTE_OPS = frozenset(
+    {"RemoteCall", "_Send", "_Recv", "_HostSend", "_HostRecv", "CollectiveBcastSend", "CollectiveBcastRecv",
+     "DataServiceDataset", "DataServiceDatasetV2", "DataServiceDatasetV3", "DataServiceDatasetV4",
+     "RegisterDataset", "RegisterDatasetV2", "DistributedSave", "BigQueryReader", "CreateSummaryDbWriter"}
+)  # fmt: skip
+# Ops known to compute on tensors and variables only. Any other op is reported (LOW): a
+# deny-list misses the op nobody thought of; this list makes the unknown op visible.
+TF_INERT_OPS = frozenset(
+    [
+        "Abs",
+        "Acos",
+        "Acosh",
+        "Add",
+        "AddN",
+        "AddV2",
+        "All",
+        "Any",
+        "ApproximateEqual",
+        "ArgMax",
+        "ArgMin",
+        "Asin",
+        "Asinh",
+        "Assert",
+        "Assign",
+        "AssignAdd",
+        "AssignAddVariableOp",
+        "AssignSub",
+        "AssignSubVariableOp",
+        "AssignVariableOp",
+        "Atan",
+        "Atan2",
+        "Atanh",
+        "AvgPool",
+        "AvgPool3D",
+        "AvgPoolGrad",
+        "BatchMatMul",
+        "BatchMatMulV2",
+        "BatchMatMulV3",
+        "BatchNormWithGlobalNormalization",
+        "BatchToSpaceND",
+        "BiasAdd",
+        "BiasAddGrad",
+        "BiasAddV1",
+        "Bitcast",
+        "BitwiseAnd",
+        "BitwiseOr",
+        "BitwiseXor",
+        "BroadcastArgs",
+        "BroadcastGradientArgs",
+        "BroadcastTo",
+        "Bucketize",
+        "Cast",
+        "Ceil",
+        "CheckNumerics",
+        "CheckNumericsV2",
+        "Cholesky",
+        "ClipByValue",
+        "Complex",
+        "ComplexAbs",
+        "Concat",
+        "ConcatOffset",
+        "ConcatV2",
+        "Const",
+        "ControlTrigger",
+        "Conv2D",
+        "Conv2DBackpropFilter",
+        "Conv2DBackpropInput",
+        "Conv3D",
+        "Conv3DBackpropFilterV2",
+        "Conv3DBackpropInputV2",
+        "Conv",
+        "Cos",
+        "Cosh",
+        "CropAndResize",
+        "Cumprod",
+        "Cumsum",
+        "DepthToSpace",
+        "DepthwiseConv2dNative",
+        "DepthwiseConv2dNativeBackpropFilter",
+        "DepthwiseConv2dNativeBackpropInput",
+        "DestroyResourceOp",
+        "DisableCopyOnRead",
+        "Div",
+        "DivNoNan",
+        "DynamicPartition",
+        "DynamicStitch",
+        "Einsum",
+        "Elu",
+        "EluGrad",
+        "EmptyTensorList",
+        "Enter",
+        "Equal",
+        "Erf",
+        "Erfc",
+        "Exit",
+        "Exp",
+        "ExpandDims",
+        "Expm1",
+        "ExtractImagePatches",
+        "Fill",
+        "Floor",
+        "FloorDiv",
+        "FloorMod",
+        "FusedBatchNorm",
+        "FusedBatchNormGrad",
+        "FusedBatchNormGradV3",
+        "FusedBatchNormV3",
+        "Gather",
+        "GatherNd",
+        "GatherV2",
+        "Greater",
+        "GreaterEqual",
+        "HashTable",
+        "HashTableV2",
+        "Identity",
+        "IdentityN",
+        "If",
+        "Imag",
+        "InTopKV2",
+        "IsFinite",
+        "IsInf",
+        "IsNan",
+        "IsVariableInitialized",
+        "L2Loss",
+        "LRN",
+        "LeakyRelu",
+        "LeakyReluGrad",
+        "Less",
+        "LessEqual",
+        "LinSpace",
+        "Log",
+        "Log1p",
+        "LogSoftmax",
+        "LogicalAnd",
+        "LogicalNot",
+        "LogicalOr",
+        "LookupTableFindV2",
+        "LookupTableImportV2",
+        "LookupTableSizeV2",
+        "LoopCond",
+        "MatMul",
+        "MatrixBandPart",
+        "MatrixDiag",
+        "MatrixDiagPartV3",
+        "MatrixDiagV3",
+        "MatrixInverse",
+        "MatrixSetDiagV3",
+        "Max",
+        "MaxPool",
+        "MaxPool3D",
+        "MaxPoolGrad",
+        "MaxPoolV2",
+        "Maximum",
+        "Mean",
+        "Merge",
+        "Min",
+        "Minimum",
+        "MirrorPad",
+        "Mod",
+        "Mul",
+        "MulNoNan",
+        "MutableHashTableV2",
+        "MutableDenseHashTableV2",
+        "Neg",
+        "NextIteration",
+        "NoOp",
+        "NonMaxSuppressionV3",
+        "NonMaxSuppressionV4",
+        "NonMaxSuppressionV5",
+        "NotEqual",
+        "OneHot",
+        "OnesLike",
+        "Pack",
+        "Pad",
+        "PadV2",
+        "PartitionedCall",
+        "Placeholder",
+        "PlaceholderWithDefault",
+        "Pow",
+        "Prod",
+        "QueueDequeueV2",
+        "RandomShuffle",
+        "RandomStandardNormal",
+        "RandomUniform",
+        "RandomUniformInt",
+        "Range",
+        "Rank",
+        "ReadVariableOp",
+        "Real",
+        "RealDiv",
+        "Reciprocal",
+        "ReciprocalGrad",
+        "Relu",
+        "Relu6",
+        "Relu6Grad",
+        "ReluGrad",
+        "Reshape",
+        "ResizeBicubic",
+        "ResizeBilinear",
+        "ResizeNearestNeighbor",
+        "ResourceApplyAdam",
+        "ResourceApplyGradientDescent",
+        "ResourceGather",
+        "ResourceScatterAdd",
+        "ResourceScatterUpdate",
+        "ResourceStridedSliceAssign",
+        "Reverse",
+        "ReverseSequence",
+        "ReverseV2",
+        "RightShift",
+        "LeftShift",
+        "Rint",
+        "Round",
+        "Rsqrt",
+        "RsqrtGrad",
+        "ScatterNd",
+        "SegmentSum",
+        "Select",
+        "SelectV2",
+        "Selu",
+        "Shape",
+        "ShapeN",
+        "ShardedFilename",
+        "Sigmoid",
+        "SigmoidGrad",
+        "Sign",
+        "Sin",
+        "Sinh",
+        "Size",
+        "Slice",
+        "Snapshot",
+        "Softmax",
+        "SoftmaxCrossEntropyWithLogits",
+        "Softplus",
+        "Softsign",
+        "SpaceToBatchND",
+        "SpaceToDepth",
+        "SparseSoftmaxCrossEntropyWithLogits",
+        "SparseToDense",
+        "Split",
+        "SplitV",
+        "Sqrt",
+        "SqrtGrad",
+        "Square",
+        "SquaredDifference",
+        "Squeeze",
+        "StatefulPartitionedCall",
+        "StatelessIf",
+        "StatelessRandomNormal",
+        "StatelessRandomUniform",
+        "StatelessRandomUniformV2",
+        "StatelessRandomGetKeyCounter",
+        "StatelessWhile",
+        "StopGradient",
+        "StridedSlice",
+        "StridedSliceGrad",
+        "StringJoin",
+        "StringToHashBucketFast",
+        "Sub",
+        "Sum",
+        "Switch",
+        "Tan",
+        "Tanh",
+        "TanhGrad",
+        "TensorListFromTensor",
+        "TensorListGetItem",
+        "TensorListReserve",
+        "TensorListSetItem",
+        "TensorListStack",
+        "TensorScatterUpdate",
+        "Tile",
+        "TopKV2",
+        "Transpose",
+        "TruncateDiv",
+        "TruncatedNormal",
+        "Unique",
+        "Unpack",
+        "UnsortedSegmentSum",
+        "VarHandleOp",
+        "VarIsInitializedOp",
+        "Variable",
+        "VariableV2",
+        "Where",
+        "While",
+        "Xdivy",
+        "Xlog1py",
+        "ZerosLike",
+        "_Arg",
+        "_Retval",
+        "_If",
+        "_While",
+        "SaveV2",
+        "RestoreV2",
+        "MergeV2Checkpoints",
+        "Save",
+        "Restore",
+        "SaveSlices",
+        "RestoreSlice",
+    ]
 )
 
 
@@ -214,15 +557,68 @@ def scan_protobuf_model(ctx: ScanContext, src: MemorySource, loc: Location, kind
     if kind == "probe" and not any(r.plausible for r in readings):
         return False
     if not readings:
-        raise ArtifactError("does not parse as a TensorFlow SavedModel, MetaGraphDef or GraphDef")
+        swept = list(_swept_ops(src))
+        if kind == "probe" or not swept:
+            raise ArtifactError("does not parse as a TensorFlow SavedModel, MetaGraphDef or GraphDef")
+        # Not analysed, and what the bytes name is reported too: a reader that parts from
+        # the loader's must not turn a PyFunc into a mere "incomplete".
+        ctx.saw("tensorflow")
+        ctx.incomplete(loc, "does not parse as a TensorFlow SavedModel, MetaGraphDef or GraphDef", "tensorflow")
+        _report_tf(ctx, loc, [swept])
+        return True
     ctx.saw("tensorflow")
+    _report_tf(ctx, loc, [r.findings for r in readings])
+    _report_tf(ctx, loc, [list(_swept_ops(src))], {f.evidence for f in ctx.findings if f.format == "tensorflow"})
+    return True
+
+
+def _report_tf(
+    ctx: ScanContext,
+    loc: Location,
+    readings: list[list[tuple[str, Severity, int, str, str]]],
+    named: set[str] | None = None,
+) -> None:
+    """Report each reading's findings once; with `named`, only ops no finding names yet (the sweep)."""
     seen: set[tuple[str, int, str]] = set()
-    for reading in readings:
-        for rule, severity, offset, message, evidence in reading.findings:
+    unreviewed: set[str] = set()
+    for findings in readings:
+        for rule, severity, offset, message, evidence in findings:
+            if named is not None:
+                if evidence in named:
+                    continue
+                named.add(evidence)
+            if rule == "tf.unreviewed-op":
+                if evidence in unreviewed:
+                    continue  # one finding per op, not per node
+                unreviewed.add(evidence)
             if (rule, offset, evidence) not in seen:
                 seen.add((rule, offset, evidence))
                 ctx.add(rule, severity, loc.at(offset), message, "tensorflow", evidence)
-    return True
+
+
+def _op_field(name: str) -> bytes:
+    data = name.encode()
+    return re.escape(bytes([len(data)])) + re.escape(data)
+
+
+# NodeDef.op (field 2) or NameAttrList.name (field 1) spelling a code or file op, wherever it
+# sits: a prefix that desynchronises the reading (a varint whose last byte is the next
+# field's tag, a wire type that swallows it) can hide a node from every schema reading while
+# a loader with another view of the bytes, or another file type, still meets it.
+_SWEPT = {**dict.fromkeys(TF_FILE_OPS - {"Save", "Restore", "SaveSlices", "RestoreSlice"}, "tf.file-op"),
+          **dict.fromkeys(TF_CODE_OPS, "tf.python-op")}  # fmt: skip
+_SWEEP = re.compile(
+    rb"[\x0a\x12](" + b"|".join(_op_field(op) for op in sorted(_SWEPT, key=len, reverse=True)) + rb")",
+    re.DOTALL,
+)
+
+
+def _swept_ops(src: MemorySource) -> Iterator[tuple[str, Severity, int, str, str]]:
+    for match in _SWEEP.finditer(src.buf, src.start, src.end):
+        op = bytes(match.group(1)[1:]).decode()
+        rule = _SWEPT[op]
+        severity = Severity.CRITICAL if rule == "tf.python-op" else Severity.HIGH
+        yield rule, severity, match.start() - src.start, f"the graph's bytes name a {op} op", op
 
 
 # -- ONNX ---------------------------------------------------------------------------
@@ -308,7 +704,9 @@ def _onnx_tensor(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: 
                 key = _text(src, ka, kb)
             elif kw == LEN and kn == 2:
                 value = _text(src, ka, kb)
-        if key == "location" and escapes_root(value):
+        if key != "location":
+            continue
+        if escapes_root(value):
             ctx.add(
                 "onnx.external-data-traversal",
                 Severity.CRITICAL,
@@ -317,6 +715,35 @@ def _onnx_tensor(ctx: ScanContext, src: MemorySource, loc: Location, a: int, b: 
                 "onnx",
                 value,
             )
+        elif _links_outside_folder(loc, value):
+            ctx.add(
+                "onnx.external-data-traversal",
+                Severity.CRITICAL,
+                loc.at(fa),
+                f"tensor data is read from {value!r}, a link in the model's folder that leads outside it",
+                "onnx",
+                value,
+            )
+
+
+def _links_outside_folder(loc: Location, value: str) -> bool:
+    """The external-data file, resolved through links as the loader opens it, leaves the model's folder.
+
+    CVE-2026-34447: the name is plain ("weights.bin") but the file is a symlink to any file on
+    the machine. Only a model read straight from disk has a folder to resolve against; nothing
+    is opened here, the links are only read.
+    """
+    if loc.members or not value:
+        return False
+    folder = os.path.dirname(os.path.abspath(loc.file))
+    if not os.path.isdir(folder):
+        return False
+    target = os.path.join(folder, value)
+    if not os.path.lexists(target):
+        return False
+    root = os.path.realpath(folder)
+    resolved = os.path.realpath(target)
+    return os.path.commonpath([root, resolved]) != root
 
 
 # -- TensorFlow -----------------------------------------------------------------------
@@ -368,38 +795,122 @@ def _tf_meta_graph(reading: _TfReading, src: MemorySource, a: int, b: int, budge
             _tf_graph(reading, src, fa, fb, budget)
 
 
-def _tf_graph(reading: _TfReading, src: MemorySource, a: int, b: int, budget: _Budget) -> None:
+@dataclass(slots=True)
+class _TfNode:
+    name: str
+    at: int
+    ops: list[str]
+    functions: list[tuple[str, int]]
+    inputs: list[str]
+    strings: list[tuple[int, int]]
+
+
+def _tf_graph(reading: _TfReading, src: MemorySource, a: int, b: int, budget: _Budget, depth: int = 0) -> None:
+    """Judge a GraphDef's nodes and its library's functions, each function as its own scope."""
+    if depth > _MAX_DEPTH:
+        raise LimitExceeded("TensorFlow graphs nested too deeply")
+    scopes: list[list[_TfNode]] = [[]]
+    library: set[str] = set()
     for number, wire, fa, fb in fields(src, a, b, budget):
         if wire != LEN:
             continue
         if number == 1:  # GraphDef.node
-            _tf_node(reading, src, fa, fb, budget)
+            scopes[0].append(_tf_node(src, fa, fb, budget))
         elif number == 2:  # GraphDef.library: FunctionDefLibrary.function (1) -> FunctionDef.node_def (3)
             for ln, lw, la, lb in fields(src, fa, fb, budget):
                 if ln == 1 and lw == LEN:
+                    scope: list[_TfNode] = []
                     for dn, dw, da, db in fields(src, la, lb, budget):
                         if dn == 3 and dw == LEN:
-                            _tf_node(reading, src, da, db, budget)
+                            scope.append(_tf_node(src, da, db, budget))
+                        elif dn == 1 and dw == LEN:  # signature: OpDef.name (1)
+                            library.update(_text(src, na, nb) for nn, nw, na, nb in fields(src, da, db, budget)
+                                           if nn == 1 and nw == LEN)  # fmt: skip
+                    scopes.append(scope)
+    for scope in scopes:
+        _judge_scope(reading, src, scope, library, budget, depth)
 
 
-def _tf_node(reading: _TfReading, src: MemorySource, a: int, b: int, budget: _Budget) -> None:
-    name = ""
-    ops: list[tuple[str, int]] = []
+def _tf_node(src: MemorySource, a: int, b: int, budget: _Budget) -> _TfNode:
+    node = _TfNode("", a, [], [], [], [])
     for number, wire, fa, fb in fields(src, a, b, budget):
         if wire != LEN:
             continue
         if number == 1:
-            name = _text(src, fa, fb)
+            node.name = _text(src, fa, fb)
         elif number == 2:  # every occurrence: the parser keeps the last, a decoy may come first
-            ops.append((_text(src, fa, fb), a))
+            node.ops.append(_text(src, fa, fb))
+        elif number == 3:
+            node.inputs.append(_text(src, fa, fb))
         elif number == 5:  # attr: map<string, AttrValue>; function-valued attrs name what runs
             for en, ew, ea, eb in fields(src, fa, fb, budget):
                 if en == 2 and ew == LEN:
-                    ops.extend(_attr_functions(src, ea, eb, budget, 0))
-    for op, at in ops:
-        if _OP_NAME.fullmatch(op):
-            reading.ops += 1
-        _judge_op(reading, name, op, at)
+                    node.functions.extend(_attr_functions(src, ea, eb, budget, 0))
+                    node.strings.extend(_attr_strings(src, ea, eb, budget))
+    return node
+
+
+def _attr_strings(src: MemorySource, a: int, b: int, budget: _Budget) -> list[tuple[int, int]]:
+    """The string_val entries of an AttrValue.tensor (8): TensorProto.string_val (8)."""
+    found: list[tuple[int, int]] = []
+    for number, wire, fa, fb in fields(src, a, b, budget):
+        if number == 8 and wire == LEN:
+            found.extend((ta, tb) for tn, tw, ta, tb in fields(src, fa, fb, budget) if tn == 8 and tw == LEN)
+    return found
+
+
+def _judge_scope(
+    reading: _TfReading, src: MemorySource, scope: list[_TfNode], library: set[str], budget: _Budget, depth: int
+) -> None:
+    by_name = {node.name: node for node in scope}
+    for node in scope:
+        for op in node.ops:
+            if _OP_NAME.fullmatch(op):
+                reading.ops += 1
+            _judge_op(reading, node.name, op, node.at)
+            if op not in library and op not in TF_INERT_OPS and op not in _JUDGED_OPS:
+                message = f"node {node.name!r} is a {op} op, which Bastion does not know to be inert"
+                reading.findings.append(("tf.unreviewed-op", Severity.LOW, node.at, message, op))
+            if op in TF_CHECKPOINT_OPS and node.inputs and _is_constant(by_name, node.inputs[0]):
+                message = f"node {node.name!r} is a {op} op whose checkpoint path is fixed in the graph's constants"
+                reading.findings.append(("tf.file-op", Severity.HIGH, node.at, message, op))
+        for op, at in node.functions:
+            _judge_op(reading, node.name, op, at)
+        for sa, sb in node.strings:  # a GraphDef serialised into a string tensor (DatasetFromGraph)
+            _judge_nested_graph(reading, src, sa, sb, budget, depth)
+
+
+_JUDGED_OPS = TF_CODE_OPS | TF_FILE_OPS | TF_EMBEDDED_GRAPH_OPS | TF_REMOTE_OPS
+
+
+def _judge_nested_graph(reading: _TfReading, src: MemorySource, a: int, b: int, budget: _Budget, depth: int) -> None:
+    inner = _TfReading("GraphDef")
+    try:
+        _tf_graph(inner, src, a, b, budget, depth + 1)
+    except ArtifactError as err:
+        if isinstance(err, LimitExceeded):
+            raise
+        return  # not a graph: data
+    if inner.plausible:
+        reading.findings.extend(inner.findings)
+
+
+def _is_constant(by_name: dict[str, _TfNode], name: str) -> bool:
+    """The input is computed from constants only: no placeholder, argument or variable upstream."""
+    stack, seen = [name], set()
+    while stack:
+        ref = stack.pop().lstrip("^").split(":", 1)[0]
+        if ref in seen:
+            continue
+        seen.add(ref)
+        node = by_name.get(ref)
+        if node is None or len(seen) > 1000:
+            return False  # a function argument: the caller's path
+        if not node.ops or node.ops[-1] != "Const":
+            if not node.inputs or node.ops[-1] in ("Placeholder", "PlaceholderWithDefault", "_Arg"):
+                return False
+            stack.extend(node.inputs)
+    return True
 
 
 def _attr_functions(src: MemorySource, a: int, b: int, budget: _Budget, depth: int) -> list[tuple[str, int]]:
@@ -431,7 +942,13 @@ def _attr_functions(src: MemorySource, a: int, b: int, budget: _Budget, depth: i
 
 
 def _judge_op(reading: _TfReading, name: str, op: str, at: int) -> None:
-    if op in TF_CODE_OPS:
+    if op in TF_EMBEDDED_GRAPH_OPS:
+        message = f"node {name!r} is a {op} op, which runs a graph carried in a tensor (judged with this one)"
+        reading.findings.append(("tf.embedded-graph", Severity.MEDIUM, at, message, op))
+    elif op in TF_REMOTE_OPS:
+        message = f"node {name!r} is a {op} op, which talks to other processes or hosts"
+        reading.findings.append(("tf.remote-op", Severity.HIGH, at, message, op))
+    elif op in TF_CODE_OPS:
         message = f"node {name!r} is a {op} op, which runs Python code"
         reading.findings.append(("tf.python-op", Severity.CRITICAL, at, message, op))
     elif op in TF_FILE_OPS:
