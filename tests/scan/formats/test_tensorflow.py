@@ -241,6 +241,8 @@ meta_graphs {
         pytest.param('"Py\\x46unc"', '"__inference_init_1"', "tf.python-op", id="hex-escape"),
         pytest.param('"Py\\106unc"', '"__inference_init_1"', "tf.python-op", id="octal-escape"),
         pytest.param('"Identity"', '"WriteFile"', "tf.file-op", id="function-attribute"),
+        pytest.param('"ReaderReadV2"', '"__inference_init_1"', "tf.file-op", id="queue-reader"),
+        pytest.param('"RemoteCall"', '"__inference_init_1"', "tf.remote-op", id="remote-call"),
     ],
 )
 def test_text_format_saved_model_is_judged(op: str, func: str, rule: str, tmp_path: Path) -> None:

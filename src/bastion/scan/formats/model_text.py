@@ -47,7 +47,11 @@ def _literal(quoted: str) -> str:
 
 
 def _scan_graph_text(ctx: ScanContext, text: str, loc: Location) -> None:
-    from bastion.scan.formats.protobuf_models import TF_CODE_OPS, TF_FILE_OPS  # noqa: PLC0415  # one list of ops
+    from bastion.scan.formats.protobuf_models import (  # noqa: PLC0415  # one list of ops
+        TF_CODE_OPS,
+        TF_FILE_OPS,
+        TF_REMOTE_OPS,
+    )
 
     blocks: list[str] = []
     last_word = ""
@@ -73,6 +77,9 @@ def _scan_graph_text(ctx: ScanContext, text: str, loc: Location) -> None:
             ctx.add(
                 "tf.file-op", Severity.HIGH, loc, f"text-format graph runs a {value} op (files)", "tensorflow", value
             )
+        elif value in TF_REMOTE_OPS:
+            message = f"text-format graph runs a {value} op (other processes or hosts)"
+            ctx.add("tf.remote-op", Severity.HIGH, loc, message, "tensorflow", value)
 
     for match in _TOKEN.finditer(text):
         count += 1
