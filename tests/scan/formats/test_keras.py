@@ -349,3 +349,10 @@ def test_deserialised_field_is_scanned_as_a_nested_file_and_never_echoed(tmp_pat
             assert_fails_with(report, "pickle.dangerous-global")
         else:
             assert_passes(report)
+
+
+def test_layer_names_that_only_look_like_paths_pass(tmp_path: Path) -> None:
+    layers = [_layer("Dense", {"name": name, "units": 2}) for name in ("x:0", "block..1", "dense_2")]
+    report = scan_path(builders.keras3_archive(tmp_path, layers, "names.keras"))
+    assert_passes(report)
+    assert "keras.path-traversal" not in {f.rule_id for f in report.findings}

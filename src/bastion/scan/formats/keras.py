@@ -429,7 +429,7 @@ def _outside_artifact(path: str) -> bool:
     return (
         bool(_URL.match(text))
         or text.startswith(("/", "\\", "~"))
-        or bool(re.match(r"^[A-Za-z]:", text))
+        or bool(re.match(r"^[A-Za-z]:[\\/]", text))
         or ".." in re.split(r"[\\/]", text)
     )
 
