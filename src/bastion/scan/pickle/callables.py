@@ -32,7 +32,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Python 2 names that CPython maps on load (pickle's fix_imports, _compat_pickle).
 MODULE_ALIASES = {
@@ -198,9 +200,25 @@ def _param(word: str) -> Param:
     return Param(name, effect, CallArgs.PARAMS, tuple(inner.split()))
 
 
+class _Entry(NamedTuple):
+    """One catalogue row as written: parsed into a CallableSpec on first lookup."""
+
+    name: str
+    signature: str
+    source: str
+    state: str = ""
+    note: str = ""
+    exempt: frozenset[str] = frozenset()
+
+
 def _spec(
     name: str, signature: str, source: str, *, state: str = "", note: str = "", exempt: frozenset[str] = frozenset()
-) -> CallableSpec:
+) -> _Entry:
+    return _Entry(name, signature, source, state, note, exempt)
+
+
+def _parse(entry: _Entry) -> CallableSpec:
+    name, signature, source, state, note, exempt = entry
     # Calls like `called(a b)` hold spaces: split on spaces outside parentheses.
     words: list[str] = []
     depth = 0
@@ -246,16 +264,16 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
-def _each(names: str, signature: str, source: str) -> list[CallableSpec]:
+def _each(names: str, signature: str, source: str) -> list[_Entry]:
     """Several callables that share one signature (dtypes, activations, helpers)."""
-    return [_spec(n, signature, source) for n in names.split()]
+    return [_Entry(n, signature, source) for n in names.split()]
 
 
 _PY = "cpython/Lib"
 _TORCH = "torch"
 _NP = "numpy"
 
-_CATALOGUE: list[CallableSpec] = [
+_CATALOGUE: list[_Entry] = [
     # -- Plain data types (CPython Objects/*.c): they read values, never call them. ---------
     *_each(
         "builtins.set builtins.frozenset builtins.list builtins.tuple",
@@ -993,8 +1011,43 @@ _CATALOGUE += [
     for name in names.split()
 ]
 
-CATALOGUE: dict[str, CallableSpec] = {spec.name: spec for spec in _CATALOGUE}
-"""Every allowed callable by exact dotted name."""
+class _LazyCatalogue(MutableMapping[str, CallableSpec]):
+    """The catalogue by exact dotted name, each row parsed on its first lookup.
+
+    Parsing all rows costs more than the rest of `bastion scan`'s start-up, and a scan looks
+    up a handful; a parsed spec replaces its row, so each is parsed once.
+    """
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self._rows: dict[str, _Entry | CallableSpec] = {e.name: e for e in entries}
+
+    def __getitem__(self, name: str) -> CallableSpec:
+        row = self._rows[name]
+        if isinstance(row, _Entry):
+            row = self._rows[name] = _parse(row)
+        return row
+
+    def get(self, name: str, default: CallableSpec | None = None) -> CallableSpec | None:  # type: ignore[override]  # narrower than Mapping.get's overloads, same behaviour
+        return self[name] if name in self._rows else default
+
+    def __setitem__(self, name: str, spec: CallableSpec) -> None:
+        self._rows[name] = spec
+
+    def __delitem__(self, name: str) -> None:
+        del self._rows[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+CATALOGUE: MutableMapping[str, CallableSpec] = _LazyCatalogue(_CATALOGUE)
+"""Every allowed callable by exact dotted name (parsed on first lookup)."""
 
 # Allowed although their module is on the deny-list: the spec, not the module, decides.
 DENIED_MODULE_EXCEPTIONS = frozenset({"functools.partial", "functools.reduce", "types.SimpleNamespace"})
