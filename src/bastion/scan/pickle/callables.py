@@ -369,6 +369,18 @@ _CATALOGUE: list[_Entry] = [
         note="CPython pickles it as getattr(ZoneInfo, '_unpickle')",
     ),
     *_each("ipaddress.IPv4Address ipaddress.IPv6Address", "address", f"{_PY}/ipaddress.py::_BaseAddress.__init__"),
+    # Pickled as (cls, (str(self),)) by _IPAddressBase.__reduce__; __init__ parses the string
+    # (or an int, bytes or tuple) with the module's own regex-free parsers.
+    *_each(
+        "ipaddress.IPv4Network ipaddress.IPv6Network",
+        "address strict",
+        f"{_PY}/ipaddress.py::_IPAddressBase.__reduce__, IPv4Network.__init__, IPv6Network.__init__",
+    ),
+    *_each(
+        "ipaddress.IPv4Interface ipaddress.IPv6Interface",
+        "address",
+        f"{_PY}/ipaddress.py::_IPAddressBase.__reduce__, IPv4Interface.__init__, IPv6Interface.__init__",
+    ),
     # -- Lazy iterator carriers: building one is calling its function (class 2). -------------
     _spec("builtins.map", "func:called(?) *iterables", "Python/bltinmodule.c::map_new, map_next"),
     _spec("builtins.filter", "function:called(?) iterable", "Python/bltinmodule.c::filter_new, filter_next"),
@@ -463,6 +475,13 @@ _CATALOGUE: list[_Entry] = [
         f"{_NP}/_core/records.py::recarray.__new__",
     ),
     _spec("numpy.record", "*args", f"{_NP}/_core/records.py::record"),
+    _spec(
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",
+        "obj / * dtype device copy **kwargs",
+        "scipy/_lib/array_api_compat/numpy/_aliases.py::asarray",
+        note="np.array(obj, copy=copy, dtype=dtype, **kwargs); scipy's BSpline keeps it as its array "
+        "namespace's asarray and calls it later with its own arrays",
+    ),
     _spec(
         "numpy._core._internal._convert_to_stringdtype_kwargs",
         "coerce na_object",
@@ -730,34 +749,65 @@ _PD_OFFSETS = _words(
     "HalfYearBegin HalfYearEnd Hour LastWeekOfMonth Micro Milli Minute MonthBegin MonthEnd Nano QuarterBegin "
     "QuarterEnd Second SemiMonthBegin SemiMonthEnd Week WeekOfMonth YearBegin YearEnd DateOffset"
 )
+# The Index classes pandas' rebuild helpers receive, as pandas >= 3 (`pandas.Index`) and earlier
+# versions (`pandas.core.indexes.base.Index`) write them: their constructors are pandas' own.
+_PD_INDEX_CLASSES = frozenset(
+    name
+    for cls, module in (
+        ("Index", "base"),
+        ("RangeIndex", "range"),
+        ("MultiIndex", "multi"),
+        ("CategoricalIndex", "category"),
+        ("DatetimeIndex", "datetimes"),
+        ("TimedeltaIndex", "timedeltas"),
+        ("PeriodIndex", "period"),
+        ("IntervalIndex", "interval"),
+    )
+    for name in (f"pandas.{cls}", f"pandas.core.indexes.{module}.{cls}")
+)
 _CATALOGUE += [
+    # `cls` is whatever class the stream names: the helper runs its `__new__` (or
+    # `_simple_new`, `from_arrays`), so any class but pandas' own Index classes is a call
+    # of that class's code, judged as one.
     _spec(
         "pandas.core.indexes.base._new_Index",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/base.py::_new_Index",
-        note="cls.__new__(cls, **d)",
+        note="cls.__new__(cls, **d), or _new_PeriodIndex(cls, **d) for a PeriodIndex subclass",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.interval._new_IntervalIndex",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/interval.py::_new_IntervalIndex",
         note="cls.from_arrays(**d)",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.datetimes._new_DatetimeIndex",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/datetimes.py::_new_DatetimeIndex",
         note="cls._simple_new(dta, **d)",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/timedeltas.py::_new_TimedeltaIndex",
+        note="cls._simple_new(tda, **d)",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.period._new_PeriodIndex",
-        "cls:instantiated **d",
+        "cls:called(?) **d",
         "pandas/core/indexes/period.py::_new_PeriodIndex",
+        note="cls._simple_new(values, **d)",
+        exempt=_PD_INDEX_CLASSES,
+    ),
+    *_each(
+        "pandas.Interval pandas._libs.interval.Interval",
+        "left right closed",
+        "pandas/_libs/interval.pyi::Interval.__init__; Interval.__reduce__ gives (Interval, (left, right, closed))",
     ),
     _spec(
         "pandas._libs.internals._unpickle_block", "values placement ndim", "pandas/_libs/internals.pyx::_unpickle_block"
@@ -1010,6 +1060,7 @@ _CATALOGUE += [
     for module, names in _CYTHON_UNPICKLERS.items()
     for name in names.split()
 ]
+
 
 class _LazyCatalogue(MutableMapping[str, CallableSpec]):
     """The catalogue by exact dotted name, each row parsed on its first lookup.
