@@ -33,27 +33,6 @@ OWNED_ELSEWHERE: dict[str, str] = {
          "the result of __builtin__.getattr(...)"),
         "specs: zoneinfo.ZoneInfo (and pandas' tz-aware dtypes) pickle as getattr(ZoneInfo, '_unpickle')",
     ),
-    "scipy._lib.array_api_compat.numpy._aliases.asarray": (
-        "specs: a function scipy's BSpline stores (mentioned, not called): what calling it later does is a spec"
-    ),
-    "numpy._core._internal._convert_to_stringdtype_kwargs": "specs: NumPy 2 StringDType's reduce helper",
-    "ipaddress.IPv4Network": "specs: parses its string argument",
-    "ipaddress.IPv6Network": "specs: parses its string argument",
-    "ipaddress.IPv4Interface": "specs: parses its string argument",
-    "ipaddress.IPv6Interface": "specs: parses its string argument",
-    "pandas.core.internals.managers.BlockManager": "specs: pandas' block manager rebuild",
-    "pandas._libs.internals._unpickle_block": "specs: pandas' block rebuild",
-    "pandas.core.indexes.base._new_Index": "specs: calls its class argument's constructor",
-    "pandas.StringDtype": "specs: pandas dtype called with its storage",
-    "pandas.PeriodDtype": "specs: pandas dtype called with its frequency",
-    "pandas.Period": "specs: pandas scalar called with its ordinal and frequency",
-    "pandas.Interval": "specs: pandas scalar called with its bounds",
-    "pandas._libs.sparse.IntIndex": "specs: pandas sparse index called with its indices",
-    "pandas._libs.tslibs.timestamps._unpickle_timestamp": "specs: pandas Timestamp rebuild",
-    "pandas._libs.tslibs.timedeltas._timedelta_unpickle": "specs: pandas Timedelta rebuild",
-    "pandas._libs.tslibs.nattype._nat_unpickle": "specs: pandas NaT rebuild",
-    "pandas._libs.tslibs.offsets.MonthEnd": "specs: pandas offset called with n and normalize",
-    "pandas._libs.tslibs.offsets.BusinessDay": "specs: pandas offset called with n and normalize",
 }
 
 BAR = Severity.LOW

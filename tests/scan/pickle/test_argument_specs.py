@@ -124,6 +124,18 @@ CALLED_ARGUMENT_CASES = {
     "reconstructor-unknown-base": call(g("copyreg", "_reconstructor"), g("mymod", "Cls"), UNKNOWN, s("x")),
     "backward-hook-unknown": call(g("torch._utils", "_rebuild_parameter"), call(TENSOR), i(0), dct({"0": UNKNOWN})),
     "ao-prefix-partial": call(g("torch.ao.quantization.observer", "partial"), UNKNOWN),
+    # pandas' Index rebuild helpers run `cls.__new__` / `cls._simple_new` of the class they are handed.
+    "pandas-new-index-unknown": call(g("pandas.core.indexes.base", "_new_Index"), UNKNOWN, dct({})),
+    "pandas-new-interval-index-unknown": call(
+        g("pandas.core.indexes.interval", "_new_IntervalIndex"), UNKNOWN, dct({})
+    ),
+    "pandas-new-datetime-index-unknown": call(
+        g("pandas.core.indexes.datetimes", "_new_DatetimeIndex"), UNKNOWN, dct({})
+    ),
+    "pandas-new-timedelta-index-unknown": call(
+        g("pandas.core.indexes.timedeltas", "_new_TimedeltaIndex"), UNKNOWN, dct({})
+    ),
+    "pandas-new-period-index-unknown": call(g("pandas.core.indexes.period", "_new_PeriodIndex"), UNKNOWN),
 }
 
 
@@ -140,6 +152,30 @@ def test_allowed_callable_handed_a_dangerous_callable_is_critical(name: str) -> 
     report = scan_bytes(data, f"{name}.pkl")
     assert_fails_with(report, "pickle.dangerous-global")
     assert _severity(report, "pickle.dangerous-global") is Severity.CRITICAL
+
+
+@pytest.mark.parametrize(
+    "cls", [g("pandas", "Index"), g("pandas.core.indexes.base", "Index"), g("pandas", "RangeIndex")]
+)
+def test_pandas_new_index_of_a_pandas_index_class_passes(cls: bytes) -> None:
+    # Both spellings: pandas >= 3 writes `pandas.Index`, earlier versions the defining module.
+    data = stream(call(g("pandas.core.indexes.base", "_new_Index"), cls, dct({"data": lst(i(1)), "name": s("x")})))
+    assert_passes(scan_bytes(data, "index.pkl"))
+
+
+def test_pandas_new_index_of_an_unknown_class_is_a_call_of_that_class() -> None:
+    data = stream(call(g("pandas.core.indexes.base", "_new_Index"), g("mymod", "Index"), dct({})))
+    report = scan_bytes(data, "index.pkl")
+    assert_fails_with(report, "pickle.unknown-callable")
+    assert "mymod.Index" in {f.evidence for f in report.findings}
+
+
+def test_pandas_new_index_runs_the_class_it_is_handed_under_the_stock_loader(tmp_path: Path) -> None:
+    # _new_Index does cls.__new__(cls, **d): a class handed to it is constructed, so its
+    # code runs (here PosixPath, whose construction is observable and harmless).
+    data = stream(call(g("pandas.core.indexes.base", "_new_Index"), g("pathlib", "PosixPath"), dct({})))
+    done = load_in_subprocess(data, tmp_path)
+    assert done.returncode == 0, done.stderr
 
 
 def test_rebuild_from_type_checks_the_spread_arguments_against_the_called_spec() -> None:

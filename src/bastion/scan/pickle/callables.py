@@ -32,7 +32,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Python 2 names that CPython maps on load (pickle's fix_imports, _compat_pickle).
 MODULE_ALIASES = {
@@ -198,9 +200,25 @@ def _param(word: str) -> Param:
     return Param(name, effect, CallArgs.PARAMS, tuple(inner.split()))
 
 
+class _Entry(NamedTuple):
+    """One catalogue row as written: parsed into a CallableSpec on first lookup."""
+
+    name: str
+    signature: str
+    source: str
+    state: str = ""
+    note: str = ""
+    exempt: frozenset[str] = frozenset()
+
+
 def _spec(
     name: str, signature: str, source: str, *, state: str = "", note: str = "", exempt: frozenset[str] = frozenset()
-) -> CallableSpec:
+) -> _Entry:
+    return _Entry(name, signature, source, state, note, exempt)
+
+
+def _parse(entry: _Entry) -> CallableSpec:
+    name, signature, source, state, note, exempt = entry
     # Calls like `called(a b)` hold spaces: split on spaces outside parentheses.
     words: list[str] = []
     depth = 0
@@ -246,16 +264,16 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
-def _each(names: str, signature: str, source: str) -> list[CallableSpec]:
+def _each(names: str, signature: str, source: str) -> list[_Entry]:
     """Several callables that share one signature (dtypes, activations, helpers)."""
-    return [_spec(n, signature, source) for n in names.split()]
+    return [_Entry(n, signature, source) for n in names.split()]
 
 
 _PY = "cpython/Lib"
 _TORCH = "torch"
 _NP = "numpy"
 
-_CATALOGUE: list[CallableSpec] = [
+_CATALOGUE: list[_Entry] = [
     # -- Plain data types (CPython Objects/*.c): they read values, never call them. ---------
     *_each(
         "builtins.set builtins.frozenset builtins.list builtins.tuple",
@@ -351,6 +369,18 @@ _CATALOGUE: list[CallableSpec] = [
         note="CPython pickles it as getattr(ZoneInfo, '_unpickle')",
     ),
     *_each("ipaddress.IPv4Address ipaddress.IPv6Address", "address", f"{_PY}/ipaddress.py::_BaseAddress.__init__"),
+    # Pickled as (cls, (str(self),)) by _IPAddressBase.__reduce__; __init__ parses the string
+    # (or an int, bytes or tuple) with the module's own regex-free parsers.
+    *_each(
+        "ipaddress.IPv4Network ipaddress.IPv6Network",
+        "address strict",
+        f"{_PY}/ipaddress.py::_IPAddressBase.__reduce__, IPv4Network.__init__, IPv6Network.__init__",
+    ),
+    *_each(
+        "ipaddress.IPv4Interface ipaddress.IPv6Interface",
+        "address",
+        f"{_PY}/ipaddress.py::_IPAddressBase.__reduce__, IPv4Interface.__init__, IPv6Interface.__init__",
+    ),
     # -- Lazy iterator carriers: building one is calling its function (class 2). -------------
     _spec("builtins.map", "func:called(?) *iterables", "Python/bltinmodule.c::map_new, map_next"),
     _spec("builtins.filter", "function:called(?) iterable", "Python/bltinmodule.c::filter_new, filter_next"),
@@ -445,6 +475,13 @@ _CATALOGUE: list[CallableSpec] = [
         f"{_NP}/_core/records.py::recarray.__new__",
     ),
     _spec("numpy.record", "*args", f"{_NP}/_core/records.py::record"),
+    _spec(
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",
+        "obj / * dtype device copy **kwargs",
+        "scipy/_lib/array_api_compat/numpy/_aliases.py::asarray",
+        note="np.array(obj, copy=copy, dtype=dtype, **kwargs); scipy's BSpline keeps it as its array "
+        "namespace's asarray and calls it later with its own arrays",
+    ),
     _spec(
         "numpy._core._internal._convert_to_stringdtype_kwargs",
         "coerce na_object",
@@ -712,34 +749,65 @@ _PD_OFFSETS = _words(
     "HalfYearBegin HalfYearEnd Hour LastWeekOfMonth Micro Milli Minute MonthBegin MonthEnd Nano QuarterBegin "
     "QuarterEnd Second SemiMonthBegin SemiMonthEnd Week WeekOfMonth YearBegin YearEnd DateOffset"
 )
+# The Index classes pandas' rebuild helpers receive, as pandas >= 3 (`pandas.Index`) and earlier
+# versions (`pandas.core.indexes.base.Index`) write them: their constructors are pandas' own.
+_PD_INDEX_CLASSES = frozenset(
+    name
+    for cls, module in (
+        ("Index", "base"),
+        ("RangeIndex", "range"),
+        ("MultiIndex", "multi"),
+        ("CategoricalIndex", "category"),
+        ("DatetimeIndex", "datetimes"),
+        ("TimedeltaIndex", "timedeltas"),
+        ("PeriodIndex", "period"),
+        ("IntervalIndex", "interval"),
+    )
+    for name in (f"pandas.{cls}", f"pandas.core.indexes.{module}.{cls}")
+)
 _CATALOGUE += [
+    # `cls` is whatever class the stream names: the helper runs its `__new__` (or
+    # `_simple_new`, `from_arrays`), so any class but pandas' own Index classes is a call
+    # of that class's code, judged as one.
     _spec(
         "pandas.core.indexes.base._new_Index",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/base.py::_new_Index",
-        note="cls.__new__(cls, **d)",
+        note="cls.__new__(cls, **d), or _new_PeriodIndex(cls, **d) for a PeriodIndex subclass",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.interval._new_IntervalIndex",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/interval.py::_new_IntervalIndex",
         note="cls.from_arrays(**d)",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.datetimes._new_DatetimeIndex",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/datetimes.py::_new_DatetimeIndex",
         note="cls._simple_new(dta, **d)",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
-        "cls:instantiated d",
+        "cls:called(?) d",
         "pandas/core/indexes/timedeltas.py::_new_TimedeltaIndex",
+        note="cls._simple_new(tda, **d)",
+        exempt=_PD_INDEX_CLASSES,
     ),
     _spec(
         "pandas.core.indexes.period._new_PeriodIndex",
-        "cls:instantiated **d",
+        "cls:called(?) **d",
         "pandas/core/indexes/period.py::_new_PeriodIndex",
+        note="cls._simple_new(values, **d)",
+        exempt=_PD_INDEX_CLASSES,
+    ),
+    *_each(
+        "pandas.Interval pandas._libs.interval.Interval",
+        "left right closed",
+        "pandas/_libs/interval.pyi::Interval.__init__; Interval.__reduce__ gives (Interval, (left, right, closed))",
     ),
     _spec(
         "pandas._libs.internals._unpickle_block", "values placement ndim", "pandas/_libs/internals.pyx::_unpickle_block"
@@ -993,8 +1061,44 @@ _CATALOGUE += [
     for name in names.split()
 ]
 
-CATALOGUE: dict[str, CallableSpec] = {spec.name: spec for spec in _CATALOGUE}
-"""Every allowed callable by exact dotted name."""
+
+class _LazyCatalogue(MutableMapping[str, CallableSpec]):
+    """The catalogue by exact dotted name, each row parsed on its first lookup.
+
+    Parsing all rows costs more than the rest of `bastion scan`'s start-up, and a scan looks
+    up a handful; a parsed spec replaces its row, so each is parsed once.
+    """
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self._rows: dict[str, _Entry | CallableSpec] = {e.name: e for e in entries}
+
+    def __getitem__(self, name: str) -> CallableSpec:
+        row = self._rows[name]
+        if isinstance(row, _Entry):
+            row = self._rows[name] = _parse(row)
+        return row
+
+    def get(self, name: str, default: CallableSpec | None = None) -> CallableSpec | None:  # type: ignore[override]  # narrower than Mapping.get's overloads, same behaviour
+        return self[name] if name in self._rows else default
+
+    def __setitem__(self, name: str, spec: CallableSpec) -> None:
+        self._rows[name] = spec
+
+    def __delitem__(self, name: str) -> None:
+        del self._rows[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+CATALOGUE: MutableMapping[str, CallableSpec] = _LazyCatalogue(_CATALOGUE)
+"""Every allowed callable by exact dotted name (parsed on first lookup)."""
 
 # Allowed although their module is on the deny-list: the spec, not the module, decides.
 DENIED_MODULE_EXCEPTIONS = frozenset({"functools.partial", "functools.reduce", "types.SimpleNamespace"})

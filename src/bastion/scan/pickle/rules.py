@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import _compat_pickle
 import functools
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
 
 from bastion.findings import Severity
-from bastion.scan.pickle import known_classes
 from bastion.scan.pickle.callables import DENIED_MODULE_EXCEPTIONS, canonical_module, spec_for
 from bastion.scan.pickle.symbolic import Global, PDict, Use
 
@@ -440,6 +441,13 @@ def _plausible_identifier(part: str) -> bool:
 _SCALAR_TYPES = (str, int, float, bool, bytes, type(None))
 
 
+@functools.cache
+def _known_classes() -> ModuleType:
+    # 95 KB of generated data, needed only when a stream names a class the catalogue does not
+    # specify: loaded then, not at every start of `bastion scan`.
+    return importlib.import_module("bastion.scan.pickle.known_classes")
+
+
 def is_inert_class_use(module: str, name: str, g: Global) -> bool:
     """True when everything the stream does with this class is known to run no code.
 
@@ -450,6 +458,7 @@ def is_inert_class_use(module: str, name: str, g: Global) -> bool:
     call whose arguments were not kept (implied by another callee, or past the limit) is not.
     """
     key = f"{module}:{name}"
+    known_classes = _known_classes()
     uses = g.uses
     if Use.MUTATE in uses:
         return False
