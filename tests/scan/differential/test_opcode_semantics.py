@@ -148,6 +148,15 @@ def test_container_opcodes_on_an_imported_object_mutate_it(data: bytes) -> None:
     assert Use.MUTATE in _global(emu.globals, "sys.path").uses
 
 
+def test_setitems_with_an_odd_item_changes_the_target_before_it_fails() -> None:
+    # The pure-Python reader stores sys.path[1] = 2 before it trips on the lone 3.
+    data = b"csys\npath\n(K\x01K\x02K\x03u."
+    assert ("mutate", ("sys", "path")) in _readers(data)["python"].events  # type: ignore[attr-defined]
+    emu = run_bastion(data)
+    assert emu.error is not None
+    assert Use.MUTATE in _global(emu.globals, "sys.path").uses
+
+
 def test_unterminated_last_line_imports_as_the_python_reader_does() -> None:
     # joblib's pure-Python reader takes "system" (no newline, end of file) as the line
     # "syste", imports os, and only then fails.

@@ -653,9 +653,11 @@ class Machine:
                 elif code == 0x75:  # SETITEMS
                     items = self._pop_mark()
                     target = self._top_of(self.stack)
+                    # The pure-Python reader stores the complete pairs before it trips on an
+                    # odd last item: the target (perhaps an imported object) is changed first.
+                    _setitems(target, list(zip(items[::2], items[1::2], strict=False)), pos)
                     if len(items) % 2:
                         raise ArtifactError(f"odd number of items for SETITEMS at byte {pos}")
-                    _setitems(target, list(zip(items[::2], items[1::2], strict=True)), pos)
                 elif code == 0x90:  # ADDITEMS
                     items = self._pop_mark()
                     _additems(self._top_of(self.stack), items, pos)
