@@ -18,7 +18,10 @@ stream safer than the loader makes it:
   (in a headerless stream that makes the scanner treat the bytes as "not a pickle");
 - different-stop: both finished, at different offsets (what follows is read differently);
 - pass-verdict: a reader called or changed something not on the allow-list, and the
-  scanner's verdict on the stream (`scan_bytes`) is PASS.
+  scanner's verdict on the stream (`scan_bytes`) is PASS. When the emulation saw all the
+  reader did and the scanner still passed a headerless stream it had tried as pickle and
+  then taken for text or an unknown format, the kind is `pass-verdict-not-pickle`: the
+  judgement of formats/pickle.py's tentative path, not a misreading.
 
 When Bastion stopped on a malformed stream before the reader did, the missed-* items above
 are not failures by themselves: the scanner reports the stream as not analysed (INCOMPLETE),
@@ -271,9 +274,11 @@ def check_stream(data: bytes, readers: tuple[str, ...], verdict: bool, tally: Ta
         tally.verdicts += 1
         report = scan_bytes(data, "upload")
         if report.verdict(Severity.HIGH) is Verdict.PASS:
-            # The scanner tried the headerless stream as pickle, found it malformed, and took
-            # it for something else (formats/pickle.py's tentative path, not the emulation).
-            kind = "pass-verdict" if "pickle" in report.formats else "pass-verdict-not-pickle"
+            # "not-pickle": the emulation saw all the reader did, but the scanner tried the
+            # headerless stream as pickle, found it malformed and took it for something else
+            # (formats/pickle.py's tentative path). Otherwise the emulation missed something.
+            missed = any(d.kind == "fail-closed" for d in found)
+            kind = "pass-verdict" if missed or "pickle" in report.formats else "pass-verdict-not-pickle"
             found.append(Disagreement(kind, "scanner", f"a reader called or changed a name; PASS as {report.formats}"))
     tally.add(data, found)
     return found
