@@ -157,6 +157,18 @@ def test_setitems_with_an_odd_item_changes_the_target_before_it_fails() -> None:
     assert Use.MUTATE in _global(emu.globals, "sys.path").uses
 
 
+@pytest.mark.parametrize("args", [b"](cbuiltins\nprint\nS'x'\ne", b"}cbuiltins\nprint\nNs"], ids=repr)
+def test_reduce_arguments_in_a_list_or_dict_are_spread_like_a_tuple(args: bytes) -> None:
+    # joblib's reader calls func(*args) on any iterable; the C reader wants a tuple. The
+    # callee sees positional arguments either way, and argument checks must see them too.
+    data = b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n" + args + b"R."
+    runs = _readers(data)
+    assert runs["python"].completed and not runs["c"].completed  # type: ignore[attr-defined]
+    emu = run_bastion(data)
+    assert emu.error is None
+    assert max(_global(emu.globals, "builtins.print").uses) >= Use.CALL
+
+
 def test_unterminated_last_line_imports_as_the_python_reader_does() -> None:
     # joblib's pure-Python reader takes "system" (no newline, end of file) as the line
     # "syste", imports os, and only then fails.

@@ -681,11 +681,11 @@ class Machine:
                 elif code == 0x52:  # REDUCE
                     args = self._pop()
                     func = self._pop()
-                    self.stack.append(self._call(func, args, pos, "reduce"))
+                    self.stack.append(self._call(func, _spread(args), pos, "reduce"))
                 elif code == 0x81:  # NEWOBJ
                     args = self._pop()
                     cls = self._pop()
-                    self.stack.append(self._call(cls, args, pos, "newobj"))
+                    self.stack.append(self._call(cls, _spread(args), pos, "newobj"))
                 elif code == 0x92:  # NEWOBJ_EX
                     kwargs = self._pop()
                     args = self._pop()
@@ -892,6 +892,19 @@ def _additems(target: object, items: list[object], pos: int) -> None:
         target.items.extend(items)
     elif not isinstance(target, _STAND_INS):
         raise ArtifactError(f"ADDITEMS on a {type(target).__name__} at byte {pos}")
+
+
+def _spread(args: object) -> object:
+    """The arguments a call receives: the pure-Python reader spreads any iterable (`func(*args)`).
+
+    The C reader wants a tuple; joblib's reader takes a list or a dict's keys as well, so
+    argument checks must see those as the positional arguments they become.
+    """
+    if isinstance(args, list):
+        return tuple(args)
+    if isinstance(args, PDict):
+        return tuple(key for key, _ in args.items)
+    return args
 
 
 def _is_large(value: object, kind: str) -> bool:
