@@ -21,7 +21,7 @@ from .recorders import READERS, bounded_memory, run_reader
 INT_LINES = [
     b"0x64", b"0X1f", b"-0x10", b"0o17", b"0b101", b"017", b"-017", b"0777", b"1_000", b" 12 ", b"+1", b" 1",
     b"-0", b"01", b"00", b"000", b"5\x00junk", b"\x00", b"1\x00", b"99999999999999999999", b"-9223372036854775808",
-    b"9223372036854775808", b"0x_1f", b"\t7",
+    b"9223372036854775808", b"0x_1f", b"\t7", b"0x" + b"f" * 5000, b"1" * 5000, b"0" + b"7" * 5000,
 ]  # fmt: skip
 BAD_INT_LINES = [b"08", b"0x", b"1.5", b"abc", b"+", b"1__0", b"_1", b"0b", b""]
 LONG_LINES = [b"0x10L", b"12L", b"12", b"-5L", b"1_0L", b"0o7", b"5\x00zzL", b"5\x00zz", b" 3L", b"0b11L", b"12 L"]

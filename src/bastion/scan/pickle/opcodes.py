@@ -170,6 +170,8 @@ def _strtol(line: bytes) -> int | None:
         # No digits: strtol returns 0 and leaves `end` at the start of the line.
         return 0 if line[:1] == b"\0" else None
     digits = match.group(2)
+    if len(digits) > 24:  # beyond any long: ERANGE (and int() refuses > 4300 decimal digits)
+        return None
     base = 16 if digits[:2] in (b"0x", b"0X") else 8 if digits[:1] == b"0" else 10
     value = int(digits, base)
     if match.group(1) == b"-":
