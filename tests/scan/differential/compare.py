@@ -23,6 +23,11 @@ stream safer than the loader makes it:
   then taken for text or an unknown format, the kind is `pass-verdict-not-pickle`: the
   judgement of formats/pickle.py's tentative path, not a misreading.
 
+torch.load reads data.pkl from an unbuffered BytesIO, where the C reader drops what is left
+of a frame when an argument runs past it; Bastion reads linearly and reports every such
+frame (FRAME_QUIRK, HIGH, so the scanner blocks): for that reader, missed items in a stream
+with a frame irregularity are `fail-closed` too.
+
 When Bastion stopped on a malformed stream before the reader did, the missed-* items above
 are not failures by themselves: the scanner reports the stream as not analysed (INCOMPLETE),
 which blocks. They are counted as `fail-closed` divergences, and the verdict is checked: if
