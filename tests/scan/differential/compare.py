@@ -229,7 +229,8 @@ def compare(data: bytes, runs: dict[str, Run], emu: Emulation) -> tuple[list[Dis
                 excused = stopped or (is_torch and frame_quirk)
                 found.append(Disagreement("fail-closed" if excused else missing, reader, f"{kind} {subject}"))
         if run.completed and stopped:
-            found.append(Disagreement("stopped-early", reader, f"Bastion: {emu.error} at {emu.error_pos}"))
+            kind = "fail-closed" if is_torch and frame_quirk else "stopped-early"
+            found.append(Disagreement(kind, reader, f"Bastion: {emu.error} at {emu.error_pos}"))
         elif run.completed and reader == "c" and emu.end != run.end:
             found.append(Disagreement("different-stop", reader, f"STOP at {run.end}, Bastion at {emu.end}"))
         elif not run.completed and not stopped:

@@ -169,6 +169,15 @@ def test_reduce_arguments_in_a_list_or_dict_are_spread_like_a_tuple(args: bytes)
     assert max(_global(emu.globals, "builtins.print").uses) >= Use.CALL
 
 
+def test_build_calls_the_items_of_a_global_given_as_slot_state() -> None:
+    # Found by the differential campaign (seed 101): with no __setstate__ on the target,
+    # the pure-Python reader calls slotstate.items() (and state.items(), on a target with a
+    # __dict__) on whatever they are: here an imported object.
+    data = b"\x80\x02N)cmod\nstate\n\x86b."
+    assert ("method", ("mod", "state")) in _readers(data)["python"].events  # type: ignore[attr-defined]
+    assert max(_global(run_bastion(data).globals, "mod.state").uses) >= Use.CALL
+
+
 def test_unterminated_last_line_imports_as_the_python_reader_does() -> None:
     # joblib's pure-Python reader takes "system" (no newline, end of file) as the line
     # "syste", imports os, and only then fails.

@@ -757,6 +757,12 @@ class Machine:
         if isinstance(target, Global):
             target.use(Use.MUTATE, pos)
             self._observe(Event.BUILD_ON_GLOBAL, pos, target.dotted)
+        # Without __setstate__, BUILD calls state.items() and slotstate.items(): an imported
+        # object given as either has a method called (the C reader wants dicts there).
+        parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+        for part in parts:
+            if isinstance(part, Global):
+                part.use(Use.CALL, pos)
         dunders = _dangerous_state_keys(state)
         if dunders:
             self._observe(Event.BUILD_DUNDER, pos, ", ".join(dunders[:5]))
