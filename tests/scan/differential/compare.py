@@ -50,8 +50,8 @@ from bastion.errors import LimitExceeded
 from bastion.findings import Severity, Verdict
 from bastion.scan.api import scan_bytes
 from bastion.scan.limits import ScanLimits
-from bastion.scan.pickle.rules import is_safe_callable
-from bastion.scan.pickle.symbolic import Emulation, Event, Use, emulate
+from bastion.scan.pickle.rules import judge_global
+from bastion.scan.pickle.symbolic import Emulation, Event, Global, Use, emulate
 from bastion.scan.source import MemorySource
 
 from .recorders import (
@@ -195,9 +195,13 @@ def _is_alarming(kind: str, subject: object) -> bool:
             # find_class would fail on it (no module or attribute has such a name): the
             # recorder answered where the real reader stops.
             return False
-        # A specified callable (callables.py) is excused: what it does with its arguments is
-        # the emulator's spec check, which the readers' recorders cannot see.
-        return kind == MUTATE or not is_safe_callable(module, name)
+        # What the scanner's rules let a stream call (a specified callable, a known class such
+        # as Python 2's __builtin__.xrange) is excused: what it does with its arguments is the
+        # emulator's spec check, which the readers' recorders cannot see.
+        called = Global(module, name, 0)
+        called.use(Use.CALL, 0)
+        judgement = judge_global(called)
+        return kind == MUTATE or (judgement is not None and judgement.severity >= Severity.HIGH)
     return False
 
 
