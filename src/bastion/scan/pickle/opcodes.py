@@ -9,6 +9,7 @@ well-behaved pickler never writes one and scanners that honour frames were bypas
 from __future__ import annotations
 
 import codecs
+import re
 import struct
 import warnings
 from collections.abc import Callable, Iterator
@@ -118,11 +119,22 @@ def _decode_utf8(raw: bytes, pos: int) -> str:
 
 
 def _line(src: ByteSource) -> bytes:
-    return src.readline(MAX_LINE)[:-1]
+    try:
+        return src.readline(MAX_LINE)[:-1]
+    except ArtifactError:
+        # The pure-Python unpickler (joblib's) takes an unterminated last line as a line
+        # and drops its last byte as if it were the newline: a file ending "cos\nsystem"
+        # makes it import os (find_class("os", "syste")) before it fails at the end.
+        rest = src.peek(MAX_LINE)
+        if len(rest) >= MAX_LINE:
+            raise
+        src.skip(len(rest))
+        return rest[:-1]
 
 
 def _decode_quoted(raw: bytes, pos: int) -> str:
-    raw = raw.rstrip()
+    # Both unpicklers want the quotes as the line's first and last bytes: no strip, so a
+    # "\r\n" line ending is refused as they refuse it.
     if len(raw) < 2 or raw[0] != raw[-1] or raw[:1] not in (b"'", b'"'):
         raise ArtifactError(f"STRING argument is not quoted at byte {pos}")
     try:
@@ -132,14 +144,91 @@ def _decode_quoted(raw: bytes, pos: int) -> str:
             value, _ = codecs.escape_decode(raw[1:-1])
     except ValueError as err:
         raise ArtifactError(f"bad escape in STRING at byte {pos}") from err
+    # Latin-1 decodes every byte: loaders pass encoding="latin1" or "bytes" for such strings.
     return bytes(value).decode("latin-1")
 
 
-def _decimal(raw: bytes, pos: int) -> int:
+# Protocol-0 numbers are read twice over in CPython: the C unpickler (pickle.load) hands
+# the line, newline and all, to C string functions that stop at the first NUL, and the
+# pure-Python one (joblib's) to int()/float(). The C reader accepts everything the Python
+# one does, and more: "I017" is octal 15 to strtol, "I5\0junk" is 5, "F1.5\0x" is 1.5.
+# Refusing what either accepts would end the emulation where the loader reads on.
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+_C_DOUBLE = re.compile(rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)", re.IGNORECASE)
+
+
+def _before_nul(line: bytes) -> bytes:
+    nul = line.find(b"\0")
+    return line if nul < 0 else line[:nul]
+
+
+def _strtol(line: bytes) -> int | None:
+    """glibc strtol(line, &end, 0) as load_int uses it: the value, or None when C falls back."""
+    match = _STRTOL.match(line)
+    if match is None:
+        # No digits: strtol returns 0 and leaves `end` at the start of the line.
+        return 0 if line[:1] == b"\0" else None
+    digits = match.group(2)
+    if len(digits) > 24:  # beyond any long: ERANGE (and int() refuses > 4300 decimal digits)
+        return None
+    base = 16 if digits[:2] in (b"0x", b"0X") else 8 if digits[:1] == b"0" else 10
+    value = int(digits, base)
+    if match.group(1) == b"-":
+        value = -value
+    if not _LONG_MIN <= value <= _LONG_MAX:
+        return None  # ERANGE: the C reader tries again with PyLong_FromString
+    end = match.end()
+    return value if end == len(line) or line[end : end + 1] in (b"\n", b"\0") else None
+
+
+def _pylong(text: bytes, base: int, what: str, pos: int) -> int:
+    # int() on bytes is PyLong_FromString on a NUL-ended copy: signs, "_", "0x", spaces.
     try:
-        return int(raw)
+        return int(text, base)
     except ValueError as err:
-        raise ArtifactError(f"bad integer {raw[:40]!r} at byte {pos}") from err
+        raise ArtifactError(f"bad {what} {text[:40]!r} at byte {pos}") from err
+
+
+def _int_line(raw: bytes, pos: int) -> int:
+    """INT's argument as load_int reads it (raw is the line without its newline)."""
+    if not raw:
+        raise ArtifactError(f"empty INT argument at byte {pos}")
+    line = raw + b"\n"
+    value = _strtol(line)
+    if value is None:
+        return _pylong(_before_nul(line), 0, "integer", pos)
+    if len(line) == 3 and value in (0, 1):
+        return bool(value)  # "I00"/"I01" are False/True; to C, so are "I+1", "I 0", "I1\0"
+    return value
+
+
+def _long_line(raw: bytes, pos: int) -> int:
+    """LONG's argument as load_long reads it: one trailing "L" dropped, then base 0."""
+    if not raw:
+        raise ArtifactError(f"empty LONG argument at byte {pos}")
+    text = raw[:-1] if raw.endswith(b"L") else raw + b"\n"
+    return _pylong(_before_nul(text), 0, "integer", pos)
+
+
+def _float_line(raw: bytes, pos: int) -> float:
+    """FLOAT's argument: what either reader accepts (C: a NUL-ended prefix; Python: float())."""
+    if raw:
+        text = _before_nul(raw + b"\n")
+        match = _C_DOUBLE.match(text)
+        if match is not None and text[match.end() :] in (b"\n", b""):
+            return float(match.group())
+    try:
+        return float(raw)
+    except ValueError as err:
+        raise ArtifactError(f"bad float at byte {pos}") from err
+
+
+def _memo_index(raw: bytes, pos: int) -> int:
+    """GET and PUT arguments: base 10, NUL-ended to the C reader."""
+    if not raw:
+        raise ArtifactError(f"empty memo index at byte {pos}")
+    return _pylong(_before_nul(raw + b"\n"), 10, "memo index", pos)
 
 
 def _sized(src: ByteSource, n: int, kind: str, limits: ScanLimits, pos: int) -> bytes | LargeData:
@@ -151,7 +240,7 @@ def _sized(src: ByteSource, n: int, kind: str, limits: ScanLimits, pos: int) -> 
     return src.read(n)
 
 
-def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> object:  # noqa: C901, PLR0912, PLR0915  # one flat dispatch is fastest
+def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> object:  # noqa: C901, PLR0912  # one flat dispatch is fastest
     # Ordered by how often real checkpoints use each opcode.
     read = src.read
     if code in (0x71, 0x68):  # BINPUT, BINGET
@@ -209,24 +298,14 @@ def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> objec
             raise ArtifactError(f"bad UNICODE argument at byte {pos}") from err
     if code == 0x53:  # STRING
         return _decode_quoted(_line(src), pos)
-    if code == 0x49:  # INT: "00" and "01" are the protocol-0 spellings of False and True
-        raw = _line(src)
-        if raw == b"00":
-            return False
-        if raw == b"01":
-            return True
-        return _decimal(raw, pos)
+    if code == 0x49:  # INT
+        return _int_line(_line(src), pos)
     if code == 0x4C:  # LONG
-        raw = _line(src)
-        return _decimal(raw[:-1] if raw.endswith(b"L") else raw, pos)
+        return _long_line(_line(src), pos)
     if code == 0x46:  # FLOAT
-        raw = _line(src)
-        try:
-            return float(raw)
-        except ValueError as err:
-            raise ArtifactError(f"bad float at byte {pos}") from err
+        return _float_line(_line(src), pos)
     if code in (0x67, 0x70):  # GET, PUT
-        return _decimal(_line(src), pos)
+        return _memo_index(_line(src), pos)
     if code == 0x50:  # PERSID
         return _line(src).decode("ascii", "replace")
     if code == 0x82:  # EXT1

@@ -109,6 +109,8 @@ class PDict:
 @dataclass(eq=False, slots=True)
 class PSet:
     items: list[object] = field(default_factory=list)
+    frozen: bool = False
+    """A frozenset (FROZENSET) has no `add`: ADDITEMS on one fails in CPython."""
 
 
 # Opcodes whose argument is the value they push (strings, bytes, numbers).
@@ -133,7 +135,6 @@ _PUSH_ARG = frozenset(
         0x49,
         0x4C,
         0x46,
-        0x96,
     }
 )
 
@@ -635,7 +636,9 @@ class Machine:
                     self.stack.append(PDict(list(zip(items[::2], items[1::2], strict=True))))
                 elif code == 0x91:  # FROZENSET
                     items = self._pop_mark()
-                    self.stack.append(PSet(items))
+                    self.stack.append(PSet(items, frozen=True))
+                elif code == 0x96:  # BYTEARRAY8: mutable, so APPEND and SETITEM work on it
+                    stack.append(bytearray(arg) if isinstance(arg, bytes) else arg)
                 elif code == 0x61:  # APPEND
                     value = self._pop()
                     target = self._top()
@@ -649,16 +652,15 @@ class Machine:
                     _setitems(self._top(), [(key, value)], pos)
                 elif code == 0x75:  # SETITEMS
                     items = self._pop_mark()
+                    target = self._top_of(self.stack)
+                    # The pure-Python reader stores the complete pairs before it trips on an
+                    # odd last item: the target (perhaps an imported object) is changed first.
+                    _setitems(target, list(zip(items[::2], items[1::2], strict=False)), pos)
                     if len(items) % 2:
                         raise ArtifactError(f"odd number of items for SETITEMS at byte {pos}")
-                    _setitems(self._top_of(self.stack), list(zip(items[::2], items[1::2], strict=True)), pos)
                 elif code == 0x90:  # ADDITEMS
                     items = self._pop_mark()
-                    target = self._top_of(self.stack)
-                    if isinstance(target, PSet):
-                        target.items.extend(items)
-                    elif not isinstance(target, (Result, Unknown)):
-                        raise ArtifactError(f"ADDITEMS on a non-set at byte {pos}")
+                    _additems(self._top_of(self.stack), items, pos)
                 elif code == 0x30:  # POP: with an empty stack CPython pops the mark instead
                     if stack:
                         stack.pop()
@@ -679,15 +681,18 @@ class Machine:
                 elif code == 0x52:  # REDUCE
                     args = self._pop()
                     func = self._pop()
-                    self.stack.append(self._call(func, args, pos, "reduce"))
+                    self.stack.append(self._call(func, _spread(args), pos, "reduce"))
                 elif code == 0x81:  # NEWOBJ
                     args = self._pop()
                     cls = self._pop()
-                    self.stack.append(self._call(cls, args, pos, "newobj"))
+                    self.stack.append(self._call(cls, _spread(args), pos, "newobj"))
                 elif code == 0x92:  # NEWOBJ_EX
                     kwargs = self._pop()
                     args = self._pop()
                     cls = self._pop()
+                    if isinstance(kwargs, Global):
+                        # The pure-Python reader spreads **kwargs: it calls the global's keys().
+                        kwargs.use(Use.CALL, pos)
                     self.stack.append(self._call(cls, args, pos, "newobj", kwargs))
                 elif code == 0x6F:  # OBJ: MARK cls args... OBJ
                     items = self._pop_mark()
@@ -695,9 +700,10 @@ class Machine:
                         raise ArtifactError(f"OBJ without a class at byte {pos}")
                     self.stack.append(self._call(items[0], tuple(items[1:]), pos, "obj"))
                 elif code == 0x69:  # INST: MARK args... INST module name
-                    items = self._pop_mark()
+                    # The pure-Python reader imports the name before it looks for the MARK.
                     pair = cast(tuple[str, str], arg)  # the INST reader returns (module, name)
                     cls = self._new_global(pair[0], pair[1], pos)
+                    items = self._pop_mark()
                     self.stack.append(self._call(cls, tuple(items), pos, "inst"))
                 elif code == 0x62:  # BUILD
                     state = self._pop()
@@ -751,6 +757,12 @@ class Machine:
         if isinstance(target, Global):
             target.use(Use.MUTATE, pos)
             self._observe(Event.BUILD_ON_GLOBAL, pos, target.dotted)
+        # Without __setstate__, BUILD calls state.items() and slotstate.items(): an imported
+        # object given as either has a method called (the C reader wants dicts there).
+        parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+        for part in parts:
+            if isinstance(part, Global):
+                part.use(Use.CALL, pos)
         dunders = _dangerous_state_keys(state)
         if dunders:
             self._observe(Event.BUILD_DUNDER, pos, ", ".join(dunders[:5]))
@@ -818,23 +830,91 @@ def _encoded(text: str, encoding: object, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
+# What a real object stands for: a stand-in may be anything, so every method call on it
+# succeeds as far as the emulation knows.
+_STAND_INS = (Result, Unknown, Persistent)
+
+
 def _extend(target: object, items: list[object], pos: int) -> None:
+    # APPEND(S) calls target.extend, else target.append, on whatever the target is. With no
+    # items the C unpickler returns before looking at the target, while the pure-Python one
+    # still calls target.extend([]): on an imported object, that is a method call all the same.
     if isinstance(target, Global):
+        # A module-level list (sys.path) grows: the stream changes an imported object.
         target.use(Use.MUTATE, pos)
+    elif not items:
+        return
     elif isinstance(target, list):
         target.extend(items)
-    elif not isinstance(target, (Result, Unknown, Persistent, Global)):
-        # A real unpickler calls target.append/extend; on a literal that is an error.
+    elif isinstance(target, bytearray):
+        for item in items:
+            if isinstance(item, int) and 0 <= item < 256:
+                target.append(item)
+            elif not isinstance(item, (*_STAND_INS, Global)):
+                raise ArtifactError(f"APPEND of a {type(item).__name__} to a bytearray at byte {pos}")
+    elif not isinstance(target, _STAND_INS) and not _is_large(target, "bytearray"):
         raise ArtifactError(f"APPEND to a {type(target).__name__} at byte {pos}")
 
 
 def _setitems(target: object, pairs: list[tuple[object, object]], pos: int) -> None:
+    # SETITEM(S) is `target[key] = value` on whatever the target is (PyObject_SetItem):
+    # a dict, but also a list, a bytearray, or any object with __setitem__.
+    if not pairs:
+        return
     if isinstance(target, Global):
         target.use(Use.MUTATE, pos)
     elif isinstance(target, PDict):
         target.items.extend(pairs)
-    elif not isinstance(target, (Result, Unknown, Persistent, Global)):
+    elif isinstance(target, (list, bytearray)):
+        for key, value in pairs:
+            _set_sequence_item(target, key, value, pos)
+    elif not isinstance(target, _STAND_INS) and not _is_large(target, "bytearray"):
         raise ArtifactError(f"SETITEM on a {type(target).__name__} at byte {pos}")
+
+
+def _set_sequence_item(target: list[object] | bytearray, key: object, value: object, pos: int) -> None:
+    unknown = (*_STAND_INS, Global)
+    if isinstance(key, int):  # bool included, as list[True] is list[1]
+        if not -len(target) <= key < len(target):
+            raise ArtifactError(f"SETITEM index {key} out of range at byte {pos}")
+        if isinstance(target, list):  # noqa: SIM114  # each arm narrows a different type for mypy
+            target[key] = value
+        elif isinstance(value, int) and 0 <= value < 256:
+            target[key] = value
+        elif not isinstance(value, unknown):
+            raise ArtifactError(f"SETITEM of a {type(value).__name__} in a bytearray at byte {pos}")
+    elif not isinstance(key, unknown):
+        # A stand-in may be a slice or an int-like; anything else is a TypeError in CPython.
+        raise ArtifactError(f"SETITEM with a {type(key).__name__} index at byte {pos}")
+
+
+def _additems(target: object, items: list[object], pos: int) -> None:
+    # ADDITEMS updates a set, else calls target.add per item; nothing happens with no items.
+    if not items:
+        return
+    if isinstance(target, Global):
+        target.use(Use.MUTATE, pos)
+    elif isinstance(target, PSet) and not target.frozen:
+        target.items.extend(items)
+    elif not isinstance(target, _STAND_INS):
+        raise ArtifactError(f"ADDITEMS on a {type(target).__name__} at byte {pos}")
+
+
+def _spread(args: object) -> object:
+    """The arguments a call receives: the pure-Python reader spreads any iterable (`func(*args)`).
+
+    The C reader wants a tuple; joblib's reader takes a list or a dict's keys as well, so
+    argument checks must see those as the positional arguments they become.
+    """
+    if isinstance(args, list):
+        return tuple(args)
+    if isinstance(args, PDict):
+        return tuple(key for key, _ in args.items)
+    return args
+
+
+def _is_large(value: object, kind: str) -> bool:
+    return isinstance(value, LargeData) and value.kind == kind
 
 
 def _describe(value: object) -> str:
