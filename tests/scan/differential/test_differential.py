@@ -39,12 +39,10 @@ from .streams import _SNIPPETS, NAMES, streams
 STREAMS = int(os.environ.get("BASTION_DIFF_STREAMS", "100000"))
 SEED = int(os.environ.get("BASTION_DIFF_SEED", "20261203"))
 
-# Open, and owned elsewhere: formats/pickle.py tries a headerless stream as pickle, and when
-# the stream then turns out malformed it keeps the findings only if one is HIGH and not
-# `pickle.call-chain` or `pickle.malformed-global`; otherwise the bytes are judged as text or
-# an unknown format and PASS, though a reader made its calls before it failed. Counted and
-# printed, not failed here; `test_headerless_call_chain_then_garbage_is_not_passed` pins it.
-KNOWN_OPEN = frozenset({"pass-verdict-not-pickle"})
+# Disagreements counted and printed but not failed here (none open now: a headerless stream
+# that reached a call before breaking is kept as a pickle, see
+# `test_headerless_call_chain_then_garbage_is_not_passed`).
+KNOWN_OPEN: frozenset[str] = frozenset()
 
 
 @pytest.fixture
@@ -122,7 +120,6 @@ def test_fragment_streams_are_never_read_safer_than_cpython(data: bytes) -> None
     assert not failing, (data, failing)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (formats/pickle.py, not the emulation): see KNOWN_OPEN")
 def test_headerless_call_chain_then_garbage_is_not_passed() -> None:
     # The C and Python readers call the persistent value (REDUCE), then fail on 0xff.
     assert scan_bytes(b"P0\n)R\xff", "upload").verdict(Severity.HIGH) is not Verdict.PASS

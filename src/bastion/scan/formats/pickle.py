@@ -288,11 +288,11 @@ class _Stream:
 
     def _worth_keeping(self, before: int) -> bool:
         # Text that merely starts like protocol 0 (TorchScript's "class ...") is not a
-        # pickle; a broken stream that already named something dangerous still counts,
-        # since the unpickler runs every REDUCE it reaches before it fails.
+        # pickle: a name no module defines is what text read as GLOBAL gives. A broken
+        # stream that reached a call (a dangerous name, or a call on a computed value) is
+        # one, since the unpickler runs every REDUCE it reaches before it fails.
         return any(
-            f.severity >= Severity.HIGH and f.rule_id not in ("pickle.malformed-global", "pickle.call-chain")
-            for f in self.ctx.findings[before:]
+            f.severity >= Severity.HIGH and f.rule_id != "pickle.malformed-global" for f in self.ctx.findings[before:]
         )
 
     def _trailing(self, pos: int | None) -> None:
