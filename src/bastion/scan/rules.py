@@ -215,6 +215,49 @@ _RULES = (
         "Extracting a symbolic or hard link can make later members write through it to any "
         "path; a link whose target leaves the folder is reported as HIGH.",
     ),
+    # -- PyTorch ----------------------------------------------------------------------------
+    Rule(
+        "pytorch.storage-mismatch",
+        _H,
+        "A tensor storage does not match the archive record torch.load maps for it",
+        "data.pkl names each tensor storage by a persistent id ('storage', type, key, location, "
+        "element count); torch.load maps the record data/<key> and views that many elements of "
+        "the type over it without comparing sizes. A storage larger than its record, a key with "
+        "no record or two records, a key that is a path, or an unknown element type makes the "
+        "loader read or write past the data or fail: memory corruption under weights_only "
+        "loading (CVE-2026-24747). Do not load the file; re-export it from a trusted source.",
+    ),
+    Rule(
+        "torch.torchscript-code",
+        _H,
+        "TorchScript code runs on load or calls ops outside PyTorch's math",
+        "The archive holds TorchScript (a code/ folder), which torch.jit.load compiles and runs, "
+        "and torch.load hands to torch.jit.load, with weights_only=True before PyTorch 2.6 "
+        "(CVE-2025-32434). A __setstate__ method runs while the archive loads; a custom op "
+        "(torch.ops.<namespace>), a custom class, a prim op not known to be inert, or source "
+        "that cannot be parsed does what its library or the attacker chose. The sources are "
+        "parsed, never run. Load only TorchScript you built, or export the model to ONNX or "
+        "safetensors.",
+    ),
+    Rule(
+        "torch.torchscript-dangerous-op",
+        _C,
+        "TorchScript code calls an op that reaches files, processes or the network",
+        "The archive's TorchScript calls an op such as torch.from_file, torch.save, torch.load, "
+        "open or an RPC op. It runs when the archive is loaded (from __setstate__) or on its "
+        "first call, with the user's rights: it can create, read or overwrite files. Do not "
+        "load the archive.",
+    ),
+    Rule(
+        "torch.torchscript-program",
+        _L,
+        "The archive is a TorchScript program that calls only PyTorch's math",
+        "A TorchScript archive is code: torch.load runs it through torch.jit.load. Its sources "
+        "were parsed and call only PyTorch's own tensor ops and builtins, with no __setstate__, "
+        "so loading it runs nothing an attacker chose; this is a note, not a block. Bastion's "
+        "serving gateway still refuses TorchScript (serve/loaders.py): a program is judged by "
+        "the people who deploy it, not by a scanner. Prefer safetensors for weights.",
+    ),
     # -- other formats ----------------------------------------------------------------------
     Rule(
         "keras.lambda-layer",

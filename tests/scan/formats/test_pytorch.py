@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,7 +81,9 @@ def test_torch_zip_whose_local_name_differs_from_the_directory_is_still_scanned(
 
 def test_torch_zip_with_megabytes_of_padding_before_data_pkl_is_still_scanned(tmp_path: Path) -> None:
     path = tmp_path / "padded.pt"
-    padded = zips.with_stored_member_first(builders.torch_malicious(tmp_path).read_bytes(), "malicious/.pad", bytes(3 << 20))
+    padded = zips.with_stored_member_first(
+        builders.torch_malicious(tmp_path).read_bytes(), "malicious/.pad", bytes(3 << 20)
+    )
     path.write_bytes(padded)
     assert path.stat().st_size > 3 << 20
     assert_fails_with(scan_path(path), "pickle.dangerous-global")
@@ -87,7 +91,9 @@ def test_torch_zip_with_megabytes_of_padding_before_data_pkl_is_still_scanned(tm
 
 def test_benign_torch_zip_with_padding_member_first_passes(tmp_path: Path) -> None:
     path = tmp_path / "padded.pt"
-    path.write_bytes(zips.with_stored_member_first(builders.torch_state_dict(tmp_path).read_bytes(), "model/.pad", bytes(3 << 20)))
+    path.write_bytes(
+        zips.with_stored_member_first(builders.torch_state_dict(tmp_path).read_bytes(), "model/.pad", bytes(3 << 20))
+    )
     assert_passes(scan_path(path))
 
 
@@ -325,3 +331,68 @@ def test_payload_in_the_sys_info_pickle_of_a_legacy_file_is_blocked(tmp_path: Pa
     report = scan_path(path)
     assert_fails_with(report, "pickle.dangerous-global")
     assert "torch-legacy" in report.files[0].formats
+
+
+# -- storages against their records (CVE-2026-24747) and TorchScript code (CVE-2025-32434) ------
+
+
+def _state_dict_with_data_pkl(tmp_path: Path, old: bytes, new: bytes) -> Path:
+    source = builders.torch_state_dict(tmp_path, "model.pt").read_bytes()
+    with zipfile.ZipFile(io.BytesIO(source)) as archive:
+        (member,) = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        original = archive.read(member)
+    assert old in original, "the edit must apply"
+    path = tmp_path / "edited.pt"
+    path.write_bytes(zips.with_member_replaced(source, "data.pkl", original.replace(old, new, 1)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param(b"X\x01\x00\x00\x000q", b"X\x01\x00\x00\x009q", id="key-without-a-record"),
+        pytest.param(b"X\x01\x00\x00\x000q", b"X\x01\x00\x00\x00/q", id="key-that-is-a-path"),
+        pytest.param(b"ctorch\nFloatStorage", b"ctorch\nFloatStoragX", id="unknown-element-type"),
+    ],
+)
+def test_storage_that_torch_load_cannot_map_to_its_record_is_blocked(old: bytes, new: bytes, tmp_path: Path) -> None:
+    report = scan_path(_state_dict_with_data_pkl(tmp_path, old, new))
+    assert_fails_with(report, "pytorch.storage-mismatch")
+
+
+def test_benign_torchscript_is_noted_as_a_program_without_blocking(tmp_path: Path) -> None:
+    report = scan_path(builders.torchscript_scripted(tmp_path))
+    assert_passes(report)
+    assert "torch.torchscript-program" in rules(report), describe(report.findings)
+
+
+@pytest.mark.parametrize(
+    ("call", "rule"),
+    [
+        pytest.param("torch.ops.evil.run(input)", "torch.torchscript-code", id="custom-op-namespace"),
+        pytest.param("ops.prim.Print(input)", "torch.torchscript-code", id="prim-op-not-inert"),
+        pytest.param('torch.save(input, "/tmp/x")', "torch.torchscript-dangerous-op", id="torch-save"),
+        pytest.param(
+            'torch.ops.aten.from_file("/etc/passwd", False, 1)', "torch.torchscript-dangerous-op", id="from-file"
+        ),
+        pytest.param("(weight).from_file(input)", "torch.torchscript-dangerous-op", id="method-on-a-value"),
+    ],
+)
+def test_torchscript_calling_ops_outside_torch_math_is_blocked(call: str, rule: str, tmp_path: Path) -> None:
+    source = builders.torchscript_scripted(tmp_path).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(source)) as archive:
+        text = archive.read("scripted/code/__torch__/torch/nn/modules/linear.py").decode()
+    edited = text.replace(
+        "return torch.linear(input, weight, bias)", f"_1 = {call}\n    return torch.linear(input, weight, bias)"
+    )
+    assert edited != text
+    path = tmp_path / "edited.pt"
+    path.write_bytes(zips.with_member_replaced(source, "modules/linear.py", edited.encode()))
+    assert_fails_with(scan_path(path), rule)
+
+
+def test_torchscript_source_that_cannot_be_parsed_is_blocked(tmp_path: Path) -> None:
+    source = builders.torchscript_scripted(tmp_path).read_bytes()
+    path = tmp_path / "broken.pt"
+    path.write_bytes(zips.with_member_replaced(source, "modules/linear.py", b"class Linear(Module:\n"))
+    assert_fails_with(scan_path(path), "torch.torchscript-code")

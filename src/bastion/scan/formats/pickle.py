@@ -310,7 +310,7 @@ class _Stream:
             scan_appended_zip(self.ctx, self.src.window(0, self.src.size, self.src.name), self.loc, self.depth)
 
 
-_ELEMENT_SIZES = {
+ELEMENT_SIZES = {
     "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
     "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
     "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "QInt8Storage": 1, "QUInt8Storage": 1,
@@ -327,7 +327,7 @@ def _storage_sizes(emu: Emulation) -> dict[str, int]:
         if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[2], str):
             kind = pid[1]
             name = kind.name if isinstance(kind, Global) else ""
-            sizes[pid[2]] = _ELEMENT_SIZES.get(name, 0)
+            sizes[pid[2]] = ELEMENT_SIZES.get(name, 0)
     return sizes
 
 
@@ -458,7 +458,7 @@ def scan_torch_tar_records(ctx: ScanContext, src: ByteSource, loc: Location, dep
         if member == "storages":
             args = emu.value
             kind = args[2] if isinstance(args, tuple) and len(args) == 3 else None
-            element = _ELEMENT_SIZES.get(kind.name, 0) if isinstance(kind, Global) else 0
+            element = ELEMENT_SIZES.get(kind.name, 0) if isinstance(kind, Global) else 0
             if element == 0:
                 raise ArtifactError(f"legacy PyTorch tar: storage record {index} has an unknown element type")
             elements = int.from_bytes(src.read(8), "little", signed=True)

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
+from bastion.scan.formats import torchscript
+from bastion.scan.formats.pickle import ELEMENT_SIZES
+from bastion.scan.pickle.symbolic import Global, emulate
 from bastion.scan.source import ByteSource, MemorySource, StreamSource
 
 _EOCD = struct.Struct("<4sHHHHIIH")
@@ -287,6 +290,87 @@ def scan_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> 
             ctx.incomplete(mloc, err.message, "zip", "scan.limit-exceeded")
         except ArtifactError as err:
             ctx.incomplete(mloc, f"member could not be read: {err.message}", "zip")
+    if folder is not None:
+        _check_torch_storages(ctx, src, members, folder, loc)
+        torchscript.scan_code(ctx, src, members, folder, loc)
+
+
+def _check_torch_storages(
+    ctx: ScanContext, src: MemorySource, members: list[ZipMember], folder: str, loc: Location
+) -> None:
+    """Check every storage data.pkl names against the record torch.load would map for it.
+
+    torch.load (weights_only or not) resolves each persistent id ('storage', type, key,
+    location, numel) by mapping `<folder>/data/<key>` and viewing numel elements of the
+    type's size over it, without comparing that with the record's size: a storage larger
+    than its record reads and writes past it (CVE-2026-24747). Ids the loader would refuse
+    or read ambiguously (no record, two records, a key that is a path, an unknown type)
+    are reported too: a file that crashes or corrupts its loader is not safe to load.
+    """
+    by_name: dict[str, list[ZipMember]] = {}
+    for member in members:
+        by_name.setdefault(member.name.lower(), []).append(member)
+    # miniz looks records up case-insensitively; two entries under one name are read by
+    # whichever the lookup happens to find, so which bytes are the tensor is undefined.
+    pkl = by_name.get(f"{folder}/data.pkl".lower())
+    if not pkl:
+        return
+    mloc = loc.inside(pkl[0].name)
+    try:
+        emu = emulate(open_member(src, pkl[0], ctx, pkl[0].name), ctx.limits)
+    except (ArtifactError, LimitExceeded):
+        return  # the pickle scan of data.pkl has reported why it could not be read
+    seen: set[str] = set()
+    for ref in emu.persistent:
+        problem = _storage_problem(ref.pid, by_name, folder)
+        if problem is None or problem in seen:
+            continue
+        seen.add(problem)
+        ctx.add(
+            "pytorch.storage-mismatch",
+            Severity.HIGH,
+            mloc,
+            f"{problem}: torch.load would read outside the archive's data or fail",
+            "pytorch",
+            _describe_pid(ref.pid),
+        )
+        if len(seen) >= _MAX_STORAGE_FINDINGS:
+            break
+
+
+_MAX_STORAGE_FINDINGS = 8
+_KEY = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def _storage_problem(pid: object, by_name: dict[str, list[ZipMember]], folder: str) -> str | None:
+    if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage":
+        return "a persistent id that is not ('storage', type, key, location, numel)"
+    _tag, kind, key, _location, numel = pid
+    name = kind.name if isinstance(kind, Global) and kind.module == "torch" else None
+    element = ELEMENT_SIZES.get(name or "", 0)
+    if element == 0:
+        return "a storage of an unknown element type"
+    if not isinstance(key, str) or not _KEY.fullmatch(key) or key in (".", ".."):
+        return "a storage key that is not a plain record name"
+    if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+        return f"storage {key!r} has no valid element count"
+    records = by_name.get(f"{folder}/data/{key}".lower(), [])
+    if not records:
+        return f"storage {key!r} has no data/{key} record"
+    if len(records) > 1:
+        return f"storage {key!r} has {len(records)} data/{key} records"
+    if numel * element > records[0].size:
+        return f"storage {key!r} declares {numel * element} bytes, its record holds {records[0].size}"
+    return None
+
+
+def _describe_pid(pid: object) -> str:
+    if isinstance(pid, tuple) and len(pid) == 5:
+        kind = pid[1].dotted if isinstance(pid[1], Global) else type(pid[1]).__name__
+        numel = pid[4] if isinstance(pid[4], int) else type(pid[4]).__name__
+        key = pid[2] if isinstance(pid[2], str) else type(pid[2]).__name__
+        return f"storage {kind} key={key[:64]!r} numel={numel}"
+    return "persistent id"
 
 
 def scan_appended_zip(ctx: ScanContext, src: MemorySource, loc: Location, depth: int) -> None:
