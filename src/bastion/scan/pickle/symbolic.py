@@ -203,6 +203,9 @@ _MAX_STORED_CONTAINERS = 10_000
 _HOOKS = Param("hooks", Effect.STORED)
 _CALLERS = (Effect.CALLED, Effect.STORED)
 
+# Callables whose result is a tensor: item methods on it are calls no pickler writes.
+_TENSOR_RESULTS = ("torch._utils._rebuild_", "torch._tensor._rebuild_from_type", "torch.nn.parameter.Parameter")
+
 EmbeddedSink = Callable[[bytes, int, str], None]
 # Called after each BUILD; may read bytes that a loader reads inline (joblib arrays).
 BuildHook = Callable[["Machine", object, ByteSource, int], None]
@@ -642,17 +645,23 @@ class Machine:
                 elif code == 0x61:  # APPEND
                     value = self._pop()
                     target = self._top()
+                    self._item_method_on_result(target, pos, "APPEND")
                     _extend(target, [value], pos)
                 elif code == 0x65:  # APPENDS
                     items = self._pop_mark()
-                    _extend(self._top_of(self.stack), items, pos)
+                    target = self._top_of(self.stack)
+                    self._item_method_on_result(target, pos, "APPENDS")
+                    _extend(target, items, pos)
                 elif code == 0x73:  # SETITEM
                     value = self._pop()
                     key = self._pop()
-                    _setitems(self._top(), [(key, value)], pos)
+                    target = self._top()
+                    self._item_method_on_result(target, pos, "SETITEM")
+                    _setitems(target, [(key, value)], pos)
                 elif code == 0x75:  # SETITEMS
                     items = self._pop_mark()
                     target = self._top_of(self.stack)
+                    self._item_method_on_result(target, pos, "SETITEMS")
                     # The pure-Python reader stores the complete pairs before it trips on an
                     # odd last item: the target (perhaps an imported object) is changed first.
                     _setitems(target, list(zip(items[::2], items[1::2], strict=False)), pos)
@@ -742,6 +751,16 @@ class Machine:
             if isinstance(err, LimitExceeded):
                 raise
         return out
+
+    def _item_method_on_result(self, target: object, pos: int, op: str) -> None:
+        """APPEND/SETITEM on a rebuilt tensor: no pickler writes it, and the loader then calls the
+        tensor's own __setitem__/append (in weights_only loaders a memory-safety bug, CVE-2026-24747)."""
+        if (
+            isinstance(target, Result)
+            and isinstance(target.func, Global)
+            and target.func.dotted.startswith(_TENSOR_RESULTS)
+        ):
+            self._observe(Event.CALL_ON_RESULT, pos, f"{op} on the tensor {target.func.dotted} rebuilds")
 
     def _top_of(self, stack: list[object]) -> object:
         if not stack:
