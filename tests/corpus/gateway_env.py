@@ -32,7 +32,7 @@ from bastion.serve.protocol import GENERIC_REFUSAL
 from bastion.serve.run import AUDIT_CHAIN, Assembled, GatewaySettings, assemble
 from bastion.sign.keys import generate_key, load_private_key, save_keypair
 from bastion.sign.ossf import sign_model
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, wait_until
 
 ONNX = "fraud-onnx"
 SKOPS = "fraud-skops"
@@ -146,11 +146,7 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self._thread.start()
-        deadline = time.monotonic() + HANG_GUARD
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
+        wait_until(lambda: self.server.started, "the test server starting", alive=self._thread.is_alive)
         return self
 
     def stop(self) -> None:
@@ -259,21 +255,11 @@ def output_names(response: httpx.Response) -> list[str]:
     return [o["name"] for o in response.json()["outputs"]]
 
 
-def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.02) -> float:
-    """Poll `check` until it holds; returns the seconds it took, or fails after `timeout`."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(step)
-    return time.monotonic() - started
-
-
 def wait_for_refresh(gateway: Any) -> None:
     """Wait (generously, not as an assertion on speed) until `gateway` has applied a snapshot of
     the keys and kill switches that its periodic refresh began after this call."""
     mark = gateway._tickets
-    wait_until(lambda: gateway._applied > mark, timeout=HANG_GUARD)
+    wait_until(lambda: gateway._applied > mark, "the gateway applying a refresh")
 
 
 def seconds_to_utc_midnight(now: float | None = None) -> float:

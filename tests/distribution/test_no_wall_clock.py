@@ -41,3 +41,47 @@ def test_no_test_waits_a_short_literal_time_before_calling_something_hung() -> N
                 if seconds < 300 and not _TIMEOUT_UNDER_TEST.search(line):
                     short.append(f"{path.relative_to(tests)}:{number}: {line.strip()}")
     assert short == []
+
+
+# The clock compared with a limit: in an assert, against a deadline, or as elapsed time against a bound.
+_CLOCK = r"\b(?:monotonic|perf_counter|time)\(\)"
+_CLOCK_AS_LIMIT = re.compile(
+    rf"\bassert\b.*{_CLOCK}"  # assert time.monotonic() < deadline
+    rf"|{_CLOCK}\s*(?:-\s*\w+\s*)?[<>]"  # time.monotonic() - started > timeout
+    rf"|[<>]=?\s*(?:\w+\.)*{_CLOCK}"  # deadline > time.monotonic()
+    r"|\bdeadline\s*=\s*(?:\w+\.)*(?:monotonic|perf_counter|time)\b"  # deadline = time.monotonic() + ...
+)
+
+
+def test_only_the_hang_guard_compares_the_clock_with_a_limit() -> None:
+    """A test may measure time (to size an allowance, or to check that a timeout is not early) but
+    never bound it: every poll goes through `corpus.hang_guard`, whose single limit is HANG_GUARD.
+    A reviewer's grep for timed assertions (`assert ... monotonic()`) found five hand-written hang
+    guards; they were correct but indistinguishable from speed bounds, so none is left."""
+    tests = Path(__file__).resolve().parents[1]
+    allowed = {tests / "corpus" / "hang_guard.py", Path(__file__).resolve()}
+    found = []
+    for path in sorted(set(tests.rglob("*.py")) - allowed):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if _CLOCK_AS_LIMIT.search(line.split("#", 1)[0]):
+                found.append(f"{path.relative_to(tests)}:{number}: {line.strip()}")
+    assert found == []
+
+
+def test_the_clock_check_sees_each_shape_a_timed_assertion_takes() -> None:
+    timed = [
+        'assert time.monotonic() < deadline, "hung"',
+        "assert time.perf_counter() - start < 3.0",
+        "if time.monotonic() - started > timeout:",
+        "while deadline > time.monotonic():",
+        "deadline = time.monotonic() + 60",
+        "assert elapsed < 1 and time.time() > t0",
+    ]
+    measured = [
+        "started = time.monotonic()",
+        "took = time.monotonic() - started",
+        "now = time.time() if now is None else now",
+        "assert elapsed >= 0.3  # not before the timeout",
+    ]
+    assert [line for line in timed if not _CLOCK_AS_LIMIT.search(line)] == []
+    assert [line for line in measured if _CLOCK_AS_LIMIT.search(line)] == []

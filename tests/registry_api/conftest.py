@@ -7,7 +7,6 @@ a free port, started in a background thread and stopped when the test ends.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from fastapi import FastAPI
 
 from bastion.registry import Registry, init_registry
 from bastion.registry.api import create_app
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, wait_until
 
 STARTUP_SECONDS = HANG_GUARD
 
@@ -54,11 +53,7 @@ def server(tmp_path: Path, registry_policy: str | None) -> Iterator[Server]:
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, name="registry-api", daemon=True)
     thread.start()
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not running.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the registry API server did not start")
-        time.sleep(0.01)
+    wait_until(lambda: running.started, "the registry API server starting", alive=thread.is_alive)
     host, port = running.servers[0].sockets[0].getsockname()[:2]
     try:
         yield Server(f"http://{host}:{port}", registry, app, admin_token)

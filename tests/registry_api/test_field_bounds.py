@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from bastion.registry import Registry
 from bastion.registry.api import create_app
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, wait_until
 from registry.backends import MakeRegistry, on_both_databases
 from registry.conftest import backend, make_registry, postgres_admin_url  # noqa: F401  # the fixtures
 from registry_api.clients import digest_of, upload
@@ -60,11 +59,7 @@ def api(make_registry: MakeRegistry) -> Iterator[Api]:  # noqa: F811  # the fixt
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, name="registry-api", daemon=True)
     thread.start()
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not running.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the registry API server did not start")
-        time.sleep(0.01)
+    wait_until(lambda: running.started, "the registry API server starting", alive=thread.is_alive)
     host, port = running.servers[0].sockets[0].getsockname()[:2]
     headers = {"Authorization": f"Bearer {token}"}
     try:

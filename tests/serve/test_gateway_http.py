@@ -52,9 +52,8 @@ from corpus.gateway_env import (
     seconds_to_utc_midnight,
     start_gateway,
     wait_for_refresh,
-    wait_until,
 )
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, wait_until
 
 UNBOUNDED = "fraud-unbounded"  # the ONNX model with min and max removed from its serving.yaml
 ALERT_ONLY = AlarmPolicy(action="alert")  # detectors must not throttle the keys these tests use
@@ -95,7 +94,7 @@ class World:
             ]
             return len(found) >= count
 
-        wait_until(written, timeout=HANG_GUARD)  # a polling deadline, not a speed bound
+        wait_until(written, "the audit entry being written")
         return found
 
 

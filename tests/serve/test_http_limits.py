@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import uvicorn
 from bastion.http_limits import HttpLimits
 from bastion.serve.run import Assembled, GatewaySettings, assemble, server_configs
 from corpus.gateway_env import ONNX, RegistryEnv, bearer, built_models, infer_body, make_registry
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, wait_until
 
 SHORT = 0.5  # seconds: the read and head timeout these servers run with
 CONNECTIONS = 4
@@ -39,6 +38,15 @@ def _rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def _answers(url: str) -> bool:
+    """Whether anything listens and answers at `url` yet (a readiness probe, whatever the status)."""
+    try:
+        httpx.get(url, timeout=HANG_GUARD)
+    except httpx.TransportError:
+        return False
+    return True
 
 
 def _free_port() -> int:
@@ -62,10 +70,7 @@ class _Thread:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + GUARD
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
+        wait_until(lambda: self.server.started, "the server starting", alive=self.thread.is_alive)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -250,14 +255,8 @@ def registry_server(served: Served) -> Iterator[tuple[int, str]]:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + HANG_GUARD
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=HANG_GUARD)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, "the registry did not come up"
-                time.sleep(0.1)
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/v1/models"), "the registry coming up",
+                   alive=lambda: server.poll() is None, step=0.1)
         yield port, served.env.admin_token
     finally:
         server.terminate()

@@ -21,8 +21,7 @@ import multiprocessing
 import os
 import secrets
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from corpus.gateway_env import (
     rows,
     start_gateway,
 )
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, keep_doing, until
 from registry.backends import PG_ADMIN_URL, under_ci
 from serve.relay import TcpRelay
 
@@ -74,15 +73,6 @@ class Outcomes:
 
 def _observer_pids() -> set[int]:
     return {p.pid for p in multiprocessing.active_children() if p.name == "bastion-observer" and p.pid is not None}
-
-
-async def _until(check: Callable[[], bool], timeout: float = HANG_GUARD) -> None:
-    """Poll `check` on the event loop; fail (rather than hang) after `timeout`."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 def _audited(env: RegistryEnv) -> tuple[list[AuditEntry], set[str]]:
@@ -140,13 +130,13 @@ def test_killing_the_observer_under_load_loses_no_answer_and_refuses_until_it_is
                         await asyncio.sleep(0.02)
 
                 tasks = [asyncio.create_task(client(w)) for w in range(WORKERS)] + [asyncio.create_task(readiness())]
-                await _until(lambda: seen.count(200) >= 300)
+                await until(lambda: seen.count(200) >= 300)
                 pid = next(iter(before))
                 os.kill(pid, signal.SIGKILL)  # records sit in the pipe and in the child's memory now
                 killed.append(pid)
-                await _until(lambda: seen.count(503) > 0 and 503 in seen.ready)
+                await until(lambda: seen.count(503) > 0 and 503 in seen.ready)
                 answered_at_kill = seen.count(200)
-                await _until(lambda: seen.count(200) >= answered_at_kill + 300)  # recovered without a restart of ours
+                await until(lambda: seen.count(200) >= answered_at_kill + 300)  # recovered without a restart of ours
                 stop.set()
                 await asyncio.gather(*tasks)
 
@@ -232,20 +222,19 @@ def test_a_database_outage_is_refused_until_it_ends_and_loses_nothing(
 
             assert [ask() for _ in range(20)] == [200] * 20
             relay.cut()
-            asyncio.run(_until(lambda: ask() == 503))
+            asyncio.run(until(lambda: ask() == 503))
             assert ready() == 503
             observer = running.assembled.observer
             if mode == "process":  # past the point where the old observer gave up and exited
-                asyncio.run(_until(lambda: getattr(observer, "failed_writes", 0) > OLD_GIVE_UP))
-            held = time.monotonic()
-            while True:
+                asyncio.run(until(lambda: getattr(observer, "failed_writes", 0) > OLD_GIVE_UP))
+
+            def tally() -> None:
                 statuses_during[ask()] += 1
-                if statuses_during.total() >= 50 and time.monotonic() - held >= OUTAGE_SECONDS:
-                    break
-                time.sleep(0.05 if not OUTAGE_SECONDS else 1.0)
+
+            keep_doing(tally, seconds=OUTAGE_SECONDS, times=50, step=0.05 if not OUTAGE_SECONDS else 1.0)
             assert ready() == 503
             relay.restore()
-            asyncio.run(_until(lambda: ask() == 200))
+            asyncio.run(until(lambda: ask() == 200))
             assert ready() == 200
             assert [ask() for _ in range(20)] == [200] * 20
     finally:

@@ -24,7 +24,7 @@ import redis
 
 from bastion.errors import ConfigError
 from bastion.serve.resp import RedisAddress, RedisConnection, RedisDown, RedisReplyError, encode, redacted
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, until
 from corpus.redis_env import RedisSpace
 from serve.tcp_peers import listening, silent_server
 
@@ -104,14 +104,6 @@ async def _relay(target: RedisAddress, drip: bool = False) -> AsyncIterator[Rela
     async with listening(handle, streams) as port:
         state.port = port
         yield state
-
-
-async def _until(predicate: Any, seconds: float = HANG_GUARD) -> None:
-    """Yield to the loop until `predicate()` holds (or fail after `seconds`: a generous polling deadline)."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.01)
 
 
 # --- URLs -----------------------------------------------------------------------------------
@@ -374,7 +366,7 @@ def test_a_connection_killed_by_the_server_fails_the_waiting_call_then_reconnect
             first_id = await connection.call("CLIENT", "ID")
             waiting = asyncio.ensure_future(connection.call("BLPOP", f"{space.prefix}never", 0))  # 0: blocks until the kill, however late
             with redis.Redis.from_url(space.url) as admin:
-                await _until(lambda: admin.client_list(client_id=[first_id])[0]["cmd"] == "blpop")
+                await until(lambda: admin.client_list(client_id=[first_id])[0]["cmd"] == "blpop")
                 assert admin.client_kill_filter(_id=first_id) == 1
             with pytest.raises(RedisDown, match="the connection was lost") as caught:
                 await asyncio.wait_for(waiting, timeout=HANG_GUARD)  # a hang guard
@@ -435,7 +427,7 @@ def test_close_while_logging_in_fails_the_waiting_call_with_redis_down() -> None
         async with silent_server() as silent:
             connection = RedisConnection(f"redis://127.0.0.1:{silent.port}/1", timeout=HANG_GUARD)
             waiting = asyncio.ensure_future(connection.call("PING"))
-            await _until(lambda: encode(("SELECT", 1)) in silent.received)  # connected, SELECT unanswered
+            await until(lambda: encode(("SELECT", 1)) in silent.received)  # connected, SELECT unanswered
             connection.close()
             await asyncio.wait({waiting}, timeout=HANG_GUARD)  # returns as soon as it is done
             assert waiting.done(), "the call still waits after close()"

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 from bastion.audit import AuditLog
 from bastion.sign.keys import load_public_key
 from corpus.gateway_env import INPUT, ONNX, built_models, make_registry
-from corpus.hang_guard import HANG_GUARD
+from corpus.hang_guard import HANG_GUARD, wait_until
 from corpus.serving import dataset
 
 
@@ -67,17 +66,17 @@ def test_serve_answers_refuses_and_flushes_its_audit_when_stopped(
     sent = 0
     try:
         with httpx.Client(timeout=HANG_GUARD) as client:
-            deadline = time.monotonic() + HANG_GUARD
-            while True:
+
+            def ready() -> bool:
+                nonlocal sent
                 try:
-                    ready = client.get(f"{url}/v2/health/ready", headers={"Authorization": f"Bearer {key}"})
-                    sent += 1
-                    if ready.status_code == 200:
-                        break
+                    answer = client.get(f"{url}/v2/health/ready", headers={"Authorization": f"Bearer {key}"})
                 except httpx.TransportError:
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, "bastion serve did not come up"
-                time.sleep(0.2)
+                    return False
+                sent += 1
+                return answer.status_code == 200
+
+            wait_until(ready, "bastion serve coming up", alive=lambda: server.poll() is None, step=0.2)
             rows = dataset().x_test[:2]
             body = {"inputs": [{"name": INPUT, "datatype": "FP32", "shape": [2, 20], "data": rows.ravel().tolist()}]}
             answer = client.post(f"{url}/v2/models/{ONNX}/infer", json=body, headers={"Authorization": f"Bearer {key}"})
