@@ -109,6 +109,11 @@ _F8 = struct.Struct(">d")
 
 QuirkSink = Callable[[int, str], None]
 
+_FRAME_CODES = frozenset({0x95, 0x80})  # FRAME, PROTO: always seen by _Frames.check
+# INT, PUT, GET: a decimal line. Up to 20 digits and the newline are looked at in place; a
+# value of 19 digits can pass LONG_MAX, where the C reader's strtol path differs: keep to 18.
+_DECIMAL_LINE = frozenset({0x49, 0x70, 0x67})
+
 
 def _decode_utf8(raw: bytes, pos: int) -> str:
     try:
@@ -349,12 +354,13 @@ def parse_opcodes(src: ByteSource, limits: ScanLimits, on_quirk: QuirkSink | Non
             return
 
 
-def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | None) -> Iterator[Op]:
+def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | None) -> Iterator[Op]:  # noqa: PLR0912  # one flat loop is fastest
     # The same loop over a buffer: the opcode byte and the commonest one-byte and short
     # string arguments are read in place; everything else goes through _read_arg.
     frame = _Frames(on_quirk)
     budget = limits.max_pickle_opcodes
     no_arg = _NO_ARG
+    inline = limits.max_inline_bytes
     buf, base, end = src.buf, src.start, src.end
     while True:
         here = src._pos  # the fast path reads the window directly
@@ -381,11 +387,24 @@ def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | N
             size = buf[here + 1]
             arg = _decode_utf8(bytes(buf[here + 2 : here + 2 + size]), pos)
             src._pos = here + 2 + size
+        elif code == 0x58 and here + 5 <= end and (size := _U4.unpack_from(buf, here + 1)[0]) <= inline and (
+            here + 5 + size <= end
+        ):  # BINUNICODE of an inline size (larger ones become LargeData in _read_arg)
+            arg = _decode_utf8(bytes(buf[here + 5 : here + 5 + size]), pos)
+            src._pos = here + 5 + size
+        elif code in _DECIMAL_LINE and (nl := buf.find(b"\n", here + 1, min(end, here + 20))) >= 0 and (
+            (digits := bytes(buf[here + 1 : nl])).isdigit() and (digits[0] != 0x30 or len(digits) == 1)
+        ):
+            # INT, PUT, GET with a plain decimal line (what protocol 0 writes): both readers agree
+            # with int() on it. Anything else (signs, octal "017", "I01", NULs) takes _read_arg.
+            arg = int(digits)
+            src._pos = nl + 1
         else:
             src._pos = here + 1
             arg = _read_arg(code, src, limits, pos)
-        if frame.active or code in (0x95, 0x80):  # FRAME, PROTO
-            frame.check(code, arg, pos, src.tell())
+        if code in _FRAME_CODES or (frame.active and (pos >= frame.end or src._pos - base > frame.end)):
+            # Inside a frame, check() has something to say only at or past the frame's end.
+            frame.check(code, arg, pos, src._pos - base)
         budget -= 1
         if budget < 0:
             raise LimitExceeded(f"more than {limits.max_pickle_opcodes} opcodes")

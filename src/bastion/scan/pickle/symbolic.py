@@ -584,14 +584,13 @@ class Machine:
                 elif code in (0x71, 0x72, 0x70):  # BINPUT, LONG_BINPUT, PUT
                     if len(memo) >= max_memo:
                         raise LimitExceeded(f"more than {max_memo} memo entries")
-                    index = cast(int, arg)  # PUT readers return an int
-                    if index < 0:
+                    if arg < 0:  # type: ignore[operator]  # PUT readers return an int
                         raise ArtifactError(f"negative memo index at byte {pos}")
-                    memo[index] = self._top()
+                    memo[arg] = stack[-1] if stack else self._top()  # type: ignore[index]
                 elif code == 0x94:  # MEMOIZE: index is the memo's current size
                     if len(memo) >= max_memo:
                         raise LimitExceeded(f"more than {max_memo} memo entries")
-                    memo[len(memo)] = self._top()
+                    memo[len(memo)] = stack[-1] if stack else self._top()
                 elif code in (0x68, 0x6A, 0x67):  # BINGET, LONG_BINGET, GET
                     try:
                         stack.append(memo[arg])  # type: ignore[index]
@@ -620,12 +619,18 @@ class Machine:
                 elif code == 0x85:  # TUPLE1
                     stack.append((self._pop(),))
                 elif code == 0x86:  # TUPLE2
-                    b = self._pop()
-                    stack.append((self._pop(), b))
+                    if len(stack) >= 2:
+                        stack[-2:] = [(stack[-2], stack[-1])]
+                    else:
+                        b = self._pop()
+                        stack.append((self._pop(), b))
                 elif code == 0x87:  # TUPLE3
-                    c = self._pop()
-                    b = self._pop()
-                    stack.append((self._pop(), b, c))
+                    if len(stack) >= 3:
+                        stack[-3:] = [(stack[-3], stack[-2], stack[-1])]
+                    else:
+                        c = self._pop()
+                        b = self._pop()
+                        stack.append((self._pop(), b, c))
                 elif code == 0x74:  # TUPLE
                     items = self._pop_mark()
                     self.stack.append(tuple(items))
@@ -642,7 +647,10 @@ class Machine:
                     self.stack.append(PSet(items, frozen=True))
                 elif code == 0x96:  # BYTEARRAY8: mutable, so APPEND and SETITEM work on it
                     stack.append(bytearray(arg) if isinstance(arg, bytes) else arg)
-                elif code == 0x61:  # APPEND
+                elif code == 0x61 and len(stack) >= 2 and type(stack[-2]) is list:  # APPEND to a list
+                    value = stack.pop()
+                    stack[-1].append(value)  # type: ignore[attr-defined]
+                elif code == 0x61:  # APPEND to anything else
                     value = self._pop()
                     target = self._top()
                     self._item_method_on_result(target, pos, "APPEND")
@@ -650,9 +658,16 @@ class Machine:
                 elif code == 0x65:  # APPENDS
                     items = self._pop_mark()
                     target = self._top_of(self.stack)
-                    self._item_method_on_result(target, pos, "APPENDS")
-                    _extend(target, items, pos)
-                elif code == 0x73:  # SETITEM
+                    if type(target) is list:
+                        target.extend(items)
+                    else:
+                        self._item_method_on_result(target, pos, "APPENDS")
+                        _extend(target, items, pos)
+                elif code == 0x73 and len(stack) >= 3 and type(stack[-3]) is PDict:  # SETITEM on a dict
+                    value = stack.pop()
+                    key = stack.pop()
+                    stack[-1].items.append((key, value))  # type: ignore[attr-defined]
+                elif code == 0x73:  # SETITEM on anything else
                     value = self._pop()
                     key = self._pop()
                     target = self._top()
@@ -661,12 +676,15 @@ class Machine:
                 elif code == 0x75:  # SETITEMS
                     items = self._pop_mark()
                     target = self._top_of(self.stack)
-                    self._item_method_on_result(target, pos, "SETITEMS")
-                    # The pure-Python reader stores the complete pairs before it trips on an
-                    # odd last item: the target (perhaps an imported object) is changed first.
-                    _setitems(target, list(zip(items[::2], items[1::2], strict=False)), pos)
-                    if len(items) % 2:
-                        raise ArtifactError(f"odd number of items for SETITEMS at byte {pos}")
+                    if type(target) is PDict and not len(items) % 2:
+                        target.items.extend(zip(items[::2], items[1::2], strict=True))
+                    else:
+                        self._item_method_on_result(target, pos, "SETITEMS")
+                        # The pure-Python reader stores the complete pairs before it trips on an
+                        # odd last item: the target (perhaps an imported object) is changed first.
+                        _setitems(target, list(zip(items[::2], items[1::2], strict=False)), pos)
+                        if len(items) % 2:
+                            raise ArtifactError(f"odd number of items for SETITEMS at byte {pos}")
                 elif code == 0x90:  # ADDITEMS
                     items = self._pop_mark()
                     _additems(self._top_of(self.stack), items, pos)
