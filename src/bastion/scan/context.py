@@ -25,6 +25,9 @@ class ScanContext:
     formats: list[str] = field(default_factory=list)
     expanded: int = 0
     embedded: int = 0
+    first_pickle_refs: dict[Location, list[object]] = field(default_factory=dict)
+    """Persistent ids of the first pickle read from the start of each stream, by its location:
+    checks that need them again (PyTorch's storage records) take them here, not re-emulate."""
 
     def add(
         self,

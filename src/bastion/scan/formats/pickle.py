@@ -216,6 +216,8 @@ class _Stream:
         before = len(ctx.findings)
         start = self.src.tell()
         emu = self.emulate_one()
+        if start == 0 and self.reader is Reader.PLAIN:
+            ctx.first_pickle_refs[self.loc] = list(emu.persistent)
         if self.joblib_at is not None and isinstance(self.src, MemorySource):
             self._keep_linear_reading(before, self.joblib_at)
             self.src.seek(start)

@@ -24,7 +24,7 @@ from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
 from bastion.scan.formats import torchscript
 from bastion.scan.formats.pickle import ELEMENT_SIZES
-from bastion.scan.pickle.symbolic import Global, emulate
+from bastion.scan.pickle.symbolic import Global, Persistent, emulate
 from bastion.scan.source import ByteSource, MemorySource, StreamSource
 
 _EOCD = struct.Struct("<4sHHHHIIH")
@@ -316,12 +316,16 @@ def _check_torch_storages(
     if not pkl:
         return
     mloc = loc.inside(pkl[0].name)
-    try:
-        emu = emulate(open_member(src, pkl[0], ctx, pkl[0].name), ctx.limits)
-    except (ArtifactError, LimitExceeded):
-        return  # the pickle scan of data.pkl has reported why it could not be read
+    refs = ctx.first_pickle_refs.get(mloc)
+    if refs is None:  # data.pkl was not read as a pickle from its start (another format won)
+        try:
+            refs = list(emulate(open_member(src, pkl[0], ctx, pkl[0].name), ctx.limits).persistent)
+        except (ArtifactError, LimitExceeded):
+            return  # the pickle scan of data.pkl has reported why it could not be read
     seen: set[str] = set()
-    for ref in emu.persistent:
+    for ref in refs:
+        if not isinstance(ref, Persistent):
+            continue
         problem = _storage_problem(ref.pid, by_name, folder)
         if problem is None or problem in seen:
             continue
