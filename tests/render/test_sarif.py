@@ -133,6 +133,15 @@ def test_folder_of_several_files_gives_one_valid_run(tmp_path: Path) -> None:
     files = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
     expected = {p.resolve().as_uri() for p in paths if p.name != "clean.pkl"}
     assert files == expected
+    # Every file scanned is an artifact, the clean one too (a dashboard counts what was analysed),
+    # and each result points at its own file's entry.
+    artifacts = doc["runs"][0]["artifacts"]
+    assert {a["location"]["uri"] for a in artifacts} == {p.resolve().as_uri() for p in paths}
+    verdicts = {Path(a["location"]["uri"]).name: a["properties"]["verdict"] for a in artifacts}
+    assert verdicts["clean.pkl"] == "pass" and "fail" in verdicts.values() and "incomplete" in verdicts.values()
+    for result in results:
+        location = result["locations"][0]["physicalLocation"]["artifactLocation"]
+        assert artifacts[location["index"]]["location"]["uri"] == location["uri"]
     assert {r["ruleId"] for r in results} >= {"pickle.dangerous-global", "scan.incomplete"}
 
 

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from bastion import __version__
 from bastion.findings import Finding, Severity
-from bastion.scan.report import ScanReport
+from bastion.scan.report import FileReport, ScanReport
 from bastion.scan.rules import CATALOGUE
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -33,8 +33,13 @@ def _uri(path: str) -> str:
     return p.as_posix() if not p.is_absolute() else p.as_uri()
 
 
-def _result(f: Finding, rule_index: dict[str, int], block_at: Severity) -> dict[str, object]:
-    physical: dict[str, object] = {"artifactLocation": {"uri": _uri(f.location.file)}}
+def _result(
+    f: Finding, rule_index: dict[str, int], artifact_index: dict[str, int], block_at: Severity
+) -> dict[str, object]:
+    artifact: dict[str, object] = {"uri": _uri(f.location.file)}
+    if f.location.file in artifact_index:
+        artifact["index"] = artifact_index[f.location.file]
+    physical: dict[str, object] = {"artifactLocation": artifact}
     if f.location.offset is not None and not f.location.members:
         physical["region"] = {"byteOffset": f.location.offset}
     location: dict[str, object] = {"physicalLocation": physical}
@@ -83,10 +88,21 @@ def _rule(rule_id: str, worst: Severity) -> dict[str, object]:
     }
 
 
+def _artifact(file: FileReport, block_at: Severity) -> dict[str, object]:
+    """Every file scanned is listed, clean or not: a dashboard counts what was analysed from here."""
+    return {
+        "location": {"uri": _uri(file.path)},
+        "length": file.size,
+        "roles": ["analysisTarget"],
+        "properties": {"formats": list(file.formats), "verdict": file.verdict(block_at).value},
+    }
+
+
 def render_sarif(report: ScanReport, block_at: Severity, out: TextIO) -> None:
     findings = report.findings
     rule_ids = sorted({f.rule_id for f in findings})
     rule_index = {rule: i for i, rule in enumerate(rule_ids)}
+    artifact_index = {file.path: i for i, file in enumerate(report.files)}
     worst = {rule: max(f.severity for f in findings if f.rule_id == rule) for rule in rule_ids}
     doc = {
         "$schema": SARIF_SCHEMA,
@@ -101,7 +117,8 @@ def render_sarif(report: ScanReport, block_at: Severity, out: TextIO) -> None:
                         "rules": [_rule(rule, worst[rule]) for rule in rule_ids],
                     }
                 },
-                "results": [_result(f, rule_index, block_at) for f in findings],
+                "artifacts": [_artifact(file, block_at) for file in report.files],
+                "results": [_result(f, rule_index, artifact_index, block_at) for f in findings],
                 "invocations": [{"executionSuccessful": not any(f.is_incomplete for f in findings)}],
             }
         ],
