@@ -21,6 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -361,6 +362,21 @@ def safetensors_header_beyond_file(folder: Path) -> Path:
 
 
 # -- ONNX -----------------------------------------------------------------------------------
+
+
+def onnx_one_node(op: str, domain: str) -> Any:
+    """An `onnx.ModelProto` whose whole graph is one node `op` of `domain`, from x[1] to y[1]."""
+    import onnx  # noqa: PLC0415
+    from onnx import helper  # noqa: PLC0415
+
+    node = helper.make_node(op, ["x"], ["y"], domain=domain)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _onnx_graph(nodes: list[object], initializers: list[object], opsets: list[tuple[str, int]]) -> object:

@@ -24,6 +24,7 @@ import pytest
 from bastion.findings import Severity, Verdict
 from bastion.scan.api import scan_path
 from bastion.scan.dispatch import PLUGINS, Tier
+from corpus.builders import onnx_one_node
 from corpus.expect import assert_fails_with, assert_incomplete_with, assert_passes, describe, rules
 from corpus.payloads import SystemCall
 
@@ -162,16 +163,7 @@ def test_hdf5_after_a_user_block_is_found(tmp_path: Path) -> None:
 
 def test_onnx_model_whose_fields_open_with_the_graph_is_found(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
-    from onnx import helper  # noqa: PLC0415
-
-    node = helper.make_node("RunShell", ["x"], ["y"], domain="com.example.custom")
-    graph = helper.make_graph(
-        [node],
-        "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx_one_node("RunShell", "com.example.custom")
     rest = onnx.ModelProto()
     rest.CopyFrom(model)
     rest.ClearField("graph")

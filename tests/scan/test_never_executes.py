@@ -42,6 +42,7 @@ from bastion.findings import Severity, Verdict
 from bastion.scan.api import scan_bytes
 from bastion.scan.dispatch import PLUGINS
 from bastion.scan.source import MemorySource
+from corpus.builders import onnx_one_node
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CORPUS_FOLDERS = (SHARED / "corpus", SHARED / "external-corpus")
@@ -245,17 +246,8 @@ def _notebook_config(canaries: Path) -> tuple[bytes, Verdict]:
 
 
 def _onnx(canaries: Path) -> tuple[bytes, Verdict]:
-    onnx = pytest.importorskip("onnx")
-    from onnx import helper  # noqa: PLC0415
-
-    node = helper.make_node("PyOp", ["x"], ["y"], domain="ai.onnx.contrib")
-    graph = helper.make_graph(
-        [node],
-        "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    pytest.importorskip("onnx")
+    model = onnx_one_node("PyOp", "ai.onnx.contrib")
     model.doc_string = base64.b64encode(_payload_pickle(canaries)).decode()
     return model.SerializeToString(), Verdict.FAIL
 

@@ -75,29 +75,13 @@ import numpy as np  # noqa: E402
 from corpus.expect import assert_incomplete_with, describe  # noqa: E402
 from corpus.payloads import SystemCall  # noqa: E402
 from corpus.stock_loaders import loader_runs_payload, marker_payload  # noqa: E402
-
-
-class _NonSeekable(io.RawIOBase):
-    """A pipe or socket as joblib meets one: writable, `tell()` unsupported."""
-
-    def __init__(self) -> None:
-        self.sink = io.BytesIO()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: object) -> int:
-        return self.sink.write(data)  # type: ignore[arg-type]
+from corpus.streams import written_unseekably  # noqa: E402
 
 
 def _dump_to_stream(obj: object) -> bytes:
     import joblib  # noqa: PLC0415
 
-    raw = _NonSeekable()
-    with io.BufferedWriter(raw) as handle:
-        joblib.dump(obj, handle)
-        handle.flush()
-        return raw.sink.getvalue()
+    return written_unseekably(lambda handle: joblib.dump(obj, handle))
 
 
 def _joblib_load_statement(path: Path) -> str:

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 import bastion.scan.formats.pickle as pickle_format
 from bastion.scan.api import scan_bytes
 from bastion.scan.pickle.symbolic import Emulation
+from corpus.streams import written_unseekably
 
 joblib = pytest.importorskip("joblib")
 
@@ -83,17 +84,6 @@ def bastion_names() -> Iterator[set[str]]:
         pickle_format.report_emulation = original
 
 
-class _NonSeekable(io.RawIOBase):
-    def __init__(self) -> None:
-        self.sink = io.BytesIO()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        return self.sink.write(data)
-
-
 @st.composite
 def arrays(draw: st.DrawFn) -> np.ndarray:
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
@@ -110,11 +100,7 @@ def arrays(draw: st.DrawFn) -> np.ndarray:
 
 def _dump(obj: object, protocol: int, stream: bool, compress: tuple[str, int] | None) -> bytes:
     if stream:
-        raw = _NonSeekable()
-        with io.BufferedWriter(raw) as handle:
-            joblib.dump(obj, handle, protocol=protocol)
-            handle.flush()
-            return raw.sink.getvalue()
+        return written_unseekably(lambda handle: joblib.dump(obj, handle, protocol=protocol))
     buffer = io.BytesIO()
     if compress is not None:
         joblib.dump(obj, buffer, compress=compress, protocol=protocol)

@@ -15,6 +15,7 @@ from corpus import builders
 from corpus.expect import assert_fails_with, assert_passes
 from corpus.payloads import SystemCall
 from corpus.stock_loaders import loader_runs_payload, marker_payload
+from corpus.streams import written_unseekably
 
 
 @pytest.mark.parametrize(
@@ -148,7 +149,6 @@ def test_header_written_by_python_2_is_read(tmp_path: Path) -> None:
 def test_object_array_in_a_deflated_npz_is_read_as_pickle_load_reads_it(tmp_path: Path) -> None:
     # The object data is a joblib-looking pickle: joblib would take the bytes after its
     # wrapper as array data, pickle.load (what np.load runs) takes them as opcodes.
-    import io  # noqa: PLC0415
     import pickletools  # noqa: PLC0415
     import zipfile  # noqa: PLC0415
 
@@ -166,21 +166,7 @@ def test_object_array_in_a_deflated_npz_is_read_as_pickle_load_reads_it(tmp_path
         + b"0"
     )
 
-    class NoTell(io.RawIOBase):
-        def __init__(self) -> None:
-            self.sink = io.BytesIO()
-
-        def writable(self) -> bool:
-            return True
-
-        def write(self, data: object) -> int:
-            return self.sink.write(data)  # type: ignore[arg-type]
-
-    raw = NoTell()
-    with io.BufferedWriter(raw) as handle:
-        joblib.dump([np.frombuffer(neutral, dtype=np.uint8).copy(), "x"], handle)
-        handle.flush()
-        data = raw.sink.getvalue()
+    data = written_unseekably(lambda handle: joblib.dump([np.frombuffer(neutral, dtype=np.uint8).copy(), "x"], handle))
     header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
     header += " " * (118 - len(header) - 1) + "\n"
     npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + data
