@@ -7,6 +7,9 @@ as calling its function, by REDUCE, NEWOBJ or NEWOBJ_EX alike.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,3 +154,56 @@ def test_starmap_consumed_by_build_really_runs_under_the_stock_loader(tmp_path: 
     done = load_in_subprocess(data, tmp_path)
     assert done.returncode == 0, done.stderr
     assert marker.exists()
+
+
+FROZENSET = b"\x91"
+
+
+def _frozenset(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + FROZENSET
+
+
+@pytest.mark.parametrize("how", ["reduce", "newobj"])
+def test_arguments_given_as_a_set_are_spread_into_every_position(how: str) -> None:
+    """The pure-Python reader (joblib's) calls `func(*args)` and `cls.__new__(cls, *args)` with
+    whatever args is: a frozenset is spread too, in an order that string hashing fixes only when
+    the file is loaded. Every item may land in every position, so each is checked in each."""
+    args = _frozenset(g("mymod", "helper"), tup(s("x")))
+    carrier = g("builtins" if how == "reduce" else "itertools", "map" if how == "reduce" else "starmap")
+    opcode = b"R" if how == "reduce" else b"\x81"
+    data = stream(call(g("builtins", "list"), carrier + args + opcode))
+    assert_fails_with(scan_bytes(data, "set-args.pkl"), "pickle.unknown-callable")
+
+
+def test_a_set_of_plain_data_as_arguments_passes() -> None:
+    data = stream(
+        call(g("builtins", "list"), g("builtins", "map") + _frozenset(g("builtins", "str"), tup(s("x"))) + b"R")
+    )
+    assert_passes(scan_bytes(data, "set-args.pkl"))
+
+
+def test_set_spread_really_reaches_the_callable_under_the_pure_python_reader(tmp_path: Path) -> None:
+    """Proof for the rule above: pickle._loads spreads a frozenset into map(...); with string
+    hashing fixed, map(Path.touch, (path,)) runs. The C reader refuses non-tuple arguments."""
+    marker = tmp_path / "set-ran"
+    path = call(g("pathlib", "PosixPath"), s(str(marker)))
+    data = stream(
+        call(g("builtins", "list"), g("builtins", "map") + _frozenset(g("pathlib", "Path.touch"), tup(path)) + b"R")
+    )
+    assert_fails_with(scan_bytes(data, "set.pkl"), "pickle.attribute-path")
+    (tmp_path / "p.bin").write_bytes(data)
+    code = "import pickle,sys; pickle._loads(open(sys.argv[1],'rb').read())"
+    ran = []
+    for seed in range(8):  # one of the two orders runs the payload; which depends on the seed
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "p.bin")],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        ran.append(done.returncode == 0)
+        if marker.exists():
+            break
+    assert marker.exists(), ran

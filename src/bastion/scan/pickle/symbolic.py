@@ -377,6 +377,14 @@ class Machine:
                 bound.extend((varargs, value) for value in args[len(spec.params) :])
             if spec.needs_values:
                 values = {param.name: value for param, value in zip(spec.params, args, strict=False)}
+        elif isinstance(args, PSet):
+            # The pure-Python reader spreads a set too (`func(*args)`), in an order string
+            # hashing fixes only when the file is loaded: every item may land in every position.
+            items = args.items
+            bound.extend((param, item) for index, param in spec.risky if index < len(items) for item in items)
+            varargs = spec.varargs
+            if varargs is not None and varargs.effect is not Effect.DATA and len(items) > len(spec.params):
+                bound.extend((varargs, item) for item in items)
         elif isinstance(args, (Result, Unknown, Persistent, Global)):
             # The arguments are made while loading: which value lands where cannot be known.
             owner.use(Use.UNVERIFIED, pos)
