@@ -12,10 +12,11 @@ What it measures, for Bastion and each peer, in the same run and on the same inp
 * **Quality** on the corpora the test suite builds, when their builders exist: the benign
   corpus from real libraries (``tests/scan/benign/``) and the bypass suite
   (``tests/scan/test_bypasses.py``). A module there that defines
-  ``benchmark_corpus(folder: Path) -> list[dict]`` writes its files into ``folder`` and
-  returns one manifest entry per file (``file``, ``verdict``, ``format``, ``technique``);
-  it runs under ``--gen-python``. The detection table shows caught / false alarms per tool
-  and corpus; ``--no-extra-corpora`` leaves them out.
+  ``benchmark_corpus(folder: Path) -> Iterable[dict]`` writes its files into ``folder`` and
+  yields one manifest entry per file (``file``, ``verdict``, ``format``, ``technique``); an
+  entry may name a folder where the case is one (a model with its external weights), which
+  every tool then scans in its directory mode. It runs under ``--gen-python``. The detection
+  table shows caught / false alarms per tool and corpus; ``--no-extra-corpora`` leaves them out.
 * **Throughput** on inputs this script generates with a fixed ``--seed``:
   (a) a ~1 GB PyTorch ``state_dict`` of float32 tensors written by ``torch.save``
   (zip format) and (b) a directory of 1,000 small pickles (dicts, lists, small
@@ -106,8 +107,9 @@ GENERATE_COMMAND: Final = "_generate"
 CORPUS_COMMAND: Final = "_build_corpus"
 # Corpora built by the test suite's own builders, read when present (another engineer may
 # not have landed them yet): (corpus name, file or folder under the repository, function).
-# The function is `benchmark_corpus(folder: Path) -> list[dict]`: it writes its files into
-# `folder` and returns one manifest entry per file, as the shared manifests spell them:
+# The function is `benchmark_corpus(folder: Path) -> Iterable[dict]`: it writes its files into
+# `folder` and yields one manifest entry per file (or per folder, for a case that is one), as
+# the shared manifests spell them:
 # {"file": path relative to folder, "verdict": "malicious" | "benign", "format": ...,
 # "technique": ...}. It runs under --gen-python (which has torch and the real libraries).
 CORPUS_HOOK: Final = "benchmark_corpus"
@@ -766,10 +768,17 @@ def load_corpus(manifests: Sequence[Path]) -> tuple[CorpusEntry, ...]:
 
 
 def scan_entry(tool: Tool, entry: CorpusEntry, scratch_root: Path, timeout_s: float) -> FileOutcome:
-    """One tool, one corpus file, one process (in a scratch working directory)."""
+    """One tool, one corpus entry, in a scratch working directory.
+
+    A file is one process; a folder entry is scanned the way the tool scans a directory (one
+    process, or one per file for a tool without a directory mode), so a tool that cannot take
+    a folder is not scored as having caught it by failing on it.
+    """
     scratch = Path(tempfile.mkdtemp(prefix=f"{tool.name}-", dir=scratch_root))
+    files = sorted(p for p in entry.path.rglob("*") if p.is_file()) if entry.path.is_dir() else []
+    commands = tool.scan_dir(entry.path, files, scratch) if files else tool.scan_file(entry.path, scratch)
     measurement = run_measured(
-        tool.scan_file(entry.path, scratch),
+        commands,
         cwd=scratch,
         env=tool_env(tool.bin_dir, tool.env),
         timeout_s=timeout_s,
@@ -861,7 +870,8 @@ def build_corpus_here(name: str, target: Path) -> int:
         return 3
     entries = list(builder(target))
     for entry in entries:
-        if entry.get("verdict") not in ("malicious", "benign") or not (target / entry["file"]).is_file():
+        # exists(), not is_file(): a case may be a folder (see EXTRA_CORPORA).
+        if entry.get("verdict") not in ("malicious", "benign") or not (target / entry["file"]).exists():
             print(f"{where}: bad manifest entry {entry!r}", file=sys.stderr)
             return 1
     (target / "manifest.json").write_text(json.dumps(entries, indent=1))

@@ -10,6 +10,9 @@ What each case asserts is what a model hub needs: the default policy blocks the 
 or INCOMPLETE where the trick is a file no scanner can open), and the finding that names the
 technique reaches at least the stated severity. A published bypass of the form "the scanner
 flagged it, but too low to block" is exactly this severity check failing.
+
+`benchmark_corpus(folder)` builds every case into its own sub-folder for `benchmarks/scan.py`,
+which scores Bastion and the peer scanners on the same fixtures ("bypasses" in its table).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import contextlib
 import io
 import json
 import pickle
+import re
 import struct
 import subprocess
 import sys
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -2273,6 +2277,7 @@ def test_numpy_object_array_bypass_is_blocked(case: Bypass, tmp_path: Path) -> N
     check(case, tmp_path)
 
 
+# Every case of every `*_CASES` tuple: what the benchmark builds and the id check covers.
 ALL_CASES = (
     PICKLESCAN_CASES
     + ARCHIVE_CASES
@@ -2294,8 +2299,54 @@ ALL_CASES = (
 def test_every_case_cites_a_source_and_has_a_unique_id() -> None:
     ids = [c.id for c in ALL_CASES]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    # The benchmark builds each case into a folder named after its id: those must not collide either.
+    folders = [_folder_name(i) for i in ids]
+    assert len(folders) == len(set(folders)), sorted(f for f in folders if folders.count(f) > 1)
     assert all("http" in c.source for c in ALL_CASES), [c.id for c in ALL_CASES if "http" not in c.source]
     assert len({c.trick for c in ALL_CASES}) >= 40
+
+
+def test_all_cases_holds_every_case_tuple() -> None:
+    """A new `*_CASES` tuple left out of ALL_CASES would be tested but never benchmarked."""
+    listed = {c.id for c in ALL_CASES}
+    tuples = {name: value for name, value in globals().items() if name.endswith("_CASES") and name != "ALL_CASES"}
+    assert len(tuples) >= 14, sorted(tuples)
+    missing = {name: [c.id for c in cases if c.id not in listed] for name, cases in tuples.items()}
+    assert not any(missing.values()), {name: ids for name, ids in missing.items() if ids}
+
+
+# -- the benchmark's corpus ---------------------------------------------------------------------------
+
+
+def _folder_name(case_id: str) -> str:
+    """A case id as a portable folder name (ids are mostly safe already; this is the guarantee)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", case_id).strip(".-") or "case"
+
+
+def benchmark_corpus(folder: Path) -> Iterator[dict[str, str]]:
+    """Build every case into `folder/<case id>/` and yield its manifest entry for `benchmarks/scan.py`.
+
+    The entry names what the case's builder returns, which is what the tests scan: a file, or a
+    folder where the trick needs one (ONNX weights behind a symlink). Helper files a builder
+    leaves beside it (the clean source a file was altered from, a joblib side-car) stay in the
+    case's folder and are not entries. Every case is malicious; a builder that fails stops the
+    build, naming the case, since a corpus missing cases would shift every tool's score.
+    """
+    for case in ALL_CASES:
+        home = folder / _folder_name(case.id)
+        home.mkdir(parents=True)
+        try:
+            built = case.build(home)
+        except Exception as err:
+            err.add_note(f"while building bypass case {case.id}")
+            raise
+        yield {
+            "file": built.relative_to(folder).as_posix(),
+            "verdict": "malicious",
+            "technique": case.trick,
+            "source": case.source,
+            "case": case.id,
+        }
 
 
 # -- the fixtures are what the advisories describe --------------------------------------------------

@@ -6,16 +6,28 @@ dtypes, pandas 3 objects, scikit-learn's estimator zoo and plain Python data. Th
 written by the libraries' own writers (`pickle.dumps`, `torch.save`, `joblib.dump`,
 `pd.to_pickle`); nothing here is hand-encoded, so the corpus follows the libraries as they move.
 
+`object_cases()` and `sklearn_cases()` enumerate what is written with which writer, and `write()`
+writes it: the tests and the benchmark's corpus builder share them, so both cover the same files.
+
 Heavy libraries are imported inside the factories, so collecting the tests stays cheap.
 """
 
 from __future__ import annotations
 
+import pickle
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 Factory = Callable[[], Any]
+
+PICKLE_WRITERS = ("pickle-p0", "pickle-p2", "pickle-p5", "torch.save")
+"""Every object is written by each of these; pandas objects also by `pd.to_pickle`."""
+SKLEARN_WRITERS = ("pickle-p5", "joblib.dump")
+FIT_ERRORS = (ValueError, TypeError, AttributeError)
+"""What an estimator that cannot fit tiny default data raises (TSNE's perplexity, random
+projections' target dimension): what cannot be fitted is not a file to write."""
 
 
 # -- plain Python ---------------------------------------------------------------------------
@@ -458,3 +470,58 @@ OBJECT_FACTORIES: dict[str, Callable[[], dict[str, Factory]]] = {
     "numpy": _numpy,
     "pandas": _pandas,
 }
+
+
+# -- what is written, and how ----------------------------------------------------------------
+
+
+def object_cases() -> Iterator[tuple[str, str, str]]:
+    """(library, object name, writer) for every object of OBJECT_FACTORIES and each of its writers."""
+    for library, table in OBJECT_FACTORIES.items():
+        writers = PICKLE_WRITERS + (("pd.to_pickle",) if library == "pandas" else ())
+        for name in table():
+            for writer in writers:
+                yield library, name, writer
+
+
+def sklearn_cases() -> Iterator[tuple[str, str]]:
+    """(estimator name, writer) for every scikit-learn case and each of SKLEARN_WRITERS."""
+    for name in sklearn_case_names():
+        for writer in SKLEARN_WRITERS:
+            yield name, writer
+
+
+WRITER_FORMATS = {
+    "pickle-p0": "pickle",
+    "pickle-p2": "pickle",
+    "pickle-p5": "pickle",
+    "pd.to_pickle": "pickle",
+    "torch.save": "torch-zip",
+    "joblib.dump": "joblib",
+}
+"""The file format each writer produces, as the benchmark's manifests name formats."""
+
+
+def write(obj: object, writer: str, folder: Path, stem: str) -> Path:
+    """Write `obj` to `folder/stem.<suffix>` with the library writer named `writer`."""
+    if writer.startswith("pickle-p"):
+        path = folder / f"{stem}.pkl"
+        path.write_bytes(pickle.dumps(obj, protocol=int(writer.removeprefix("pickle-p"))))
+    elif writer == "torch.save":
+        import torch  # noqa: PLC0415
+
+        path = folder / f"{stem}.pt"
+        torch.save(obj, path)
+    elif writer == "joblib.dump":
+        import joblib  # noqa: PLC0415
+
+        path = folder / f"{stem}.joblib"
+        joblib.dump(obj, path)
+    elif writer == "pd.to_pickle":
+        import pandas as pd  # noqa: PLC0415
+
+        path = folder / f"{stem}.pkl"
+        pd.to_pickle(obj, path)
+    else:
+        raise ValueError(f"unknown writer {writer!r}; known: {sorted(WRITER_FORMATS)}")
+    return path

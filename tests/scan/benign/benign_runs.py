@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -126,3 +127,11 @@ def accelerate_state_folder(folder: Path) -> Path:
     out = folder / "accelerate-state"
     accelerator.save_state(str(out))
     return out
+
+
+RUN_FOLDERS: dict[str, Callable[[Path], Path]] = {
+    "transformers-trainer": transformers_trainer_folder,
+    "lightning": lightning_checkpoint_folder,
+    "accelerate-state": accelerate_state_folder,
+}
+"""Each run's builder: it writes its folder under the given one and returns it."""

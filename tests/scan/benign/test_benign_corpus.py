@@ -11,7 +11,6 @@ then reports the case as an expected failure with that reason, so nothing else c
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +35,6 @@ OWNED_ELSEWHERE: dict[str, str] = {
 }
 
 BAR = Severity.LOW
-PICKLE_WRITERS = ("pickle-p0", "pickle-p2", "pickle-p5", "torch.save")
 
 
 def _alarms(findings: tuple[Finding, ...]) -> list[Finding]:
@@ -53,42 +51,14 @@ def _judge(findings: tuple[Finding, ...]) -> None:
         pytest.xfail("; ".join(owners))
 
 
-def _write(obj: object, writer: str, folder: Path, stem: str) -> Path:
-    if writer.startswith("pickle-p"):
-        path = folder / f"{stem}.pkl"
-        path.write_bytes(pickle.dumps(obj, protocol=int(writer.removeprefix("pickle-p"))))
-    elif writer == "torch.save":
-        import torch  # noqa: PLC0415
-
-        path = folder / f"{stem}.pt"
-        torch.save(obj, path)
-    elif writer == "joblib.dump":
-        import joblib  # noqa: PLC0415
-
-        path = folder / f"{stem}.joblib"
-        joblib.dump(obj, path)
-    elif writer == "pd.to_pickle":
-        import pandas as pd  # noqa: PLC0415
-
-        path = folder / f"{stem}.pkl"
-        pd.to_pickle(obj, path)
-    else:  # pragma: no cover - the parameter lists below name only the writers above
-        raise AssertionError(writer)
-    return path
-
-
 def _object_cases() -> Iterator[Any]:
-    for library, table in objects.OBJECT_FACTORIES.items():
-        writers = PICKLE_WRITERS + (("pd.to_pickle",) if library == "pandas" else ())
-        for name in table():
-            for writer in writers:
-                yield pytest.param(library, name, writer, id=f"{library}/{name}/{writer}")
+    for library, name, writer in objects.object_cases():
+        yield pytest.param(library, name, writer, id=f"{library}/{name}/{writer}")
 
 
 def _sklearn_cases() -> Iterator[Any]:
-    for name in objects.sklearn_case_names():
-        for writer in ("pickle-p5", "joblib.dump"):
-            yield pytest.param(name, writer, id=f"sklearn/{name}/{writer}")
+    for name, writer in objects.sklearn_cases():
+        yield pytest.param(name, writer, id=f"sklearn/{name}/{writer}")
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +82,7 @@ def fitted() -> Callable[[str], object]:
 @pytest.mark.parametrize(("library", "name", "writer"), list(_object_cases()))
 def test_library_object_raises_no_alarm(library: str, name: str, writer: str, benign_folder: Path) -> None:
     obj = objects.OBJECT_FACTORIES[library]()[name]()
-    path = _write(obj, writer, benign_folder, f"{library}-{name}-{writer}")
+    path = objects.write(obj, writer, benign_folder, f"{library}-{name}-{writer}")
     _judge(scan_path(path).findings)
 
 
@@ -122,11 +92,9 @@ def test_sklearn_estimator_raises_no_alarm(
 ) -> None:
     try:
         estimator = fitted(name)
-    except (ValueError, TypeError, AttributeError) as err:
-        # Estimators that cannot fit tiny default data (TSNE's perplexity, random projections'
-        # target dimension) say so; what cannot be fitted is not a file to scan.
+    except objects.FIT_ERRORS as err:
         pytest.skip(f"{name} does not fit on tiny default data: {type(err).__name__}")
-    path = _write(estimator, writer, benign_folder, f"sklearn-{name}-{writer}")
+    path = objects.write(estimator, writer, benign_folder, f"sklearn-{name}-{writer}")
     _judge(scan_path(path).findings)
 
 
