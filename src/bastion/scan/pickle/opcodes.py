@@ -105,17 +105,17 @@ _U2 = struct.Struct("<H")
 _I4 = struct.Struct("<i")
 _U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
-_F8 = struct.Struct(">d")
+F8 = _F8 = struct.Struct(">d")
 
 QuirkSink = Callable[[int, str], None]
 
-_FRAME_CODES = frozenset({0x95, 0x80})  # FRAME, PROTO: always seen by _Frames.check
+FRAME_CODES = frozenset({0x95, 0x80})  # FRAME, PROTO: always seen by Frames.check
 # INT, PUT, GET: a decimal line. Up to 20 digits and the newline are looked at in place; a
 # value of 19 digits can pass LONG_MAX, where the C reader's strtol path differs: keep to 18.
 _DECIMAL_LINE = frozenset({0x49, 0x70, 0x67})
 
 
-def _decode_utf8(raw: bytes, pos: int) -> str:
+def decode_utf8(raw: bytes, pos: int) -> str:
     try:
         # CPython decodes BINUNICODE with "surrogatepass": a lone surrogate is data, not an error.
         return raw.decode("utf-8", "surrogatepass")
@@ -251,7 +251,7 @@ def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> objec
     if code in (0x71, 0x68):  # BINPUT, BINGET
         return read(1)[0]
     if code == 0x8C:  # SHORT_BINUNICODE
-        return _decode_utf8(read(read(1)[0]), pos)
+        return decode_utf8(read(read(1)[0]), pos)
     if code == 0x4B:  # BININT1
         return read(1)[0]
     if code in (0x72, 0x6A):  # LONG_BINPUT, LONG_BINGET
@@ -264,10 +264,10 @@ def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> objec
         return _F8.unpack(read(8))[0]
     if code == 0x58:  # BINUNICODE
         data = _sized(src, _U4.unpack(read(4))[0], "str", limits, pos)
-        return data if isinstance(data, LargeData) else _decode_utf8(data, pos)
+        return data if isinstance(data, LargeData) else decode_utf8(data, pos)
     if code == 0x8D:  # BINUNICODE8
         data = _sized(src, _U8.unpack(read(8))[0], "str", limits, pos)
-        return data if isinstance(data, LargeData) else _decode_utf8(data, pos)
+        return data if isinstance(data, LargeData) else decode_utf8(data, pos)
     if code == 0x43:  # SHORT_BINBYTES
         return read(read(1)[0])
     if code == 0x42:  # BINBYTES
@@ -337,7 +337,7 @@ def parse_opcodes(src: ByteSource, limits: ScanLimits, on_quirk: QuirkSink | Non
     if isinstance(src, MemorySource):
         yield from _parse_memory(src, limits, on_quirk)
         return
-    frame = _Frames(on_quirk)
+    frame = Frames(on_quirk)
     budget = limits.max_pickle_opcodes
     no_arg = _NO_ARG
     read = src.read
@@ -354,55 +354,20 @@ def parse_opcodes(src: ByteSource, limits: ScanLimits, on_quirk: QuirkSink | Non
             return
 
 
-def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | None) -> Iterator[Op]:  # noqa: PLR0912  # one flat loop is fastest
-    # The same loop over a buffer: the opcode byte and the commonest one-byte and short
-    # string arguments are read in place; everything else goes through _read_arg.
-    frame = _Frames(on_quirk)
+def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | None) -> Iterator[Op]:
+    # The same loop over a buffer: the opcode byte and the commonest arguments are read in place.
+    frame = Frames(on_quirk)
     budget = limits.max_pickle_opcodes
-    no_arg = _NO_ARG
-    inline = limits.max_inline_bytes
-    buf, base, end = src.buf, src.start, src.end
+    base, end = src.start, src.end
     while True:
         here = src._pos  # the fast path reads the window directly
         if here >= end:
             raise ArtifactError(f"{src.name}: truncated at byte {here - base}: the pickle has no STOP")
-        code = buf[here]
+        code = src.buf[here]
         pos = here - base
-        if code in no_arg:
-            arg: object = None
-            src._pos = here + 1
-        elif code in (0x71, 0x68, 0x4B) and here + 2 <= end:  # BINPUT, BINGET, BININT1
-            arg = buf[here + 1]
-            src._pos = here + 2
-        elif code == 0x47 and here + 9 <= end:  # BINFLOAT
-            arg = _F8.unpack_from(buf, here + 1)[0]
-            src._pos = here + 9
-        elif code in (0x4A, 0x72, 0x6A) and here + 5 <= end:  # BININT, LONG_BINPUT, LONG_BINGET
-            arg = (_I4 if code == 0x4A else _U4).unpack_from(buf, here + 1)[0]
-            src._pos = here + 5
-        elif code == 0x4D and here + 3 <= end:  # BININT2
-            arg = _U2.unpack_from(buf, here + 1)[0]
-            src._pos = here + 3
-        elif code == 0x8C and here + 2 <= end and here + 2 + buf[here + 1] <= end:  # SHORT_BINUNICODE
-            size = buf[here + 1]
-            arg = _decode_utf8(bytes(buf[here + 2 : here + 2 + size]), pos)
-            src._pos = here + 2 + size
-        elif code == 0x58 and here + 5 <= end and (size := _U4.unpack_from(buf, here + 1)[0]) <= inline and (
-            here + 5 + size <= end
-        ):  # BINUNICODE of an inline size (larger ones become LargeData in _read_arg)
-            arg = _decode_utf8(bytes(buf[here + 5 : here + 5 + size]), pos)
-            src._pos = here + 5 + size
-        elif code in _DECIMAL_LINE and (nl := buf.find(b"\n", here + 1, min(end, here + 20))) >= 0 and (
-            (digits := bytes(buf[here + 1 : nl])).isdigit() and (digits[0] != 0x30 or len(digits) == 1)
-        ):
-            # INT, PUT, GET with a plain decimal line (what protocol 0 writes): both readers agree
-            # with int() on it. Anything else (signs, octal "017", "I01", NULs) takes _read_arg.
-            arg = int(digits)
-            src._pos = nl + 1
-        else:
-            src._pos = here + 1
-            arg = _read_arg(code, src, limits, pos)
-        if code in _FRAME_CODES or (frame.active and (pos >= frame.end or src._pos - base > frame.end)):
+        src._pos = here + 1
+        arg = read_memory_arg(code, src, here, limits)
+        if code in FRAME_CODES or (frame.active and (pos >= frame.end or src._pos - base > frame.end)):
             # Inside a frame, check() has something to say only at or past the frame's end.
             frame.check(code, arg, pos, src._pos - base)
         budget -= 1
@@ -413,7 +378,52 @@ def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | N
             return
 
 
-class _Frames:
+def read_memory_arg(
+    code: int, src: MemorySource, here: int, limits: ScanLimits
+) -> object:  # one flat dispatch is fastest
+    """The argument of opcode `code`, read at buffer index `here` (with `src` just past the
+    opcode byte); leaves `src` after the argument. The commonest arguments are read in place,
+    the rest by `_read_arg`, exactly as a stream is read."""
+    if code in _NO_ARG:
+        return None
+    buf, end = src.buf, src.end
+    if code in (0x71, 0x68, 0x4B) and here + 2 <= end:  # BINPUT, BINGET, BININT1
+        src._pos = here + 2
+        return buf[here + 1]
+    if code == 0x47 and here + 9 <= end:  # BINFLOAT
+        src._pos = here + 9
+        return _F8.unpack_from(buf, here + 1)[0]
+    if code in (0x4A, 0x72, 0x6A) and here + 5 <= end:  # BININT, LONG_BINPUT, LONG_BINGET
+        src._pos = here + 5
+        return (_I4 if code == 0x4A else _U4).unpack_from(buf, here + 1)[0]
+    if code == 0x4D and here + 3 <= end:  # BININT2
+        src._pos = here + 3
+        return _U2.unpack_from(buf, here + 1)[0]
+    pos = here - src.start
+    if code == 0x8C and here + 2 <= end and (after := here + 2 + buf[here + 1]) <= end:  # SHORT_BINUNICODE
+        src._pos = after
+        return decode_utf8(bytes(buf[here + 2 : after]), pos)
+    if (
+        code == 0x58
+        and here + 5 <= end
+        and (size := _U4.unpack_from(buf, here + 1)[0]) <= limits.max_inline_bytes
+        and (here + 5 + size <= end)
+    ):  # BINUNICODE of an inline size (larger ones become LargeData in _read_arg)
+        src._pos = here + 5 + size
+        return decode_utf8(bytes(buf[here + 5 : here + 5 + size]), pos)
+    if (
+        code in _DECIMAL_LINE
+        and (nl := buf.find(b"\n", here + 1, min(end, here + 20))) >= 0
+        and ((digits := bytes(buf[here + 1 : nl])).isdigit() and (digits[0] != 0x30 or len(digits) == 1))
+    ):
+        # INT, PUT, GET with a plain decimal line (what protocol 0 writes): both readers agree
+        # with int() on it. Anything else (signs, octal "017", "I01", NULs) takes _read_arg.
+        src._pos = nl + 1
+        return int(digits)
+    return _read_arg(code, src, limits, pos)
+
+
+class Frames:
     """Tracks FRAME boundaries and reports what a conforming pickler never writes."""
 
     __slots__ = ("active", "end", "on_quirk")
