@@ -19,7 +19,6 @@ from bastion.scan.pickle.opcodes import STREAM_START_BYTES
 from bastion.scan.source import ByteSource, MemorySource, RawSourceReader, StreamSource
 
 _BLOCK = 512
-_UNSIGNED = struct.Struct("148B8x356B")
 _SIGNED = struct.Struct("148b8x356b")
 
 
@@ -49,7 +48,8 @@ def sniff(head: bytes) -> bool:
     checksum = _octal_field(block[148:156])
     if checksum is None:
         return False
-    return checksum in (256 + sum(_UNSIGNED.unpack(block)), 256 + sum(_SIGNED.unpack(block)))
+    unsigned = 256 + sum(block[:148]) + sum(block[156:])  # the checksum field counts as spaces
+    return checksum == unsigned or checksum == 256 + sum(_SIGNED.unpack(block))
 
 
 def scan_tar(ctx: ScanContext, src: ByteSource, loc: Location, depth: int) -> None:

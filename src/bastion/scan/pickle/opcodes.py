@@ -103,7 +103,7 @@ _NO_ARG = frozenset(
 _U1 = struct.Struct("<B")
 _U2 = struct.Struct("<H")
 _I4 = struct.Struct("<i")
-_U4 = struct.Struct("<I")
+U4 = _U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
 F8 = _F8 = struct.Struct(">d")
 

@@ -19,7 +19,16 @@ from typing import cast
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.scan.limits import ScanLimits
 from bastion.scan.pickle.callables import CallableSpec, CallArgs, Effect, Param, canonical_module, spec_for
-from bastion.scan.pickle.opcodes import F8, FRAME_CODES, Frames, LargeData, decode_utf8, parse_opcodes, read_memory_arg
+from bastion.scan.pickle.opcodes import (
+    F8,
+    FRAME_CODES,
+    U4,
+    Frames,
+    LargeData,
+    decode_utf8,
+    parse_opcodes,
+    read_memory_arg,
+)
 from bastion.scan.source import ByteSource, MemorySource
 
 
@@ -620,6 +629,8 @@ class Machine:
         step = self._step
         buf, base, end = src.buf, src.start, src.end
         unpack_float = F8.unpack_from
+        unpack_u4 = U4.unpack_from
+        inline = limits.max_inline_bytes
         while True:
             here = src._pos  # the fast loop reads the window in place
             if here >= end:
@@ -661,6 +672,36 @@ class Machine:
                 after = here + 1
             elif code == 0x85 and stack:  # TUPLE1
                 stack[-1] = (stack[-1],)
+                after = here + 1
+            elif (
+                code == 0x58
+                and here + 5 <= end
+                and (size := unpack_u4(buf, here + 1)[0]) <= inline
+                and (after := here + 5 + size) <= end
+            ):  # BINUNICODE of an inline size
+                stack.append(decode_utf8(bytes(buf[here + 5 : after]), here - base))
+            elif code == 0x65 and metastack and metastack[-1] and type(metastack[-1][-1]) is list:  # APPENDS to a list
+                outer = self.stack = metastack.pop()
+                outer[-1].extend(stack)  # type: ignore[attr-defined]
+                after = here + 1
+            elif (
+                code == 0x75 and metastack and metastack[-1] and type(metastack[-1][-1]) is PDict and not len(stack) % 2
+            ):  # SETITEMS on a dict
+                outer = self.stack = metastack.pop()
+                outer[-1].items.extend(zip(stack[::2], stack[1::2], strict=True))  # type: ignore[attr-defined]
+                after = here + 1
+            elif code in (0x74, 0x6C) and metastack:  # TUPLE, LIST
+                outer = self.stack = metastack.pop()
+                outer.append(tuple(stack) if code == 0x74 else stack)
+                after = here + 1
+            elif code == 0x61 and len(stack) >= 2 and type(stack[-2]) is list:  # APPEND to a list
+                value = stack.pop()
+                stack[-1].append(value)  # type: ignore[attr-defined]
+                after = here + 1
+            elif code == 0x73 and len(stack) >= 3 and type(stack[-3]) is PDict:  # SETITEM on a dict
+                value = stack.pop()
+                key = stack.pop()
+                stack[-1].items.append((key, value))  # type: ignore[attr-defined]
                 after = here + 1
             else:
                 pos = here - base
