@@ -112,7 +112,7 @@ QuirkSink = Callable[[int, str], None]
 FRAME_CODES = frozenset({0x95, 0x80})  # FRAME, PROTO: always seen by Frames.check
 # INT, PUT, GET: a decimal line. Up to 20 digits and the newline are looked at in place; a
 # value of 19 digits can pass LONG_MAX, where the C reader's strtol path differs: keep to 18.
-_DECIMAL_LINE = frozenset({0x49, 0x70, 0x67})
+DECIMAL_LINE = frozenset({0x49, 0x70, 0x67})
 
 
 def decode_utf8(raw: bytes, pos: int) -> str:
@@ -365,7 +365,6 @@ def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | N
             raise ArtifactError(f"{src.name}: truncated at byte {here - base}: the pickle has no STOP")
         code = src.buf[here]
         pos = here - base
-        src._pos = here + 1
         arg = read_memory_arg(code, src, here, limits)
         if code in FRAME_CODES or (frame.active and (pos >= frame.end or src._pos - base > frame.end)):
             # Inside a frame, check() has something to say only at or past the frame's end.
@@ -381,10 +380,13 @@ def _parse_memory(src: MemorySource, limits: ScanLimits, on_quirk: QuirkSink | N
 def read_memory_arg(
     code: int, src: MemorySource, here: int, limits: ScanLimits
 ) -> object:  # one flat dispatch is fastest
-    """The argument of opcode `code`, read at buffer index `here` (with `src` just past the
-    opcode byte); leaves `src` after the argument. The commonest arguments are read in place,
-    the rest by `_read_arg`, exactly as a stream is read."""
+    """The argument of opcode `code`, read at buffer index `here` (where `src` stands).
+
+    Leaves `src` after the argument; a bad argument fails with `src` at its opcode or in it.
+    The commonest arguments are read in place, the rest by `_read_arg`, as a stream is read.
+    """
     if code in _NO_ARG:
+        src._pos = here + 1
         return None
     buf, end = src.buf, src.end
     if code in (0x71, 0x68, 0x4B) and here + 2 <= end:  # BINPUT, BINGET, BININT1
@@ -401,18 +403,20 @@ def read_memory_arg(
         return _U2.unpack_from(buf, here + 1)[0]
     pos = here - src.start
     if code == 0x8C and here + 2 <= end and (after := here + 2 + buf[here + 1]) <= end:  # SHORT_BINUNICODE
+        value = decode_utf8(bytes(buf[here + 2 : after]), pos)  # a bad string fails at its opcode
         src._pos = after
-        return decode_utf8(bytes(buf[here + 2 : after]), pos)
+        return value
     if (
         code == 0x58
         and here + 5 <= end
         and (size := _U4.unpack_from(buf, here + 1)[0]) <= limits.max_inline_bytes
         and (here + 5 + size <= end)
     ):  # BINUNICODE of an inline size (larger ones become LargeData in _read_arg)
+        value = decode_utf8(bytes(buf[here + 5 : here + 5 + size]), pos)
         src._pos = here + 5 + size
-        return decode_utf8(bytes(buf[here + 5 : here + 5 + size]), pos)
+        return value
     if (
-        code in _DECIMAL_LINE
+        code in DECIMAL_LINE
         and (nl := buf.find(b"\n", here + 1, min(end, here + 20))) >= 0
         and ((digits := bytes(buf[here + 1 : nl])).isdigit() and (digits[0] != 0x30 or len(digits) == 1))
     ):
@@ -420,6 +424,7 @@ def read_memory_arg(
         # with int() on it. Anything else (signs, octal "017", "I01", NULs) takes _read_arg.
         src._pos = nl + 1
         return int(digits)
+    src._pos = here + 1
     return _read_arg(code, src, limits, pos)
 
 

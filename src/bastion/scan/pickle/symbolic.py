@@ -20,8 +20,10 @@ from bastion.errors import ArtifactError, LimitExceeded
 from bastion.scan.limits import ScanLimits
 from bastion.scan.pickle.callables import CallableSpec, CallArgs, Effect, Param, canonical_module, spec_for
 from bastion.scan.pickle.opcodes import (
+    DECIMAL_LINE,
     F8,
     FRAME_CODES,
+    MAX_LINE,
     U4,
     Frames,
     LargeData,
@@ -631,6 +633,7 @@ class Machine:
         unpack_float = F8.unpack_from
         unpack_u4 = U4.unpack_from
         inline = limits.max_inline_bytes
+        decimal_line = DECIMAL_LINE
         while True:
             here = src._pos  # the fast loop reads the window in place
             if here >= end:
@@ -694,6 +697,31 @@ class Machine:
                 outer = self.stack = metastack.pop()
                 outer.append(tuple(stack) if code == 0x74 else stack)
                 after = here + 1
+            elif (
+                code in decimal_line
+                and (nl := buf.find(b"\n", here + 1, min(end, here + 20))) >= 0
+                and (digits := bytes(buf[here + 1 : nl])).isdigit()
+                and (digits[0] != 0x30 or len(digits) == 1)
+                and (
+                    code == 0x49
+                    or (code == 0x70 and stack and len(memo) < max_memo)
+                    or (code == 0x67 and int(digits) in memo)
+                )
+            ):  # INT, PUT, GET with a plain decimal line, as protocol 0 writes them (see read_memory_arg)
+                if code == 0x49:
+                    stack.append(int(digits))
+                elif code == 0x70:
+                    memo[int(digits)] = stack[-1]
+                else:
+                    stack.append(memo[int(digits)])
+                after = nl + 1
+            elif (
+                code == 0x56
+                and (nl := buf.find(b"\n", here + 1, min(end, here + 1 + MAX_LINE))) >= 0
+                and buf.find(b"\\", here + 1, nl) < 0
+            ):  # UNICODE without escapes: raw-unicode-escape is then latin-1
+                stack.append(bytes(buf[here + 1 : nl]).decode("latin-1"))
+                after = nl + 1
             elif code == 0x61 and len(stack) >= 2 and type(stack[-2]) is list:  # APPEND to a list
                 value = stack.pop()
                 stack[-1].append(value)  # type: ignore[attr-defined]
@@ -705,7 +733,6 @@ class Machine:
                 after = here + 1
             else:
                 pos = here - base
-                src._pos = here + 1
                 arg = read_memory_arg(code, src, here, limits)
                 if code in FRAME_CODES or (frame.active and (pos >= frame.end or src._pos - base > frame.end)):
                     frame.check(code, arg, pos, src._pos - base)
