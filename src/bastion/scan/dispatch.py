@@ -479,9 +479,12 @@ def _pickle_evidence(data: bytes) -> str | None:
 def _scan_text(ctx: ScanContext, src: ByteSource, loc: Location, depth: int, hit: Hit) -> None:
     data = src.read_some(ctx.limits.max_text_bytes)
     from bastion.scan import secrets
-    from bastion.scan.formats import keras
 
-    document = keras.json_document(data)  # decoded as json.loads(bytes) would: BOM, UTF-16, UTF-32
+    document = None
+    if b"{" in data[:256]:  # "{" is byte 0x7B in every encoding json.loads detects
+        from bastion.scan.formats import keras
+
+        document = keras.json_document(data)  # decoded as json.loads(bytes) would: BOM, UTF-16, UTF-32
     text = document if document is not None else data.decode("utf-8", "replace")
     lower = hit.name.lower()
     if document is not None and (

@@ -6,7 +6,6 @@ must not become a second leak.
 
 from __future__ import annotations
 
-import json
 import re
 
 from bastion.findings import Location, Severity
@@ -49,6 +48,8 @@ def scan_text_for_secrets(ctx: ScanContext, text: str, loc: Location, fmt: str) 
 
 def scan_notebook(ctx: ScanContext, text: str, loc: Location) -> bool:
     """Scan a Jupyter notebook's cells and outputs for secrets; False if it is not one."""
+    import json  # noqa: PLC0415  # only for JSON documents: keeps start-up short
+
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.findings import Location, Severity
 from bastion.scan.context import ScanContext
-from bastion.scan.formats.numpy import has_object
 from bastion.scan.limits import ScanLimits
 from bastion.scan.pickle.symbolic import EmbeddedSink, Global, Machine, PDict, Result, Use
 from bastion.scan.source import ByteSource, MemorySource
@@ -343,6 +342,8 @@ def _dtype_layout(dtype: object) -> tuple[int, bool]:
     state = dtype.state if isinstance(dtype.state, tuple) else ()
     flags = state[7] if len(state) > 7 and isinstance(state[7], int) else 0
     # numpy takes hasobject from the pickled flags; the spelling may say so too.
+    from bastion.scan.formats.numpy import has_object  # noqa: PLC0415  # only for arrays: keeps start-up short
+
     objects = bool(flags & _NPY_ITEM_HASOBJECT) or has_object(spec)
     kind, digits = spec.lstrip("<>|=")[:1], spec.lstrip("<>|=")[1:].split("[")[0]
     if kind in ("S", "U", "V", "a"):
