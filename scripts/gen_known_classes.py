@@ -15,6 +15,9 @@ scanner never does), walks their modules and records, by the name pickle writes
   or plain setattr) runs no code of the class: no `__new__`, `__setstate__`, `__setattr__`,
   `__getattr__` or `__getattribute__` of their own, unless that hook is in REVIEWED_HOOKS (read
   by a person, pinned by a digest of its source).
+- SETTERS: for plain classes, the attribute names whose assignment runs the class's code (a
+  property with a setter, any descriptor whose `__set__` is Python). BUILD applies slot state
+  with setattr, so a stream that sets one of these runs that code: it is judged as a call.
 - ALIASES: a library's public names for classes it defines under a prefix the scanner already
   trusts for rebuilding (pandas 3 pickles `pandas.core.frame.DataFrame` as `pandas.DataFrame`).
 - SCALAR_CLASSES: compiled classes in the reviewed modules below whose pickled form is
@@ -249,6 +252,26 @@ def _own_hook(cls: type, hook: str) -> object | None:
     return None
 
 
+def code_setters(cls: type) -> tuple[str, ...]:
+    """Names whose `setattr` on an instance runs Python code: properties with a setter and
+    descriptors whose type defines `__set__` in Python (slots' member descriptors do not)."""
+    names: set[str] = set()
+    for base in cls.__mro__:
+        if base is object:
+            break
+        for name, value in vars(base).items():
+            if name in names or name.startswith("__"):
+                continue
+            if isinstance(value, property):
+                if value.fset is not None:
+                    names.add(name)
+                continue
+            setter = getattr(type(value), "__set__", None)
+            if setter is not None and (inspect.isfunction(setter) or inspect.ismethod(setter)):
+                names.add(name)
+    return tuple(sorted(names))
+
+
 def _plain_hooks_ok(cls: type, key: str) -> bool:
     if type(cls) not in (type, __import__("abc").ABCMeta):
         return False
@@ -301,6 +324,7 @@ class Knowledge:
     enums: dict[str, tuple[object, ...]] = dataclasses.field(default_factory=dict)
     structseqs: set[str] = dataclasses.field(default_factory=set)
     plain: set[str] = dataclasses.field(default_factory=set)
+    setters: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     aliases: set[str] = dataclasses.field(default_factory=set)
     scalar: dict[str, int] = dataclasses.field(default_factory=dict)
     singletons: set[str] = dataclasses.field(default_factory=set)
@@ -362,7 +386,13 @@ class Knowledge:
         elif _is_structseq(cls):
             self.structseqs.add(key)
         elif cls.__new__ is object.__new__ and _plain_hooks_ok(cls, key):
-            self.plain.add(key)
+            self.note_plain(key, cls)
+
+    def note_plain(self, key: str, cls: type) -> None:
+        self.plain.add(key)
+        setters = code_setters(cls)
+        if setters:
+            self.setters[key] = setters
 
 
 def gather() -> tuple[Knowledge, dict[str, str]]:
@@ -420,6 +450,11 @@ def render(known: Knowledge, versions: dict[str, str]) -> str:
     w("PLAIN_CLASSES: frozenset[str] = frozenset(\n")
     w('    f"{module}:{name}" for module, names in _PLAIN_BY_MODULE.items() for name in names\n')
     w(")\n\n")
+    w("# Attributes of plain classes whose assignment runs the class's code (property setters).\n")
+    w("SETTERS: dict[str, tuple[str, ...]] = {\n")
+    for key in sorted(known.setters):
+        w(f"    {key!r}: {known.setters[key]!r},\n")
+    w("}\n\n")
     for title, name, items in (
         ("C struct-sequence types: a call with a literal sequence (and dict) only builds the tuple.",
          "STRUCTSEQS", known.structseqs),
@@ -477,6 +512,8 @@ def verify() -> list[str]:
         cls = _resolve(key)
         if not (isinstance(cls, type) and cls.__new__ is object.__new__ and _plain_hooks_ok(cls, key)):
             wrong.append(f"{key}: has a rebuild hook of its own")
+        elif code_setters(cls) != data.SETTERS.get(key, ()):
+            wrong.append(f"{key}: its property setters changed")
     wrong += [f"{key}: not a class" for key in data.ALIASES if not isinstance(_resolve(key), type)]
     wrong += [f"{key}: a class" for key in data.SINGLETONS if isinstance(_resolve(key), type)]
     return wrong

@@ -100,6 +100,15 @@ _RULES = (
         "never do this; treat the file as unsafe.",
     ),
     Rule(
+        "pickle.property-setter",
+        _H,
+        "Sets an attribute whose assignment runs the class's code",
+        "BUILD applies a state's second part (slot state) with setattr, one name at a time, and a "
+        "property or descriptor with a setter runs the class's own code for that name. Pickles "
+        "that libraries write for these classes carry their attributes in the first part, which "
+        "is stored without running anything; treat the file as unsafe.",
+    ),
+    Rule(
         "pickle.computed-global",
         _H,
         "Imports a name that is computed while loading",

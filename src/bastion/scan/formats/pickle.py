@@ -75,6 +75,8 @@ def _distinct_globals(globals_seen: list[Global]) -> list[Global]:
         first.call_count += g.call_count
         for args in g.calls or ():
             first.called_with(args)
+        if g.set_attrs:
+            first.sets(g.set_attrs)
     return list(merged.values())
 
 

@@ -389,6 +389,14 @@ def judge_global(g: Global, extra_allowed: frozenset[str] = frozenset()) -> Judg
             f"calls {dotted} with arguments made while loading, where its specification needs to see "
             "what it will call, import or unpickle",
         )
+    setters = _setters_run(module, name, g)
+    if setters:
+        return Judgement(
+            "pickle.property-setter",
+            Severity.HIGH,
+            f"assigns {', '.join(setters[:5])} on a rebuilt {dotted} with setattr (BUILD's slot state), "
+            "which runs the class's own setter code while loading",
+        )
     safe = is_safe_callable(module, name, extra_allowed)
     if safe or _resolved_getattr(g) or is_inert_class_use(module, name, g):
         return None
@@ -446,6 +454,15 @@ def _known_classes() -> ModuleType:
     # 95 KB of generated data, needed only when a stream names a class the catalogue does not
     # specify: loaded then, not at every start of `bastion scan`.
     return importlib.import_module("bastion.scan.pickle.known_classes")
+
+
+def _setters_run(module: str, name: str, g: Global) -> list[str]:
+    """The names BUILD's slot state assigns on this class that run code: its property setters,
+    and, on a class that has any, a name the emulation could not read (made while loading)."""
+    if not g.set_attrs:
+        return []
+    setters = _known_classes().SETTERS.get(f"{module}:{name}", ())
+    return [n for n in g.set_attrs if n in setters or (setters and n.startswith("<"))]
 
 
 def is_inert_class_use(module: str, name: str, g: Global) -> bool:

@@ -67,11 +67,22 @@ class Global:
     """The arguments of the calls made by REDUCE, INST and OBJ (at most _MAX_KEPT_CALLS), for the
     rules that judge a class by what it does with them. A call counted but not kept here (one
     implied by another callee's arguments, or past the limit) leaves nothing to judge it by."""
+    set_attrs: list[str] | None = None
+    """Names BUILD's slot state assigns with setattr on an instance of this class: a property
+    setter among them runs the class's code (the rules look them up in known_classes.SETTERS)."""
 
     def use(self, how: Use, pos: int) -> None:
         self.uses.setdefault(how, pos)
         if how is Use.CALL:
             self.call_count += 1
+
+    def sets(self, names: list[str]) -> None:
+        """Keep the attribute names one BUILD assigns with setattr (at most _MAX_KEPT_CALLS)."""
+        if self.set_attrs is None:
+            self.set_attrs = []
+        for name in names:
+            if name not in self.set_attrs and len(self.set_attrs) < _MAX_KEPT_CALLS:
+                self.set_attrs.append(name)
 
     def called_with(self, args: object) -> None:
         """Keep the arguments of one call counted by `use(Use.CALL, ...)`."""
@@ -963,6 +974,12 @@ class Machine:
                 target.state = state
             if isinstance(target.func, Global):
                 self._check_build_state(target.func, state, pos)
+                slot_state = state[1] if type(state) is tuple and len(state) == 2 else None
+                if isinstance(slot_state, PDict):
+                    # Applied with setattr, key by key: a property's setter runs for its name.
+                    target.func.sets([k if isinstance(k, str) else "<computed name>" for k, _ in slot_state.items])
+                elif isinstance(slot_state, (Result, Unknown, Persistent)):
+                    target.func.sets(["<names made while loading>"])
         if isinstance(target, Global):
             target.use(Use.MUTATE, pos)
             self._observe(Event.BUILD_ON_GLOBAL, pos, target.dotted)
