@@ -59,6 +59,7 @@ _REACHING_OPS = frozenset(
         "Popen",
         "rpc_sync",
         "rpc_async",
+        "rpc_remote",
         "remote",
         "_rpc_sync_torchscript",
         "_rpc_async_torchscript",
