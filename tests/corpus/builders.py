@@ -121,6 +121,31 @@ def torchscript_traced(folder: Path) -> Path:
     return path
 
 
+def torchscript_quantized(folder: Path, how: str) -> Path:
+    """A quantized model saved as TorchScript, as mobile deployments ship it: `dynamic` (int8
+    Linear, scripted), or `static` (fbgemm, calibrated once) `scripted` or `traced`."""
+    import torch  # noqa: PLC0415
+    from torch.ao import quantization as tq  # noqa: PLC0415
+
+    from corpus.torch_models import TinyConvNet, TinyNet  # noqa: PLC0415
+
+    path = folder / f"quantized-{how}.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization and torch.jit deprecation notices
+        if how == "dynamic":
+            model: torch.nn.Module = tq.quantize_dynamic(TinyNet(), {torch.nn.Linear}, dtype=torch.qint8)
+            program = torch.jit.script(model)
+        else:
+            float_model = TinyConvNet().eval()
+            float_model.qconfig = tq.get_default_qconfig("fbgemm")
+            prepared = tq.prepare(float_model)
+            prepared(torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+            model = tq.convert(prepared)
+            program = torch.jit.script(model) if how == "static-scripted" else torch.jit.trace(model, torch.zeros(1, 3, 8, 8))
+        torch.jit.save(program, str(path))
+    return path
+
+
 def torch_tensor_plain_pickle(folder: Path) -> Path:
     """A tensor pickled with `pickle.dumps`: its storage travels as an embedded torch zip."""
     import torch  # noqa: PLC0415

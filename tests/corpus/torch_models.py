@@ -16,3 +16,18 @@ class TinyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(torch.relu(self.hidden(x)))
+
+
+class TinyConvNet(nn.Module):
+    """A convolution and a linear layer between quantization stubs, for static quantization."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(self.quant(x)))
+        return self.dequant(self.fc(x.reshape(x.shape[0], -1)))

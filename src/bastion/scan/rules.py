@@ -249,6 +249,16 @@ _RULES = (
         "safetensors.",
     ),
     Rule(
+        "torch.torchscript-setstate",
+        _M,
+        "A TorchScript __setstate__ runs while the archive loads",
+        "torch.jit.load (and torch.load, which hands TorchScript archives to it) runs every "
+        "__setstate__ method of the program as it loads. Its calls are judged like all others "
+        "in the program, so one that reaches outside PyTorch's math is also reported at HIGH or "
+        "CRITICAL; alone, this is what the scripted code of quantized modules holds (it re-packs "
+        "their weights). Block at MEDIUM to refuse any code that runs on load.",
+    ),
+    Rule(
         "torch.torchscript-dangerous-op",
         _C,
         "TorchScript code calls an op that reaches files, processes or the network",

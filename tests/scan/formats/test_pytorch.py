@@ -391,6 +391,35 @@ def test_torchscript_calling_ops_outside_torch_math_is_blocked(call: str, rule: 
     assert_fails_with(scan_path(path), rule)
 
 
+@pytest.mark.parametrize("how", ["dynamic", "static-scripted", "static-traced"])
+def test_quantized_torchscript_passes_with_its_setstate_shown(how: str, tmp_path: Path) -> None:
+    """Quantized modules' scripted code re-packs their weights in a __setstate__ that calls only
+    PyTorch's quantized kernels: shown (MEDIUM when present), never blocking by default."""
+    report = scan_path(builders.torchscript_quantized(tmp_path, how))
+    assert_passes(report)
+    if how != "dynamic":
+        assert "torch.torchscript-setstate" in rules(report), describe(report.findings)
+
+
+@pytest.mark.parametrize(
+    ("call", "rule"),
+    [
+        pytest.param("torch.ops.evil.run(state)", "torch.torchscript-code", id="custom-op"),
+        pytest.param('torch.save(state, "/tmp/x")', "torch.torchscript-dangerous-op", id="torch-save"),
+    ],
+)
+def test_a_setstate_calling_outside_torch_math_is_still_blocked(call: str, rule: str, tmp_path: Path) -> None:
+    source = builders.torchscript_quantized(tmp_path, "static-scripted").read_bytes()
+    member = "quantized-static-scripted/code/__torch__/torch/ao/nn/quantized/modules/conv.py"
+    with zipfile.ZipFile(io.BytesIO(source)) as archive:
+        text = archive.read(member).decode()
+    edited = text.replace("    self.in_channels = (state)[0]\n", f"    self.in_channels = (state)[0]\n    _x = {call}\n", 1)
+    assert edited != text
+    path = tmp_path / "edited.pt"
+    path.write_bytes(zips.with_member_replaced(source, "quantized/modules/conv.py", edited.encode()))
+    assert_fails_with(scan_path(path), rule)
+
+
 def test_torchscript_source_that_cannot_be_parsed_is_blocked(tmp_path: Path) -> None:
     source = builders.torchscript_scripted(tmp_path).read_bytes()
     path = tmp_path / "broken.pt"

@@ -29,9 +29,10 @@ def _registry() -> dict[str, set[str]]:
     return ops
 
 
-def test_every_registered_aten_and_prim_op_that_reaches_outside_is_listed() -> None:
+def test_every_registered_op_of_an_inert_namespace_or_prim_that_reaches_outside_is_listed() -> None:
     ops = _registry()
-    reaching = {f"{ns}::{name}" for ns in ("aten", "prim") for name in ops[ns] if _REACHING_WORDS.search(name)}
+    namespaces = {"prim", *torchscript._INERT_NAMESPACES}
+    reaching = {f"{ns}::{name}" for ns in namespaces for name in ops.get(ns, ()) if _REACHING_WORDS.search(name)}
     assert reaching, "the pattern finds nothing: the registry was not read"
     missing = sorted(op for op in reaching if op.partition("::")[2] not in torchscript._REACHING_OPS)
     assert missing == [], f"ops that reach files, processes or the network but are not in _REACHING_OPS: {missing}"
@@ -46,3 +47,7 @@ def test_every_inert_prim_name_is_an_op_or_an_attribute_the_printer_emits() -> N
 
 def test_no_inert_prim_name_reaches_outside() -> None:
     assert not {n for n in torchscript._INERT_PRIM if _REACHING_WORDS.search(n)}
+
+
+def test_every_inert_namespace_is_one_of_pytorchs_own() -> None:
+    assert set(_registry()) >= torchscript._INERT_NAMESPACES, "an inert namespace this torch does not register"

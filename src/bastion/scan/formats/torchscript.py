@@ -9,9 +9,9 @@ torch.save, custom ops under torch.ops) runs then or at the first forward call.
 The sources are parsed with `ast` and never executed or compiled. Every call is
 resolved to a dotted name and judged: ops that reach files, processes or the network are
 CRITICAL, ops outside PyTorch's own math (custom op namespaces, custom classes, prim ops
-not known to be inert) and any `__setstate__` are HIGH, and a program that calls only
-PyTorch's math is a LOW note: loading it runs no code an attacker chose, but it is still
-code, which the serving gateway refuses to load.
+not known to be inert) are HIGH, a `__setstate__` method is MEDIUM (what it calls is judged
+like every other call), and a program that calls only PyTorch's math is a LOW note: loading it
+runs no code an attacker chose, but it is still code, which the serving gateway refuses to load.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ _REACHING_OPS = frozenset(
 )
 # Namespaces of torch.ops whose ops are PyTorch's own tensor math. `prim` is PyTorch's own
 # too, but it also holds the interpreter's machinery; only these of its ops are inert.
-_INERT_NAMESPACES = frozenset({"aten"})
+_INERT_NAMESPACES = frozenset({"aten", "quantized", "_quantized"})  # PyTorch's math, float and quantized
 _INERT_PRIM = frozenset(
     {
         "unchecked_cast",
@@ -184,7 +184,9 @@ def scan_code(ctx: ScanContext, src: MemorySource, members: list[ZipMember], fol
             ctx.incomplete(mloc, f"TorchScript source could not be read: {err.message}", "torchscript")
             continue
         _judge_source(ctx, text, mloc)
-    if not any(f.rule_id.startswith("torch.torchscript") for f in ctx.findings[before:]):
+    if not any(
+        f.rule_id.startswith("torch.torchscript") and f.severity >= Severity.HIGH for f in ctx.findings[before:]
+    ):
         ctx.add(
             "torch.torchscript-program",
             Severity.LOW,
@@ -213,9 +215,13 @@ def _judge_source(ctx: ScanContext, text: bytes, loc: Location) -> None:
         if reported >= _MAX_FINDINGS:
             break
         if isinstance(node, ast.FunctionDef) and node.name == "__setstate__":
+            # It runs while the archive loads. What it calls is judged like every other call in
+            # the program (below, in every file): an op outside PyTorch's math is HIGH or
+            # CRITICAL there. A __setstate__ that only reaches PyTorch's math is what every
+            # quantized module's scripted code holds (it re-packs the weights).
             ctx.add(
-                "torch.torchscript-code",
-                Severity.HIGH,
+                "torch.torchscript-setstate",
+                Severity.MEDIUM,
                 loc,
                 "a TorchScript __setstate__ method: torch.jit.load (and torch.load) runs it while loading",
                 "torchscript",
