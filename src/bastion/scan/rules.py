@@ -242,7 +242,7 @@ _RULES = (
         "TorchScript code runs on load or calls ops outside PyTorch's math",
         "The archive holds TorchScript (a code/ folder), which torch.jit.load compiles and runs, "
         "and torch.load hands to torch.jit.load, with weights_only=True before PyTorch 2.6 "
-        "(CVE-2025-32434). A __setstate__ method runs while the archive loads; a custom op "
+        "(CVE-2025-32434), and its __setstate__ methods run while the archive loads. A custom op "
         "(torch.ops.<namespace>), a custom class, a prim op not known to be inert, or source "
         "that cannot be parsed does what its library or the attacker chose. The sources are "
         "parsed, never run. Load only TorchScript you built, or export the model to ONNX or "
