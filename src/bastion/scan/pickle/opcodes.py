@@ -17,7 +17,7 @@ from typing import NamedTuple, cast
 
 from bastion.errors import ArtifactError, LimitExceeded
 from bastion.scan.limits import ScanLimits
-from bastion.scan.source import ByteSource, MemorySource
+from bastion.scan.source import Buffer, ByteSource, MemorySource
 
 MAX_LINE = 1 << 28  # CPython sets no limit; this only bounds memory
 HIGHEST_PROTOCOL = 5
@@ -103,9 +103,9 @@ _NO_ARG = frozenset(
 _U1 = struct.Struct("<B")
 _U2 = struct.Struct("<H")
 _I4 = struct.Struct("<i")
-U4 = _U4 = struct.Struct("<I")
+U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
-F8 = _F8 = struct.Struct(">d")
+F8 = struct.Struct(">d")
 
 QuirkSink = Callable[[int, str], None]
 
@@ -255,15 +255,15 @@ def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> objec
     if code == 0x4B:  # BININT1
         return read(1)[0]
     if code in (0x72, 0x6A):  # LONG_BINPUT, LONG_BINGET
-        return _U4.unpack(read(4))[0]
+        return U4.unpack(read(4))[0]
     if code == 0x4A:  # BININT
         return _I4.unpack(read(4))[0]
     if code == 0x4D:  # BININT2
         return _U2.unpack(read(2))[0]
     if code == 0x47:  # BINFLOAT
-        return _F8.unpack(read(8))[0]
+        return F8.unpack(read(8))[0]
     if code == 0x58:  # BINUNICODE
-        data = _sized(src, _U4.unpack(read(4))[0], "str", limits, pos)
+        data = _sized(src, U4.unpack(read(4))[0], "str", limits, pos)
         return data if isinstance(data, LargeData) else decode_utf8(data, pos)
     if code == 0x8D:  # BINUNICODE8
         data = _sized(src, _U8.unpack(read(8))[0], "str", limits, pos)
@@ -271,7 +271,7 @@ def _read_arg(code: int, src: ByteSource, limits: ScanLimits, pos: int) -> objec
     if code == 0x43:  # SHORT_BINBYTES
         return read(read(1)[0])
     if code == 0x42:  # BINBYTES
-        return _sized(src, _U4.unpack(read(4))[0], "bytes", limits, pos)
+        return _sized(src, U4.unpack(read(4))[0], "bytes", limits, pos)
     if code == 0x8E:  # BINBYTES8
         return _sized(src, _U8.unpack(read(8))[0], "bytes", limits, pos)
     if code == 0x96:  # BYTEARRAY8
@@ -394,10 +394,10 @@ def read_memory_arg(
         return buf[here + 1]
     if code == 0x47 and here + 9 <= end:  # BINFLOAT
         src._pos = here + 9
-        return _F8.unpack_from(buf, here + 1)[0]
+        return F8.unpack_from(buf, here + 1)[0]
     if code in (0x4A, 0x72, 0x6A) and here + 5 <= end:  # BININT, LONG_BINPUT, LONG_BINGET
         src._pos = here + 5
-        return (_I4 if code == 0x4A else _U4).unpack_from(buf, here + 1)[0]
+        return (_I4 if code == 0x4A else U4).unpack_from(buf, here + 1)[0]
     if code == 0x4D and here + 3 <= end:  # BININT2
         src._pos = here + 3
         return _U2.unpack_from(buf, here + 1)[0]
@@ -409,23 +409,33 @@ def read_memory_arg(
     if (
         code == 0x58
         and here + 5 <= end
-        and (size := _U4.unpack_from(buf, here + 1)[0]) <= limits.max_inline_bytes
+        and (size := U4.unpack_from(buf, here + 1)[0]) <= limits.max_inline_bytes
         and (here + 5 + size <= end)
     ):  # BINUNICODE of an inline size (larger ones become LargeData in _read_arg)
         value = decode_utf8(bytes(buf[here + 5 : here + 5 + size]), pos)
         src._pos = here + 5 + size
         return value
-    if (
-        code in DECIMAL_LINE
-        and (nl := buf.find(b"\n", here + 1, min(end, here + 20))) >= 0
-        and ((digits := bytes(buf[here + 1 : nl])).isdigit() and (digits[0] != 0x30 or len(digits) == 1))
-    ):
-        # INT, PUT, GET with a plain decimal line (what protocol 0 writes): both readers agree
-        # with int() on it. Anything else (signs, octal "017", "I01", NULs) takes _read_arg.
-        src._pos = nl + 1
-        return int(digits)
+    if code in DECIMAL_LINE and (plain := plain_decimal_at(buf, here, end)) is not None:
+        number, src._pos = plain
+        return number
     src._pos = here + 1
     return _read_arg(code, src, limits, pos)
+
+
+def plain_decimal_at(buf: Buffer, here: int, end: int) -> tuple[int, int] | None:
+    """(value, index after the newline) of a plain decimal line after the opcode at `here`.
+
+    INT, PUT, GET as protocol 0 writes them: both readers agree with int() on at most 18
+    digits without a leading zero. Anything else (signs, octal "017", "I01", NULs, a value past
+    LONG_MAX, where the C reader's strtol path differs) is None: `_read_arg` reads it.
+    """
+    nl = buf.find(b"\n", here + 1, min(end, here + 20))
+    if nl < 0:
+        return None
+    digits = bytes(buf[here + 1 : nl])
+    if not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
+        return None
+    return int(digits), nl + 1
 
 
 class Frames:

@@ -29,6 +29,7 @@ from bastion.scan.pickle.opcodes import (
     LargeData,
     decode_utf8,
     parse_opcodes,
+    plain_decimal_at,
     read_memory_arg,
 )
 from bastion.scan.source import ByteSource, MemorySource
@@ -710,22 +711,20 @@ class Machine:
                 after = here + 1
             elif (
                 code in decimal_line
-                and (nl := buf.find(b"\n", here + 1, min(end, here + 20))) >= 0
-                and (digits := bytes(buf[here + 1 : nl])).isdigit()
-                and (digits[0] != 0x30 or len(digits) == 1)
+                and (plain := plain_decimal_at(buf, here, end)) is not None
                 and (
                     code == 0x49
                     or (code == 0x70 and stack and len(memo) < max_memo)
-                    or (code == 0x67 and int(digits) in memo)
+                    or (code == 0x67 and plain[0] in memo)
                 )
-            ):  # INT, PUT, GET with a plain decimal line, as protocol 0 writes them (see read_memory_arg)
+            ):  # INT, PUT, GET with a plain decimal line, as protocol 0 writes them
+                number, after = plain
                 if code == 0x49:
-                    stack.append(int(digits))
+                    stack.append(number)
                 elif code == 0x70:
-                    memo[int(digits)] = stack[-1]
+                    memo[number] = stack[-1]
                 else:
-                    stack.append(memo[int(digits)])
-                after = nl + 1
+                    stack.append(memo[number])
             elif (
                 code == 0x56
                 and (nl := buf.find(b"\n", here + 1, min(end, here + 1 + MAX_LINE))) >= 0
