@@ -8,11 +8,13 @@ process to a pool mid-job must keep every file, once, in path order.
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
 import pytest
 
+from bastion.findings import Severity, Verdict
 from bastion.scan import api
 from bastion.scan.api import pool_pays, scan_paths
 from corpus.payloads import SystemCall
@@ -72,3 +74,23 @@ def test_explicit_worker_count_is_used_as_given(tmp_path: Path) -> None:
     serial = scan_paths([tmp_path], workers=1)
     pooled = scan_paths([tmp_path], workers=2)
     assert [(f.path, f.findings) for f in pooled.files] == [(f.path, f.findings) for f in serial.files]
+
+
+def _dies_on_the_fifth(path: str) -> api.FileReport:
+    """A worker killed from outside (the OOM killer, kill -9) while it scans one file."""
+    if path.endswith("05.pkl"):
+        os._exit(9)
+    return api.scan_file(path, api._WORKER_POLICY)
+
+
+def test_a_worker_killed_mid_scan_leaves_its_files_not_analysed_never_passed_nor_hung(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = _folder(tmp_path, 12)
+    monkeypatch.setattr(api, "_scan_in_worker", _dies_on_the_fifth)
+    report = scan_paths([tmp_path], workers=2)
+    assert [f.path for f in report.files] == [str(p) for p in paths]  # every file, once, in order
+    lost = [f.path for f in report.files if any(x.rule_id == "scan.incomplete" for x in f.findings)]
+    assert any(p.endswith("05.pkl") for p in lost), lost
+    assert all(f.verdict(Severity.HIGH) is not Verdict.PASS for f in report.files if f.path in lost)
+    assert report.verdict() is not Verdict.PASS
