@@ -54,5 +54,6 @@ def policy_check_command(path: Path, fmt: str) -> None:
         if need.assessment_min or need.assessment_max:
             parts.append(f"assessment min {dict(need.assessment_min)} max {dict(need.assessment_max)}")
         click.echo(f"  {stage}: " + "; ".join(parts))
+    click.echo(f"serve: a budget over a model's extraction cost: {policy.serve.budget_over_extraction_cost}")
     if missing_any:
         raise SystemExit(1)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bastion.findings import Severity
-from bastion.policy.schema import GatePolicy, Policy, ScanPolicy, StageRequirements
+from bastion.policy.schema import BudgetAction, GatePolicy, Policy, ScanPolicy, ServePolicy, StageRequirements
 from bastion.scan.limits import DEFAULT_LIMITS, ScanLimits
 
 SeverityName = Literal["info", "low", "medium", "high", "critical"]
@@ -92,6 +92,15 @@ class GateSection(BaseModel):
         return self
 
 
+class ServeSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_over_extraction_cost: Literal["warn", "refuse"] = "warn"
+
+    def to_policy(self) -> ServePolicy:
+        return ServePolicy(budget_over_extraction_cost=BudgetAction(self.budget_over_extraction_cost))
+
+
 def _relative_to(base: Path, name: str) -> Path:
     path = Path(name).expanduser()
     return path if path.is_absolute() else base / path
@@ -105,6 +114,7 @@ class PolicyFile(BaseModel):
     version: Literal[1] = 1
     scan: ScanSection = ScanSection()
     gate: GateSection = GateSection()
+    serve: ServeSection = ServeSection()
 
     def to_policy(self, base: Path = Path()) -> Policy:
         """The typed policy; key paths in the file are relative to `base`, the file's folder."""
@@ -118,4 +128,5 @@ class PolicyFile(BaseModel):
             version=self.version,
             scan=ScanPolicy(Severity.parse(self.scan.block_at), self.scan.allow_globals, limits),
             gate=gate,
+            serve=self.serve.to_policy(),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,26 @@ class GatePolicy:
         return self.requirements.get(stage, StageRequirements())
 
 
+class BudgetAction(enum.StrEnum):
+    """What `bastion keys create` does when a budget lets a caller copy a model (see `ServePolicy`)."""
+
+    WARN = "warn"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class ServePolicy:
+    """What the serving gateway's keys and accounts may be given.
+
+    `budget_over_extraction_cost`: a key or account budget that lets its holder spend a served
+    model's measured extraction cost (the rows an attacker needs for 95 % agreement, from the
+    production version's assessment) within a month is warned about (`warn`, the default) or
+    refused, creating nothing (`refuse`).
+    """
+
+    budget_over_extraction_cost: BudgetAction = BudgetAction.WARN
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """The whole policy; later stages add their sections."""
@@ -63,3 +84,4 @@ class Policy:
     version: int = 1
     scan: ScanPolicy = field(default_factory=ScanPolicy)
     gate: GatePolicy = field(default_factory=GatePolicy)
+    serve: ServePolicy = field(default_factory=ServePolicy)
