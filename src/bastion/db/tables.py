@@ -180,6 +180,26 @@ serve_keys = Table(  # API keys of the inference gateway; only a hash of the sec
     Column("burst", Integer, nullable=True),
     Column("daily", Integer, nullable=True),
     Column("monthly", Integer, nullable=True),
+    Column("account", String(200), nullable=False, index=True),  # who pays: budgets shared by its keys
+    Column("max_rows", Integer, nullable=True),  # rows per request; None: the default (keys.DEFAULT_MAX_ROWS)
+    # A throttle an alarm set: the key's rate until an operator lifts it (shared by replicas, kept on restart).
+    Column("throttle_per_second", Float, nullable=True),
+    Column("throttle_burst", Integer, nullable=True),
+    Column("throttle_reason", Text, nullable=True),
+)
+
+serve_accounts = Table(  # an account's budget per model, shared by all its keys; no row: no account budget
+    "serve_accounts",
+    metadata,
+    Column("account", String(200), primary_key=True),
+    Column("rate_per_second", Float, nullable=True),
+    Column("burst", Integer, nullable=True),
+    Column("daily", Integer, nullable=True),
+    Column("monthly", Integer, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("updated_by", String(200), nullable=False),
 )
 
 serve_disabled_models = Table(  # the kill switch: a model listed here is not served
