@@ -17,6 +17,11 @@ An account's budget applies to every model its keys call, so setting it needs ad
 model (`*`). The gateway's own reads (`get`, `all`, `snapshot`, `keys_of_account`,
 `account_limits`) and its actions on an alarm (`suspend_on_alarm`, `throttle_on_alarm`, which
 can only take access away) need no principal.
+
+`issue_key` is how a person creates a key: it prices the key's budget against the extraction
+cost measured for each model it may call (`extraction_prices`, `review_budget`) and, when the
+policy says `serve.budget_over_extraction_cost: refuse`, creates nothing if the budget could
+copy one of them.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -38,10 +44,15 @@ from bastion.db import snapshot as snapshot_reads
 from bastion.db import writer
 from bastion.db.tables import serve_accounts, serve_disabled_models, serve_keys
 from bastion.errors import AccessDenied, ConfigError, NotFound, RegistryError
+from bastion.policy.schema import BudgetAction
+from bastion.registry.evidence import parse_assessment
 from bastion.registry.fields import check_grant_target, check_text
 from bastion.registry.roles import ANY_MODEL, Action, Principal
 from bastion.serve.limits import Quota, RateLimit, SubjectLimit
 from bastion.serve.output import DETAILS
+
+if TYPE_CHECKING:
+    from bastion.registry import Registry
 
 KEY_PREFIX = "bsk"
 OPERATIONS = ("infer", "metadata", "token")
@@ -55,6 +66,8 @@ DEFAULT_QUOTA = Quota(daily=10_000, monthly=None)  # rows
 DEFAULT_MAX_ROWS: Final = 16
 MAX_ROWS: Final = 100_000  # the most any key may be granted (a model's serving.yaml caps batches there too)
 MAX_NAME: Final = 200  # the database's name and account columns
+EXTRACTION_METRIC: Final = "extraction_queries_95"  # the assessment metric a budget is priced against
+BUDGET_HORIZON_DAYS: Final = 30.0  # a budget that copies a model within a month is over its cost
 
 
 def key_subject(key_id: str) -> str:
@@ -551,3 +564,332 @@ def key_summary(keys: Sequence[ApiKey]) -> list[dict[str, object]]:
         for k in keys
     ]
 
+
+# --- budgets against the price of a model ------------------------------------------------------
+#
+# No detector stops a thief who needs only the model's extraction cost in answers and spends
+# them like a customer (issue 12). What the owner can do is know the cost and grant budgets
+# on purpose: a key or account whose budget reaches a model's cost within a month is one that
+# can copy it, and is warned about, or refused by policy.
+
+_ANSWERS = {"label": "label-only", "score": "score", "probabilities": "probability"}
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionPrice:
+    """What copying one served model costs: the rows an attacker needs for 95 % agreement.
+
+    Read from the assessment attached to the model's newest version in the serving stage
+    (metric `extraction_queries_95`). `queries` is `None` when nothing was measured (`ref` is
+    `None` too when no version is in the stage); `more_than` when no attack reached 95 %
+    within `queries` rows, so the true cost is higher.
+    """
+
+    model: str
+    ref: str | None = None
+    queries: float | None = None
+    output: str = "label"  # the answers the attacks were given
+    more_than: bool = False
+
+    @property
+    def label(self) -> str:
+        """`fraud@3`, or the model's name when no version was found."""
+        return self.ref or self.model
+
+
+@dataclass(frozen=True, slots=True)
+class RowBudget:
+    """The most rows a budget lets through in a day and in a month (30 days); `None`: no bound.
+
+    A rate limit counts `per_second * 86 400` rows a day; a monthly quota bounds a day too
+    (it may all be spent at once).
+    """
+
+    per_day: float | None
+    per_month: float | None
+
+    @classmethod
+    def of(cls, rate: RateLimit | None, quota: Quota | None) -> RowBudget:
+        """The budget of a rate limit and a quota, either or both `None`."""
+        daily = [float(v) for v in (quota.daily, quota.monthly) if v is not None] if quota else []
+        if rate is not None:
+            daily.append(rate.per_second * 86_400)
+        per_day = min(daily) if daily else None
+        monthly = [float(quota.monthly)] if quota is not None and quota.monthly is not None else []
+        if per_day is not None:
+            monthly.append(per_day * BUDGET_HORIZON_DAYS)
+        return cls(per_day, min(monthly) if monthly else None)
+
+    def tighter(self, other: RowBudget) -> RowBudget:
+        """What is left when both budgets apply (a key's within its account's)."""
+        return RowBudget(_least(self.per_day, other.per_day), _least(self.per_month, other.per_month))
+
+    def days_to_spend(self, rows: float) -> float:
+        """Days this budget takes to let `rows` rows through: 0 without bounds."""
+        if self.per_day is None:
+            return 0.0
+        if self.per_month is not None and rows > self.per_month:
+            return BUDGET_HORIZON_DAYS * rows / self.per_month
+        return rows / self.per_day
+
+    def describe(self) -> str:
+        """`10,000 rows/day`, `20,000 rows/month`, or `no rate limit or quota`."""
+        if self.per_day is None:
+            return "no rate limit or quota"
+        if self.per_month is not None and self.per_month < self.per_day * BUDGET_HORIZON_DAYS:
+            return f"{self.per_month:,.0f} rows/month"
+        return f"{self.per_day:,.0f} rows/day"
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """A budget that can copy a model within the horizon."""
+
+    holder: str  # "this key" or "account acme"
+    price: ExtractionPrice
+    budget: RowBudget
+    days: float
+    output: str | None = None  # the key's answers, when richer than those the cost was measured on
+
+    def message(self) -> str:
+        """One line: `at 10,000 rows/day this key can copy fraud@3 (95% agreement after 150 label-only queries) in 0.015 days`."""
+        price = self.price
+        queries = f"{'more than ' if price.more_than else ''}{price.queries or 0:,.0f}"
+        answers = _ANSWERS.get(price.output, price.output)
+        when = "at once" if self.budget.per_day is None else f"in {_days(self.days)} days"
+        at = f"with {self.budget.describe()}" if self.budget.per_day is None else f"at {self.budget.describe()}"
+        text = f"{at} {self.holder} can copy {price.label} (95% agreement after {queries} {answers} queries) {when}"
+        if self.output is not None:
+            text += f"; its {self.output} answers show more than the {price.output}s measured, so it may need fewer"
+        return text
+
+
+def _days(days: float) -> str:
+    if days >= 10:
+        return f"{days:,.0f}"
+    if days >= 1:
+        return f"{days:.1f}"
+    return f"{days:.2g}"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReview:
+    """A budget priced against the models it reaches, and what the policy makes of it."""
+
+    holder: str
+    exposures: tuple[Exposure, ...]  # the models it can copy within the horizon
+    unmeasured: tuple[ExtractionPrice, ...]  # the models whose cost is not known
+    action: BudgetAction = BudgetAction.WARN
+
+    @property
+    def refused(self) -> bool:
+        """The policy refuses this budget: it can copy a model, under `refuse`."""
+        return bool(self.exposures) and self.action is BudgetAction.REFUSE
+
+    def notes(self) -> tuple[str, ...]:
+        """The exposures' messages, then one line for every model whose cost is not measured."""
+        lines = [exposure.message() for exposure in self.exposures]
+        if self.unmeasured:
+            named = ", ".join(
+                price.label if price.ref else f"{price.model} (no version in the stage)" for price in self.unmeasured
+            )
+            lines.append(f"extraction cost not measured for {named}")
+        return tuple(lines)
+
+
+def review_budget(
+    holder: str,
+    budget: RowBudget,
+    prices: Iterable[ExtractionPrice],
+    *,
+    horizon_days: float = BUDGET_HORIZON_DAYS,
+    output: str | None = None,
+    action: BudgetAction = BudgetAction.WARN,
+) -> BudgetReview:
+    """Which of the priced models `budget` can copy within `horizon_days`: a pure function.
+
+    Args:
+        holder: how messages name the budget's holder ("this key", "account acme").
+        budget: the rows the holder may be answered.
+        prices: the models it may call, with their measured costs.
+        horizon_days: the window; a budget that spends a model's cost within it is over the cost.
+        output: the key's answer detail, to say when it is richer than what was measured.
+        action: the policy's `serve.budget_over_extraction_cost`.
+
+    Example:
+        >>> review = review_budget("this key", RowBudget.of(None, Quota(daily=10_000)),
+        ...                        [ExtractionPrice("fraud", "fraud@3", 150.0)])
+        >>> review.notes()[0]
+        'at 10,000 rows/day this key can copy fraud@3 (95% agreement after 150 label-only queries) in 0.015 days'
+    """
+    exposures, unmeasured = [], []
+    for price in prices:
+        if price.queries is None:
+            unmeasured.append(price)
+            continue
+        days = budget.days_to_spend(price.queries)
+        if days <= horizon_days:
+            richer = output if output is not None and DETAILS.index(output) > DETAILS.index(price.output) else None
+            exposures.append(Exposure(holder, price, budget, days, richer))
+    return BudgetReview(holder, tuple(exposures), tuple(unmeasured), action)
+
+
+def serving_stage(registry: Registry) -> str:
+    """The stage the gateway serves by default: `production`, or the policy's last stage without one."""
+    return "production" if "production" in registry.stages else registry.stages[-1]
+
+
+def extraction_prices(
+    registry: Registry, actor: Principal, models: Iterable[str], *, stage: str | None = None
+) -> tuple[ExtractionPrice, ...]:
+    """The extraction cost of each model, from its newest version in `stage`'s assessment.
+
+    Args:
+        registry: where the models are.
+        actor: who asks; it needs read on each model (`*`: the models it may read).
+        models: model names, or `*` for every model with a version in `stage`.
+        stage: the serving stage (default: `serving_stage`).
+
+    Returns:
+        One price per model, sorted by name; `queries` `None` where no version is in the stage
+        or its assessment holds no `extraction_queries_95`.
+
+    Raises:
+        AccessDenied: `actor` may not read a named model.
+        IntegrityFailure: an assessment's stored bytes are not those registered (audited).
+    """
+    stage = stage or serving_stage(registry)
+    names = set(models)
+    if ANY in names:
+        names.discard(ANY)
+        names |= {summary.name for summary in registry.models(actor) if stage in dict(summary.stages)}
+    prices = []
+    for model in sorted(names):
+        try:
+            version = registry.newest_in(actor, model, stage)
+        except NotFound:
+            prices.append(ExtractionPrice(model))
+            continue
+        if version.assessment_blob is None:
+            prices.append(ExtractionPrice(model, version.ref))
+            continue
+        data = registry.read_recorded_blob(actor, version.assessment_blob, f"the assessment of {version.ref}")
+        prices.append(_price_of(model, version.ref, data))
+    return tuple(prices)
+
+
+def _price_of(model: str, ref: str, data: bytes) -> ExtractionPrice:
+    try:
+        queries = parse_assessment(data).get(EXTRACTION_METRIC)
+        raw = json.loads(data)
+    except ValueError:  # not JSON, or not an object: nothing measured that can be read
+        return ExtractionPrice(model, ref)
+    if queries is None or not math.isfinite(queries) or queries <= 0:
+        return ExtractionPrice(model, ref)
+    details = raw.get("extraction")
+    details = details if isinstance(details, dict) else {}
+    settings = details.get("settings")
+    settings = settings if isinstance(settings, dict) else {}
+    output = details.get("output", settings.get("output", "label"))
+    max_queries = details.get("max_queries", settings.get("max_queries"))
+    output = output if output in DETAILS else "label"
+    # The assessment writes "not reached within max_queries" as 2 * max_queries; the cost is more
+    # than max_queries, and max_queries is the figure a defender can rely on.
+    if isinstance(max_queries, int | float) and not isinstance(max_queries, bool) and 0 < max_queries < queries:
+        return ExtractionPrice(model, ref, float(max_queries), output, more_than=True)
+    return ExtractionPrice(model, ref, queries, output)
+
+
+def _horizon(expires_in: timedelta | None) -> float:
+    return min(BUDGET_HORIZON_DAYS, expires_in.total_seconds() / 86_400) if expires_in else BUDGET_HORIZON_DAYS
+
+
+def review_key(
+    registry: Registry, actor: Principal, store: KeyStore, spec: KeySpec, *, stage: str | None = None
+) -> BudgetReview:
+    """A new key's budget (within its account's, if set) against the models it may call.
+
+    Raises:
+        AccessDenied: `actor` may not create the key.
+        ConfigError: `spec` is malformed.
+    """
+    spec.check()
+    _require_admin_of(actor, spec.models, Action.ISSUE_TOKEN)
+    budget = RowBudget.of(spec.rate, spec.quota)
+    account = store.account_limits(spec.account_name)
+    if account is not None:
+        budget = budget.tighter(RowBudget.of(account.rate, account.quota))
+    return review_budget(
+        "this key", budget, extraction_prices(registry, actor, spec.models, stage=stage),
+        horizon_days=_horizon(spec.expires_in), output=spec.output,
+        action=registry.policy.serve.budget_over_extraction_cost,
+    )
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """The outcome of `issue_key`: the review, and the key unless the policy refused it."""
+
+    review: BudgetReview
+    key: ApiKey | None = None
+    text: str | None = field(default=None, repr=False)  # the key's text, shown once
+
+
+def issue_key(
+    registry: Registry, actor: Principal, store: KeyStore, spec: KeySpec, *, stage: str | None = None
+) -> IssuedKey:
+    """Create a key, unless the policy refuses a budget that can copy a model it may call.
+
+    The key's budget (bounded by its account's) is priced against each model's extraction
+    cost (`review_key`); under `serve.budget_over_extraction_cost: refuse` a budget that spends
+    a cost within a month (or the key's lifetime, if shorter) creates nothing.
+
+    Raises:
+        AccessDenied: `actor` may not create the key.
+        ConfigError: `spec` is malformed.
+    """
+    review = review_key(registry, actor, store, spec, stage=stage)
+    if review.refused:
+        return IssuedKey(review)
+    key, text = store.create(actor, spec)
+    return IssuedKey(review, key, text)
+
+
+def review_account(
+    registry: Registry, actor: Principal, store: KeyStore, account: str, limits: AccountLimits,
+    *, stage: str | None = None,
+) -> BudgetReview:
+    """An account budget against the models its keys may call (every model, if one may call `*`
+    or it has no key yet: the budget binds keys made later too)."""
+    models: set[str] = set()
+    for key_id in store.keys_of_account(account):
+        key = store.get(key_id)
+        if not key.revoked:
+            models |= key.models
+    return review_budget(
+        f"account {account}", RowBudget.of(limits.rate, limits.quota),
+        extraction_prices(registry, actor, models or {ANY}, stage=stage),
+        action=registry.policy.serve.budget_over_extraction_cost,
+    )
+
+
+def set_account_budget(
+    registry: Registry, actor: Principal, store: KeyStore, account: str, limits: AccountLimits,
+    *, stage: str | None = None,
+) -> BudgetReview:
+    """Set an account's budget unless the policy refuses one that can copy a model; see `issue_key`.
+
+    Raises:
+        AccessDenied: `actor` is not admin of every model.
+        ConfigError: the account name is empty or too long.
+    """
+    _require_admin_of(actor, (ANY,), Action.ISSUE_TOKEN)
+    _check_account(account)
+    review = review_account(registry, actor, store, account, limits, stage=stage)
+    if not review.refused:
+        store.set_account_limits(actor, account, limits)
+    return review
