@@ -312,7 +312,7 @@ def test_observe_work_per_query_is_bounded(world: World, monkeypatch: pytest.Mon
     `prada_window` values, and the search sees at most `prada_keep` earlier queries.
     """
     sizes: list[int] = []
-    monkeypatch.setattr(detect, "shapiro_w", lambda values: sizes.append(len(values)) or shapiro_w(values))
+    monkeypatch.setattr(detect.monitor, "shapiro_w", lambda values: sizes.append(len(values)) or shapiro_w(values))
     monitor = QueryMonitor(world.profile)
     cfg = monitor.config
     for row in world.benign[:10_000]:

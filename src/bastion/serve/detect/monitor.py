@@ -34,69 +34,26 @@ Example:
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
-import statistics
 import sys
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from bastion.errors import ArtifactError, ConfigError
-
-try:  # scipy is the reference Shapiro-Wilk; the numpy fallback below computes the same W.
-    from scipy.stats import shapiro as _scipy_shapiro
-except ImportError:  # pragma: no cover - exercised only where scipy is absent
-    _scipy_shapiro = None
+from bastion.serve.detect.alarms import Alarm, AlarmKind
+from bastion.serve.detect.profile import TrainingProfile, _usable_std
+from bastion.serve.detect.statistics import shapiro_w
 
 logger = logging.getLogger(__name__)
 
-PROFILE_SCHEMA = "bastion.training-profile/1"
-QUANTILE_LEVELS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
-# A query is atypical when its mean squared z-score is outside the central 99 % of the
-# training records' own scores: too far (box probing) or too near the mean (a tight box).
-TYPICAL_SCORE_LEVELS = (0.005, 0.995)
 
 # Fixed cost of a key's state beyond its arrays: the Python objects, array headers, counters
 # and the set of raised alarm kinds (at most three short strings).
 _STATE_OVERHEAD_BYTES = 4096
-
-FloatArray = npt.NDArray[np.float64]
-
-
-class AlarmKind(enum.StrEnum):
-    """What a key's queries look like; the values are stable ids (logs, audit, JSON)."""
-
-    PRADA = "extraction.prada"
-    OUT_OF_DISTRIBUTION = "extraction.out-of-distribution"
-    NEAR_DUPLICATE = "membership.near-duplicate"
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    """A key's query stream crossed a detector's threshold.
-
-    Attributes:
-        kind: an `AlarmKind` value, e.g. "extraction.prada".
-        key_id: the API key's id (never its secret).
-        queries: how many queries the key had sent when the alarm fired (1-based).
-        score: the detector's statistic at that moment.
-        threshold: the value it crossed.
-        message: one sentence for a person: what was seen, and why it matters.
-    """
-
-    kind: str
-    key_id: str
-    queries: int
-    score: float
-    threshold: float
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,136 +176,6 @@ class DetectorConfig:
         return arrays + _STATE_OVERHEAD_BYTES
 
 
-@dataclass(frozen=True, slots=True)
-class TrainingProfile:
-    """Per-feature summary of the training data, shipped with the model.
-
-    Built once by `from_data`; `to_dict` / `from_dict` give a JSON-able form.
-
-    Attributes:
-        n_samples: training records summarised.
-        mean, std, minimum, maximum: per feature.
-        quantile_levels: the levels of `quantiles`.
-        quantiles: one tuple per level, one value per feature.
-        typical_score: the (low, high) quantiles, at `TYPICAL_SCORE_LEVELS`, of the training
-            records' own mean squared z-score.
-    """
-
-    n_samples: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    minimum: tuple[float, ...]
-    maximum: tuple[float, ...]
-    quantile_levels: tuple[float, ...]
-    quantiles: tuple[tuple[float, ...], ...]
-    typical_score: tuple[float, float]
-
-    @property
-    def n_features(self) -> int:
-        """How many features a query must have."""
-        return len(self.mean)
-
-    @classmethod
-    def from_data(cls, x: npt.ArrayLike) -> TrainingProfile:
-        """Summarise training data.
-
-        Args:
-            x: training records, shape (n_samples, n_features), finite numbers.
-
-        Returns:
-            The profile.
-
-        Raises:
-            ArtifactError: `x` is not a 2-D array of at least two finite rows.
-        """
-        data = np.asarray(x, dtype=np.float64)
-        if data.ndim != 2 or data.shape[0] < 2 or data.shape[1] < 1:
-            raise ArtifactError(
-                f"training data: expected shape (n_samples >= 2, n_features >= 1), got {data.shape}",
-                hint="Pass the training matrix the model was fitted on.",
-            )
-        if not np.isfinite(data).all():
-            raise ArtifactError("training data: contains NaN or infinity", hint="Clean the training matrix first.")
-        mean = data.mean(axis=0)
-        std = data.std(axis=0)
-        scores = _mean_squared_z(data, mean, _usable_std(std))
-        quantiles = np.quantile(data, QUANTILE_LEVELS, axis=0)
-        low, high = np.quantile(scores, TYPICAL_SCORE_LEVELS)
-        return cls(
-            n_samples=int(data.shape[0]),
-            mean=_floats(mean),
-            std=_floats(std),
-            minimum=_floats(data.min(axis=0)),
-            maximum=_floats(data.max(axis=0)),
-            quantile_levels=QUANTILE_LEVELS,
-            quantiles=tuple(_floats(row) for row in quantiles),
-            typical_score=(float(low), float(high)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form; `TrainingProfile.from_dict(p.to_dict()) == p`."""
-        return {
-            "schema": PROFILE_SCHEMA,
-            "n_samples": self.n_samples,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "minimum": list(self.minimum),
-            "maximum": list(self.maximum),
-            "quantile_levels": list(self.quantile_levels),
-            "quantiles": [list(row) for row in self.quantiles],
-            "typical_score": list(self.typical_score),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainingProfile:
-        """Read the form `to_dict` writes.
-
-        Raises:
-            ArtifactError: wrong schema, missing or extra fields, or inconsistent lengths.
-        """
-        hint = "Rebuild the profile with TrainingProfile.from_data on the training data."
-        if data.get("schema") != PROFILE_SCHEMA:
-            raise ArtifactError(
-                f"training profile: schema is {data.get('schema')!r}, not {PROFILE_SCHEMA!r}", hint=hint
-            )
-        expected = {
-            "schema",
-            "n_samples",
-            "mean",
-            "std",
-            "minimum",
-            "maximum",
-            "quantile_levels",
-            "quantiles",
-            "typical_score",
-        }
-        if set(data) != expected:
-            raise ArtifactError(
-                f"training profile: fields differ from the schema: {sorted(set(data) ^ expected)}", hint=hint
-            )
-        try:
-            profile = cls(
-                n_samples=int(data["n_samples"]),
-                mean=_floats(data["mean"]),
-                std=_floats(data["std"]),
-                minimum=_floats(data["minimum"]),
-                maximum=_floats(data["maximum"]),
-                quantile_levels=_floats(data["quantile_levels"]),
-                quantiles=tuple(_floats(row) for row in data["quantiles"]),
-                typical_score=(float(data["typical_score"][0]), float(data["typical_score"][1])),
-            )
-        except (TypeError, ValueError, IndexError) as err:
-            raise ArtifactError(f"training profile: unreadable field ({err})", hint=hint) from err
-        n = profile.n_features
-        lengths = [len(profile.std), len(profile.minimum), len(profile.maximum), *map(len, profile.quantiles)]
-        if n < 1 or any(length != n for length in lengths) or len(profile.quantiles) != len(profile.quantile_levels):
-            raise ArtifactError("training profile: per-feature fields differ in length", hint=hint)
-        values = np.array([profile.mean, profile.std, profile.minimum, profile.maximum])
-        if not np.isfinite(values).all() or not np.isfinite(profile.typical_score).all():
-            raise ArtifactError("training profile: contains NaN or infinity", hint=hint)
-        return profile
-
-
 class _KeyState:
     """One key's bounded statistics: fixed-size rings, allocated once."""
 
@@ -397,6 +224,7 @@ class _KeyState:
 
 
 _FP32_SAFE_SQUARE = float(np.finfo(np.float32).max) / 64  # room for the sums of the distance step
+
 
 class QueryMonitor:
     """Per-key streaming detectors of model extraction and membership probing.
@@ -610,80 +438,3 @@ class QueryMonitor:
         message = f"key {key_id} after {state.queries} queries: {why}"
         alarms.append(Alarm(kind.value, key_id, state.queries, score, threshold, message))
         logger.info("query monitor: %s", message)
-
-
-def shapiro_w(values: FloatArray) -> float:
-    """The Shapiro-Wilk W statistic of `values` (3 to 5000 of them).
-
-    scipy's implementation when scipy is installed, else `shapiro_w_royston`, which computes
-    the same statistic. Values that are all equal (a point mass, the most non-normal sample
-    there is, and what scipy refuses) give 0.0.
-    """
-    if values.size < 3:
-        raise ValueError(f"Shapiro-Wilk needs at least 3 values, got {values.size}")
-    if _is_point_mass(values):
-        return 0.0
-    if _scipy_shapiro is not None:
-        return float(_scipy_shapiro(values).statistic)
-    return shapiro_w_royston(values)
-
-
-def shapiro_w_royston(values: FloatArray) -> float:
-    """Shapiro-Wilk W with Royston's (1992, 1995: AS R94) approximate coefficients, numpy only.
-
-    The statistic scipy.stats.shapiro computes (to ~1e-7); 0.0 for values that are all equal.
-    """
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    if x.size < 3:
-        raise ValueError(f"Shapiro-Wilk needs at least 3 values, got {x.size}")
-    if _is_point_mass(x):
-        return 0.0
-    a = _royston_coefficients(x.size)
-    centred = x - x.mean()
-    return min(float(a @ x) ** 2 / float(centred @ centred), 1.0)
-
-
-def _is_point_mass(values: FloatArray) -> bool:
-    return float(np.ptp(values)) <= 1e-12 * max(1.0, float(np.abs(values).max()))
-
-
-@lru_cache(maxsize=128)
-def _royston_coefficients(n: int) -> FloatArray:
-    if n == 3:
-        a = np.array([-math.sqrt(0.5), 0.0, math.sqrt(0.5)])
-        a.flags.writeable = False
-        return a
-    normal = statistics.NormalDist()
-    m = np.array([normal.inv_cdf((i - 0.375) / (n + 0.25)) for i in range(1, n + 1)])
-    mm = float(m @ m)
-    u = 1.0 / math.sqrt(n)
-    c = m / math.sqrt(mm)
-    a_n = c[-1] + 0.221157 * u - 0.147981 * u**2 - 2.071190 * u**3 + 4.434685 * u**4 - 2.706056 * u**5
-    a = m.copy()
-    if n > 5:
-        a_n1 = c[-2] + 0.042981 * u - 0.293762 * u**2 - 1.752461 * u**3 + 5.682633 * u**4 - 3.582633 * u**5
-        phi = (mm - 2 * m[-1] ** 2 - 2 * m[-2] ** 2) / (1 - 2 * a_n**2 - 2 * a_n1**2)
-        a = m / math.sqrt(phi)
-        a[-1], a[-2], a[0], a[1] = a_n, a_n1, -a_n, -a_n1
-    else:
-        phi = (mm - 2 * m[-1] ** 2) / (1 - 2 * a_n**2)
-        a = m / math.sqrt(phi)
-        a[-1], a[0] = a_n, -a_n
-    a.flags.writeable = False
-    return a
-
-
-def _usable_std(std: FloatArray) -> FloatArray:
-    # A constant training feature has std 0; any other value there is caught by the range
-    # test, so scaling by 1 only keeps the distances finite.
-    return np.where(std > 0.0, std, 1.0)
-
-
-def _mean_squared_z(x: FloatArray, mean: FloatArray, std: FloatArray) -> FloatArray:
-    z = (x - mean) / std
-    result: FloatArray = np.einsum("ij,ij->i", z, z) / x.shape[1]
-    return result
-
-
-def _floats(values: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)
