@@ -16,12 +16,18 @@ class AlarmKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Alarm:
-    """A key's query stream crossed a detector's threshold.
+    """A stream of queries crossed a detector's threshold.
+
+    From `QueryMonitor` the stream is one API key's queries; from `StreamWatch`, any stream the
+    gateway names ("key:K41", "account:acme", "net:203.0.113.0/24", "model:fraud@7"). The field
+    keeps its name, `key_id`, so that audit records and handlers written for keys read both;
+    `stream` is the same value under the general name.
 
     Attributes:
         kind: an `AlarmKind` value, e.g. "extraction.prada".
-        key_id: the API key's id (never its secret).
-        queries: how many queries the key had sent when the alarm fired (1-based).
+        key_id: the API key's id (never its secret), or the stream's id.
+        queries: how many queries (rows, repeats not counted) the stream had sent when the
+            alarm fired (1-based).
         score: the detector's statistic at that moment.
         threshold: the value it crossed.
         message: one sentence for a person: what was seen, and why it matters.
@@ -33,3 +39,8 @@ class Alarm:
     score: float
     threshold: float
     message: str
+
+    @property
+    def stream(self) -> str:
+        """The stream that alarmed: a key id from `QueryMonitor`, a stream id from `StreamWatch`."""
+        return self.key_id

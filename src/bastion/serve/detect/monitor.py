@@ -10,14 +10,22 @@ of memory per key, by three tests:
   perturbing earlier queries (Jacobian augmentation, probes around a record) give a spike of
   tiny or equal distances. A Shapiro-Wilk W below `prada_delta` raises the alarm. Queries the
   next test counts as atypical are left out: one far-out benign record is one huge distance.
-- `extraction.out-of-distribution`: the share of a key's recent queries that fall where training
-  records do not: a feature outside the training range, or a mean squared z-score outside the
-  central 99 % of the training records' own. Uniform or box probing is almost all such queries.
+- `extraction.out-of-distribution`: queries that fall where training records do not, as the
+  `RowJudge` sees them (range, mean squared z-score, and with a profile of schema /2 the joint
+  distribution; mean-imputed features left out). Two tests of their share, as in
+  `StreamWatch`: among the key's recent queries (uniform or box probing is almost all such
+  queries), and over everything the key has sent, against a tolerated rate (synthetic queries
+  diluted among benign-looking ones).
 - `membership.near-duplicate`: the share of a key's recent queries that lie within
   `dup_radius` (root-mean-square, in standard deviations) of one of its earlier queries, the
   pattern of membership inference, which queries many tiny perturbations of the same record.
   The distance comes free with PRADA's; quantising queries to grid cells would miss most probes
   (with 0.25-std cells, 20 features and noise of 0.05 std, 3 % land in the record's own cell).
+
+Exact repeats of a key's earlier queries (the float32 bytes of one of its last `repeat_memory`
+distinct rows) are counted once: a client that retries 5 % of its calls, or re-scores the same
+200 records every night, gives PRADA no spike of zero distances and the near-duplicate test no
+run of duplicates. They are tallied in `KeyStatistics.repeats`.
 
 An alarm of a kind fires once per key and then stays raised; acting on it (throttling,
 suspension) is the gateway's job, and so is remembering that it did.
@@ -46,7 +54,9 @@ import numpy.typing as npt
 from bastion.errors import ArtifactError, ConfigError
 from bastion.serve.detect.alarms import Alarm, AlarmKind
 from bastion.serve.detect.profile import TrainingProfile, _usable_std
-from bastion.serve.detect.statistics import shapiro_w
+from bastion.serve.detect.rows import RowJudge
+from bastion.serve.detect.statistics import binomial_tail_bound, shapiro_w
+from bastion.serve.detect.streams import DigestRing, RowDigest
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +71,14 @@ class KeyStatistics:
     """One key's detector statistics at a moment, for metrics and dashboards.
 
     Attributes:
-        queries: queries seen from the key.
+        queries: queries seen from the key, repeats not included.
         prada_w: the latest Shapiro-Wilk W (NaN before the first test; once that alarm fired,
             the test stops and this keeps the value that raised it).
         atypical_share: share of the recent window outside the training distribution.
         duplicate_share: share of the recent window that were near duplicates.
         alarmed: the alarm kinds raised.
+        repeats: exact repeats of the key's earlier queries, left out of every test.
+        atypical_total: atypical queries over everything the key has sent.
     """
 
     queries: int
@@ -74,6 +86,8 @@ class KeyStatistics:
     atypical_share: float
     duplicate_share: float
     alarmed: frozenset[str]
+    repeats: int = 0
+    atypical_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +100,9 @@ class DetectorConfig:
     held-out queries each raise none.
 
     Memory per key is `state_bytes_bound(n_features)`:
-    `prada_keep * (n_features + 1) * 4 + prada_window * 8 + ood_window + dup_window + 4096`
-    bytes, 27,840 bytes for 20 features with the defaults, whatever the number of queries; so
-    about 57 MB for `max_keys` = 2048 keys.
+    `prada_keep * (n_features + 1) * 4 + prada_window * 8 + ood_window + dup_window
+    + repeat_memory * 4 + 4096` bytes, 44,224 bytes for 20 features with the defaults, whatever
+    the number of queries; so about 91 MB for `max_keys` = 2048 keys.
 
     Attributes:
         max_keys: keys tracked at once; the least recently seen key is forgotten beyond it.
@@ -107,15 +121,21 @@ class DetectorConfig:
             held-out streams of 2,000 queries (0.905, over six seeds) and the highest W that
             Jacobian augmentation (steps 0.1 to 1.0) stayed above in its first 100 distances (0.66).
         ood_window: recent queries over which the atypical share is taken.
-        ood_min_queries: queries before the out-of-distribution test applies.
-        ood_share: alarm when at least this share of the window is atypical; training
-            records themselves give about 1.4 %, benign windows in the benchmark at most 11 %.
+        ood_min_queries: queries before the out-of-distribution window test applies.
+        ood_share: alarm when at least this share of the window is atypical; held-out records
+            are atypical at the profile's false-alarm rate (0.5 %).
+        ood_tolerated_rate: the cumulative test's tolerated share of atypical queries (see
+            `StreamConfig.tolerated_rate`).
+        ood_p_value: the cumulative test alarms when the key's count of atypical queries is
+            less likely than this at the tolerated rate.
+        ood_min_atypical: atypical queries before the cumulative test applies.
         dup_radius: a query within this root-mean-square distance, in training standard
             deviations per feature, of an earlier one is a near duplicate. Held-out records
             are about 0.8 apart; membership probes around one record are 0.01-0.1 apart.
         dup_window: recent queries over which the near-duplicate share is taken.
         dup_min_queries: queries before the near-duplicate test applies.
         dup_share: alarm when at least this share of the window is near duplicates.
+        repeat_memory: distinct queries per key remembered to recognise exact repeats.
     """
 
     max_keys: int = 2048
@@ -128,10 +148,14 @@ class DetectorConfig:
     ood_window: int = 64
     ood_min_queries: int = 20
     ood_share: float = 0.3
+    ood_tolerated_rate: float = 0.03
+    ood_p_value: float = 1e-9
+    ood_min_atypical: int = 5
     dup_radius: float = 0.1
     dup_window: int = 128
     dup_min_queries: int = 32
     dup_share: float = 0.5
+    repeat_memory: int = 4096
 
     def __post_init__(self) -> None:
         counts = {
@@ -142,6 +166,8 @@ class DetectorConfig:
             "ood_min_queries": self.ood_min_queries,
             "dup_window": self.dup_window,
             "dup_min_queries": self.dup_min_queries,
+            "ood_min_atypical": self.ood_min_atypical,
+            "repeat_memory": self.repeat_memory,
         }
         for name, value in counts.items():
             if value < 1:
@@ -167,13 +193,21 @@ class DetectorConfig:
         ):
             if not 0.0 < share <= 1.0:
                 raise ConfigError(f"detector {name} must be in (0, 1], got {share}", hint="Use a fraction.")
+        if not 0.0 < self.ood_tolerated_rate < 1.0:
+            raise ConfigError(
+                f"detector ood_tolerated_rate must be in (0, 1), got {self.ood_tolerated_rate}", hint="Use a fraction."
+            )
+        if not 0.0 < self.ood_p_value < 0.5:
+            raise ConfigError(
+                f"detector ood_p_value must be in (0, 0.5), got {self.ood_p_value}", hint="Use e.g. 1e-9."
+            )
         if not self.dup_radius >= 0.0:
             raise ConfigError(f"detector dup_radius must be >= 0, got {self.dup_radius}", hint="Use 0 to disable it.")
 
     def state_bytes_bound(self, n_features: int) -> int:
         """The most memory one key's state takes, in bytes, for a model with `n_features`."""
         arrays = self.prada_keep * (n_features + 1) * 4 + self.prada_window * 8 + self.ood_window + self.dup_window
-        return arrays + _STATE_OVERHEAD_BYTES
+        return arrays + self.repeat_memory * 4 + _STATE_OVERHEAD_BYTES
 
 
 class _KeyState:
@@ -192,8 +226,11 @@ class _KeyState:
         "last_w",
         "ood_count",
         "ood_flags",
+        "ood_total",
         "prada_threshold",
         "queries",
+        "repeats",
+        "seen",
     )
 
     def __init__(self, config: DetectorConfig, n_features: int) -> None:
@@ -209,12 +246,15 @@ class _KeyState:
         self.last_w = math.nan
         self.ood_flags = np.zeros(config.ood_window, dtype=np.bool_)
         self.ood_count = 0
+        self.ood_total = 0
+        self.seen = DigestRing(config.repeat_memory)
+        self.repeats = 0
         self.dup_flags = np.zeros(config.dup_window, dtype=np.bool_)
         self.dup_count = 0
         self.alarmed: set[str] = set()
 
     def size_bytes(self) -> int:
-        arrays = (self.kept, self.kept_sq, self.dist, self.ood_flags, self.dup_flags)
+        arrays = (self.kept, self.kept_sq, self.dist, self.ood_flags, self.dup_flags, self.seen.digests)
         return (
             sys.getsizeof(self)
             + sum(sys.getsizeof(a) for a in arrays)
@@ -234,6 +274,8 @@ class QueryMonitor:
     Args:
         profile: the served model's training profile.
         config: thresholds and bounds; `DetectorConfig()` by default.
+        judge: the row judge to take atypical verdicts from (one built with the serving
+            spec's ranges, say); `RowJudge(profile)` by default.
 
     Example:
         >>> monitor = QueryMonitor(TrainingProfile.from_data(x_train))   # doctest: +SKIP
@@ -241,31 +283,40 @@ class QueryMonitor:
         []
     """
 
-    def __init__(self, profile: TrainingProfile, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self, profile: TrainingProfile, config: DetectorConfig | None = None, *, judge: RowJudge | None = None
+    ) -> None:
         self.profile = profile
         self.config = config if config is not None else DetectorConfig()
+        self.judge = judge if judge is not None else RowJudge(profile)
+        if self.judge.n_features != profile.n_features:
+            raise ConfigError(
+                f"query monitor: judge for {self.judge.n_features} features, profile for {profile.n_features}"
+            )
         self._n = profile.n_features
         self._mean = np.asarray(profile.mean, dtype=np.float64)
         self._inv_std = 1.0 / _usable_std(np.asarray(profile.std, dtype=np.float64))
-        self._low = np.asarray(profile.minimum, dtype=np.float64)
-        self._high = np.asarray(profile.maximum, dtype=np.float64)
-        self._score_low, self._score_high = profile.typical_score
+        self._digest = RowDigest(self._n)
+        self._log_p = -math.log(self.config.ood_p_value)
         # Compared with squared distances, so the per-query test needs no square root.
         self._dup_sq = (self.config.dup_radius**2) * self._n
         self._keys: OrderedDict[str, _KeyState] = OrderedDict()
 
-    def observe(self, key_id: str, features: npt.ArrayLike) -> list[Alarm]:
+    def observe(self, key_id: str, features: npt.ArrayLike, *, fresh: npt.ArrayLike | None = None) -> list[Alarm]:
         """Account for a batch of one key's queries.
 
         Args:
             key_id: the API key's id.
             features: the queries, shape (batch, n_features).
+            fresh: which queries are not repeats, when the caller already knows (a
+                `RepeatFilter` shared with the stream tests); by default the monitor's own
+                memory of the key's queries decides.
 
         Returns:
             The alarms this batch raised: each kind at most once per key, ever.
 
         Raises:
-            ArtifactError: `features` is not of shape (batch, n_features).
+            ArtifactError: `features` is not of shape (batch, n_features), or `fresh` not (batch,).
         """
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self._n:
@@ -274,15 +325,24 @@ class QueryMonitor:
                 hint="Validate request bodies against the model's input schema before monitoring them.",
             )
         state = self._state_for(key_id)
+        if fresh is None:
+            new = state.seen.add(self._digest.of(x))
+        else:
+            new = np.asarray(fresh, dtype=np.bool_)
+            if new.shape != (x.shape[0],):
+                raise ArtifactError(f"key {key_id}: fresh of shape {new.shape}, expected ({x.shape[0]},)")
+        state.repeats += int(x.shape[0] - np.count_nonzero(new))
+        if not new.all():
+            x = x[new]
+        if x.shape[0] == 0:
+            return []
+        atypical = self.judge.judge(x)
         z = (x - self._mean) * self._inv_std
         with np.errstate(invalid="ignore", over="ignore"):
             score = np.einsum("ij,ij->i", z, z) / self._n
-            outside = ((x < self._low) | (x > self._high)).any(axis=1)
         # A query finite in FP32 but 1e19 from the mean has a squared distance past FP32's range:
         # the distance step (in FP32) would overflow, so such a row is treated as non-finite.
         finite = np.isfinite(score) & (score * self._n < _FP32_SAFE_SQUARE)
-        # NaN compares False, so a non-finite query is atypical only through `finite`.
-        atypical = ~finite | outside | (score < self._score_low) | (score > self._score_high)
         z32 = z.astype(np.float32)
         alarms: list[Alarm] = []
         for row in range(x.shape[0]):
@@ -315,6 +375,8 @@ class QueryMonitor:
             atypical_share=state.ood_count / min(seen, cfg.ood_window),
             duplicate_share=state.dup_count / min(seen, cfg.dup_window),
             alarmed=frozenset(state.alarmed),
+            repeats=state.repeats,
+            atypical_total=state.ood_total,
         )
 
     def state_bytes(self, key_id: str) -> int:
@@ -341,6 +403,7 @@ class QueryMonitor:
         slot = (state.queries - 1) % self.config.ood_window
         state.ood_count += int(flag) - int(state.ood_flags[slot])
         state.ood_flags[slot] = flag
+        state.ood_total += flag
 
     def _count_duplicate(self, state: _KeyState, flag: bool) -> None:
         slot = (state.queries - 1) % self.config.dup_window
@@ -379,19 +442,8 @@ class QueryMonitor:
 
     def _check(self, key_id: str, state: _KeyState, alarms: list[Alarm]) -> None:
         cfg = self.config
-        if AlarmKind.OUT_OF_DISTRIBUTION not in state.alarmed and state.queries >= cfg.ood_min_queries:
-            share = state.ood_count / min(state.queries, cfg.ood_window)
-            if share >= cfg.ood_share:
-                self._raise(
-                    alarms,
-                    state,
-                    key_id,
-                    AlarmKind.OUT_OF_DISTRIBUTION,
-                    share,
-                    cfg.ood_share,
-                    f"{share:.0%} of its recent queries lie outside the training data's range or typical "
-                    "distance from its mean, as uniform or box probing for model extraction does",
-                )
+        if AlarmKind.OUT_OF_DISTRIBUTION not in state.alarmed:
+            self._check_out_of_distribution(key_id, state, alarms)
         if AlarmKind.NEAR_DUPLICATE not in state.alarmed and state.queries >= cfg.dup_min_queries:
             share = state.dup_count / min(state.queries, cfg.dup_window)
             if share >= cfg.dup_share:
@@ -422,6 +474,37 @@ class QueryMonitor:
                     cfg.prada_delta,
                     f"the distances between its queries are far from normal (Shapiro-Wilk W={w:.3f}), as "
                     "synthetic queries built by perturbing earlier ones for model extraction are",
+                )
+
+    def _check_out_of_distribution(self, key_id: str, state: _KeyState, alarms: list[Alarm]) -> None:
+        cfg = self.config
+        if state.queries >= cfg.ood_min_queries:
+            share = state.ood_count / min(state.queries, cfg.ood_window)
+            if share >= cfg.ood_share:
+                self._raise(
+                    alarms,
+                    state,
+                    key_id,
+                    AlarmKind.OUT_OF_DISTRIBUTION,
+                    share,
+                    cfg.ood_share,
+                    f"{share:.0%} of its recent queries lie outside the training data's range or joint "
+                    "distribution, as uniform or box probing for model extraction does",
+                )
+                return
+        if state.ood_total >= cfg.ood_min_atypical and state.ood_total > cfg.ood_tolerated_rate * state.queries:
+            bound = binomial_tail_bound(state.ood_total, state.queries, cfg.ood_tolerated_rate)
+            if bound >= self._log_p:
+                self._raise(
+                    alarms,
+                    state,
+                    key_id,
+                    AlarmKind.OUT_OF_DISTRIBUTION,
+                    bound / math.log(10),
+                    self._log_p / math.log(10),
+                    f"{state.ood_total} of its queries ({state.ood_total / state.queries:.1%}) lie outside the "
+                    f"training data's range or joint distribution, against {cfg.ood_tolerated_rate:.1%} "
+                    "tolerated, as synthetic queries mixed with ordinary ones for model extraction do",
                 )
 
     def _raise(

@@ -1,4 +1,9 @@
-"""SERVE: the test statistics the detectors share (Shapiro-Wilk W)."""
+"""SERVE: the test statistics the detectors share.
+
+Shapiro-Wilk W (PRADA's normality test), chi-square quantiles (how a distance threshold scales
+with the number of features a row carries), and the binomial tail bound of the cumulative test
+(how unlikely a stream's count of atypical rows is under a tolerated rate).
+"""
 
 from __future__ import annotations
 
@@ -77,3 +82,34 @@ def _royston_coefficients(n: int) -> FloatArray:
         a[-1], a[0] = a_n, -a_n
     a.flags.writeable = False
     return a
+
+
+def chi_square_quantile(p: float, k: int) -> float:
+    """The chi-square quantile at level `p` with `k` degrees of freedom (Wilson-Hilferty).
+
+    Within 1 % of the exact value for p <= 0.995 in the upper tail and 4 % at p = 0.9995; in the
+    far lower tail with few degrees of freedom (k <= 5, p <= 0.005, where the exact value is
+    below 0.5) it is clamped at 0. The detectors use ratios of these, with the same formula
+    everywhere (no scipy), so a profile judges rows the same on every installation.
+    """
+    if k < 1 or not 0.0 < p < 1.0:
+        raise ValueError(f"chi-square quantile needs k >= 1 and 0 < p < 1, got k={k}, p={p}")
+    z = statistics.NormalDist().inv_cdf(p)
+    c = 2.0 / (9.0 * k)
+    base = 1.0 - c + z * math.sqrt(c)
+    return k * max(base, 0.0) ** 3
+
+
+def binomial_tail_bound(count: int, n: int, rate: float) -> float:
+    """An upper bound on -ln P(X >= count) for X ~ Binomial(n, rate): n * KL(count/n || rate).
+
+    Chernoff's bound, so `exp(-result)` is at least the true tail probability: a test that alarms
+    when the bound's probability is below p alarms less often than the exact test would, never
+    more. 0.0 when count/n <= rate (no evidence of a rate above `rate`).
+    """
+    if n <= 0 or count <= n * rate:
+        return 0.0
+    share = count / n
+    if share >= 1.0:
+        return n * -math.log(rate)
+    return n * (share * math.log(share / rate) + (1.0 - share) * math.log((1.0 - share) / (1.0 - rate)))
