@@ -10,14 +10,22 @@ of memory per key, by three tests:
   perturbing earlier queries (Jacobian augmentation, probes around a record) give a spike of
   tiny or equal distances. A Shapiro-Wilk W below `prada_delta` raises the alarm. Queries the
   next test counts as atypical are left out: one far-out benign record is one huge distance.
-- `extraction.out-of-distribution`: the share of a key's recent queries that fall where training
-  records do not: a feature outside the training range, or a mean squared z-score outside the
-  central 99 % of the training records' own. Uniform or box probing is almost all such queries.
+- `extraction.out-of-distribution`: queries that fall where training records do not, as the
+  `RowJudge` sees them (range, mean squared z-score, and with a profile of schema /2 the joint
+  distribution; mean-imputed features left out). Two tests of their share, as in
+  `StreamWatch`: among the key's recent queries (uniform or box probing is almost all such
+  queries), and over everything the key has sent, against a tolerated rate (synthetic queries
+  diluted among benign-looking ones).
 - `membership.near-duplicate`: the share of a key's recent queries that lie within
   `dup_radius` (root-mean-square, in standard deviations) of one of its earlier queries, the
   pattern of membership inference, which queries many tiny perturbations of the same record.
   The distance comes free with PRADA's; quantising queries to grid cells would miss most probes
   (with 0.25-std cells, 20 features and noise of 0.05 std, 3 % land in the record's own cell).
+
+Exact repeats of a key's earlier queries (the float32 bytes of one of its last `repeat_memory`
+distinct rows) are counted once: a client that retries 5 % of its calls, or re-scores the same
+200 records every night, gives PRADA no spike of zero distances and the near-duplicate test no
+run of duplicates. They are tallied in `KeyStatistics.repeats`.
 
 An alarm of a kind fires once per key and then stays raised; acting on it (throttling,
 suspension) is the gateway's job, and so is remembering that it did.
@@ -34,69 +42,28 @@ Example:
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
-import statistics
 import sys
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from bastion.errors import ArtifactError, ConfigError
-
-try:  # scipy is the reference Shapiro-Wilk; the numpy fallback below computes the same W.
-    from scipy.stats import shapiro as _scipy_shapiro
-except ImportError:  # pragma: no cover - exercised only where scipy is absent
-    _scipy_shapiro = None
+from bastion.serve.detect.alarms import Alarm, AlarmKind
+from bastion.serve.detect.profile import TrainingProfile, _usable_std
+from bastion.serve.detect.rows import RowJudge
+from bastion.serve.detect.statistics import binomial_tail_bound, shapiro_w
+from bastion.serve.detect.streams import DigestRing, RowDigest
 
 logger = logging.getLogger(__name__)
 
-PROFILE_SCHEMA = "bastion.training-profile/1"
-QUANTILE_LEVELS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
-# A query is atypical when its mean squared z-score is outside the central 99 % of the
-# training records' own scores: too far (box probing) or too near the mean (a tight box).
-TYPICAL_SCORE_LEVELS = (0.005, 0.995)
 
 # Fixed cost of a key's state beyond its arrays: the Python objects, array headers, counters
 # and the set of raised alarm kinds (at most three short strings).
 _STATE_OVERHEAD_BYTES = 4096
-
-FloatArray = npt.NDArray[np.float64]
-
-
-class AlarmKind(enum.StrEnum):
-    """What a key's queries look like; the values are stable ids (logs, audit, JSON)."""
-
-    PRADA = "extraction.prada"
-    OUT_OF_DISTRIBUTION = "extraction.out-of-distribution"
-    NEAR_DUPLICATE = "membership.near-duplicate"
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    """A key's query stream crossed a detector's threshold.
-
-    Attributes:
-        kind: an `AlarmKind` value, e.g. "extraction.prada".
-        key_id: the API key's id (never its secret).
-        queries: how many queries the key had sent when the alarm fired (1-based).
-        score: the detector's statistic at that moment.
-        threshold: the value it crossed.
-        message: one sentence for a person: what was seen, and why it matters.
-    """
-
-    kind: str
-    key_id: str
-    queries: int
-    score: float
-    threshold: float
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +71,14 @@ class KeyStatistics:
     """One key's detector statistics at a moment, for metrics and dashboards.
 
     Attributes:
-        queries: queries seen from the key.
+        queries: queries seen from the key, repeats not included.
         prada_w: the latest Shapiro-Wilk W (NaN before the first test; once that alarm fired,
             the test stops and this keeps the value that raised it).
         atypical_share: share of the recent window outside the training distribution.
         duplicate_share: share of the recent window that were near duplicates.
         alarmed: the alarm kinds raised.
+        repeats: exact repeats of the key's earlier queries, left out of every test.
+        atypical_total: atypical queries over everything the key has sent.
     """
 
     queries: int
@@ -117,6 +86,8 @@ class KeyStatistics:
     atypical_share: float
     duplicate_share: float
     alarmed: frozenset[str]
+    repeats: int = 0
+    atypical_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +100,9 @@ class DetectorConfig:
     held-out queries each raise none.
 
     Memory per key is `state_bytes_bound(n_features)`:
-    `prada_keep * (n_features + 1) * 4 + prada_window * 8 + ood_window + dup_window + 4096`
-    bytes, 27,840 bytes for 20 features with the defaults, whatever the number of queries; so
-    about 57 MB for `max_keys` = 2048 keys.
+    `prada_keep * (n_features + 1) * 4 + prada_window * 8 + ood_window + dup_window
+    + repeat_memory * 4 + 4096` bytes, 44,224 bytes for 20 features with the defaults, whatever
+    the number of queries; so about 91 MB for `max_keys` = 2048 keys.
 
     Attributes:
         max_keys: keys tracked at once; the least recently seen key is forgotten beyond it.
@@ -150,15 +121,21 @@ class DetectorConfig:
             held-out streams of 2,000 queries (0.905, over six seeds) and the highest W that
             Jacobian augmentation (steps 0.1 to 1.0) stayed above in its first 100 distances (0.66).
         ood_window: recent queries over which the atypical share is taken.
-        ood_min_queries: queries before the out-of-distribution test applies.
-        ood_share: alarm when at least this share of the window is atypical; training
-            records themselves give about 1.4 %, benign windows in the benchmark at most 11 %.
+        ood_min_queries: queries before the out-of-distribution window test applies.
+        ood_share: alarm when at least this share of the window is atypical; held-out records
+            are atypical at the profile's false-alarm rate (0.5 %).
+        ood_tolerated_rate: the cumulative test's tolerated share of atypical queries (see
+            `StreamConfig.tolerated_rate`).
+        ood_p_value: the cumulative test alarms when the key's count of atypical queries is
+            less likely than this at the tolerated rate.
+        ood_min_atypical: atypical queries before the cumulative test applies.
         dup_radius: a query within this root-mean-square distance, in training standard
             deviations per feature, of an earlier one is a near duplicate. Held-out records
             are about 0.8 apart; membership probes around one record are 0.01-0.1 apart.
         dup_window: recent queries over which the near-duplicate share is taken.
         dup_min_queries: queries before the near-duplicate test applies.
         dup_share: alarm when at least this share of the window is near duplicates.
+        repeat_memory: distinct queries per key remembered to recognise exact repeats.
     """
 
     max_keys: int = 2048
@@ -171,10 +148,14 @@ class DetectorConfig:
     ood_window: int = 64
     ood_min_queries: int = 20
     ood_share: float = 0.3
+    ood_tolerated_rate: float = 0.03
+    ood_p_value: float = 1e-9
+    ood_min_atypical: int = 5
     dup_radius: float = 0.1
     dup_window: int = 128
     dup_min_queries: int = 32
     dup_share: float = 0.5
+    repeat_memory: int = 4096
 
     def __post_init__(self) -> None:
         counts = {
@@ -185,6 +166,8 @@ class DetectorConfig:
             "ood_min_queries": self.ood_min_queries,
             "dup_window": self.dup_window,
             "dup_min_queries": self.dup_min_queries,
+            "ood_min_atypical": self.ood_min_atypical,
+            "repeat_memory": self.repeat_memory,
         }
         for name, value in counts.items():
             if value < 1:
@@ -210,143 +193,21 @@ class DetectorConfig:
         ):
             if not 0.0 < share <= 1.0:
                 raise ConfigError(f"detector {name} must be in (0, 1], got {share}", hint="Use a fraction.")
+        if not 0.0 < self.ood_tolerated_rate < 1.0:
+            raise ConfigError(
+                f"detector ood_tolerated_rate must be in (0, 1), got {self.ood_tolerated_rate}", hint="Use a fraction."
+            )
+        if not 0.0 < self.ood_p_value < 0.5:
+            raise ConfigError(
+                f"detector ood_p_value must be in (0, 0.5), got {self.ood_p_value}", hint="Use e.g. 1e-9."
+            )
         if not self.dup_radius >= 0.0:
             raise ConfigError(f"detector dup_radius must be >= 0, got {self.dup_radius}", hint="Use 0 to disable it.")
 
     def state_bytes_bound(self, n_features: int) -> int:
         """The most memory one key's state takes, in bytes, for a model with `n_features`."""
         arrays = self.prada_keep * (n_features + 1) * 4 + self.prada_window * 8 + self.ood_window + self.dup_window
-        return arrays + _STATE_OVERHEAD_BYTES
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingProfile:
-    """Per-feature summary of the training data, shipped with the model.
-
-    Built once by `from_data`; `to_dict` / `from_dict` give a JSON-able form.
-
-    Attributes:
-        n_samples: training records summarised.
-        mean, std, minimum, maximum: per feature.
-        quantile_levels: the levels of `quantiles`.
-        quantiles: one tuple per level, one value per feature.
-        typical_score: the (low, high) quantiles, at `TYPICAL_SCORE_LEVELS`, of the training
-            records' own mean squared z-score.
-    """
-
-    n_samples: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    minimum: tuple[float, ...]
-    maximum: tuple[float, ...]
-    quantile_levels: tuple[float, ...]
-    quantiles: tuple[tuple[float, ...], ...]
-    typical_score: tuple[float, float]
-
-    @property
-    def n_features(self) -> int:
-        """How many features a query must have."""
-        return len(self.mean)
-
-    @classmethod
-    def from_data(cls, x: npt.ArrayLike) -> TrainingProfile:
-        """Summarise training data.
-
-        Args:
-            x: training records, shape (n_samples, n_features), finite numbers.
-
-        Returns:
-            The profile.
-
-        Raises:
-            ArtifactError: `x` is not a 2-D array of at least two finite rows.
-        """
-        data = np.asarray(x, dtype=np.float64)
-        if data.ndim != 2 or data.shape[0] < 2 or data.shape[1] < 1:
-            raise ArtifactError(
-                f"training data: expected shape (n_samples >= 2, n_features >= 1), got {data.shape}",
-                hint="Pass the training matrix the model was fitted on.",
-            )
-        if not np.isfinite(data).all():
-            raise ArtifactError("training data: contains NaN or infinity", hint="Clean the training matrix first.")
-        mean = data.mean(axis=0)
-        std = data.std(axis=0)
-        scores = _mean_squared_z(data, mean, _usable_std(std))
-        quantiles = np.quantile(data, QUANTILE_LEVELS, axis=0)
-        low, high = np.quantile(scores, TYPICAL_SCORE_LEVELS)
-        return cls(
-            n_samples=int(data.shape[0]),
-            mean=_floats(mean),
-            std=_floats(std),
-            minimum=_floats(data.min(axis=0)),
-            maximum=_floats(data.max(axis=0)),
-            quantile_levels=QUANTILE_LEVELS,
-            quantiles=tuple(_floats(row) for row in quantiles),
-            typical_score=(float(low), float(high)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form; `TrainingProfile.from_dict(p.to_dict()) == p`."""
-        return {
-            "schema": PROFILE_SCHEMA,
-            "n_samples": self.n_samples,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "minimum": list(self.minimum),
-            "maximum": list(self.maximum),
-            "quantile_levels": list(self.quantile_levels),
-            "quantiles": [list(row) for row in self.quantiles],
-            "typical_score": list(self.typical_score),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainingProfile:
-        """Read the form `to_dict` writes.
-
-        Raises:
-            ArtifactError: wrong schema, missing or extra fields, or inconsistent lengths.
-        """
-        hint = "Rebuild the profile with TrainingProfile.from_data on the training data."
-        if data.get("schema") != PROFILE_SCHEMA:
-            raise ArtifactError(
-                f"training profile: schema is {data.get('schema')!r}, not {PROFILE_SCHEMA!r}", hint=hint
-            )
-        expected = {
-            "schema",
-            "n_samples",
-            "mean",
-            "std",
-            "minimum",
-            "maximum",
-            "quantile_levels",
-            "quantiles",
-            "typical_score",
-        }
-        if set(data) != expected:
-            raise ArtifactError(
-                f"training profile: fields differ from the schema: {sorted(set(data) ^ expected)}", hint=hint
-            )
-        try:
-            profile = cls(
-                n_samples=int(data["n_samples"]),
-                mean=_floats(data["mean"]),
-                std=_floats(data["std"]),
-                minimum=_floats(data["minimum"]),
-                maximum=_floats(data["maximum"]),
-                quantile_levels=_floats(data["quantile_levels"]),
-                quantiles=tuple(_floats(row) for row in data["quantiles"]),
-                typical_score=(float(data["typical_score"][0]), float(data["typical_score"][1])),
-            )
-        except (TypeError, ValueError, IndexError) as err:
-            raise ArtifactError(f"training profile: unreadable field ({err})", hint=hint) from err
-        n = profile.n_features
-        lengths = [len(profile.std), len(profile.minimum), len(profile.maximum), *map(len, profile.quantiles)]
-        if n < 1 or any(length != n for length in lengths) or len(profile.quantiles) != len(profile.quantile_levels):
-            raise ArtifactError("training profile: per-feature fields differ in length", hint=hint)
-        values = np.array([profile.mean, profile.std, profile.minimum, profile.maximum])
-        if not np.isfinite(values).all() or not np.isfinite(profile.typical_score).all():
-            raise ArtifactError("training profile: contains NaN or infinity", hint=hint)
-        return profile
+        return arrays + self.repeat_memory * 4 + _STATE_OVERHEAD_BYTES
 
 
 class _KeyState:
@@ -365,8 +226,11 @@ class _KeyState:
         "last_w",
         "ood_count",
         "ood_flags",
+        "ood_total",
         "prada_threshold",
         "queries",
+        "repeats",
+        "seen",
     )
 
     def __init__(self, config: DetectorConfig, n_features: int) -> None:
@@ -382,12 +246,15 @@ class _KeyState:
         self.last_w = math.nan
         self.ood_flags = np.zeros(config.ood_window, dtype=np.bool_)
         self.ood_count = 0
+        self.ood_total = 0
+        self.seen = DigestRing(config.repeat_memory)
+        self.repeats = 0
         self.dup_flags = np.zeros(config.dup_window, dtype=np.bool_)
         self.dup_count = 0
         self.alarmed: set[str] = set()
 
     def size_bytes(self) -> int:
-        arrays = (self.kept, self.kept_sq, self.dist, self.ood_flags, self.dup_flags)
+        arrays = (self.kept, self.kept_sq, self.dist, self.ood_flags, self.dup_flags, self.seen.digests)
         return (
             sys.getsizeof(self)
             + sum(sys.getsizeof(a) for a in arrays)
@@ -398,6 +265,7 @@ class _KeyState:
 
 _FP32_SAFE_SQUARE = float(np.finfo(np.float32).max) / 64  # room for the sums of the distance step
 
+
 class QueryMonitor:
     """Per-key streaming detectors of model extraction and membership probing.
 
@@ -406,6 +274,8 @@ class QueryMonitor:
     Args:
         profile: the served model's training profile.
         config: thresholds and bounds; `DetectorConfig()` by default.
+        judge: the row judge to take atypical verdicts from (one built with the serving
+            spec's ranges, say); `RowJudge(profile)` by default.
 
     Example:
         >>> monitor = QueryMonitor(TrainingProfile.from_data(x_train))   # doctest: +SKIP
@@ -413,31 +283,40 @@ class QueryMonitor:
         []
     """
 
-    def __init__(self, profile: TrainingProfile, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self, profile: TrainingProfile, config: DetectorConfig | None = None, *, judge: RowJudge | None = None
+    ) -> None:
         self.profile = profile
         self.config = config if config is not None else DetectorConfig()
+        self.judge = judge if judge is not None else RowJudge(profile)
+        if self.judge.n_features != profile.n_features:
+            raise ConfigError(
+                f"query monitor: judge for {self.judge.n_features} features, profile for {profile.n_features}"
+            )
         self._n = profile.n_features
         self._mean = np.asarray(profile.mean, dtype=np.float64)
         self._inv_std = 1.0 / _usable_std(np.asarray(profile.std, dtype=np.float64))
-        self._low = np.asarray(profile.minimum, dtype=np.float64)
-        self._high = np.asarray(profile.maximum, dtype=np.float64)
-        self._score_low, self._score_high = profile.typical_score
+        self._digest = RowDigest(self._n)
+        self._log_p = -math.log(self.config.ood_p_value)
         # Compared with squared distances, so the per-query test needs no square root.
         self._dup_sq = (self.config.dup_radius**2) * self._n
         self._keys: OrderedDict[str, _KeyState] = OrderedDict()
 
-    def observe(self, key_id: str, features: npt.ArrayLike) -> list[Alarm]:
+    def observe(self, key_id: str, features: npt.ArrayLike, *, fresh: npt.ArrayLike | None = None) -> list[Alarm]:
         """Account for a batch of one key's queries.
 
         Args:
             key_id: the API key's id.
             features: the queries, shape (batch, n_features).
+            fresh: which queries are not repeats, when the caller already knows (a
+                `RepeatFilter` shared with the stream tests); by default the monitor's own
+                memory of the key's queries decides.
 
         Returns:
             The alarms this batch raised: each kind at most once per key, ever.
 
         Raises:
-            ArtifactError: `features` is not of shape (batch, n_features).
+            ArtifactError: `features` is not of shape (batch, n_features), or `fresh` not (batch,).
         """
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self._n:
@@ -446,15 +325,24 @@ class QueryMonitor:
                 hint="Validate request bodies against the model's input schema before monitoring them.",
             )
         state = self._state_for(key_id)
+        if fresh is None:
+            new = state.seen.add(self._digest.of(x))
+        else:
+            new = np.asarray(fresh, dtype=np.bool_)
+            if new.shape != (x.shape[0],):
+                raise ArtifactError(f"key {key_id}: fresh of shape {new.shape}, expected ({x.shape[0]},)")
+        state.repeats += int(x.shape[0] - np.count_nonzero(new))
+        if not new.all():
+            x = x[new]
+        if x.shape[0] == 0:
+            return []
+        atypical = self.judge.judge(x)
         z = (x - self._mean) * self._inv_std
         with np.errstate(invalid="ignore", over="ignore"):
             score = np.einsum("ij,ij->i", z, z) / self._n
-            outside = ((x < self._low) | (x > self._high)).any(axis=1)
         # A query finite in FP32 but 1e19 from the mean has a squared distance past FP32's range:
         # the distance step (in FP32) would overflow, so such a row is treated as non-finite.
         finite = np.isfinite(score) & (score * self._n < _FP32_SAFE_SQUARE)
-        # NaN compares False, so a non-finite query is atypical only through `finite`.
-        atypical = ~finite | outside | (score < self._score_low) | (score > self._score_high)
         z32 = z.astype(np.float32)
         alarms: list[Alarm] = []
         for row in range(x.shape[0]):
@@ -487,6 +375,8 @@ class QueryMonitor:
             atypical_share=state.ood_count / min(seen, cfg.ood_window),
             duplicate_share=state.dup_count / min(seen, cfg.dup_window),
             alarmed=frozenset(state.alarmed),
+            repeats=state.repeats,
+            atypical_total=state.ood_total,
         )
 
     def state_bytes(self, key_id: str) -> int:
@@ -513,6 +403,7 @@ class QueryMonitor:
         slot = (state.queries - 1) % self.config.ood_window
         state.ood_count += int(flag) - int(state.ood_flags[slot])
         state.ood_flags[slot] = flag
+        state.ood_total += flag
 
     def _count_duplicate(self, state: _KeyState, flag: bool) -> None:
         slot = (state.queries - 1) % self.config.dup_window
@@ -551,19 +442,8 @@ class QueryMonitor:
 
     def _check(self, key_id: str, state: _KeyState, alarms: list[Alarm]) -> None:
         cfg = self.config
-        if AlarmKind.OUT_OF_DISTRIBUTION not in state.alarmed and state.queries >= cfg.ood_min_queries:
-            share = state.ood_count / min(state.queries, cfg.ood_window)
-            if share >= cfg.ood_share:
-                self._raise(
-                    alarms,
-                    state,
-                    key_id,
-                    AlarmKind.OUT_OF_DISTRIBUTION,
-                    share,
-                    cfg.ood_share,
-                    f"{share:.0%} of its recent queries lie outside the training data's range or typical "
-                    "distance from its mean, as uniform or box probing for model extraction does",
-                )
+        if AlarmKind.OUT_OF_DISTRIBUTION not in state.alarmed:
+            self._check_out_of_distribution(key_id, state, alarms)
         if AlarmKind.NEAR_DUPLICATE not in state.alarmed and state.queries >= cfg.dup_min_queries:
             share = state.dup_count / min(state.queries, cfg.dup_window)
             if share >= cfg.dup_share:
@@ -596,6 +476,37 @@ class QueryMonitor:
                     "synthetic queries built by perturbing earlier ones for model extraction are",
                 )
 
+    def _check_out_of_distribution(self, key_id: str, state: _KeyState, alarms: list[Alarm]) -> None:
+        cfg = self.config
+        if state.queries >= cfg.ood_min_queries:
+            share = state.ood_count / min(state.queries, cfg.ood_window)
+            if share >= cfg.ood_share:
+                self._raise(
+                    alarms,
+                    state,
+                    key_id,
+                    AlarmKind.OUT_OF_DISTRIBUTION,
+                    share,
+                    cfg.ood_share,
+                    f"{share:.0%} of its recent queries lie outside the training data's range or joint "
+                    "distribution, as uniform or box probing for model extraction does",
+                )
+                return
+        if state.ood_total >= cfg.ood_min_atypical and state.ood_total > cfg.ood_tolerated_rate * state.queries:
+            bound = binomial_tail_bound(state.ood_total, state.queries, cfg.ood_tolerated_rate)
+            if bound >= self._log_p:
+                self._raise(
+                    alarms,
+                    state,
+                    key_id,
+                    AlarmKind.OUT_OF_DISTRIBUTION,
+                    bound / math.log(10),
+                    self._log_p / math.log(10),
+                    f"{state.ood_total} of its queries ({state.ood_total / state.queries:.1%}) lie outside the "
+                    f"training data's range or joint distribution, against {cfg.ood_tolerated_rate:.1%} "
+                    "tolerated, as synthetic queries mixed with ordinary ones for model extraction do",
+                )
+
     def _raise(
         self,
         alarms: list[Alarm],
@@ -610,80 +521,3 @@ class QueryMonitor:
         message = f"key {key_id} after {state.queries} queries: {why}"
         alarms.append(Alarm(kind.value, key_id, state.queries, score, threshold, message))
         logger.info("query monitor: %s", message)
-
-
-def shapiro_w(values: FloatArray) -> float:
-    """The Shapiro-Wilk W statistic of `values` (3 to 5000 of them).
-
-    scipy's implementation when scipy is installed, else `shapiro_w_royston`, which computes
-    the same statistic. Values that are all equal (a point mass, the most non-normal sample
-    there is, and what scipy refuses) give 0.0.
-    """
-    if values.size < 3:
-        raise ValueError(f"Shapiro-Wilk needs at least 3 values, got {values.size}")
-    if _is_point_mass(values):
-        return 0.0
-    if _scipy_shapiro is not None:
-        return float(_scipy_shapiro(values).statistic)
-    return shapiro_w_royston(values)
-
-
-def shapiro_w_royston(values: FloatArray) -> float:
-    """Shapiro-Wilk W with Royston's (1992, 1995: AS R94) approximate coefficients, numpy only.
-
-    The statistic scipy.stats.shapiro computes (to ~1e-7); 0.0 for values that are all equal.
-    """
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    if x.size < 3:
-        raise ValueError(f"Shapiro-Wilk needs at least 3 values, got {x.size}")
-    if _is_point_mass(x):
-        return 0.0
-    a = _royston_coefficients(x.size)
-    centred = x - x.mean()
-    return min(float(a @ x) ** 2 / float(centred @ centred), 1.0)
-
-
-def _is_point_mass(values: FloatArray) -> bool:
-    return float(np.ptp(values)) <= 1e-12 * max(1.0, float(np.abs(values).max()))
-
-
-@lru_cache(maxsize=128)
-def _royston_coefficients(n: int) -> FloatArray:
-    if n == 3:
-        a = np.array([-math.sqrt(0.5), 0.0, math.sqrt(0.5)])
-        a.flags.writeable = False
-        return a
-    normal = statistics.NormalDist()
-    m = np.array([normal.inv_cdf((i - 0.375) / (n + 0.25)) for i in range(1, n + 1)])
-    mm = float(m @ m)
-    u = 1.0 / math.sqrt(n)
-    c = m / math.sqrt(mm)
-    a_n = c[-1] + 0.221157 * u - 0.147981 * u**2 - 2.071190 * u**3 + 4.434685 * u**4 - 2.706056 * u**5
-    a = m.copy()
-    if n > 5:
-        a_n1 = c[-2] + 0.042981 * u - 0.293762 * u**2 - 1.752461 * u**3 + 5.682633 * u**4 - 3.582633 * u**5
-        phi = (mm - 2 * m[-1] ** 2 - 2 * m[-2] ** 2) / (1 - 2 * a_n**2 - 2 * a_n1**2)
-        a = m / math.sqrt(phi)
-        a[-1], a[-2], a[0], a[1] = a_n, a_n1, -a_n, -a_n1
-    else:
-        phi = (mm - 2 * m[-1] ** 2) / (1 - 2 * a_n**2)
-        a = m / math.sqrt(phi)
-        a[-1], a[0] = a_n, -a_n
-    a.flags.writeable = False
-    return a
-
-
-def _usable_std(std: FloatArray) -> FloatArray:
-    # A constant training feature has std 0; any other value there is caught by the range
-    # test, so scaling by 1 only keeps the distances finite.
-    return np.where(std > 0.0, std, 1.0)
-
-
-def _mean_squared_z(x: FloatArray, mean: FloatArray, std: FloatArray) -> FloatArray:
-    z = (x - mean) / std
-    result: FloatArray = np.einsum("ij,ij->i", z, z) / x.shape[1]
-    return result
-
-
-def _floats(values: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)

@@ -1,0 +1,397 @@
+"""SERVE: does a stream of requests hold more atypical rows than benign traffic does?
+
+A stream is any string the gateway chooses: "key:K41", "account:acme", "net:203.0.113.0/24",
+"model:fraud@7". Ten keys that each stay under a per-key test add up on their account's or
+their network's stream; the model's own stream sees everything.
+
+`StreamWatch.add(stream, atypical)` takes the `RowJudge` verdicts of a request's rows and keeps,
+per stream, two tests of the share of atypical rows:
+
+- window: the share among the stream's last `window` rows, once it has sent
+  `window_min_rows`. Uniform or box probing is almost all atypical rows and trips it within
+  tens of queries.
+- cumulative: everything the stream has sent, against a tolerated rate. The alarm fires when
+  a count of atypical rows that high is less likely than `p_value` for a stream whose rows are
+  atypical at the tolerated rate (a Chernoff bound on the binomial tail, never more eager than
+  the exact test). Mixing synthetic rows with benign-looking fillers keeps the window share
+  low, but the count still grows faster than the tolerated rate allows, and the evidence adds
+  up: one synthetic row in five is caught after a few hundred rows, one in ten later, while a
+  benign client whose rows are atypical at under the tolerated rate never is, however long
+  it sends. The default tolerated rate, max(4 x the profile's false-alarm rate, 3 %), leaves
+  room for clients unlike the training data: a client shifted by 0.3 sd in every feature has
+  2 % of its rows atypical.
+
+Each stream alarms once (until it is forgotten). Memory is bounded: `max_streams` streams, the
+least recently seen forgotten first, each a few hundred bytes.
+
+`RepeatFilter.fresh(stream, rows)` says which rows the stream has not sent before (a bounded
+memory of its last distinct rows). A retry or a nightly re-score of the same records is not
+new evidence, and counting it again would let an attacker dilute its synthetic rows with
+repeats of one benign row for free; the gateway feeds only fresh rows to the streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from bastion.errors import ArtifactError, ConfigError
+from bastion.serve.detect.alarms import Alarm, AlarmKind
+from bastion.serve.detect.statistics import binomial_tail_bound
+
+logger = logging.getLogger(__name__)
+
+BoolArray = npt.NDArray[np.bool_]
+DigestArray = npt.NDArray[np.uint32]
+MAX_STREAM_ID = 512
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """Thresholds and bounds of a `StreamWatch`.
+
+    Attributes:
+        max_streams: streams tracked at once; the least recently seen is forgotten beyond it.
+        window: recent rows over which the window share is taken.
+        window_min_rows: rows a stream must have sent before the window test applies.
+        window_share: alarm when at least this share of the window is atypical.
+        tolerated_rate: the rate of atypical rows the cumulative test accepts without alarm.
+            `StreamConfig.for_rate(profile.false_alarm_rate)` sets it to max(4 x rate, 0.03).
+        p_value: the cumulative test alarms when the stream's count is less likely than this
+            at the tolerated rate (1e-9: with thousands of streams tested after every request,
+            a benign stream at the tolerated rate still practically never alarms).
+        min_atypical: atypical rows a stream needs before the cumulative test applies.
+    """
+
+    max_streams: int = 65_536
+    window: int = 64
+    window_min_rows: int = 20
+    window_share: float = 0.3
+    tolerated_rate: float = 0.03
+    p_value: float = 1e-9
+    min_atypical: int = 5
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("max_streams", self.max_streams),
+            ("window", self.window),
+            ("window_min_rows", self.window_min_rows),
+            ("min_atypical", self.min_atypical),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"stream {name} must be a positive integer, got {value!r}", hint="Use a count >= 1.")
+        if self.window > 65_536:
+            raise ConfigError(f"stream window must be at most 65536, got {self.window}", hint="Use a shorter window.")
+        if not 0.0 < self.window_share <= 1.0:
+            raise ConfigError(f"stream window_share must be in (0, 1], got {self.window_share}", hint="Use a fraction.")
+        if not 0.0 < self.tolerated_rate < 1.0:
+            raise ConfigError(
+                f"stream tolerated_rate must be in (0, 1), got {self.tolerated_rate}",
+                hint="Use a fraction such as 0.03.",
+            )
+        if not 0.0 < self.p_value < 0.5:
+            raise ConfigError(
+                f"stream p_value must be in (0, 0.5), got {self.p_value}", hint="Use a tiny one, e.g. 1e-9."
+            )
+
+    @classmethod
+    def for_rate(cls, false_alarm_rate: float, **changes: float) -> StreamConfig:
+        """The defaults, with the tolerated rate set from a profile's per-row false-alarm rate."""
+        tolerated = max(4.0 * false_alarm_rate, 0.03)
+        return cls(**{"tolerated_rate": tolerated, **changes})  # type: ignore[arg-type]  # validated in __post_init__
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatistics:
+    """One stream's counters at a moment, for metrics and dashboards.
+
+    Attributes:
+        rows: rows counted.
+        atypical: atypical rows among them.
+        window_share: share of atypical rows in the recent window.
+        evidence: -log10 of the cumulative test's p-value bound (alarm at -log10(p_value)).
+        alarmed: whether the stream has alarmed.
+    """
+
+    rows: int
+    atypical: int
+    window_share: float
+    evidence: float
+    alarmed: bool
+
+
+class _StreamState:
+    __slots__ = ("alarmed", "atypical", "bits", "rows")
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.atypical = 0
+        self.bits = 0  # the last `window` verdicts, newest in the lowest bit
+        self.alarmed = False
+
+
+class StreamWatch:
+    """Per-stream counters of atypical rows, with a window test and a cumulative test.
+
+    Thread-safe (a lock around each call).
+
+    Args:
+        config: thresholds and bounds.
+
+    Example:
+        >>> watch = StreamWatch(StreamConfig.for_rate(profile.false_alarm_rate))   # doctest: +SKIP
+        >>> atypical = judge.judge(rows)[fresh]                                     # doctest: +SKIP
+        >>> for stream in (f"key:{key_id}", f"account:{account}", f"model:{ref}"):  # doctest: +SKIP
+        ...     if (alarm := watch.add(stream, atypical)) is not None:
+        ...         refuse(alarm)
+    """
+
+    def __init__(self, config: StreamConfig = StreamConfig()) -> None:  # frozen, so one shared default is safe
+        self.config = config
+        self._streams: OrderedDict[str, _StreamState] = OrderedDict()
+        self._mask = (1 << config.window) - 1
+        self._log_p = -math.log(config.p_value)
+        self._lock = threading.Lock()
+
+    def add(self, stream: str, atypical: npt.ArrayLike) -> Alarm | None:
+        """Count a request's rows for a stream; the alarm it raises now, if any.
+
+        Args:
+            stream: the stream's id (at most `MAX_STREAM_ID` characters).
+            atypical: the verdicts of the request's (fresh) rows, True for atypical.
+
+        Returns:
+            An `extraction.out-of-distribution` alarm the first time the stream crosses either
+            test (its `key_id` and `stream` are the stream id), else None.
+
+        Raises:
+            ArtifactError: the stream id is too long or `atypical` is not one-dimensional.
+        """
+        flags = np.asarray(atypical, dtype=np.bool_)
+        if flags.ndim != 1:
+            raise ArtifactError(f"stream {stream[:64]}: verdicts of shape {flags.shape}, expected (rows,)")
+        if len(stream) > MAX_STREAM_ID:
+            raise ArtifactError(f"stream id of {len(stream)} characters, at most {MAX_STREAM_ID}")
+        n = int(flags.shape[0])
+        count = int(np.count_nonzero(flags))
+        with self._lock:
+            state = self._state_for(stream)
+            state.rows += n
+            state.atypical += count
+            state.bits = self._shift_in(state.bits, flags, n, count)
+            if state.alarmed or n == 0:
+                return None
+            alarm = self._window_alarm(stream, state) or self._cumulative_alarm(stream, state)
+            if alarm is not None:
+                state.alarmed = True
+        if alarm is not None:
+            logger.info("stream watch: %s", alarm.message)
+        return alarm
+
+    def alarmed(self, stream: str) -> bool:
+        """Whether `stream` has alarmed (False for a stream never seen or forgotten)."""
+        state = self._streams.get(stream)
+        return state is not None and state.alarmed
+
+    def snapshot(self, stream: str) -> StreamStatistics | None:
+        """The stream's counters (None if it is not tracked)."""
+        state = self._streams.get(stream)
+        if state is None:
+            return None
+        seen = min(state.rows, self.config.window)
+        bound = binomial_tail_bound(state.atypical, state.rows, self.config.tolerated_rate)
+        return StreamStatistics(
+            rows=state.rows,
+            atypical=state.atypical,
+            window_share=state.bits.bit_count() / seen if seen else 0.0,
+            evidence=bound / math.log(10),
+            alarmed=state.alarmed,
+        )
+
+    def forget(self, stream: str) -> None:
+        """Drop a stream's counters and alarm; unknown streams are ignored."""
+        with self._lock:
+            self._streams.pop(stream, None)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def _state_for(self, stream: str) -> _StreamState:
+        state = self._streams.get(stream)
+        if state is not None:
+            self._streams.move_to_end(stream)
+            return state
+        state = _StreamState()
+        self._streams[stream] = state
+        if len(self._streams) > self.config.max_streams:
+            evicted, _ = self._streams.popitem(last=False)
+            logger.debug("stream watch: forgot idle stream %s (max_streams=%d)", evicted, self.config.max_streams)
+        return state
+
+    def _shift_in(self, bits: int, flags: BoolArray, n: int, count: int) -> int:
+        window = self.config.window
+        if count == 0:  # the common case: nothing to set, only to shift out
+            return (bits << min(n, window)) & self._mask
+        if count == n and n >= window:
+            return self._mask
+        for flag in flags[-window:].tolist():
+            bits = ((bits << 1) | flag) & self._mask
+        return bits
+
+    def _window_alarm(self, stream: str, state: _StreamState) -> Alarm | None:
+        cfg = self.config
+        if state.rows < cfg.window_min_rows:
+            return None
+        share = state.bits.bit_count() / min(state.rows, cfg.window)
+        if share < cfg.window_share:
+            return None
+        return Alarm(
+            AlarmKind.OUT_OF_DISTRIBUTION.value,
+            stream,
+            state.rows,
+            share,
+            cfg.window_share,
+            f"stream {stream} after {state.rows} rows: {share:.0%} of its last {min(state.rows, cfg.window)} rows "
+            "lie outside the training data's range or joint distribution, as synthetic queries for model "
+            "extraction do",
+        )
+
+    def _cumulative_alarm(self, stream: str, state: _StreamState) -> Alarm | None:
+        cfg = self.config
+        if state.atypical < cfg.min_atypical:
+            return None
+        bound = binomial_tail_bound(state.atypical, state.rows, cfg.tolerated_rate)
+        if bound < self._log_p:
+            return None
+        evidence = bound / math.log(10)
+        return Alarm(
+            AlarmKind.OUT_OF_DISTRIBUTION.value,
+            stream,
+            state.rows,
+            evidence,
+            self._log_p / math.log(10),
+            f"stream {stream} after {state.rows} rows: {state.atypical} of them ({state.atypical / state.rows:.1%}) "
+            f"lie outside the training data's range or joint distribution, against {cfg.tolerated_rate:.1%} "
+            f"tolerated (p < 1e-{evidence:.0f}), as synthetic queries mixed with ordinary ones for model "
+            "extraction do",
+        )
+
+
+class RepeatFilter:
+    """Which rows a stream sends for the first time, exactly, within a bounded memory.
+
+    Each stream keeps the digests of its last `memory` distinct rows (4 bytes each); a row whose
+    float32 bytes match one of them, or an earlier row of the same batch, is a repeat. The
+    digest is a random linear hash of the row's 32-bit words, keyed per filter: a collision
+    between two given rows has probability about 2^-32 and cannot be aimed at without the key,
+    so a fresh row is taken for a repeat about once per million lookups against a full memory,
+    and a repeat is never taken for a fresh row.
+
+    Args:
+        n_features: row width.
+        memory: distinct rows remembered per stream.
+        max_streams: streams tracked; the least recently seen is forgotten beyond it.
+        seed: fixes the hash key (tests); None draws it from `secrets`.
+    """
+
+    def __init__(
+        self, n_features: int, memory: int = 4096, max_streams: int = 4096, *, seed: int | None = None
+    ) -> None:
+        if n_features < 1 or memory < 1 or max_streams < 1:
+            raise ConfigError(
+                f"repeat filter needs n_features, memory and max_streams >= 1, got {n_features}, {memory}, {max_streams}"
+            )
+        self.n_features = n_features
+        self.memory = memory
+        self.max_streams = max_streams
+        self._digest = RowDigest(n_features, seed=seed)
+        self._streams: OrderedDict[str, DigestRing] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def fresh(self, stream: str, rows: npt.ArrayLike) -> BoolArray:
+        """True for each row the stream has not sent before; those rows are remembered.
+
+        Raises:
+            ArtifactError: `rows` is not of shape (n, n_features).
+        """
+        digests = self._digest.of(rows)
+        with self._lock:
+            ring = self._streams.get(stream)
+            if ring is None:
+                ring = DigestRing(self.memory)
+                self._streams[stream] = ring
+                if len(self._streams) > self.max_streams:
+                    self._streams.popitem(last=False)
+            else:
+                self._streams.move_to_end(stream)
+            return ring.add(digests)
+
+    def state_bytes(self) -> int:
+        """Memory held by the digests, in bytes (at most `memory * 4 * max_streams`)."""
+        return sum(ring.digests.nbytes for ring in self._streams.values())
+
+    def forget(self, stream: str) -> None:
+        with self._lock:
+            self._streams.pop(stream, None)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+
+class RowDigest:
+    """A keyed 32-bit digest of each row's float32 bytes (see `RepeatFilter`)."""
+
+    def __init__(self, n_features: int, *, seed: int | None = None) -> None:
+        self.n_features = n_features
+        rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+        # Odd multipliers, so every bit of every word reaches the high half of the product sum.
+        self._multipliers = rng.integers(0, 2**63, size=n_features, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+    def of(self, rows: npt.ArrayLike) -> DigestArray:
+        x = np.ascontiguousarray(rows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ArtifactError(
+                f"rows of shape {x.shape}, expected (n, {self.n_features})",
+                hint="Validate request bodies against the model's input schema first.",
+            )
+        words = x.view(np.uint32).astype(np.uint64)
+        # Unsigned array arithmetic wraps modulo 2^64 without a warning; the high half mixes best.
+        total = (words * self._multipliers).sum(axis=1, dtype=np.uint64)
+        digests: DigestArray = (total >> np.uint64(32)).astype(np.uint32)
+        return digests
+
+
+class DigestRing:
+    """The digests of a stream's last `memory` distinct rows (a ring buffer)."""
+
+    __slots__ = ("digests", "next", "size")
+
+    def __init__(self, memory: int) -> None:
+        self.digests = np.zeros(memory, dtype=np.uint32)
+        self.next = 0
+        self.size = 0
+
+    def add(self, digests: DigestArray) -> BoolArray:
+        """True for each digest not seen before (nor earlier in `digests`); records those."""
+        n = digests.shape[0]
+        known = self.digests[: self.size]
+        if n == 1:
+            fresh = np.array([not (known == digests[0]).any()])
+        else:
+            fresh = ~np.isin(digests, known)
+            _, first = np.unique(digests, return_index=True)
+            once = np.zeros(n, dtype=np.bool_)
+            once[first] = True
+            fresh &= once
+        for digest in digests[fresh].tolist():
+            self.digests[self.next] = digest
+            self.next = (self.next + 1) % self.digests.shape[0]
+            self.size = min(self.size + 1, self.digests.shape[0])
+        return fresh
