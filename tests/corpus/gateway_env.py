@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import math
 import shutil
 import socket
@@ -103,9 +104,11 @@ class RegistryEnv:
     admin: Principal
     admin_token: str
 
-    def publish(self, name: str, folder: Path, stages: Sequence[str] = ("staging", "production")) -> ModelVersion:
-        """Register `folder` as the next version of `name` and promote it through `stages`."""
-        version = self.registry.register(self.admin, name, folder)
+    def publish(
+        self, name: str, folder: Path, stages: Sequence[str] = ("staging", "production"), assessment: Path | None = None
+    ) -> ModelVersion:
+        """Register `folder` (with an `assessment` report) as the next version of `name` and promote it through `stages`."""
+        version = self.registry.register(self.admin, name, folder, assessment=assessment)
         for stage in stages:
             decision = self.registry.promote(self.admin, name, version.number, stage)
             failed = [f"{c.name}: {c.detail}" for c in decision.checks if not c.passed]
@@ -211,8 +214,21 @@ def running(registry: Registry, caller: Principal, settings: GatewaySettings) ->
 # --- requests and what answers must (not) hold --------------------------------------------
 
 
-def rows(count: int = 2, value: float = 0.25) -> list[list[float]]:
-    return [[value + 0.01 * i] * FEATURES for i in range(count)]
+def rows(count: int = 2, value: float | None = None) -> list[list[float]]:
+    """`count` rows: held-out records of the served models' data (what a customer sends, which
+    the before-answer checks pass), or, given a `value`, rows of that one value in every feature
+    (a shape no training record has: atypical)."""
+    if value is not None:
+        return [[value + 0.01 * i] * FEATURES for i in range(count)]
+    held_out = _held_out()
+    return [held_out[i % len(held_out)] for i in range(count)]
+
+
+@functools.lru_cache(maxsize=1)
+def _held_out() -> list[list[float]]:
+    from corpus.serving import dataset  # noqa: PLC0415 - sklearn is slow to import
+
+    return [[round(float(v), 4) for v in row] for row in dataset().x_test[:256]]
 
 
 def infer_body(

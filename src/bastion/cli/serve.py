@@ -57,6 +57,12 @@ def _key_store(registry: Registry) -> KeyStore:
               help="Open connections per port; past it requests get 503.")
 @click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600),
               help="Seconds a request body or head may stall before the client is dropped.")
+@click.option(
+    "--account-budget-share", default=0.5, show_default=True, type=click.FloatRange(0, 100),
+    help="Rows an account may send a model per month when its owner set no budget (`bastion keys account`), "
+    "as a share of the rows a copy of the model needs for 95% agreement (the extraction cost in its "
+    "assessment, `bastion assess --only extraction`); 0: no budget from the cost.",
+)
 @click.option("--log-inputs", is_flag=True, help="Write request inputs to the audit log (off by default).")
 @click.option("--mask-feature", "masked", multiple=True, type=click.IntRange(0), help="With --log-inputs: mask this "
               "feature index (personal data); repeatable.")
@@ -64,7 +70,7 @@ def serve_command(
     home: Path, models: tuple[str, ...], stage: str, trusted_keys: tuple[Path, ...], registry_key: Path | None,
     redis_url: str | None,
     host: str, port: int, admin_host: str, admin_port: int, on_alarm: str, webhook: str | None, observer: str,
-    log_inputs: bool, masked: tuple[int, ...], max_connections: int, read_timeout: float,
+    log_inputs: bool, masked: tuple[int, ...], max_connections: int, read_timeout: float, account_budget_share: float,
 ) -> None:
     """Serve promoted, signed models behind the gateway (Open Inference Protocol on --port).
 
@@ -87,6 +93,7 @@ def serve_command(
         host=host, port=port, admin_host=admin_host, admin_port=admin_port, log_inputs=log_inputs,
         masked_features=masked, observer=observer,
         http=HttpLimits(read_timeout=read_timeout, head_timeout=read_timeout, max_connections=max_connections),
+        account_budget_share=account_budget_share or None,
     )
     registry = Registry.open(home)
     caller = registry.authenticate(os.environ.get("BASTION_TOKEN"))
@@ -98,6 +105,7 @@ def serve_command(
         raise click.ClickException("no model passed its checks; nothing to serve")
     for model in assembled.gateway.models.values():
         click.echo(f"serving {model.ref} ({model.spec.format}) on http://{host}:{port}/v2/models/{model.name}", err=True)
+        click.echo(f"  {assembled.gateway.budget_summary(model.name)}", err=True)
     click.echo(f"admin API on http://{admin_host}:{admin_port}", err=True)
     try:
         run_gateway(assembled, settings)

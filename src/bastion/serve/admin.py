@@ -119,9 +119,9 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
 
     @app.post("/admin/keys/{key_id}/resume")
     def resume_key(key_id: KeyId, body: Reason, caller: Admin) -> dict[str, str]:
-        store.resume(caller, key_id, body.reason)
+        store.resume(caller, key_id, body.reason)  # lifts a suspension and an alarm's throttle
+        gateway.unthrottle(key_id)  # first: a throttle pending here would outlive the refresh
         gateway.refresh()
-        gateway.unthrottle(key_id)
         return {"resumed": key_id}
 
     @app.post("/admin/models/{name}/disable")

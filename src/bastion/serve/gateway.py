@@ -38,9 +38,10 @@ from bastion.audit import AuditEvent
 from bastion.errors import BackendUnavailable
 from bastion.serve.anonymous import RefusalLimit, RefusalTally, bounded_name
 from bastion.serve.batching import Batcher
-from bastion.serve.detect import Alarm
-from bastion.serve.keys import ApiKey, KeyStore, secret_matches, split_key
-from bastion.serve.limits import Limiter, RateLimit
+from bastion.serve.detect import Alarm, StreamConfig
+from bastion.serve.guard import RequestGuard, RowsVerdict, StreamKind, source_network
+from bastion.serve.keys import AccountLimits, ApiKey, KeyStore, StoreSnapshot, secret_matches, split_key
+from bastion.serve.limits import Limiter, Quota, RateLimit, SubjectLimit
 from bastion.serve.loader import ServedModel
 from bastion.serve.metrics import GatewayMetrics
 from bastion.serve.observer import Observer
@@ -49,7 +50,10 @@ from bastion.serve.protocol import GENERIC_REFUSAL, InvalidRequest, infer_respon
 from bastion.serve.tokens import TokenMinter
 
 JSON = "application/json"
-THROTTLED = RateLimit(per_second=0.2, burst=1)  # one query every five seconds
+THROTTLED = RateLimit(per_second=0.2, burst=1)  # one row every five seconds
+# An account's monthly rows on a model, when its owner set none: this share of the rows an
+# attacker needs to copy the model to 95 % agreement (its assessment's extraction cost).
+DEFAULT_BUDGET_SHARE = 0.5
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 MAX_URL_BYTES = 2048  # a path and query longer than this is refused (414) before any other work
 TOKEN_BODY_BYTES = 4096  # {"model": ..., "lifetime": ...} needs far less
@@ -89,7 +93,7 @@ class Caller:
 class _State:
     keys: dict[str, ApiKey] = field(default_factory=dict)
     disabled: dict[str, str] = field(default_factory=dict)
-    throttled: dict[str, RateLimit] = field(default_factory=dict)
+    accounts: dict[str, AccountLimits] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,8 @@ class Gateway:
         input_logging: InputLogging | None = None,
         refusal_limit: RefusalLimit | None = None,
         tally_interval: float = 10.0,
+        stream_config: StreamConfig | None = None,
+        account_budget_share: float | None = DEFAULT_BUDGET_SHARE,
     ) -> None:
         self.models = dict(models)
         self.store = store
@@ -203,6 +209,10 @@ class Gateway:
         self._tickets = 0  # snapshots begun
         self._applied = 0  # the ticket of the snapshot in force
         self._suspending: dict[str, str] = {}  # key id -> reason, suspended here, not yet seen in the database
+        self._throttling: dict[str, RateLimit] = {}  # key id -> throttle set here, not yet seen in the database
+        self.guard = RequestGuard({name: model.spec for name, model in self.models.items()}, stream_config)
+        self.account_budget_share = account_budget_share
+        self._derived_quota = {name: self._budget_from_cost(model) for name, model in self.models.items()}
         self._http: httpx.AsyncClient | None = None
         self.refresh()
 
@@ -211,39 +221,76 @@ class Gateway:
     def refresh(self) -> None:
         """Reload keys and disabled models from the database (done every `refresh_seconds`)."""
         ticket = self._next_ticket()
-        self._apply(ticket, *self.store.snapshot())
+        self._apply(ticket, self.store.snapshot())
 
     def _next_ticket(self) -> int:
         self._tickets += 1
         return self._tickets
 
-    def _apply(self, ticket: int, keys: dict[str, ApiKey], disabled: dict[str, str]) -> None:
+    def _apply(self, ticket: int, snapshot: StoreSnapshot) -> None:
         """Install a snapshot unless a newer one (begun later) is installed already.
 
-        Suspensions this gateway made on an alarm stay in force over a snapshot read before
-        they were committed, until the database shows them.
+        Suspensions and throttles this gateway made on an alarm stay in force over a snapshot
+        read before they were committed, until the database shows them.
         """
         if ticket <= self._applied:
             return
         self._applied = ticket
+        keys = dict(snapshot.keys)
         for key_id, reason in list(self._suspending.items()):
             key = keys.get(key_id)
             if key is None or key.suspended_reason is not None:
                 del self._suspending[key_id]  # the database has it now
             else:
                 keys[key_id] = replace(key, suspended_reason=reason)
-        self._state = _State(keys, disabled, self._state.throttled)
+        for key_id, throttle in list(self._throttling.items()):
+            key = keys.get(key_id)
+            if key is None or key.throttle is not None:
+                del self._throttling[key_id]
+            else:
+                keys[key_id] = replace(key, throttle=throttle)
+        self._state = _State(keys, dict(snapshot.disabled), dict(snapshot.accounts))
 
     def unthrottle(self, key_id: str) -> None:
-        """Lift an alarm's throttle on a key (an operator resumed it)."""
-        self._state.throttled.pop(key_id, None)
+        """Forget a throttle this gateway set and the database has not shown yet (an operator lifted it)."""
+        self._throttling.pop(key_id, None)
+        key = self._state.keys.get(key_id)
+        if key is not None and key.throttle is not None:
+            self._state.keys[key_id] = replace(key, throttle=None)
+
+    def _budget_from_cost(self, model: ServedModel) -> Quota | None:
+        """An account's monthly rows on `model` when the owner set none: a share of its extraction cost."""
+        if self.account_budget_share is None or model.extraction_queries_95 is None:
+            return None
+        return Quota(monthly=max(1, math.floor(self.account_budget_share * model.extraction_queries_95)))
+
+    def budget_summary(self, model: str) -> str:
+        """One line for a person: the model's extraction cost and the accounts' default budget on it."""
+        served = self.models[model]
+        if served.extraction_queries_95 is None:
+            return (
+                "extraction cost not measured (no extraction_queries_95 in its assessment): accounts have no "
+                "budget from it; run `bastion assess --only extraction` and attach the report"
+            )
+        quota = self._derived_quota.get(model)
+        budget = f"accounts without a budget of their own get {quota.monthly:,} rows a month" if quota and quota.monthly else (
+            "accounts get no budget from it (--account-budget-share 0)"
+        )
+        return f"a copy reaches 95% agreement after {served.extraction_queries_95:,.0f} label-only rows; {budget}"
+
+    def account_limit(self, account: str, model: str) -> SubjectLimit:
+        """The account's rate and budget on `model`: the owner's, else the one set from the extraction cost."""
+        limits = self._state.accounts.get(account)
+        if limits is not None:
+            return SubjectLimit(f"account:{account}", limits.rate, limits.quota)
+        return SubjectLimit(f"account:{account}", None, self._derived_quota.get(model))
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_seconds)
             ticket = self._next_ticket()
             with contextlib.suppress(Exception):  # a database hiccup keeps the last good view
-                self._apply(ticket, *await asyncio.to_thread(self.store.snapshot))
+                self._apply(ticket, await asyncio.to_thread(self.store.snapshot))
 
     async def _tally_loop(self) -> None:
         while True:
@@ -380,26 +427,32 @@ class Gateway:
             return refused
         model = self.models[name]
         ref = self._refs[name]
-        limited = await self._limit(key, name)
-        if limited is not None:
-            self.record(key.key_id, "infer.refused", ref, status=limited.status, reason=limited.refusal)
-            return limited
         try:
             body = await read_body(receive, declared, model.spec.max_request_bytes)
         except ClientGone:
             self.record(key.key_id, "infer.refused", ref, status=499, reason="client-gone")
             return Reply(499)
+        network = source_network(source)
         try:
             if body is None:
                 raise InvalidRequest("too-large")
             parsed = parse_infer(body, model.spec)
         except InvalidRequest as invalid:
-            self.metrics.refusals.labels("invalid-input").inc()
-            self.record(key.key_id, "infer.refused", ref, status=400, reason=f"invalid-input:{invalid.reason}")
-            if invalid.rows is not None:  # well formed but out of bounds: a probe the detectors must see
-                for alarm in self.observer.observe(key.key_id, name, invalid.rows):
-                    await self._on_alarm(alarm, model)
-            return _error(400, GENERIC_REFUSAL, "invalid-input")
+            return await self._refuse_invalid(invalid, key, model, network)
+        rows = int(parsed.rows.shape[0])
+        if rows > key.max_rows:
+            self.metrics.refusals.labels("too-many-rows").inc()
+            self.record(key.key_id, "infer.refused", ref, status=400, reason="too-many-rows", rows=rows)
+            return _error(400, f"this key may send at most {key.max_rows} rows per request", "too-many-rows")
+        limited = await self._limit(key, name, rows)
+        if limited is not None:
+            self.record(key.key_id, "infer.refused", ref, status=limited.status, reason=limited.refusal, rows=rows)
+            return limited
+        verdict = self.guard.check(name, key.key_id, key.account, network, parsed.rows)
+        if verdict.alarms:
+            await self._on_stream_alarms(verdict, key, model)
+        if verdict.refuse and self.alarm_policy.action != "alert":
+            return self._refuse_rows(key, ref, rows)
         probabilities = await self._predict(key.key_id, name, parsed.rows)
         if isinstance(probabilities, Reply):
             return probabilities
@@ -409,12 +462,33 @@ class Gateway:
         self._answered[name].observe(elapsed)
         logged = {} if self.input_logging is None else {"inputs": self.input_logging.render(parsed.rows)}
         self.record(
-            key.key_id, "infer", ref, status=200, rows=int(parsed.rows.shape[0]),
+            key.key_id, "infer", ref, status=200, rows=rows,
             latency_ms=round(elapsed * 1000, 3), request_id=parsed.request_id, **logged,
         )
         for alarm in alarms:
             await self._on_alarm(alarm, model)
         return Reply(200, infer_response(name, model.version, parsed.request_id, outputs))
+
+    async def _refuse_invalid(self, invalid: InvalidRequest, key: ApiKey, model: ServedModel, network: str) -> Reply:
+        """The generic 400; rows that were well formed but out of bounds still reach the detectors."""
+        self.metrics.refusals.labels("invalid-input").inc()
+        self.record(key.key_id, "infer.refused", model.ref, status=400, reason=f"invalid-input:{invalid.reason}")
+        if invalid.rows is not None:  # a probe the detectors must see
+            verdict = self.guard.check(model.name, key.key_id, key.account, network, invalid.rows)
+            await self._on_stream_alarms(verdict, key, model)
+            for alarm in self.observer.observe(key.key_id, model.name, invalid.rows):
+                await self._on_alarm(alarm, model)
+        return _error(400, GENERIC_REFUSAL, "invalid-input")
+
+    def _refuse_rows(self, key: ApiKey, ref: str, rows: int) -> Reply:
+        """Refuse a request the before-answer checks stopped: 403 under suspend, 429 under throttle."""
+        if self.alarm_policy.action == "suspend":
+            self.metrics.refusals.labels("alarm").inc()
+            self.record(key.key_id, "infer.refused", ref, status=403, reason="alarm", rows=rows)
+            return _error(403, "the API key is suspended", "suspended")
+        self.metrics.refusals.labels("alarm").inc()
+        self.record(key.key_id, "infer.refused", ref, status=429, reason="alarm", rows=rows)
+        return _error(429, "too many requests", "alarm", (("retry-after", "5"),))
 
     async def _predict(self, key_id: str, name: str, rows: NDArray[np.float32]) -> NDArray[np.float64] | Reply:
         """The model's probabilities for `rows` (batched with other requests), or a generic 500."""
@@ -426,16 +500,17 @@ class Gateway:
             self.record(key_id, "infer.error", self._refs[name], status=500, reason="model-error")
             return _error(500, "internal error", "error")
 
-    async def _limit(self, key: ApiKey, name: str) -> Reply | None:
-        """None if the key's rate limit and quotas let one more request through; else a refusal."""
-        rate = self._state.throttled.get(key.key_id, key.rate)
+    async def _limit(self, key: ApiKey, name: str, rows: int) -> Reply | None:
+        """None if the key's and its account's limits let `rows` more rows through; else a refusal."""
+        rate = key.throttle or key.rate
+        subjects = (SubjectLimit(f"key:{key.key_id}", rate, key.quota), self.account_limit(key.account, name))
         try:
-            decision = await self.limiter.check(key.key_id, name, rate, key.quota)
+            decision = await self.limiter.check_many(name, subjects, rows)
         except BackendUnavailable:
             return self._deny(503, "limits-unavailable", "the service is unavailable")
         if decision.allowed:
             return None
-        reason = str(decision.reason)
+        reason = decision.refusal
         self.metrics.refusals.labels(reason).inc()
         # infinite: no wait would ever let it through, so no Retry-After
         wait = (("retry-after", str(max(1, math.ceil(decision.retry_after)))),) if math.isfinite(decision.retry_after) else ()
@@ -453,28 +528,60 @@ class Gateway:
         if model in self.models:
             await self._on_alarm(alarm, self.models[model])
 
-    async def _on_alarm(self, alarm: Alarm, model: ServedModel) -> None:
+    async def _on_alarm(
+        self, alarm: Alarm, model: ServedModel, *, stream: str = "", targets: tuple[str, ...] | None = None
+    ) -> None:
+        """Record an alarm and act on the keys it concerns (by default the key it names).
+
+        `stream` names the traffic it was raised on ("account:acme", ...; empty: one key's);
+        `targets` are the key ids the action falls on: empty for an alert-only alarm.
+        """
         policy = self.alarm_policy
-        self.metrics.alarms.labels(alarm.kind, policy.action).inc()
+        action = policy.action if targets is None or targets else "alert"
+        self.metrics.alarms.labels(alarm.kind, action).inc()
+        subject = stream or alarm.key_id
         self.record(
-            alarm.key_id, "alarm", model.ref, kind=alarm.kind, queries=alarm.queries, score=alarm.score,
-            threshold=alarm.threshold, action=policy.action, message=alarm.message,
+            subject, "alarm", model.ref, kind=alarm.kind, queries=alarm.queries, score=alarm.score,
+            threshold=alarm.threshold, action=action, message=alarm.message,
+            **({"stream": stream, "keys": list(targets or ())} if stream else {}),
         )
-        if policy.action == "throttle":
-            self._state.throttled[alarm.key_id] = policy.throttle
-        elif policy.action == "suspend":
-            reason = f"alarm {alarm.kind}"
-            key = self._state.keys.get(alarm.key_id)
-            if key is not None:  # stop it here at once, and everywhere once the database says so
-                self._suspending[alarm.key_id] = reason
-                self._state.keys[alarm.key_id] = replace(key, suspended_reason=reason)
-            await asyncio.to_thread(self.store.suspend_on_alarm, alarm.key_id, reason)
+        for key_id in targets if targets is not None else (alarm.key_id,):
+            await self._act_on_key(key_id, alarm.kind, action)
         if policy.webhook and self._http is not None:
             payload = {"alarm": alarm.kind, "key_id": alarm.key_id, "model": model.ref, "queries": alarm.queries,
-                       "score": alarm.score, "threshold": alarm.threshold, "action": policy.action,
-                       "message": alarm.message}
+                       "score": alarm.score, "threshold": alarm.threshold, "action": action,
+                       "message": alarm.message, "stream": stream or f"key:{alarm.key_id}"}
             with contextlib.suppress(httpx.HTTPError):
                 await self._http.post(policy.webhook, json=payload)
+
+    async def _act_on_key(self, key_id: str, kind: str, action: str) -> None:
+        """Throttle or suspend one key here at once, and in the database for every replica and restart."""
+        reason = f"alarm {kind}"
+        key = self._state.keys.get(key_id)
+        if action == "throttle":
+            throttle = self.alarm_policy.throttle
+            if key is not None:
+                self._throttling[key_id] = throttle
+                self._state.keys[key_id] = replace(key, throttle=throttle)
+            await asyncio.to_thread(self.store.throttle_on_alarm, key_id, reason, throttle)
+        elif action == "suspend":
+            if key is not None:
+                self._suspending[key_id] = reason
+                self._state.keys[key_id] = replace(key, suspended_reason=reason)
+            await asyncio.to_thread(self.store.suspend_on_alarm, key_id, reason)
+
+    async def _on_stream_alarms(self, verdict: RowsVerdict, key: ApiKey, model: ServedModel) -> None:
+        """Act on the alarms the before-answer checks raised: on the key, every key of the account,
+        the key that sent from the network; the model's own stream only alerts."""
+        for raised in verdict.alarms:
+            targets: tuple[str, ...]
+            if raised.kind is StreamKind.ACCOUNT:
+                targets = tuple(sorted(k.key_id for k in self._state.keys.values() if k.account == key.account))
+            elif raised.kind is StreamKind.MODEL:
+                targets = ()
+            else:
+                targets = (key.key_id,)
+            await self._on_alarm(raised.alarm, model, stream=raised.stream, targets=targets)
 
     # --- the other routes ----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ the file found nothing at all (not merely nothing blocking).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from bastion.serve.loaders import FormatLoader, Predictor
 from bastion.serve.spec import SPEC_NAME, ServingSpec, parse_spec
 from bastion.sign.keys import load_public_key
 
+EXTRACTION_METRIC = "extraction_queries_95"  # the assessment metric account budgets are set from
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -41,6 +44,9 @@ class ServedModel:
     root_digest: str
     spec: ServingSpec
     predict_proba: Predictor
+    # Label-only queries a copy needs for 95 % agreement, from the version's assessment
+    # (`bastion assess --only extraction`); None when it was not measured.
+    extraction_queries_95: float | None = None
 
     @property
     def ref(self) -> str:
@@ -99,11 +105,14 @@ def load_promoted(
                 predict = FormatLoader(spec, trusted_types, requirements.allow_pickle, stage).load(checked)
             except BastionError as err:
                 raise LoadRefused(version.ref, [err.message]) from err
+            assessment = checked.evidence.assessment or {}
+            cost = assessment.get(EXTRACTION_METRIC)
     except LoadRefused:
         raise
     except NotFound as err:
         raise LoadRefused(model, [err.message]) from err
-    return ServedModel(version.model, version.number, version.root_digest, spec, predict)
+    usable = cost is not None and math.isfinite(cost) and cost >= 1
+    return ServedModel(version.model, version.number, version.root_digest, spec, predict, cost if usable else None)
 
 
 def _spec_of(checked: CheckedOutVersion) -> ServingSpec:

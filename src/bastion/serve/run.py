@@ -21,7 +21,7 @@ from bastion.errors import ConfigError
 from bastion.http_limits import HttpLimits, server_config
 from bastion.registry import Principal, Registry
 from bastion.serve.anonymous import RefusalLimit
-from bastion.serve.gateway import TOKEN_BODY_BYTES, AlarmPolicy, Gateway, InputLogging
+from bastion.serve.gateway import DEFAULT_BUDGET_SHARE, TOKEN_BODY_BYTES, AlarmPolicy, Gateway, InputLogging
 from bastion.serve.keys import KeyStore
 from bastion.serve.limits import make_limiter
 from bastion.serve.loader import LoadRefused, ServedModel, load_promoted
@@ -51,6 +51,9 @@ class GatewaySettings:
     refusal_limit: RefusalLimit = field(default_factory=RefusalLimit)  # anonymous refusals per source
     tally_interval: float = 10.0  # seconds of anonymous refusals written as one entry per source
     http: HttpLimits = field(default_factory=HttpLimits)  # bodies, read timeouts, connections
+    # An account's monthly rows on a model when its owner set none: this share of the model's
+    # measured extraction cost (None: no budget from the cost).
+    account_budget_share: float | None = DEFAULT_BUDGET_SHARE
     host: str = "127.0.0.1"
     port: int = 8000
     admin_host: str = "127.0.0.1"
@@ -119,6 +122,7 @@ def assemble(registry: Registry, caller: Principal, settings: GatewaySettings) -
         input_logging=InputLogging(frozenset(settings.masked_features)) if settings.log_inputs else None,
         refusal_limit=settings.refusal_limit,
         tally_interval=settings.tally_interval,
+        account_budget_share=settings.account_budget_share,
     )
     return Assembled(gateway, registry, audit_log, observer, refused)
 
