@@ -331,22 +331,23 @@ def test_tokens_cannot_mint_tokens_nor_be_minted_beyond_the_key(world: World) ->
 
 
 def test_over_the_rate_is_429_with_retry_after(world: World) -> None:
-    # One query per 100 s after a burst of two: at one per second, three requests spread over more
-    # than a second by a loaded machine all passed. The wait is measured, never bounded.
-    _, text = world.gateway.key(rate=RateLimit(0.01, burst=2), quota=None)
-    _, other = world.gateway.key(rate=RateLimit(0.01, burst=2), quota=None)
+    # One row per 100 s after a burst of four rows (two requests of two rows): at one per second,
+    # three requests spread over more than a second by a loaded machine all passed. The wait is
+    # measured, never bounded. Limits count rows: the third request's two rows wait 200 s.
+    _, text = world.gateway.key(rate=RateLimit(0.01, burst=4), quota=None)
+    _, other = world.gateway.key(rate=RateLimit(0.01, burst=4), quota=None)
     started = time.monotonic()
     answers = [world.infer(text) for _ in range(3)]
     took = time.monotonic() - started
     assert [a.status_code for a in answers[:2]] == [200, 200]
     assert_refused(answers[2], 429, "rate")
     retry = answers[2].headers["retry-after"]
-    assert retry.isdigit() and max(1.0, 100 - took) <= int(retry) <= 100, (retry, took)
+    assert retry.isdigit() and max(1.0, 200 - took) <= int(retry) <= 200, (retry, took)
     assert world.infer(other).status_code == 200  # limits are per key
 
 
 def test_over_the_daily_quota_is_429_until_midnight_utc(world: World) -> None:
-    _, text = world.gateway.key(rate=None, quota=Quota(daily=3))
+    _, text = world.gateway.key(rate=None, quota=Quota(daily=6))  # rows: three requests of two
     assert [world.infer(text).status_code for _ in range(3)] == [200, 200, 200]
     before = seconds_to_utc_midnight()
     answer = world.infer(text)
@@ -677,7 +678,7 @@ def test_every_request_is_audited_once_in_a_verifiable_chain(world: World, tmp_p
     env.publish(SKOPS, world.built.folder("sklearn"))
     with running(env.registry, env.admin, GatewaySettings(models=(ONNX, SKOPS), alarm_policy=ALERT_ONLY)) as gateway:
         _, ok = gateway.key()
-        _, limited = gateway.key(rate=RateLimit(0.001, burst=2), quota=None)  # no refill while the burst runs
+        _, limited = gateway.key(rate=RateLimit(0.001, burst=4), quota=None)  # two 2-row requests; no refill meanwhile
         _, narrow = gateway.key(models=(SKOPS,))
         plan = (
             [(ok, ONNX, infer_body())] * 12

@@ -115,7 +115,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, redis_prefix: str) -> Ite
 
 
 def test_replicas_share_one_rate_limit(replicas: Replicas) -> None:
-    _, text = replicas.a.key(rate=RateLimit(per_second=0.0001, burst=10), quota=None)
+    _, text = replicas.a.key(rate=RateLimit(per_second=0.0001, burst=20), quota=None)  # ten 2-row requests
     replicas.b.assembled.gateway.refresh()
     answers = [replicas.infer(replicas.a if i % 2 == 0 else replicas.b, text) for i in range(30)]
     statuses = [a.status_code for a in answers]

@@ -483,9 +483,14 @@ class Gateway:
     def _refuse_rows(self, key: ApiKey, ref: str, rows: int) -> Reply:
         """Refuse a request the before-answer checks stopped: 403 under suspend, 429 under throttle."""
         if self.alarm_policy.action == "suspend":
+            current = self._state.keys.get(key.key_id)
+            if current is not None and current.suspended_reason is not None:  # this request's alarm suspended it
+                self.metrics.refusals.labels("suspended").inc()
+                self.record(key.key_id, "infer.refused", ref, status=403, reason="suspended", rows=rows)
+                return _error(403, "the API key is suspended", "suspended")
             self.metrics.refusals.labels("alarm").inc()
             self.record(key.key_id, "infer.refused", ref, status=403, reason="alarm", rows=rows)
-            return _error(403, "the API key is suspended", "suspended")
+            return _error(403, "these rows are refused", "alarm")
         self.metrics.refusals.labels("alarm").inc()
         self.record(key.key_id, "infer.refused", ref, status=429, reason="alarm", rows=rows)
         return _error(429, "too many requests", "alarm", (("retry-after", "5"),))

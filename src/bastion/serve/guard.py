@@ -13,7 +13,10 @@ most of a copy. The checks here need nothing but the rows and a few counters, so
 - an alarm on the key's, the account's or the network's stream refuses the request that raised it
   (under `suspend` and `throttle`), and from then on every request of an alarmed stream that
   carries an atypical row is refused as well, whichever key sends it. The model's stream is too
-  broad to refuse on: its alarm is an alert.
+  broad to refuse on: its alarm is an alert. A network is shared by benign callers too, so its
+  alarm refuses only the atypical rows of keys that have sent atypical rows before.
+
+Each model has its own counters, since its profile is what "atypical" means.
 """
 
 from __future__ import annotations
@@ -27,11 +30,21 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from bastion.serve.detect import Alarm, RowJudge, StreamConfig, StreamWatch, TrainingProfile
+from bastion.serve.detect import (
+    DEFAULT_FALSE_ALARM_RATE,
+    Alarm,
+    RepeatFilter,
+    RowJudge,
+    StreamConfig,
+    StreamWatch,
+    TrainingProfile,
+)
 from bastion.serve.spec import ServingSpec
 
 # Streams remembered as alarmed, at most (least recently alarmed forgotten first).
 MAX_ALARMED_STREAMS = 100_000
+# Atypical rows a key must have sent itself before its network's alarm refuses its atypical rows.
+MIN_OWN_ATYPICAL = 2
 
 
 class StreamKind(enum.StrEnum):
@@ -87,55 +100,93 @@ def source_network(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+@dataclass(frozen=True)
+class _ModelGuard:
+    judge: RowJudge
+    watch: StreamWatch
+    repeats: RepeatFilter
+
+
 class RequestGuard:
     """The before-answer checks of every served model that ships a training profile.
 
-    Not thread-safe: the gateway calls it from its event loop, one request at a time.
+    Args:
+        specs: the served models' declarations, by name; a model without a profile is not judged.
+        config: the stream tests' thresholds; default `StreamConfig.for_rate` of each profile's
+            per-row false-alarm rate.
     """
 
     def __init__(self, specs: Mapping[str, ServingSpec], config: StreamConfig | None = None) -> None:
-        self._judges: dict[str, RowJudge] = {}
+        self._models: dict[str, _ModelGuard] = {}
         for name, spec in specs.items():
             if spec.profile:
                 profile = TrainingProfile.from_dict(spec.profile)
-                self._judges[name] = RowJudge(profile, spec.input.minimum, spec.input.maximum)
-        self._watch = StreamWatch(config or StreamConfig())
+                self._models[name] = _ModelGuard(
+                    RowJudge(profile, spec.input.minimum, spec.input.maximum),
+                    StreamWatch(config or StreamConfig.for_rate(profile.false_alarm_rate or DEFAULT_FALSE_ALARM_RATE)),
+                    RepeatFilter(profile.n_features),
+                )
         self._alarmed: OrderedDict[str, None] = OrderedDict()
 
     def guards(self, model: str) -> bool:
         """Whether `model` has a profile to judge rows against."""
-        return model in self._judges
+        return model in self._models
 
     def check(self, model: str, key_id: str, account: str, network: str, rows: NDArray[np.float32]) -> RowsVerdict:
-        """Judge a request's rows and count them for its streams; see `RowsVerdict`."""
-        judge = self._judges.get(model)
-        if judge is None:
+        """Judge a request's rows and count them for its streams; see `RowsVerdict`.
+
+        Rows the key sent before (a retry, a nightly re-score) are not counted again: a repeat
+        tells a caller nothing it was not told.
+        """
+        guard = self._models.get(model)
+        if guard is None:
             return ANSWER
-        flags = judge.judge(rows)
+        fresh = guard.repeats.fresh(f"key:{key_id}", rows)
+        if not fresh.all():
+            rows = rows[fresh]
+            if rows.shape[0] == 0:
+                return ANSWER
+        flags = guard.judge.judge(rows)
+        atypical = int(np.count_nonzero(flags))
+        key_stream = f"key:{key_id}"
         streams = (
-            (StreamKind.KEY, f"key:{key_id}"),
+            (StreamKind.KEY, key_stream),
             (StreamKind.ACCOUNT, f"account:{account}"),
             (StreamKind.NETWORK, f"net:{network}"),
             (StreamKind.MODEL, f"model:{model}"),
         )
-        atypical = int(np.count_nonzero(flags))
         raised: list[StreamAlarm] = []
         refuse = False
+        suspect = atypical > 0 and self._is_suspect(guard, key_stream)  # read before this request counts
         for kind, stream in streams:
-            # A stream's counts are kept per model: another model's profile says nothing here.
-            counted = stream if kind is StreamKind.MODEL else f"{stream}@{model}"
-            if atypical and kind in REFUSING and counted in self._alarmed:
-                refuse = True
-            alarm = self._watch.add(counted, flags)
+            if atypical and kind in REFUSING and self._is_alarmed(model, stream):
+                refuse = refuse or kind is not StreamKind.NETWORK or suspect
+            alarm = guard.watch.add(stream, flags)
             if alarm is not None:
                 raised.append(StreamAlarm(kind, stream, alarm))
                 if kind in REFUSING:
-                    self._remember(counted)
+                    self._remember(model, stream)
                     refuse = True
         return RowsVerdict(atypical, tuple(raised), refuse)
 
-    def _remember(self, stream: str) -> None:
-        self._alarmed[stream] = None
-        self._alarmed.move_to_end(stream)
+    @staticmethod
+    def _is_suspect(guard: _ModelGuard, key_stream: str) -> bool:
+        # A network holds benign callers too (a NAT, an office, a proxy): its alarm refuses a
+        # key's atypical rows only when the key's own rows so far hold more atypical ones than
+        # benign traffic does (at least two, and a share above the tolerated rate). A customer
+        # who shares a network with a thief keeps its answers; a Sybil key, whose rows are
+        # mostly synthetic, is refused from its second atypical row on.
+        counts = guard.watch.snapshot(key_stream)
+        if counts is None or counts.atypical < MIN_OWN_ATYPICAL:
+            return False
+        return counts.atypical > guard.watch.config.tolerated_rate * counts.rows
+
+    def _is_alarmed(self, model: str, stream: str) -> bool:
+        return f"{stream}@{model}" in self._alarmed
+
+    def _remember(self, model: str, stream: str) -> None:
+        marked = f"{stream}@{model}"
+        self._alarmed[marked] = None
+        self._alarmed.move_to_end(marked)
         if len(self._alarmed) > MAX_ALARMED_STREAMS:
             self._alarmed.popitem(last=False)
