@@ -51,7 +51,17 @@ def without_joint(profile: TrainingProfile) -> TrainingProfile:
     return TrainingProfile.from_dict(data | {"schema": PROFILE_SCHEMA_V1})
 
 
-V1_FIELDS = {"schema", "n_samples", "mean", "std", "minimum", "maximum", "quantile_levels", "quantiles", "typical_score"}
+V1_FIELDS = {
+    "schema",
+    "n_samples",
+    "mean",
+    "std",
+    "minimum",
+    "maximum",
+    "quantile_levels",
+    "quantiles",
+    "typical_score",
+}
 
 
 def test_false_alarm_rate_on_fresh_rows_is_close_to_the_stated_one(world: World) -> None:
@@ -174,7 +184,10 @@ BAD_PROFILES = [
     (lambda d: _whitening(d, 0, [[0.0] * 20] * 20), r"joint_whitening\[0\] is singular"),
     (lambda d: _whitening(d, 0, [[1.0] * 20] * 20), r"joint_whitening\[0\] is singular"),
     (lambda d: _changed(d, "joint_means", [[0.0] * 20] * 17), "17 mixture components, at most 16"),
-    (lambda d: _changed(d, "joint_carried_scale", None) | {"joint_means": [], "joint_whitening": []}, "joint thresholds without joint_means"),
+    (
+        lambda d: _changed(d, "joint_carried_scale", None) | {"joint_means": [], "joint_whitening": []},
+        "joint thresholds without joint_means",
+    ),
 ]
 
 
