@@ -142,6 +142,10 @@ class RowJudge:
             if np.isfinite(x).all():
                 typical = self._full.typical(x)
                 return ~typical
+        elif x.shape[0] == 1:
+            view = self._view_for(imputed[0].tobytes(), imputed[0])
+            # is_typical_row refuses non-finite values itself; a thinly carried row has no view.
+            return np.array([view is None or view.index is None or not view.is_typical_row(x[0, view.index])])
         return self._judge_mixed(x, imputed)
 
     def _judge_mixed(self, x: npt.NDArray[np.float32], imputed: BoolArray) -> BoolArray:
