@@ -56,18 +56,6 @@ MAX_ROWS_PER_STEP = 4096
 DEFAULT_MASK_CACHE = 256
 
 
-def _constant(value: bool) -> BoolArray:
-    array = np.array([value])
-    array.flags.writeable = False
-    return array
-
-
-# Returned for one-row batches: no allocation on the hot path; read-only, so a caller cannot
-# change what the next caller gets.
-_TYPICAL = _constant(False)
-_ATYPICAL = _constant(True)
-
-
 class RowJudge:
     """Judges rows against a training profile; vectorised, and stateless but for a cache.
 
@@ -150,10 +138,14 @@ class RowJudge:
         imputed = x == self._missing
         if not np.count_nonzero(imputed):
             if x.shape[0] == 1:
-                return _TYPICAL if self._full.is_typical_row(x[0]) else _ATYPICAL
+                return np.array([not self._full.is_typical_row(x[0])])
             if np.isfinite(x).all():
                 typical = self._full.typical(x)
                 return ~typical
+        elif x.shape[0] == 1:
+            view = self._view_for(imputed[0].tobytes(), imputed[0])
+            # is_typical_row refuses non-finite values itself; a thinly carried row has no view.
+            return np.array([view is None or view.index is None or not view.is_typical_row(x[0, view.index])])
         return self._judge_mixed(x, imputed)
 
     def _judge_mixed(self, x: npt.NDArray[np.float32], imputed: BoolArray) -> BoolArray:

@@ -32,6 +32,7 @@ repeats of one benign row for free; the gateway feeds only fresh rows to the str
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import secrets
@@ -289,10 +290,10 @@ class RepeatFilter:
 
     Each stream keeps the digests of its last `memory` distinct rows (4 bytes each); a row whose
     float32 bytes match one of them, or an earlier row of the same batch, is a repeat. The
-    digest is a random linear hash of the row's 32-bit words, keyed per filter: a collision
-    between two given rows has probability about 2^-32 and cannot be aimed at without the key,
-    so a fresh row is taken for a repeat about once per million lookups against a full memory,
-    and a repeat is never taken for a fresh row.
+    digest is a keyed BLAKE2b of the row's bytes, the key random per filter: two given rows
+    collide with probability 2^-32, and without the key nobody can aim at a collision. So a
+    fresh row is taken for a repeat about once per million lookups against a full memory, and
+    a repeat is never taken for a fresh row.
 
     Args:
         n_features: row width.
@@ -346,13 +347,15 @@ class RepeatFilter:
 
 
 class RowDigest:
-    """A keyed 32-bit digest of each row's float32 bytes (see `RepeatFilter`)."""
+    """A keyed BLAKE2b digest (4 bytes) of each row's float32 bytes (see `RepeatFilter`).
+
+    The key is random per digest: nobody outside the process can compute a digest, so nobody
+    can make a new row pass for an earlier one (it would be answered and not counted).
+    """
 
     def __init__(self, n_features: int, *, seed: int | None = None) -> None:
         self.n_features = n_features
-        rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
-        # Odd multipliers, so every bit of every word reaches the high half of the product sum.
-        self._multipliers = rng.integers(0, 2**63, size=n_features, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self._key = secrets.token_bytes(16) if seed is None else seed.to_bytes(16, "little")
 
     def of(self, rows: npt.ArrayLike) -> DigestArray:
         x = np.ascontiguousarray(rows, dtype=np.float32)
@@ -361,11 +364,14 @@ class RowDigest:
                 f"rows of shape {x.shape}, expected (n, {self.n_features})",
                 hint="Validate request bodies against the model's input schema first.",
             )
-        words = x.view(np.uint32).astype(np.uint64)
-        # Unsigned array arithmetic wraps modulo 2^64 without a warning; the high half mixes best.
-        total = (words * self._multipliers).sum(axis=1, dtype=np.uint64)
-        digests: DigestArray = (total >> np.uint64(32)).astype(np.uint32)
-        return digests
+        data = x.tobytes()
+        width = 4 * self.n_features
+        key = self._key
+        digests = b"".join(
+            hashlib.blake2b(data[start : start + width], digest_size=4, key=key).digest()
+            for start in range(0, len(data), width)
+        )
+        return np.frombuffer(digests, dtype="<u4").astype(np.uint32)
 
 
 class DigestRing:
@@ -383,7 +389,12 @@ class DigestRing:
         n = digests.shape[0]
         known = self.digests[: self.size]
         if n == 1:
-            fresh = np.array([not (known == digests[0]).any()])
+            if (known == digests[0]).any():
+                return np.zeros(1, dtype=np.bool_)
+            self.digests[self.next] = digests[0]
+            self.next = (self.next + 1) % self.digests.shape[0]
+            self.size = min(self.size + 1, self.digests.shape[0])
+            return np.ones(1, dtype=np.bool_)
         else:
             fresh = ~np.isin(digests, known)
             _, first = np.unique(digests, return_index=True)
