@@ -1225,6 +1225,7 @@ class ScenarioOutcome:
     final: float | None  # the copy from every answer
     seconds: float
     notes: tuple[str, ...] = ()
+    session: Session | None = field(default=None, repr=False, compare=False)  # every request and answer
 
     @property
     def best(self) -> float:
@@ -1277,6 +1278,7 @@ def run_scenario(
         final=agree(None),
         seconds=seconds,
         notes=tuple(session.notes),
+        session=session,
     )
 
 
