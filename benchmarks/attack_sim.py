@@ -124,7 +124,9 @@ MIN_RMS = 0.3  # the adaptive attacker never comes closer than this (sd, root me
 FILLERS = 4
 JITTER = 0.35
 BIG_ROWS = 64
-DEAD = frozenset({"suspended", "revoked", "expired"})  # refusals that end a key for good
+# 403s that are about the request, not the key; any other 403 (suspended, or a reason of an
+# account's or a newer gateway's) and any 401 end the key for good.
+NOT_DEAD = frozenset({"out-of-scope", "token-from-token"})
 
 
 @dataclass(frozen=True)
@@ -837,7 +839,7 @@ class Exchange:
     @property
     def dead(self) -> bool:
         """The key is refused for good."""
-        return self.reply.status == 401 or (self.reply.status == 403 and self.reply.reason in DEAD)
+        return self.reply.status == 401 or (self.reply.status == 403 and self.reply.reason not in NOT_DEAD)
 
 
 class Session:
@@ -1010,8 +1012,8 @@ class Spacing:
         z = candidates * self.scale
         far = np.ones(z.shape[0], dtype=bool)
         cn = np.einsum("ij,ij->i", z, z)
-        for start in range(0, self.sent.shape[0], 4_096):
-            part, norms = self.sent[start : start + 4_096], self.norms[start : start + 4_096]
+        for start in range(0, self.sent.shape[0], 1_024):
+            part, norms = self.sent[start : start + 1_024], self.norms[start : start + 1_024]
             nearest = (cn[:, None] + norms[None, :] - 2.0 * z @ part.T).min(axis=1)
             far &= nearest >= self.min_sq
         chosen: list[int] = []
@@ -1356,8 +1358,8 @@ def _sybil(accounts: bool) -> Callable[[Target, Session, np.random.Generator, Si
 
 
 def _big_one_key(target: Target, session: Session, rng: np.random.Generator, sizes: Sizes, seconds: float) -> None:
-    """64-row requests from one key until `big_goal_rows` are answered, the key is refused for good,
-    or `seconds` pass; a 429 is waited out as its Retry-After says (1 s without one)."""
+    """64-row requests from one key until `big_goal_rows` are answered, the key is refused for good
+    or for the request's size, or `seconds` pass; a 429 is waited out as its Retry-After says."""
     assert target.published is not None
     sample = box_sampler(target.published)
     key = _attacker_key(session, "attacker")
@@ -1367,8 +1369,9 @@ def _big_one_key(target: Target, session: Session, rng: np.random.Generator, siz
         if exchange.dead or (exchange.refused and exchange.reply.status in (400, 413, 422)):
             return
         if exchange.reply.status == 429:
-            wait = exchange.reply.retry_after if exchange.reply.retry_after is not None else 1.0
-            time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
+            if exchange.reply.retry_after is None:
+                return  # no Retry-After: the gateway says this request can never pass
+            time.sleep(max(0.0, min(exchange.reply.retry_after, deadline - time.monotonic())))
 
 
 def _big_ten_keys(target: Target, session: Session, rng: np.random.Generator, sizes: Sizes) -> None:
@@ -1614,7 +1617,7 @@ def textbook_table(outcomes: Sequence[Outcome], queries: int) -> str:
     return render_table(header, rows)
 
 
-def extraction_cost_line(target: Target, seed: int) -> str:
+def extraction_cost_line(target: Target, seed: int, progress: Callable[[str], None] | None = None) -> str:
     """The model's extraction cost as `bastion.assess.extraction` measures it, when that exists."""
     module = extraction_module()
     if module is None:
@@ -1623,7 +1626,11 @@ def extraction_cost_line(target: Target, seed: int) -> str:
 
     try:
         cost = module.measure_extraction_cost(
-            target.world.target.predict_proba, load_spec(target.folder), heldout=target.public, seed=seed
+            target.world.target.predict_proba,
+            load_spec(target.folder),
+            heldout=target.public,
+            seed=seed,
+            progress=progress,
         )
         metrics = cost.metrics()
     except Exception as err:  # an interface still moving: say so, carry on with the rest
@@ -1682,7 +1689,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{offline.N_TRAIN}; held-out accuracy {np.mean(world.target_eval == world.y_eval):.1%}; agreement "
                 f"on {offline.N_EVAL} held-out records; copy: {_copy_name(kind)}"
             )
-            print(f"# {extraction_cost_line(target, args.seed)}")
+            print(f"# {extraction_cost_line(target, args.seed, progress)}")
             print()
             adaptive = run_adaptive(target, sizes, args.seed, progress, args.only)
             print(f"adaptive attacks, label only ({kind}):")
