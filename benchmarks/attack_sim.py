@@ -188,7 +188,8 @@ def has_joint_detectors() -> bool:
 def judges_before_answering() -> bool:
     """The gateway itself holds a `RowJudge` (issue 12 integration: checks before the model answers)."""
     return any(
-        "RowJudge" in vars(importlib.import_module(m)) for m in ("bastion.serve.gateway", "bastion.serve.observer")
+        "RowJudge" in vars(importlib.import_module(m))
+        for m in ("bastion.serve.guard", "bastion.serve.gateway", "bastion.serve.observer")
     )
 
 
@@ -558,6 +559,7 @@ class AlarmSeen:
     stream: str = ""  # "key:ID" unless the entry names another ("account:…", "net:…", "model:…")
     actor: str = ""
     seq: int = 0
+    request: int = 0  # the index (1-based) among the actor's requests of the one that raised it; 0: unknown
 
 
 def audit_head(target: Target) -> int:
@@ -569,11 +571,9 @@ def audit_head(target: Target) -> int:
 
 def audit_alarms(target: Target, after: int = 0) -> list[AlarmSeen]:
     """The gateway's "alarm" entries after sequence number `after`, in order."""
-    found = []
-    for entry in AuditLog(target.env.registry.engine, AUDIT_CHAIN).entries(after=after):
-        if entry.action == "alarm":
-            found.append(_alarm_seen(entry))
-    return found
+    entries = list(AuditLog(target.env.registry.engine, AUDIT_CHAIN).entries(after=after))
+    by_key = alarms_by_key(entries)
+    return sorted((alarm for alarms in by_key.values() for alarm in alarms), key=lambda alarm: alarm.seq)
 
 
 def _alarm_seen(entry: AuditEntry) -> AlarmSeen:
@@ -585,9 +585,15 @@ def _alarm_seen(entry: AuditEntry) -> AlarmSeen:
 def alarms_by_key(entries: list[AuditEntry]) -> dict[str, list[AlarmSeen]]:
     """The gateway's "alarm" audit entries, per key id, in order."""
     found: dict[str, list[AlarmSeen]] = {}
+    requests: dict[str, int] = {}
     for entry in entries:
-        if entry.action == "alarm":
-            found.setdefault(entry.actor, []).append(_alarm_seen(entry))
+        if entry.action in ("infer", "infer.refused"):
+            requests[entry.actor] = requests.get(entry.actor, 0) + 1
+        elif entry.action == "alarm":
+            # A before-answer alarm is written before its request's own entry; an observer's after it.
+            index = requests.get(entry.actor, 0) + (1 if entry.details.get("before_answer") else 0)
+            seen = replace(_alarm_seen(entry), request=index)
+            found.setdefault(entry.actor, []).append(seen)
     return found
 
 
@@ -683,10 +689,14 @@ class Outcome:
 def measure(target: Target, name: str, action: str, trace: Trace, alarms: list[AlarmSeen], plan: np.ndarray) -> Outcome:
     labels = trace.labels
     answered_idx = np.flatnonzero(labels != REFUSED)
-    alarm = min(alarms, key=lambda a: a.queries) if alarms else None
-    # The detectors see answered queries and well-formed ones refused as out of range (400).
+    alarm = min(alarms, key=lambda a: (a.request or a.queries, a.seq)) if alarms else None
+    # The detectors see answered queries and well-formed ones refused as out of range (400);
+    # repeats are not counted again, so the audit's order of requests says which one raised it.
     observed_idx = np.flatnonzero((labels != REFUSED) | (trace.statuses == 400))
-    alarm_at = int(observed_idx[alarm.queries - 1]) + 1 if alarm and 0 < alarm.queries <= observed_idx.size else None
+    if alarm is not None and alarm.request:
+        alarm_at: int | None = alarm.request
+    else:
+        alarm_at = int(observed_idx[alarm.queries - 1]) + 1 if alarm and 0 < alarm.queries <= observed_idx.size else None
     refusal = trace.first_refusal()
     after = int(np.sum(answered_idx >= refusal[0])) if refusal else 0
     return Outcome(

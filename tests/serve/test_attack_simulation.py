@@ -54,7 +54,9 @@ from corpus.hang_guard import HANG_GUARD  # noqa: E402
 SEED = 7
 ATTACK_QUERIES = 300  # the benchmark sends 2,000; every alarm comes well before 150
 ATTACKS = {a.name: a for a in sim.attacks(SEED)}
-REFUSAL = {"suspend": (403, "suspended"), "throttle": (429, "rate")}
+# Under throttle the request that raises a before-answer alarm, and later atypical rows, are
+# refused as "alarm"; typical rows then meet the throttle's rate.
+REFUSAL = {"suspend": (403, {"suspended"}), "throttle": (429, {"rate", "alarm"})}
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +93,14 @@ def test_label_only_attack_is_stopped_before_its_copy_reaches_95(target: sim.Tar
     assert o.alarm is not None and o.alarm_at is not None, o
     assert o.alarm_at <= 150, o
     assert o.alarm.action == action
-    # Refused from the next query on (a throttle's burst of one lets one more through).
+    # Refused from the alarming query itself (an alarm raised before answering) or the next one
+    # (an alarm of the observer, after answering); a throttle's burst of one lets one more through.
     assert o.refusal is not None, o
     index, reason = o.refusal
-    assert reason == REFUSAL[action][1]
-    assert o.alarm_at < index <= o.alarm_at + (2 if action == "throttle" else 1), o
+    assert reason in REFUSAL[action][1]
+    assert o.alarm_at <= index <= o.alarm_at + (2 if action == "throttle" else 1), o
     if action == "suspend":
-        assert o.answered <= o.alarm.queries, o
+        assert o.answered <= o.alarm_at, o
     else:
         # The throttle's rate, not a count: once refused (its bucket empty) the key earns one query
         # per 1/rate seconds, so the rest of the attack may get one more per 5 s it took. At load 11
@@ -105,7 +108,7 @@ def test_label_only_attack_is_stopped_before_its_copy_reaches_95(target: sim.Tar
         # many through, or none at all, still fails.
         allowance = THROTTLED.burst + math.floor(THROTTLED.per_second * o.seconds_after_refusal)
         assert o.answered_after_refusal <= allowance, o
-        assert o.answered <= o.alarm.queries + 1 + allowance, o  # +1: the query between alarm and refusal
+        assert o.answered <= o.alarm_at + 1 + allowance, o  # +1: the query between alarm and refusal
     assert o.at_alarm is not None and o.at_alarm < 0.95, o
     assert o.best < 0.95, o  # every answer it got, though it carried on to the end
 
@@ -162,10 +165,14 @@ def test_a_suspended_key_stays_refused_across_a_refresh(target: sim.Target) -> N
             caller.close()
     finally:
         gateway.stop()
-    [alarm] = sim.alarms_by_key(target.env.audit_entries())[trace.key_id]
+    alarms = sim.alarms_by_key(target.env.audit_entries())[trace.key_id]
+    first = min(alarms, key=lambda a: a.request)
     answered = int(np.sum(trace.statuses == 200))
-    assert trace.first_refusal() == (alarm.queries + 1, "suspended")
-    assert answered == alarm.queries, f"{answered - alarm.queries} answers after the key was suspended"
+    # The alarming request itself is refused when the alarm came before answering, else the next.
+    refused_at = trace.first_refusal()
+    assert refused_at is not None and refused_at[1] == "suspended"
+    assert refused_at[0] in (first.request, first.request + 1), (refused_at, first)
+    assert answered == refused_at[0] - 1, f"{answered - refused_at[0] + 1} answers after the key was suspended"
 
 
 def _then(call: Callable[..., Any], after: Callable[[], Any]) -> Callable[..., Any]:

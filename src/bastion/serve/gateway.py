@@ -470,15 +470,26 @@ class Gateway:
         return Reply(200, infer_response(name, model.version, parsed.request_id, outputs))
 
     async def _refuse_invalid(self, invalid: InvalidRequest, key: ApiKey, model: ServedModel, network: str) -> Reply:
-        """The generic 400; rows that were well formed but out of bounds still reach the detectors."""
+        """The generic 400 for a body that is not a valid request.
+
+        Rows that were well formed but out of bounds are a probe: they are charged like any rows
+        (past the key's limits the refusal is the 429), judged and counted by the detectors.
+        """
         self.metrics.refusals.labels("invalid-input").inc()
-        self.record(key.key_id, "infer.refused", model.ref, status=400, reason=f"invalid-input:{invalid.reason}")
-        if invalid.rows is not None:  # a probe the detectors must see
-            verdict = self.guard.check(model.name, key.key_id, key.account, network, invalid.rows)
-            await self._on_stream_alarms(verdict, key, model)
-            for alarm in self.observer.observe(key.key_id, model.name, invalid.rows):
-                await self._on_alarm(alarm, model)
-        return _error(400, GENERIC_REFUSAL, "invalid-input")
+        reply = _error(400, GENERIC_REFUSAL, "invalid-input")
+        reason = f"invalid-input:{invalid.reason}"
+        if invalid.rows is None:
+            self.record(key.key_id, "infer.refused", model.ref, status=400, reason=reason)
+            return reply
+        limited = await self._limit(key, model.name, int(invalid.rows.shape[0]))
+        if limited is not None:
+            reply, reason = limited, limited.refusal
+        verdict = self.guard.check(model.name, key.key_id, key.account, network, invalid.rows)
+        await self._on_stream_alarms(verdict, key, model)
+        self.record(key.key_id, "infer.refused", model.ref, status=reply.status, reason=reason)
+        for alarm in self.observer.observe(key.key_id, model.name, invalid.rows):
+            await self._on_alarm(alarm, model)
+        return reply
 
     def _refuse_rows(self, key: ApiKey, ref: str, rows: int) -> Reply:
         """Refuse a request the before-answer checks stopped: 403 under suspend, 429 under throttle."""
@@ -534,21 +545,28 @@ class Gateway:
             await self._on_alarm(alarm, self.models[model])
 
     async def _on_alarm(
-        self, alarm: Alarm, model: ServedModel, *, stream: str = "", targets: tuple[str, ...] | None = None
+        self,
+        alarm: Alarm,
+        model: ServedModel,
+        *,
+        stream: str = "",
+        targets: tuple[str, ...] | None = None,
+        actor: str = "",
     ) -> None:
         """Record an alarm and act on the keys it concerns (by default the key it names).
 
         `stream` names the traffic it was raised on ("account:acme", ...; empty: one key's);
-        `targets` are the key ids the action falls on: empty for an alert-only alarm.
+        `targets` are the key ids the action falls on: empty for an alert-only alarm; `actor`
+        is the key whose request raised it (default the alarm's own key).
         """
         policy = self.alarm_policy
         action = policy.action if targets is None or targets else "alert"
         self.metrics.alarms.labels(alarm.kind, action).inc()
-        subject = stream or alarm.key_id
-        self.record(
-            subject, "alarm", model.ref, kind=alarm.kind, queries=alarm.queries, score=alarm.score,
+        self.record(  # the actor is the key whose request raised it; `stream` says whose traffic
+            actor or alarm.key_id, "alarm", model.ref, kind=alarm.kind, queries=alarm.queries, score=alarm.score,
             threshold=alarm.threshold, action=action, message=alarm.message,
-            **({"stream": stream, "keys": list(targets or ())} if stream else {}),
+            # Stream alarms are raised by a request's rows before it is answered (or refused).
+            **({"stream": stream, "keys": list(targets or ()), "before_answer": True} if stream else {}),
         )
         for key_id in targets if targets is not None else (alarm.key_id,):
             await self._act_on_key(key_id, alarm.kind, action)
@@ -586,7 +604,7 @@ class Gateway:
                 targets = ()
             else:
                 targets = (key.key_id,)
-            await self._on_alarm(raised.alarm, model, stream=raised.stream, targets=targets)
+            await self._on_alarm(raised.alarm, model, stream=raised.stream, targets=targets, actor=key.key_id)
 
     # --- the other routes ----------------------------------------------------------------
 
