@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bastion.assess import AttackCurve, ExtractionCost
-from bastion.assess.extraction import query_grid
+from bastion.assess.extraction import _Oracle, query_grid
 from bastion.assess.input_space import InputSpace
 from bastion.errors import ConfigError
 from bastion.serve.detect import TrainingProfile
@@ -80,3 +80,14 @@ def test_profile_of_another_width_is_refused() -> None:
     profile = TrainingProfile.from_data(np.random.default_rng(0).normal(size=(50, 4))).to_dict()
     with pytest.raises(ConfigError, match="profile describes 4 features, the input has 3"):
         InputSpace.from_spec(parse_spec({**_spec(min=0.0, max=1.0), "profile": profile}))
+
+
+def test_rounded_scores_still_name_the_winner() -> None:
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return np.tile([0.30, 0.36, 0.34], (rows.shape[0], 1))
+
+    for output in ("score", "probabilities"):
+        soft = _Oracle(predict, 3, output, precision=0).answers(np.zeros((2, 3)))
+        assert soft.shape == (2, 3) and (soft.argmax(axis=1) == 1).all(), output
+    labels = _Oracle(predict, 3, "label", None).answers(np.zeros((2, 3)))
+    assert labels.tolist() == [1, 1]

@@ -61,6 +61,11 @@ def test_same_seed_gives_the_same_cost(logistic: LoadedModel) -> None:
     first, again, other = measure(5), measure(5), measure(6)
     assert first == again
     assert first.curves != other.curves
+    scored = [
+        measure_extraction_cost(logistic.predict, logistic.spec, output="probabilities", precision=2, max_queries=30, seed=5)
+        for _ in range(2)
+    ]
+    assert scored[0] == scored[1]
 
 
 def test_without_data_agreement_is_measured_on_profile_marginals_and_says_so(logistic: LoadedModel) -> None:

@@ -1,11 +1,11 @@
 """The attacker's copy of a model: a classifier fitted to the answers its queries got.
 
 The attacker does not know the target's family, so it fits several (a logistic regression,
-gradient-boosted trees, a small neural network) and keeps whichever agrees best. Label-only
-answers are hard targets; rounded scores or probabilities are soft targets, fitted as a
-cross-entropy on every (row, class) pair weighted by the class's published probability. With
-soft targets a logistic copy of a logistic model is exact after a few dozen queries, which is
-why granting scores makes a model much cheaper to copy.
+gradient-boosted trees, a small neural network) and keeps whichever agrees best. Labels are
+hard targets. Rounded scores or probabilities are soft targets: the logistic copy fits them as
+the cross-entropy they are, trees and networks regress their log-odds; with full probabilities
+a logistic copy of a logistic model is exact after a few dozen queries, which is why granting
+scores makes a model much cheaper to copy.
 """
 
 from __future__ import annotations
@@ -41,11 +41,27 @@ _LBFGS_ROWS = 1500
 
 @dataclass(frozen=True)
 class Copy:
-    """A fitted copy: `labels(rows)` gives its class index (0..classes-1) for each row."""
+    """A fitted copy: `labels(rows)` gives its class index (0..classes-1) for each row.
+
+    Attributes:
+        family: the model family.
+        on_scores: fitted to the published scores (soft targets), not to the labels alone.
+        labels: rows -> the copy's class index for each.
+        margin: rows -> the copy's lead of its top class over the runner-up: small near its boundary.
+    """
 
     family: Family
+    on_scores: bool
     labels: Callable[[FloatArray], IntArray]
-    margin: Callable[[FloatArray], FloatArray]  # top-1 minus top-2 probability: small near its boundary
+    margin: Callable[[FloatArray], FloatArray]
+
+    @property
+    def name(self) -> str:
+        """`mlp`, or `mlp:scores` for a copy fitted to scores (the assessment JSON's name)."""
+        return f"{self.family}:scores" if self.on_scores else str(self.family)
+
+
+ALL_FAMILIES = (Family.LOGISTIC, Family.GRADIENT_BOOSTING, Family.MLP)
 
 
 def load_estimators() -> None:
@@ -61,65 +77,93 @@ def fit_copies(
     answers: IntArray | FloatArray,
     classes: int,
     seed: int,
-    families: tuple[Family, ...] = (Family.LOGISTIC, Family.GRADIENT_BOOSTING, Family.MLP),
+    families: tuple[Family, ...] = ALL_FAMILIES,
+    precision: int | None = None,
 ) -> list[Copy]:
     """One copy per family that can be fitted to `answers`.
+
+    Soft answers get both kinds of copy: one per family fitted to the labels they imply, then
+    one fitted to the scores themselves. Scores help most models and hurt a few (a regression
+    chasing rounded tree scores); an attacker keeps whichever works, so granting scores never
+    makes a copy dearer.
 
     Args:
         rows: the queries, shape (n, features).
         answers: class indices, shape (n,) (labels), or class probabilities, shape (n, classes)
-            (soft targets: rounded scores or probabilities).
+            (soft targets: rounded scores or probabilities, their winner being the label).
         classes: how many classes the target has.
         seed: seeds every random part of every fit.
         families: which families to try.
+        precision: decimals soft targets were rounded to (None: not rounded).
 
     Returns:
-        The fitted copies; a single `CONSTANT` copy while the answers name one class only.
+        The fitted copies; a single `CONSTANT` one in place of the label-fitted copies while
+        the answers name one class only.
     """
     soft = answers.ndim == 2
-    winners = answers.argmax(axis=1) if soft else answers
-    present = np.unique(winners)
-    if present.shape[0] < 2 and not soft:
-        return [_constant(int(present[0]) if present.shape[0] else 0, classes)]
-    n = rows.shape[0]
-    copies = []
+    labels = np.asarray(answers.argmax(axis=1) if soft else answers, dtype=np.int64)
     with warnings.catch_warnings():
         # A copy that has not converged is still a copy: the curve measures how well it agrees.
         warnings.simplefilter("ignore")
-        for family in families:
-            if family is Family.CONSTANT or (family is Family.GRADIENT_BOOSTING and n < _MIN_ROWS_FOR_TREES):
-                continue
-            if family is Family.MLP and n < _MIN_ROWS_FOR_MLP:
-                continue
-            if family is Family.LOGISTIC:
-                copies.append(_logistic(rows, answers, classes))
-            elif soft:
-                copies.append(_logit_regression(family, rows, answers.astype(np.float64), classes, seed))
-            else:
-                copies.append(_classifier(family, rows, answers.astype(np.int64), classes, seed))
+        copies = _fit_to_labels(rows, labels, classes, seed, families)
+        if soft:
+            copies += _fit_to_scores(rows, answers.astype(np.float64), classes, seed, families, precision)
     return copies
 
 
-def _logistic(rows: FloatArray, answers: IntArray | FloatArray, classes: int) -> Copy:
+def _usable(family: Family, n: int) -> bool:
+    if family is Family.GRADIENT_BOOSTING:
+        return n >= _MIN_ROWS_FOR_TREES
+    if family is Family.MLP:
+        return n >= _MIN_ROWS_FOR_MLP
+    return family is Family.LOGISTIC
+
+
+def _fit_to_labels(rows: FloatArray, labels: IntArray, classes: int, seed: int, families: tuple[Family, ...]) -> list[Copy]:
+    present = np.unique(labels)
+    if present.shape[0] < 2:
+        return [_constant(int(present[0]) if present.shape[0] else 0, classes)]
+    usable = [family for family in families if _usable(family, rows.shape[0])]
+    return [_classifier(family, rows, labels, classes, seed) for family in usable]
+
+
+def _fit_to_scores(
+    rows: FloatArray, scores: FloatArray, classes: int, seed: int, families: tuple[Family, ...], precision: int | None
+) -> list[Copy]:
+    copies = []
+    for family in families:
+        if not _usable(family, rows.shape[0]):
+            continue
+        if family is Family.LOGISTIC:
+            copy = _soft_logistic(rows, scores, classes)
+            if copy is not None:
+                copies.append(copy)
+        else:
+            copies.append(_logit_regression(family, rows, scores, classes, seed, precision))
+    return copies
+
+
+def _logistic_pipeline() -> object:
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
     from sklearn.pipeline import Pipeline  # noqa: PLC0415
     from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
     # Label-only answers of a linear model are separable: a weak penalty approaches the
-    # maximum-margin boundary. Soft targets are fitted as the cross-entropy they are: each row
-    # once per class, weighted by that class's published probability.
-    model = Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression(C=100.0, max_iter=2000))])
-    if answers.ndim == 1:
-        if np.unique(answers).shape[0] < 2:
-            return _constant(int(answers[0]), classes)
-        model.fit(rows, answers)
-        return _wrap_classifier(Family.LOGISTIC, model, classes)
-    mass = _probabilities(answers.astype(np.float64), classes, 0.0)
+    # maximum-margin boundary.
+    return Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression(C=100.0, max_iter=2000))])
+
+
+def _soft_logistic(rows: FloatArray, scores: FloatArray, classes: int) -> Copy | None:
+    """Soft targets fitted as the cross-entropy they are: each row once per class, weighted by
+    that class's published probability. With full probabilities a logistic copy of a logistic
+    model is exact after a few dozen rows."""
+    mass = _probabilities(scores, classes, 0.0)
     row_index, class_index = np.nonzero(mass > 0)
     if np.unique(class_index).shape[0] < 2:
-        return _constant(int(class_index[0]), classes)
-    model.fit(rows[row_index], class_index, logistic__sample_weight=mass[row_index, class_index])
-    return _wrap_classifier(Family.LOGISTIC, model, classes)
+        return None
+    model = _logistic_pipeline()
+    model.fit(rows[row_index], class_index, logistic__sample_weight=mass[row_index, class_index])  # type: ignore[attr-defined]  # a Pipeline
+    return _wrap_classifier(Family.LOGISTIC, model, classes, on_scores=True)
 
 
 def _classifier(family: Family, rows: FloatArray, labels: IntArray, classes: int, seed: int) -> Copy:
@@ -130,17 +174,21 @@ def _classifier(family: Family, rows: FloatArray, labels: IntArray, classes: int
 
     n = rows.shape[0]
     model: object
-    if family is Family.GRADIENT_BOOSTING:
+    if family is Family.LOGISTIC:
+        model = _logistic_pipeline()
+    elif family is Family.GRADIENT_BOOSTING:
         model = HistGradientBoostingClassifier(
             max_iter=_boosting_rounds(n), min_samples_leaf=_leaf_rows(n), early_stopping=False, random_state=seed
         )
     else:
         model = Pipeline([("scale", StandardScaler()), ("mlp", MLPClassifier(**_mlp_settings(n, seed)))])
     model.fit(rows, labels)  # type: ignore[attr-defined]  # every scikit-learn estimator has fit
-    return _wrap_classifier(family, model, classes)
+    return _wrap_classifier(family, model, classes, on_scores=False)
 
 
-def _logit_regression(family: Family, rows: FloatArray, answers: FloatArray, classes: int, seed: int) -> Copy:
+def _logit_regression(
+    family: Family, rows: FloatArray, answers: FloatArray, classes: int, seed: int, precision: int | None
+) -> Copy:
     """A regression on the published probabilities' logits: trees and networks learn the shape
     of a score surface from far fewer rows than from its sign alone."""
     from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415
@@ -149,7 +197,10 @@ def _logit_regression(family: Family, rows: FloatArray, answers: FloatArray, cla
     from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
     n = rows.shape[0]
-    logits = np.log(_probabilities(answers, classes, _LOGIT_FLOOR))
+    # A probability published as 0 is below half a rounding step, not zero: flooring it there,
+    # not at 1e-6, keeps one rounding step from becoming a leap of ten in log-odds.
+    floor = _LOGIT_FLOOR if precision is None else max(_LOGIT_FLOOR, 0.5 * 10.0**-precision)
+    logits = np.log(_probabilities(answers, classes, floor))
     # Two classes: one log-odds column; more: each class's log-probability against their mean.
     targets = (logits[:, 1] - logits[:, 0])[:, None] if classes == 2 else logits - logits.mean(axis=1, keepdims=True)
     models: list[object] = []
@@ -170,11 +221,11 @@ def _logit_regression(family: Family, rows: FloatArray, answers: FloatArray, cla
         stacked = np.hstack(predicted)
         return np.hstack([np.zeros((x.shape[0], 1)), stacked]) if classes == 2 else stacked
 
-    return _wrap_scores(family, scores)
+    return _wrap_scores(family, True, scores)
 
 
-# Scores rounded to zero are floored before the logarithm; rounding to 3 decimals already
-# publishes 0.0005 as 0, so the floor only caps how sure a copy may learn to be.
+# Unrounded probabilities are floored before the logarithm only to cap how sure a copy may
+# learn to be.
 _LOGIT_FLOOR = 1e-6
 
 
@@ -202,7 +253,7 @@ def _mlp_settings(n: int, seed: int) -> dict[str, object]:
     }
 
 
-def _wrap_classifier(family: Family, estimator: object, classes: int) -> Copy:
+def _wrap_classifier(family: Family, estimator: object, classes: int, *, on_scores: bool) -> Copy:
     fitted_classes = np.asarray(estimator.classes_, dtype=np.int64)  # type: ignore[attr-defined]  # sklearn's fitted attribute
     predict_proba: Callable[[FloatArray], FloatArray] = estimator.predict_proba  # type: ignore[attr-defined]  # sklearn
 
@@ -211,10 +262,10 @@ def _wrap_classifier(family: Family, estimator: object, classes: int) -> Copy:
         full[:, fitted_classes] = predict_proba(rows)
         return full
 
-    return _wrap_scores(family, probabilities)
+    return _wrap_scores(family, on_scores, probabilities)
 
 
-def _wrap_scores(family: Family, scores: Callable[[FloatArray], FloatArray]) -> Copy:
+def _wrap_scores(family: Family, on_scores: bool, scores: Callable[[FloatArray], FloatArray]) -> Copy:
     """A copy from per-class scores (probabilities or logits): the label is the top score, the
     margin its lead over the runner-up."""
 
@@ -225,7 +276,7 @@ def _wrap_scores(family: Family, scores: Callable[[FloatArray], FloatArray]) -> 
         top = np.sort(scores(rows), axis=1)
         return top[:, -1] - top[:, -2]
 
-    return Copy(family, labels, margin)
+    return Copy(family, on_scores, labels, margin)
 
 
 def _constant(label: int, classes: int) -> Copy:
@@ -235,4 +286,4 @@ def _constant(label: int, classes: int) -> Copy:
     def margin(rows: FloatArray) -> FloatArray:
         return np.ones(rows.shape[0]) if classes > 1 else np.zeros(rows.shape[0])
 
-    return Copy(Family.CONSTANT, labels, margin)
+    return Copy(Family.CONSTANT, False, labels, margin)

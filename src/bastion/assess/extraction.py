@@ -81,6 +81,9 @@ class Attack(enum.StrEnum):
     SCORES_KNOCKOFF = "scores-knockoff"
 
 
+_LABEL_ATTACKS = (Attack.RANGES_UNIFORM, Attack.MARGINALS, Attack.BOUNDARY, Attack.KNOCKOFF)
+# With scores or probabilities granted, each attack fits copies both to the labels and to the
+# scores (`fit_copies`), so a label-only curve beside it would only repeat its label copies.
 _SCORED = {
     Attack.RANGES_UNIFORM: Attack.SCORES_RANGES_UNIFORM,
     Attack.MARGINALS: Attack.SCORES_MARGINALS,
@@ -105,7 +108,7 @@ class AttackCurve:
         attack: the attack's name (an `Attack` value).
         queries: the grid of query counts measured.
         agreement: at each count, the best copy's share of evaluation rows labelled as the model does.
-        copies: at each count, the family of that best copy.
+        copies: at each count, that best copy's family (`mlp`; `mlp:scores` if fitted to scores).
     """
 
     attack: str
@@ -226,24 +229,25 @@ def measure_extraction_cost(
         raise ConfigError(f"max_queries {max_queries} is below 10, the grid's first point")
     space = InputSpace.from_spec(spec)
     oracle = _Oracle(predict_proba, len(spec.labels), output, precision)
-    streams = np.random.SeedSequence(seed).spawn(8)
+    # One stream for the evaluation rows and one per attack, fixed by the attack's place in
+    # `_LABEL_ATTACKS`: an attack's curve does not change because another one did not run.
+    streams = np.random.SeedSequence(seed).spawn(1 + len(_LABEL_ATTACKS))
     evaluation, pool, evaluated_on = _split_rows(space, heldout, np.random.default_rng(streams[0]))
     truth = oracle.labels(evaluation)
     grid = query_grid(max_queries)
     say = progress or (lambda _line: None)
     say(f"agreement measured on {evaluation.shape[0]} {evaluated_on} rows; grid {grid[0]}..{grid[-1]} queries")
-    attacks = [Attack.RANGES_UNIFORM]
-    if space.has_marginals:
-        attacks.append(Attack.MARGINALS)
-    attacks.append(Attack.BOUNDARY)
-    if pool is not None:
-        attacks.append(Attack.KNOCKOFF)
+    skipped = {Attack.MARGINALS} if not space.has_marginals else set()
+    if pool is None:
+        skipped.add(Attack.KNOCKOFF)
     curves = []
     # Hundreds of small fits: thread pools only add hand-offs, and OpenMP's spinning threads
     # made gradient boosting twenty times slower on a busy 2-core machine.
     load_estimators()
     with threadpool_limits(limits=1):
-        for index, attack in enumerate(attacks, start=1):
+        for index, attack in enumerate(_LABEL_ATTACKS, start=1):
+            if attack in skipped:
+                continue
             name = attack if output == "label" else _SCORED[attack]
             run = _AttackRun(name, oracle, evaluation, truth, grid, np.random.default_rng(streams[index]), say)
             if attack is Attack.BOUNDARY:
@@ -325,15 +329,21 @@ class _Oracle:
         winners = full.argmax(axis=1)
         if self.output == "label":
             return np.asarray(winners, dtype=np.int64)
+        index = np.arange(full.shape[0])
         if self.output == "probabilities":
-            return full if self.precision is None else np.round(full, self.precision)
-        # "score": the winner's probability; the rest of the mass is spread over the other classes.
-        score = full[np.arange(full.shape[0]), winners]
-        if self.precision is not None:
-            score = np.round(score, self.precision)
-        rest = (1.0 - score) / max(1, self.classes - 1)
-        soft = np.repeat(rest[:, None], self.classes, axis=1)
-        soft[np.arange(full.shape[0]), winners] = score
+            soft = full if self.precision is None else np.round(full, self.precision)
+        else:  # "score": the winner's probability; the rest of the mass spread over the other classes
+            score = full[index, winners]
+            if self.precision is not None:
+                score = np.round(score, self.precision)
+            soft = np.repeat(((1.0 - score) / max(1, self.classes - 1))[:, None], self.classes, axis=1)
+            soft[index, winners] = score
+        # Every answer carries the label too: where rounding made the winner tie or trail, it
+        # still gets the most mass, by half a rounding step.
+        step = 0.5 * 10.0 ** -(self.precision if self.precision is not None else 6)
+        others = soft.copy()
+        others[index, winners] = -np.inf
+        soft[index, winners] = np.maximum(soft[index, winners], others.max(axis=1) + step)
         return soft
 
 
@@ -392,7 +402,7 @@ class _AttackRun:
 
     def _fit(self, rows: FloatArray, answers: IntArray | FloatArray) -> list[Copy]:
         seed = int(self.rng.integers(2**31 - 1))
-        return fit_copies(rows, answers, self.oracle.classes, seed)
+        return fit_copies(rows, answers, self.oracle.classes, seed, precision=self.oracle.precision)
 
     def _measure(self, rows: FloatArray, answers: IntArray | FloatArray) -> Copy:
         copies = self._fit(rows, answers)
@@ -400,8 +410,8 @@ class _AttackRun:
         best = int(np.argmax(scores))
         self.counts.append(int(rows.shape[0]))
         self.agreement.append(scores[best])
-        self.families.append(str(copies[best].family))
-        self.say(f"{self.name}: {rows.shape[0]} queries, {scores[best]:.1%} agreement ({copies[best].family})")
+        self.families.append(copies[best].name)
+        self.say(f"{self.name}: {rows.shape[0]} queries, {scores[best]:.1%} agreement ({copies[best].name})")
         return copies[best]
 
     def _done(self) -> bool:
