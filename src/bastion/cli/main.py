@@ -23,6 +23,7 @@ from bastion.errors import BastionError, ConfigError
 # Each command is imported when it is run (or listed by --help): `bastion scan` need not
 # pay for the registry's, the gateway's and signing's command modules at every start.
 _COMMANDS = {
+    "assess": ("bastion.cli.assess", "assess_command"),
     "scan": ("bastion.cli.scan", "scan_command"),
     "keygen": ("bastion.cli.sign", "keygen_command"),
     "sign": ("bastion.cli.sign", "sign_command"),
@@ -62,7 +63,7 @@ _EXTRA_OF_MODULE = {
     "s3fs": "s3",
     "lz4": "lz4",
 }
-_EXTRA_OF_COMMAND = {"serve": "serve", "keys": "serve", "models": "serve"}
+_EXTRA_OF_COMMAND = {"serve": "serve", "keys": "serve", "models": "serve", "assess": "serve"}
 
 
 def missing_extra(err: ImportError, command: str | None) -> ConfigError | None:
