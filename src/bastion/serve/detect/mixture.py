@@ -3,10 +3,11 @@
 Training data is rarely one Gaussian: classes and their sub-populations form clusters
 (scikit-learn's `make_classification` draws each class from clusters at the corners of a
 hypercube). Fitted with one Gaussian, such data leaves room between and around its clusters
-where rows built feature by feature land without standing out: on a 20-feature, 2-class
-`make_classification` without redundant features, one Gaussian flags 2 % of rows sampled
-independently from the per-feature marginals, a four-component mixture 75 % (both at a 0.5 %
-false-alarm rate on held-out rows).
+where rows built feature by feature land without standing out. On a 20-feature, 2-class
+`make_classification` (10 informative features, 10,000 rows), at a 0.5 % false-alarm rate on
+held-out rows, the share of rows sampled independently from the per-feature marginals that the
+distance flags: without redundant features, one Gaussian 1.5 %, the four-component mixture BIC
+chooses 27 %; with two redundant ones, 43 % and 73 %.
 
 Each component's covariance is regularised by adding `ridge` (in training standard deviations,
 squared) to every feature's variance. That is the covariance a population shifted by a random
@@ -14,7 +15,9 @@ squared) to every feature's variance. That is the covariance a population shifte
 by that much stays typical, and no linear dependence between features (make_classification's
 redundant features are exact linear combinations) can be tighter than 0.3 sd, so float32
 rounding or a small drift never reads as a broken dependence, while sampling features
-independently, which breaks it by about one sd, still does.
+independently, which breaks it by about one sd, still does. Measured: rows shifted by +0.3 sd
+in every feature are 2-2.5 % atypical with the ridge; with a ridge of 0.001 all of them were,
+and with 0.01 up to 43 %.
 
 The fit is plain EM from a k-means++ start with a seeded generator: the same data give the same
 profile. The number of components is chosen by BIC.

@@ -53,9 +53,9 @@ import numpy.typing as npt
 
 from bastion.errors import ArtifactError, ConfigError
 from bastion.serve.detect.alarms import Alarm, AlarmKind
-from bastion.serve.detect.profile import TrainingProfile, _usable_std
+from bastion.serve.detect.profile import TYPICAL_SCORE_LEVELS, TrainingProfile, _usable_std
 from bastion.serve.detect.rows import RowJudge
-from bastion.serve.detect.statistics import binomial_tail_bound, shapiro_w
+from bastion.serve.detect.statistics import binomial_tail_bound, chi_square_quantile, shapiro_w
 from bastion.serve.detect.streams import DigestRing, RowDigest
 
 logger = logging.getLogger(__name__)
@@ -298,6 +298,7 @@ class QueryMonitor:
         self._inv_std = 1.0 / _usable_std(np.asarray(profile.std, dtype=np.float64))
         self._digest = RowDigest(self._n)
         self._log_p = -math.log(self.config.ood_p_value)
+        self._far_low, self._far_high = _prada_band(profile)
         # Compared with squared distances, so the per-query test needs no square root.
         self._dup_sq = (self.config.dup_radius**2) * self._n
         self._keys: OrderedDict[str, _KeyState] = OrderedDict()
@@ -343,12 +344,16 @@ class QueryMonitor:
         # A query finite in FP32 but 1e19 from the mean has a squared distance past FP32's range:
         # the distance step (in FP32) would overflow, so such a row is treated as non-finite.
         finite = np.isfinite(score) & (score * self._n < _FP32_SAFE_SQUARE)
+        # PRADA also leaves out rows far from (or right at) the mean in its own distance space:
+        # typical of a cluster for the joint test, they still give one huge nearest distance.
+        # Left in, that pulled a benign key's W to 0.84 (seed 3; 0.95 without).
+        unusual = atypical | (score < self._far_low) | (score > self._far_high)
         z32 = z.astype(np.float32)
         alarms: list[Alarm] = []
         for row in range(x.shape[0]):
             state.queries += 1
             self._count_atypical(state, bool(atypical[row]))
-            is_duplicate = bool(finite[row]) and self._add_distance(state, z32[row], bool(atypical[row]))
+            is_duplicate = bool(finite[row]) and self._add_distance(state, z32[row], bool(unusual[row]))
             self._count_duplicate(state, is_duplicate)
             self._check(key_id, state, alarms)
         return alarms
@@ -521,3 +526,17 @@ class QueryMonitor:
         message = f"key {key_id} after {state.queries} queries: {why}"
         alarms.append(Alarm(kind.value, key_id, state.queries, score, threshold, message))
         logger.info("query monitor: %s", message)
+
+
+def _prada_band(profile: TrainingProfile) -> tuple[float, float]:
+    """The central 99 % of the training rows' mean squared z-score: PRADA's distances use only
+    rows inside it. A profile of schema /1 stores exactly that band; /2 stores a wider one
+    (at rate / 10), brought back to 99 % by the chi-square quantile ratio."""
+    (low, high), (p_low, p_high) = profile.typical_score, profile.typical_score_levels
+    (q_low, q_high), d = TYPICAL_SCORE_LEVELS, profile.n_features
+    if (p_low, p_high) == (q_low, q_high):
+        return low, high
+    # Few features: the approximation's far lower tail is clamped at 0; keep the stored low end.
+    below = chi_square_quantile(p_low, d)
+    low_ratio = chi_square_quantile(q_low, d) / below if below > 0.0 else 1.0
+    return low * low_ratio, high * chi_square_quantile(q_high, d) / chi_square_quantile(p_high, d)
