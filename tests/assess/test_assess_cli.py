@@ -54,7 +54,7 @@ def test_cli_writes_json_to_stdout_by_default(logistic_folder: Path) -> None:
     done = bastion("assess", logistic_folder, "--output", "probabilities", "--max-queries", "20", "--quiet")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["extraction"]["evaluated_on"] == "profile-marginals"
-    assert "flatters the attacks" in done.stderr
+    assert "not real traffic" in done.stderr
     assert "queries, " not in done.stderr  # --quiet: no progress lines
 
 
@@ -106,3 +106,9 @@ def test_joblib_model_is_not_loaded_without_allow_pickle(tmp_path: Path) -> None
     write_model(tmp_path, kind="joblib")
     with pytest.raises(ArtifactError, match="joblib pickle: loading it runs whatever code it names"):
         assess_extraction(tmp_path, max_queries=10)
+
+
+def test_cli_out_in_a_missing_folder_is_refused_before_measuring(logistic_folder: Path, tmp_path: Path) -> None:
+    done = bastion("assess", logistic_folder, "--out", tmp_path / "nowhere" / "assessment.json")
+    assert done.returncode == 2
+    assert "its folder does not exist" in done.stderr and "queries, " not in done.stderr

@@ -206,7 +206,10 @@ def summary_lines(cost: ExtractionCost) -> list[str]:
             lines.append(f"{level:.0%} agreement after {count} {kind} queries (best attack: {cost.best_attack(level)})")
     lines.append(f"agreement measured on {cost.evaluation_rows} {cost.evaluated_on} rows")
     if cost.evaluated_on != "heldout":
-        lines.append("  (no held-out data: agreement on synthetic rows flatters the attacks; pass --data for the honest figure)")
+        lines.append(
+            "  (no held-out data: agreement on synthetic rows, not real traffic, can misstate the cost either way; "
+            "pass --data for the figure to budget on)"
+        )
     lines.append(f"{'attack':<24}{'90%':>8}{'95%':>8}{'99%':>8}  final agreement")
     for curve in cost.curves:
         cells = [curve.queries_for(level) for level in LEVELS]

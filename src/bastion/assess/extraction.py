@@ -23,9 +23,15 @@ MLP (`bastion.assess.copies`) and the curve records the best agreement: the atta
 know the family, and a strong one picks the right one on its own validation data, so taking
 the best errs on the defender's side. A curve stops at the first point that reaches 99 %.
 
-Agreement is measured on held-out real rows when given. Without them it is measured on rows
-from the profile's marginals, which flatters the attacks that sample those same marginals:
-the result says which (`ExtractionCost.evaluated_on`).
+Agreement is measured on held-out real rows when given: a copy is worth what it gets right on
+real traffic. Without them it is measured on rows drawn feature by feature from the profile's
+marginals, which are not real traffic and can misstate the cost either way: on a 100-tree
+gradient-boosting classifier of the gateway's 20-feature test data it put 95 % out of reach of
+5,000 queries where real rows showed 700. The result says which (`ExtractionCost.evaluated_on`); budget on held-out figures.
+
+Sampling noise in the evaluation rows (about ±1 % at 1,000 rows) can make a curve touch a level
+a grid point early; with the best of several copies and attacks taken, the figure errs low,
+on the defender's side.
 
 Example:
     >>> cost = measure_extraction_cost(predict, spec, heldout=x_test)     # doctest: +SKIP
@@ -96,7 +102,7 @@ class Evaluation(enum.StrEnum):
     """What agreement is measured on."""
 
     HELDOUT = "heldout"  # real rows the attacker never queried: the honest measure
-    PROFILE_MARGINALS = "profile-marginals"  # flatters attacks that sample the marginals
+    PROFILE_MARGINALS = "profile-marginals"  # not real traffic: can misstate the cost either way
     RANGES_UNIFORM = "ranges-uniform"  # no profile, no data: agreement far from real inputs
 
 

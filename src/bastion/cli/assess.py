@@ -21,7 +21,8 @@ OUTPUTS = ("label", "score", "probabilities")
 @click.option(
     "--data", type=click.Path(dir_okay=False, path_type=Path),
     help="Held-out real rows (.csv, header optional, or .npy): half feed the Knockoff attack, half measure "
-    "agreement. Without it agreement is measured on rows drawn from the profile's marginals, which flatters the attacks.",
+    "agreement. Without it agreement is measured on rows drawn from the profile's marginals, not real traffic, "
+    "which can misstate the cost either way: pass it for a figure to budget on.",
 )
 @click.option("--label", metavar="COL", help="The --data column holding the true class (name or 0-based index): dropped.")
 @click.option(
@@ -71,8 +72,12 @@ def assess_command(
       bastion assess models/fraud --data holdout.csv --label is_fraud --out assessment.json
     """
     from bastion.assess.assessment import assess_extraction, summary_lines  # noqa: PLC0415  # keep --help fast
+    from bastion.errors import ConfigError  # noqa: PLC0415
 
     del only  # the one assessment so far
+    if out is not None and not out.resolve().parent.is_dir():
+        # Checked before the minutes of measuring, not after.
+        raise ConfigError(f"--out {out}: its folder does not exist", hint="Create the folder or name another file.")
     progress = None if quiet else (lambda line: click.echo(f"  {line}", err=True))
     document, cost = assess_extraction(
         folder, data=data, label=label, output=output, precision=precision, max_queries=max_queries, seed=seed,
@@ -82,7 +87,10 @@ def assess_command(
     if out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text, encoding="utf-8")
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"--out {out}: cannot write: {err.strerror}", hint="Name a file in a folder that exists.") from err
     for line in summary_lines(cost):
         click.echo(line, err=True)
     if out is not None:
