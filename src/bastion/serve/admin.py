@@ -21,7 +21,7 @@ from bastion.http_errors import status_of
 from bastion.registry import Principal, Registry
 from bastion.registry.roles import Action
 from bastion.serve.gateway import Gateway
-from bastion.serve.keys import KeySpec, key_summary
+from bastion.serve.keys import MAX_ROWS, KeySpec, issue_key, key_summary
 from bastion.serve.limits import Quota, RateLimit
 
 Operation = Literal["infer", "metadata", "token"]
@@ -56,6 +56,8 @@ class NewKey(BaseModel):
     daily: int | None = Field(10_000, ge=1, le=MAX_COUNT)
     monthly: int | None = Field(None, ge=1, le=MAX_COUNT)
     expires_in_days: float | None = Field(90, gt=0, le=MAX_DAYS)
+    account: str | None = Field(None, min_length=1, max_length=MAX_NAME)  # None: the key's name
+    max_rows: int | None = Field(None, ge=1, le=MAX_ROWS)  # rows per request; None: the default
 
     def to_spec(self) -> KeySpec:
         return KeySpec(
@@ -67,6 +69,8 @@ class NewKey(BaseModel):
             rate=RateLimit(self.rate_per_second, self.burst) if self.rate_per_second else None,
             quota=Quota(self.daily, self.monthly) if self.daily or self.monthly else None,
             expires_in=timedelta(days=self.expires_in_days) if self.expires_in_days else None,
+            account=self.account,
+            max_rows=self.max_rows,
         )
 
 
@@ -101,9 +105,14 @@ def create_admin_app(gateway: Gateway, registry: Registry) -> FastAPI:
 
     @app.post("/admin/keys", status_code=201)
     def create_key(body: NewKey, caller: Admin) -> dict[str, object]:
-        key, text = store.create(caller, body.to_spec())
+        # Priced like `bastion keys create`: the warnings come back, and a budget the policy
+        # refuses (it can copy a model it may call) creates nothing.
+        issued = issue_key(registry, caller, store, body.to_spec())
+        notes = list(issued.review.notes())
+        if issued.key is None or issued.text is None:
+            raise ConfigError("refused: " + "; ".join(notes), hint="Lower the key's quota or rate, or its account's budget.")
         gateway.refresh()
-        return {"key": text, **key_summary([key])[0]}
+        return {"key": issued.text, **key_summary([issued.key])[0], "warnings": notes}
 
     @app.delete("/admin/keys/{key_id}", status_code=204)
     def revoke_key(key_id: KeyId, caller: Admin) -> Response:
