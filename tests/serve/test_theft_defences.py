@@ -35,6 +35,7 @@ from corpus.gateway_env import (
     start_gateway,
 )
 from corpus.hang_guard import HANG_GUARD
+from corpus.redis_env import RedisSpace
 
 FAST = RateLimit(per_second=100_000.0, burst=100_000)
 COSTED = "costed"  # the model registered with an assessment that gives its extraction cost
@@ -204,3 +205,43 @@ def test_ten_keys_of_one_account_add_up_to_one_caller(fresh: World) -> None:
     # The account's alarm suspends every key of the account.
     for _, text in keys:
         assert_refused(world.infer(text, rows(1)), 403, "suspended")
+
+
+def test_two_replicas_share_budgets_and_throttles_and_a_restart_keeps_the_throttle(
+    env: RegistryEnv, space: RedisSpace
+) -> None:
+    """Acceptance 4: one Redis, two replicas. The account budget is one budget whichever replica
+    is asked; a throttle an alarm set on one replica holds on the other, and on a replica
+    started afterwards."""
+    settings = GatewaySettings(models=(ONNX, COSTED), redis_url=space.url, redis_prefix=space.prefix,
+                               alarm_policy=AlarmPolicy(action="throttle"))
+    a = start_gateway(env.registry, env.admin, settings)
+    b = start_gateway(env.registry, env.admin, settings)
+    try:
+        first, second = World(env, a), World(env, b)
+        # The budget: 40 rows for the account on either replica, keys made on A.
+        a.assembled.gateway.store.set_account_limits(a.caller, "replicated", AccountLimits(quota=Quota(daily=40)))
+        _, text = first.key("replicated-1", account="replicated")
+        b.assembled.gateway.refresh()
+        assert first.infer(text, rows(16)).status_code == 200
+        assert second.infer(text, rows(16)).status_code == 200
+        assert_refused(second.infer(text, rows(16)), 429, "account-daily-quota")
+        assert_refused(first.infer(text, rows(16)), 429, "account-daily-quota")
+        # The throttle: an alarm on A (marginal rows), then B and a restarted replica keep it.
+        thief_id, thief = first.key("replicated-thief", account="replicated-thief")
+        for seed in range(40):
+            if first.infer(thief, marginal_rows(8, 500 + seed)).status_code != 200:
+                break
+        key = a.assembled.gateway.store.get(thief_id)
+        assert key.throttle is not None, "no alarm throttled the key"
+        b.assembled.gateway.refresh()
+        assert_refused(second.infer(thief, rows(2)), 429, "rate")  # 2 rows > the throttle's burst of 1
+    finally:
+        a.stop()
+        b.stop()
+    restarted = start_gateway(env.registry, env.admin, settings)
+    try:
+        assert_refused(World(env, restarted).infer(thief, rows(2)), 429, "rate")
+        assert restarted.assembled.gateway._state.keys[thief_id].throttle is not None
+    finally:
+        restarted.stop()
