@@ -20,7 +20,7 @@ import importlib
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -174,48 +174,12 @@ class TrainingProfile:
             "range_margin": RANGE_MARGIN,
             "false_alarm_rate": false_alarm_rate,
         }
-        n, d = data.shape
-        calibration_rows = n if held is None else held.shape[0]
-        fit_rows = n // 2 if held is None else n
-        why_not = (
-            f"{d} features (the joint part needs 2 to {MAX_JOINT_FEATURES})"
-            if not 2 <= d <= MAX_JOINT_FEATURES
-            else f"{calibration_rows} calibration rows (needs {math.ceil(CALIBRATION_EXCEEDANCES / false_alarm_rate)})"
-            if calibration_rows < CALIBRATION_EXCEEDANCES / false_alarm_rate
-            else f"{fit_rows} rows to fit on (needs {20 * d})"
-            if fit_rows < 20 * d
-            else ""
-        )
+        why_not = _why_no_joint(data, held, false_alarm_rate)
         if why_not:
             logger.info("training profile: no joint part: %s", why_not)
             return cls(**fields)
-        rng = np.random.default_rng(seed)
         with _small_matrix_blas():
-            if held is not None:
-                final = _Summary.of(data, levels, select_mixture(_standardise(data, base), seed=seed))
-                pairs = [(final, held)]
-            else:
-                order = rng.permutation(n)
-                first_rows, second_rows = data[order[: n // 2]], data[order[n // 2 :]]
-                first = _Summary.of(first_rows, levels)
-                first = first.with_mixture(select_mixture(_standardise(first_rows, first), seed=seed))
-                second = _Summary.of(second_rows, levels)
-                second = second.with_mixture(
-                    fit_mixture(_standardise(second_rows, second), 0, seed=seed, start=first.mixture)
-                )
-                pairs = [(first, second_rows), (second, first_rows)]
-                final = base.with_mixture(fit_mixture(_standardise(data, base), 0, seed=seed, start=first.mixture))
-            threshold, scale = _calibrate(pairs, false_alarm_rate, rng)
-        assert final.mixture is not None
-        std = base.usable_std
-        whitening = final.mixture.whitening() / std[None, :, None]
-        means = base.mean + final.mixture.means * std
-        fields |= {
-            "joint_means": tuple(_floats(row) for row in means),
-            "joint_whitening": tuple(tuple(_floats(row) for row in matrix) for matrix in whitening),
-            "joint_threshold": threshold,
-            "joint_carried_scale": scale,
-        }
+            fields |= _joint_fields(data, held, base, false_alarm_rate, seed)
         return cls(**fields)
 
     def geometry(self, spec_min: Sequence[float] | None = None, spec_max: Sequence[float] | None = None) -> Geometry:
@@ -356,6 +320,50 @@ _V2_FIELDS = (
     "joint_threshold",
     "joint_carried_scale",
 )
+
+
+def _why_no_joint(data: FloatArray, held: FloatArray | None, rate: float) -> str:
+    n, d = data.shape
+    calibration_rows = n if held is None else held.shape[0]
+    fit_rows = n // 2 if held is None else n
+    if not 2 <= d <= MAX_JOINT_FEATURES:
+        return f"{d} features (the joint part needs 2 to {MAX_JOINT_FEATURES})"
+    if calibration_rows < CALIBRATION_EXCEEDANCES / rate:
+        return f"{calibration_rows} calibration rows (needs {math.ceil(CALIBRATION_EXCEEDANCES / rate)})"
+    if fit_rows < 20 * d:
+        return f"{fit_rows} rows to fit on (needs {20 * d})"
+    return ""
+
+
+def _joint_fields(data: FloatArray, held: FloatArray | None, base: _Summary, rate: float, seed: int) -> dict[str, Any]:
+    """The mixture fitted on `data` and its thresholds, calibrated on rows it was not fitted on."""
+    rng = np.random.default_rng(seed)
+    if held is not None:
+        final = replace(base, mixture=select_mixture(_standardise(data, base), seed=seed))
+        pairs = [(final, held)]
+    else:
+        n = data.shape[0]
+        order = rng.permutation(n)
+        first_rows, second_rows = data[order[: n // 2]], data[order[n // 2 :]]
+        first = _Summary.of(first_rows, base.levels)
+        first = replace(first, mixture=select_mixture(_standardise(first_rows, first), seed=seed))
+        second = _Summary.of(second_rows, base.levels)
+        second = replace(
+            second, mixture=fit_mixture(_standardise(second_rows, second), 0, seed=seed, start=first.mixture)
+        )
+        pairs = [(first, second_rows), (second, first_rows)]
+        final = replace(base, mixture=fit_mixture(_standardise(data, base), 0, seed=seed, start=first.mixture))
+    threshold, scale = _calibrate(pairs, rate, rng)
+    assert final.mixture is not None
+    std = base.usable_std
+    whitening = final.mixture.whitening() / std[None, :, None]
+    means = base.mean + final.mixture.means * std
+    return {
+        "joint_means": tuple(_floats(row) for row in means),
+        "joint_whitening": tuple(tuple(_floats(row) for row in matrix) for matrix in whitening),
+        "joint_threshold": threshold,
+        "joint_carried_scale": scale,
+    }
 
 
 class _Reader:
@@ -499,19 +507,6 @@ class _Summary:
     @property
     def usable_std(self) -> FloatArray:
         return _usable_std(self.std)
-
-    def with_mixture(self, mixture: Mixture) -> _Summary:
-        return _Summary(
-            self.n_samples,
-            self.mean,
-            self.std,
-            self.minimum,
-            self.maximum,
-            self.quantiles,
-            self.band,
-            self.levels,
-            mixture,
-        )
 
     def fields(self) -> dict[str, Any]:
         return {
