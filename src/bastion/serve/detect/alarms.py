@@ -26,8 +26,10 @@ class Alarm:
     Attributes:
         kind: an `AlarmKind` value, e.g. "extraction.prada".
         key_id: the API key's id (never its secret), or the stream's id.
-        queries: how many queries (rows, repeats not counted) the stream had sent when the
-            alarm fired (1-based).
+        queries: from `QueryMonitor`, how many queries the key had sent when the alarm fired,
+            repeats included (1-based: the index of the query that raised it); from
+            `StreamWatch`, how many rows had been added to the stream (those it was given:
+            fresh ones, when a `RepeatFilter` comes first).
         score: the detector's statistic at that moment.
         threshold: the value it crossed.
         message: one sentence for a person: what was seen, and why it matters.

@@ -71,13 +71,13 @@ class KeyStatistics:
     """One key's detector statistics at a moment, for metrics and dashboards.
 
     Attributes:
-        queries: queries seen from the key, repeats not included.
+        queries: queries seen from the key, repeats included.
         prada_w: the latest Shapiro-Wilk W (NaN before the first test; once that alarm fired,
             the test stops and this keeps the value that raised it).
         atypical_share: share of the recent window outside the training distribution.
         duplicate_share: share of the recent window that were near duplicates.
         alarmed: the alarm kinds raised.
-        repeats: exact repeats of the key's earlier queries, left out of every test.
+        repeats: how many of them repeated an earlier query exactly (left out of every test).
         atypical_total: atypical queries over everything the key has sent.
     """
 
@@ -216,10 +216,12 @@ class _KeyState:
 
     __slots__ = (
         "alarmed",
+        "at",
         "dist",
         "dist_seen",
         "dup_count",
         "dup_flags",
+        "fresh",
         "kept",
         "kept_next",
         "kept_size",
@@ -229,13 +231,15 @@ class _KeyState:
         "ood_flags",
         "ood_total",
         "prada_threshold",
-        "queries",
         "repeats",
         "seen",
+        "sent",
     )
 
     def __init__(self, config: DetectorConfig, n_features: int) -> None:
-        self.queries = 0
+        self.sent = 0  # queries sent, repeats included
+        self.at = 0  # the query being tested, counted among those sent
+        self.fresh = 0  # queries the tests have seen: repeats left out
         # Growing set: float32 halves the largest array; distances need ~1e-3 precision only.
         self.kept = np.zeros((config.prada_keep, n_features), dtype=np.float32)
         self.kept_sq = np.zeros(config.prada_keep, dtype=np.float32)
@@ -334,6 +338,11 @@ class QueryMonitor:
             if new.shape != (x.shape[0],):
                 raise ArtifactError(f"key {key_id}: fresh of shape {new.shape}, expected ({x.shape[0]},)")
         state.repeats += int(x.shape[0] - np.count_nonzero(new))
+        sent_before = state.sent
+        state.sent += x.shape[0]
+        # Where each fresh row was in the batch: an alarm names the query that raised it among
+        # all those the key sent, repeats included.
+        positions = np.flatnonzero(new) + sent_before + 1
         if not new.all():
             x = x[new]
         if x.shape[0] == 0:
@@ -351,8 +360,9 @@ class QueryMonitor:
         unusual = atypical | (score < self._far_low) | (score > self._far_high)
         z32 = z.astype(np.float32)
         alarms: list[Alarm] = []
-        for row in range(x.shape[0]):
-            state.queries += 1
+        for row, position in enumerate(positions.tolist()):
+            state.fresh += 1
+            state.at = position
             self._count_atypical(state, bool(atypical[row]))
             is_duplicate = bool(finite[row]) and self._add_distance(state, z32[row], bool(unusual[row]))
             self._count_duplicate(state, is_duplicate)
@@ -374,9 +384,9 @@ class QueryMonitor:
         if state is None:
             return None
         cfg = self.config
-        seen = max(state.queries, 1)
+        seen = max(state.fresh, 1)
         return KeyStatistics(
-            queries=state.queries,
+            queries=state.sent,
             prada_w=state.last_w,
             atypical_share=state.ood_count / min(seen, cfg.ood_window),
             duplicate_share=state.dup_count / min(seen, cfg.dup_window),
@@ -406,13 +416,13 @@ class QueryMonitor:
         return state
 
     def _count_atypical(self, state: _KeyState, flag: bool) -> None:
-        slot = (state.queries - 1) % self.config.ood_window
+        slot = (state.fresh - 1) % self.config.ood_window
         state.ood_count += int(flag) - int(state.ood_flags[slot])
         state.ood_flags[slot] = flag
         state.ood_total += flag
 
     def _count_duplicate(self, state: _KeyState, flag: bool) -> None:
-        slot = (state.queries - 1) % self.config.dup_window
+        slot = (state.fresh - 1) % self.config.dup_window
         state.dup_count += int(flag) - int(state.dup_flags[slot])
         state.dup_flags[slot] = flag
 
@@ -428,7 +438,7 @@ class QueryMonitor:
         nearest = math.sqrt(nearest_sq)
         # An atypical query is the out-of-distribution test's to count. Left in, one far-out
         # benign record gives one huge distance, and at 40 samples that alone pulled W to 0.84.
-        if not atypical and state.queries > 1 + self.config.prada_warmup:
+        if not atypical and state.fresh > 1 + self.config.prada_warmup:
             window = self.config.prada_window
             state.dist[state.dist_seen % window] = nearest
             state.dist_seen += 1
@@ -450,8 +460,8 @@ class QueryMonitor:
         cfg = self.config
         if AlarmKind.OUT_OF_DISTRIBUTION not in state.alarmed:
             self._check_out_of_distribution(key_id, state, alarms)
-        if AlarmKind.NEAR_DUPLICATE not in state.alarmed and state.queries >= cfg.dup_min_queries:
-            share = state.dup_count / min(state.queries, cfg.dup_window)
+        if AlarmKind.NEAR_DUPLICATE not in state.alarmed and state.fresh >= cfg.dup_min_queries:
+            share = state.dup_count / min(state.fresh, cfg.dup_window)
             if share >= cfg.dup_share:
                 self._raise(
                     alarms,
@@ -484,8 +494,8 @@ class QueryMonitor:
 
     def _check_out_of_distribution(self, key_id: str, state: _KeyState, alarms: list[Alarm]) -> None:
         cfg = self.config
-        if state.queries >= cfg.ood_min_queries:
-            share = state.ood_count / min(state.queries, cfg.ood_window)
+        if state.fresh >= cfg.ood_min_queries:
+            share = state.ood_count / min(state.fresh, cfg.ood_window)
             if share >= cfg.ood_share:
                 self._raise(
                     alarms,
@@ -498,8 +508,8 @@ class QueryMonitor:
                     "distribution, as uniform or box probing for model extraction does",
                 )
                 return
-        if state.ood_total >= cfg.ood_min_atypical and state.ood_total > cfg.ood_tolerated_rate * state.queries:
-            bound = binomial_tail_bound(state.ood_total, state.queries, cfg.ood_tolerated_rate)
+        if state.ood_total >= cfg.ood_min_atypical and state.ood_total > cfg.ood_tolerated_rate * state.fresh:
+            bound = binomial_tail_bound(state.ood_total, state.fresh, cfg.ood_tolerated_rate)
             if bound >= self._log_p:
                 self._raise(
                     alarms,
@@ -508,7 +518,7 @@ class QueryMonitor:
                     AlarmKind.OUT_OF_DISTRIBUTION,
                     bound / math.log(10),
                     self._log_p / math.log(10),
-                    f"{state.ood_total} of its queries ({state.ood_total / state.queries:.1%}) lie outside the "
+                    f"{state.ood_total} of its {state.fresh} distinct queries ({state.ood_total / state.fresh:.1%}) lie outside the "
                     f"training data's range or joint distribution, against {cfg.ood_tolerated_rate:.1%} "
                     "tolerated, as synthetic queries mixed with ordinary ones for model extraction do",
                 )
@@ -524,8 +534,8 @@ class QueryMonitor:
         why: str,
     ) -> None:
         state.alarmed.add(kind.value)
-        message = f"key {key_id} after {state.queries} queries: {why}"
-        alarms.append(Alarm(kind.value, key_id, state.queries, score, threshold, message))
+        message = f"key {key_id} after {state.at} queries: {why}"
+        alarms.append(Alarm(kind.value, key_id, state.at, score, threshold, message))
         logger.info("query monitor: %s", message)
 
 
