@@ -677,7 +677,7 @@ def test_every_request_is_audited_once_in_a_verifiable_chain(world: World, tmp_p
     env.publish(ONNX, world.built.folder("onnx"))
     env.publish(SKOPS, world.built.folder("sklearn"))
     with running(env.registry, env.admin, GatewaySettings(models=(ONNX, SKOPS), alarm_policy=ALERT_ONLY)) as gateway:
-        _, ok = gateway.key()
+        _, ok = gateway.key(rate=RateLimit(1000, burst=1000), quota=None)  # 16 requests of 2 rows at once
         _, limited = gateway.key(rate=RateLimit(0.001, burst=4), quota=None)  # two 2-row requests; no refill meanwhile
         _, narrow = gateway.key(models=(SKOPS,))
         plan = (
