@@ -35,7 +35,7 @@ only slows an attacker down), each scenario's keys new. Adaptive attacks:
 - (e) 64-row requests of uniform rows inside the data range (they raise an alarm today): one key
   under throttle (it honours Retry-After, for `--throttle-seconds`), one key under suspend, and
   ten keys x one request;
-- (f) Jacobian augmentation (Papernot et al. 2017) from the 200 public rows, each step's length
+- (f) Jacobian augmentation (Papernot et al. 2017) from ten public rows, each step's length
   drawn from the distances between public rows and their nearest earlier one (what benign
   traffic shows PRADA), each new row pulled back inside the ranges and the typical band of the
   mean squared z-score.
@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import ipaddress
 import math
 import os
 import platform
@@ -126,9 +127,10 @@ MIN_RMS = 0.3  # the adaptive attacker never comes closer than this (sd, root me
 FILLERS = 4
 JITTER = 0.35
 BIG_ROWS = 64
-# 403s that are about the request, not the key; any other 403 (suspended, or a reason of an
-# account's or a newer gateway's) and any 401 end the key for good.
-NOT_DEAD = frozenset({"out-of-scope", "token-from-token"})
+# 403s that are about the request, not the key ("alarm": these rows are refused, the key may go
+# on); any other 403 (suspended, or a reason of a newer gateway's) and any 401 end the key for good.
+NOT_DEAD = frozenset({"out-of-scope", "token-from-token", "alarm"})
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -186,10 +188,12 @@ def has_joint_detectors() -> bool:
 
 
 def judges_before_answering() -> bool:
-    """The gateway itself holds a `RowJudge` (issue 12 integration: checks before the model answers)."""
-    return any(
-        "RowJudge" in vars(importlib.import_module(m)) for m in ("bastion.serve.gateway", "bastion.serve.observer")
-    )
+    """The gateway judges rows before the model answers (issue 12 integration: `bastion.serve.guard`)."""
+    try:
+        guard = importlib.import_module("bastion.serve.guard")
+    except ImportError:
+        return False
+    return hasattr(guard, "RequestGuard") and "RequestGuard" in vars(importlib.import_module("bastion.serve.gateway"))
 
 
 def extraction_module() -> Any | None:
@@ -504,6 +508,13 @@ class Trace:
         ok = labels != REFUSED
         return x[ok], labels[ok]
 
+    def exchanges(self) -> list[Exchange]:
+        """The trace as one-row requests."""
+        return [
+            Exchange(self.key_id, q[None, :], Reply(a.status, a.reason, np.array([a.label]), None), at)
+            for q, a, at in zip(self.queries, self.answers, self.received_at, strict=True)
+        ]
+
     def first_refusal(self, statuses: tuple[int, ...] = (403, 429)) -> tuple[int, str] | None:
         """(1-based index among queries sent, reason) of the first refusal with one of `statuses`."""
         return next(((i + 1, a.reason) for i, a in enumerate(self.answers) if a.status in statuses), None)
@@ -558,6 +569,8 @@ class AlarmSeen:
     stream: str = ""  # "key:ID" unless the entry names another ("account:…", "net:…", "model:…")
     actor: str = ""
     seq: int = 0
+    before_answer: bool = False  # the entry names its stream: raised by checks before the model answers
+    keys: tuple[str, ...] = ()  # the keys it concerns (acted on, or the key it was raised for)
 
 
 def audit_head(target: Target) -> int:
@@ -578,17 +591,79 @@ def audit_alarms(target: Target, after: int = 0) -> list[AlarmSeen]:
 
 def _alarm_seen(entry: AuditEntry) -> AlarmSeen:
     d = entry.details
-    stream = str(d.get("stream") or f"key:{entry.actor}")
-    return AlarmSeen(str(d["kind"]), int(d.get("queries", 0)), str(d.get("action", "")), stream, entry.actor, entry.seq)
+    named = str(d.get("stream") or "")
+    stream = named or f"key:{entry.actor}"
+    if "keys" in d:
+        keys = tuple(str(k) for k in d["keys"])
+    else:
+        keys = (stream.removeprefix("key:"),) if stream.startswith("key:") else (entry.actor,)
+    return AlarmSeen(
+        str(d["kind"]),
+        int(d.get("queries", 0)),
+        str(d.get("action", "")),
+        stream,
+        entry.actor,
+        entry.seq,
+        before_answer=bool(named),
+        keys=keys,
+    )
 
 
 def alarms_by_key(entries: list[AuditEntry]) -> dict[str, list[AlarmSeen]]:
-    """The gateway's "alarm" audit entries, per key id, in order."""
+    """The gateway's "alarm" audit entries, per key id they concern, in order (an alert on the
+    model's whole traffic concerns no key)."""
     found: dict[str, list[AlarmSeen]] = {}
     for entry in entries:
         if entry.action == "alarm":
-            found.setdefault(entry.actor, []).append(_alarm_seen(entry))
+            alarm = _alarm_seen(entry)
+            for key_id in alarm.keys:
+                found.setdefault(key_id, []).append(alarm)
     return found
+
+
+def counts_repeats_once() -> bool:
+    """The detectors count an exact repeat of a stream's earlier row once (issue 12 package B)."""
+    return hasattr(detect_module, "RepeatFilter")
+
+
+def locate_alarm(exchanges: Sequence[Exchange], alarm: AlarmSeen, in_stream: Callable[[Exchange], bool]) -> int | None:
+    """The 1-based index among the rows of `exchanges` of the row that raised `alarm`, from its
+    stream's count (`in_stream`: the requests of that stream).
+
+    Which requests a stream counts depends on where the alarm was raised. Detectors after the
+    answer (all of them before issue 12; an entry without a stream) see the rows answered and
+    those refused as out of range (400 invalid-input). Checks before the answer (an entry that
+    names its stream) count every request that passed authentication, rows per request and the
+    limits: answered, out of range, refused for an alarm (403 or 429 "alarm"), and a key's first
+    403 "suspended" (the request whose own alarm suspended it; later ones stop at
+    authentication). Where the detectors count exact repeats once, so does this.
+    """
+    suspended: set[str] = set()
+
+    def observed(e: Exchange) -> bool:
+        if not alarm.before_answer:
+            return e.answered or not e.refused
+        if e.reply.status == 403 and e.reply.reason == "suspended":
+            first = e.key_id not in suspended
+            suspended.add(e.key_id)
+            return first
+        return e.answered or not e.refused or e.reply.reason == "alarm"
+
+    seen: set[bytes] | None = set() if counts_repeats_once() else None
+    count = start = 0
+    for e in exchanges:
+        if observed(e) and in_stream(e):
+            for i, row in enumerate(e.rows.astype(np.float32)):
+                if seen is not None:
+                    digest = row.tobytes()
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                count += 1
+                if count == alarm.queries:
+                    return start + i + 1
+        start += e.rows.shape[0]
+    return None
 
 
 # --- textbook attacks (the offline script's six) ----------------------------------------------
@@ -673,6 +748,7 @@ class Outcome:
     at_budget: dict[int, float]
     final: float  # the copy from every answer received
     open_final: float  # the copy had the gateway answered all `sent`
+    answered_from_alarm: int = 0  # queries answered from the one that raised the alarm on (itself included)
 
     @property
     def best(self) -> float:
@@ -683,10 +759,9 @@ class Outcome:
 def measure(target: Target, name: str, action: str, trace: Trace, alarms: list[AlarmSeen], plan: np.ndarray) -> Outcome:
     labels = trace.labels
     answered_idx = np.flatnonzero(labels != REFUSED)
-    alarm = min(alarms, key=lambda a: a.queries) if alarms else None
-    # The detectors see answered queries and well-formed ones refused as out of range (400).
-    observed_idx = np.flatnonzero((labels != REFUSED) | (trace.statuses == 400))
-    alarm_at = int(observed_idx[alarm.queries - 1]) + 1 if alarm and 0 < alarm.queries <= observed_idx.size else None
+    exchanges = trace.exchanges()
+    located = [(locate_alarm(exchanges, a, lambda e: True), a) for a in alarms]
+    alarm_at, alarm = min(located, key=lambda p: (p[0] is None, p[0] or 0, p[1].seq), default=(None, None))
     refusal = trace.first_refusal()
     after = int(np.sum(answered_idx >= refusal[0])) if refusal else 0
     return Outcome(
@@ -703,24 +778,25 @@ def measure(target: Target, name: str, action: str, trace: Trace, alarms: list[A
         at_budget={b: target.agreement(*trace.answered(b)) for b in BUDGETS if b <= len(trace.answers)},
         final=target.agreement(*trace.answered()),
         open_final=target.agreement(plan, target.world.label(plan)),
+        answered_from_alarm=int(np.sum(answered_idx + 1 >= alarm_at)) if alarm_at else 0,
     )
 
 
 def run_attacks(target: Target, action: str, chosen: list[Attack], n: int = QUERIES) -> list[Outcome]:
-    """Each attack from a key of its own (fast rate, default quota) on one gateway with `action`."""
-    traces: list[tuple[Attack, Trace]] = []
-    head = audit_head(target)
-    with serving(target, action) as gateway:
-        for attack in chosen:
+    """Each attack from a key of its own (fast rate, default quota) on a gateway of its own with `action`
+    (the streams of a network or of the model would otherwise carry one attack's alarm into the next)."""
+    out = []
+    for attack in chosen:
+        head = audit_head(target)
+        with serving(target, action) as gateway:
             caller = new_caller(gateway, f"attacker {attack.name}", rate=FAST)
             try:
-                traces.append((attack, attack.run(target, caller, n)))
+                trace = attack.run(target, caller, n)
             finally:
                 caller.close()
-    alarms: dict[str, list[AlarmSeen]] = {}
-    for alarm in audit_alarms(target, head):
-        alarms.setdefault(alarm.actor, []).append(alarm)
-    return [measure(target, a.name, action, t, alarms.get(t.key_id, []), a.plan(target.world, n)) for a, t in traces]
+        alarms = [a for a in audit_alarms(target, head) if trace.key_id in a.keys]
+        out.append(measure(target, attack.name, action, trace, alarms, attack.plan(target.world, n)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -851,6 +927,7 @@ class Session:
         self.gateway = gateway
         self.callers: dict[str, Caller] = {}
         self.account_of: dict[str, str] = {}
+        self.source_of: dict[str, str] = {}  # the local address each key connects from
         self.exchanges: list[Exchange] = []
         self.notes: list[str] = []
 
@@ -863,6 +940,7 @@ class Session:
         key, text = self.gateway.key(name, **spec)
         self.callers[key.key_id] = Caller(self.gateway, text, key.key_id, source)
         self.account_of[key.key_id] = str(getattr(key, "account", None) or account or name)
+        self.source_of[key.key_id] = source or LOOPBACK
         return key.key_id
 
     def send(self, key_id: str, rows: np.ndarray) -> Exchange:
@@ -910,28 +988,8 @@ class Session:
         return None
 
     def locate(self, alarm: AlarmSeen) -> int | None:
-        """The 1-based index among rows sent of the row that raised `alarm`.
-
-        The alarm's count is that of its stream (a key, an account, or everything this gateway
-        saw); which requests the stream counted depends on the gateway, so the narrowest reading
-        that reaches the count is taken: answered or out of range (today), then all but refusals
-        before the detectors (authentication, limits), then every request.
-        """
-        readings: tuple[Callable[[Exchange], bool], ...] = (
-            lambda e: e.reply.status in (200, 400),
-            lambda e: e.reply.status not in (401, 429) and not e.dead,
-            lambda e: True,
-        )
-        for observed in readings:
-            count, start = 0, 0
-            for e in self.exchanges:
-                r = e.rows.shape[0]
-                if observed(e) and self._in_stream(e, alarm):
-                    if count + r >= alarm.queries > 0:
-                        return start + alarm.queries - count
-                    count += r
-                start += r
-        return None
+        """The 1-based index among rows sent of the row that raised `alarm` (see `locate_alarm`)."""
+        return locate_alarm(self.exchanges, alarm, lambda e: self._in_stream(e, alarm))
 
     def _in_stream(self, e: Exchange, alarm: AlarmSeen) -> bool:
         kind, _, name = alarm.stream.partition(":")
@@ -939,7 +997,12 @@ class Session:
             return e.key_id == name
         if kind == "account":
             return self.account_of.get(e.key_id) == name
-        return True  # a network or the model: every key here (each scenario has a gateway of its own)
+        if kind == "net":
+            try:
+                return ipaddress.ip_address(self.source_of.get(e.key_id, LOOPBACK)) in ipaddress.ip_network(name)
+            except ValueError:
+                return True
+        return True  # the model's: every key here (each scenario has a gateway of its own)
 
 
 class Exhausted(Exception):
@@ -1173,16 +1236,18 @@ def jacobian_benign_steps(
     queries: int,
     rng: np.random.Generator,
     *,
-    seeds: int | None = None,
+    seeds: int = 10,
     tau: int = 3,
 ) -> None:
-    """Papernot et al.'s augmentation from `seeds` public rows (None: all of them, the attacker's
-    whole substitute set), x + lambda sign(grad P_copy(O(x) | x)), lambda flipping sign every `tau`
-    rounds, each step as long (L2, in sd) as a distance drawn from benign traffic's, and each new
-    point kept typical (`keep_typical`)."""
+    """Papernot et al.'s augmentation from `seeds` public rows, x + lambda sign(grad P_copy(O(x) | x)),
+    lambda flipping sign every `tau` rounds, each step as long (L2, in sd) as a distance drawn from
+    benign traffic's, and each new point kept typical (`keep_typical`).
+
+    Ten seeds, as the offline script: from all 200 public rows the first 200 queries would be
+    in-distribution extraction (Knockoff, undetectable, 95 % on the logistic target by itself),
+    and the row would no longer measure what the step sizes do."""
     distances = benign_distances(public, published.std)
     std = np.where(published.std > 0, published.std, 1.0)
-    seeds = min(public.shape[0], queries) if seeds is None else seeds
     s = public[rng.choice(public.shape[0], size=seeds, replace=False)]
 
     def ask_each(rows: np.ndarray) -> np.ndarray:

@@ -91,13 +91,24 @@ def test_label_only_attack_is_stopped_before_its_copy_reaches_95(target: sim.Tar
     assert o.alarm is not None and o.alarm_at is not None, o
     assert o.alarm_at <= 150, o
     assert o.alarm.action == action
-    # Refused from the next query on (a throttle's burst of one lets one more through).
     assert o.refusal is not None, o
     index, reason = o.refusal
-    assert reason == REFUSAL[action][1]
-    assert o.alarm_at < index <= o.alarm_at + (2 if action == "throttle" else 1), o
+    if o.alarm.before_answer:
+        # Judged before the model answers: the query that raised the alarm is itself refused (under
+        # suspend, as its key's suspension; under throttle, as its rows'; or as out of range, 400,
+        # which is not counted here), and so is every later one that carries an atypical row.
+        assert reason in (("suspended", "alarm") if action == "suspend" else ("alarm", "rate")), o.refusal
+        assert index >= o.alarm_at, o
+        if action == "suspend":
+            assert o.answered_from_alarm == 0, o
+    else:
+        # Detectors after the answer: refused from the next query on (a throttle's burst of one lets
+        # one more through).
+        assert reason == REFUSAL[action][1]
+        assert o.alarm_at < index <= o.alarm_at + (2 if action == "throttle" else 1), o
     if action == "suspend":
-        assert o.answered <= o.alarm.queries, o
+        assert o.answered_after_refusal == 0, o
+        assert o.answered <= o.alarm_at, o
     else:
         # The throttle's rate, not a count: once refused (its bucket empty) the key earns one query
         # per 1/rate seconds, so the rest of the attack may get one more per 5 s it took. At load 11
@@ -105,7 +116,7 @@ def test_label_only_attack_is_stopped_before_its_copy_reaches_95(target: sim.Tar
         # many through, or none at all, still fails.
         allowance = THROTTLED.burst + math.floor(THROTTLED.per_second * o.seconds_after_refusal)
         assert o.answered_after_refusal <= allowance, o
-        assert o.answered <= o.alarm.queries + 1 + allowance, o  # +1: the query between alarm and refusal
+        assert o.answered <= o.alarm_at + 1 + allowance, o  # +1: the query between alarm and refusal
     assert o.at_alarm is not None and o.at_alarm < 0.95, o
     assert o.best < 0.95, o  # every answer it got, though it carried on to the end
 
@@ -162,10 +173,15 @@ def test_a_suspended_key_stays_refused_across_a_refresh(target: sim.Target) -> N
             caller.close()
     finally:
         gateway.stop()
-    [alarm] = sim.alarms_by_key(target.env.audit_entries())[trace.key_id]
+    alarms = sim.alarms_by_key(target.env.audit_entries())[trace.key_id]
+    exchanges = trace.exchanges()
+    located = [(sim.locate_alarm(exchanges, a, lambda e: True) or len(exchanges) + 1, a) for a in alarms]
+    alarm_at, alarm = min(located, key=lambda p: (p[0], p[1].seq))
     answered = int(np.sum(trace.statuses == 200))
-    assert trace.first_refusal() == (alarm.queries + 1, "suspended")
-    assert answered == alarm.queries, f"{answered - alarm.queries} answers after the key was suspended"
+    # Refused from the query after the alarm's, or, judged before the answer, from the alarm's own.
+    refused_from = alarm_at if alarm.before_answer else alarm_at + 1
+    assert trace.first_refusal() == (refused_from, "suspended"), (alarm_at, alarm)
+    assert answered == refused_from - 1, f"{answered - refused_from + 1} answers after the key was suspended"
 
 
 def _then(call: Callable[..., Any], after: Callable[[], Any]) -> Callable[..., Any]:
@@ -250,7 +266,7 @@ def test_a_benign_client_raises_no_alarm(target: sim.Target, name: str) -> None:
 
 
 # Each adaptive attack needs the joint detectors and the check before answering; Sybil in one
-# account also needs accounts.
+# account also needs accounts. Today (a) to (d) reach 99 % unchecked at these sizes.
 ADAPTIVE = [
     "(a) ranges + boundary",
     "(b) marginals + boundary",
@@ -266,14 +282,14 @@ def test_an_adaptive_attack_is_alarmed_and_refused_before_its_copy_reaches_95(ta
     if not sim.has_joint_detectors():
         pytest.skip(_NEEDS_FEATURE)
     if not sim.judges_before_answering():
-        pytest.skip("needs the gateway to judge rows before answering (no RowJudge in bastion.serve.gateway/observer)")
+        pytest.skip("needs the gateway to judge rows before answering (bastion.serve.guard.RequestGuard, not present here)")
     if name.startswith("(d)") and not sim.has_accounts():
         pytest.skip("needs keys with accounts (KeySpec.account, not present here)")
     [o] = sim.run_adaptive(target, sim.QUICK, SEED, only=[name])
-    assert o.alarm is not None, o
-    assert o.refusal is not None, o
-    assert o.at_refusal is not None and o.at_refusal < 0.95, o
-    assert o.best < 0.95, o  # every answer it got, though it carried on
+    # Its copy never reaches 95 %, from the answers before its first refusal or from every answer it
+    # got: an attack strong enough to get there unchecked (all but (f) here) must be alarmed and
+    # refused first.
+    assert o.best < 0.95, o
 
 
 def test_a_64_row_request_from_a_label_only_key_is_refused(target: sim.Target) -> None:
@@ -297,7 +313,7 @@ def test_a_64_row_request_from_a_label_only_key_is_refused(target: sim.Target) -
 
 def test_an_alarming_request_under_suspend_gets_no_answer(target: sim.Target) -> None:
     if not sim.judges_before_answering():
-        pytest.skip("needs the gateway to judge rows before answering (no RowJudge in bastion.serve.gateway/observer)")
+        pytest.skip("needs the gateway to judge rows before answering (bastion.serve.guard.RequestGuard, not present here)")
     assert target.published is not None
     box = sim.box_sampler(target.published)(np.random.default_rng(SEED), 10 * 16)
 
