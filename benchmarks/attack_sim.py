@@ -34,7 +34,7 @@ only slows an attacker down), each scenario's keys new. Adaptive attacks:
   have accounts) each from its own /24 network (127.0.k.1);
 - (e) 64-row requests of uniform rows inside the data range (they raise an alarm today): one key
   under throttle (it honours Retry-After, for `--throttle-seconds`), one key under suspend, and
-  ten keys x one request;
+  ten keys of one account x one request;
 - (f) Jacobian augmentation (Papernot et al. 2017) from ten public rows, each step's length
   drawn from the distances between public rows and their nearest earlier one (what benign
   traffic shows PRADA), each new row pulled back inside the ranges and the typical band of the
@@ -52,15 +52,19 @@ agreement at the first alarm and at the first refusal (from the rows answered be
 rows answered in all and the agreement of the copy trained on all of them.
 
 Then the textbook attacks (uniform box, Jacobian steps 0.1 and 0.5, membership probing; 2,000
-queries, under `suspend` and `throttle`), the in-distribution (Knockoff) attack up to the
-default daily quota, and (logistic only) equation solving with a key granted probabilities.
+queries, one row per request, a gateway each, under `suspend` and `throttle`), the
+in-distribution (Knockoff) attack up to the default daily quota, and (logistic only) equation
+solving with a key granted probabilities.
 
 Features of issue 12 are detected, not assumed: keys with accounts (`KeySpec.account`), rows per
 request (`KeySpec.max_rows`), joint-distribution detectors (`bastion.serve.detect.RowJudge`), and
 the measured extraction cost (`bastion.assess.extraction`); the header says which are present.
 
-    .venv/bin/python benchmarks/attack_sim.py --seed 7            # full: about 40 minutes on 2 cores
+    .venv/bin/python benchmarks/attack_sim.py --seed 7            # full: about 45 minutes on a busy 2-core machine
     .venv/bin/python benchmarks/attack_sim.py --seed 7 --quick    # CI-sized: about 4 minutes
+
+`--targets logistic`, `--only "(d)"` (adaptive attacks by name prefix), `--actions suspend`,
+`--skip-benign` and `--skip-textbook` cut it down; progress goes to stderr, the tables to stdout.
 """
 
 from __future__ import annotations
@@ -1594,6 +1598,17 @@ def _alarm_cell(o: ScenarioOutcome) -> str:
     return f"{where} {o.alarm.kind} [{stream}]"
 
 
+def _alarms_cell(o: ScenarioOutcome) -> str:
+    """How many alarms, and on which kinds of stream: "10 (key 9, model 1)"."""
+    if not o.alarms:
+        return "0"
+    kinds: dict[str, int] = {}
+    for alarm in o.alarms:
+        kind = alarm.stream.partition(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return f"{len(o.alarms)} ({', '.join(f'{k} {n}' for k, n in kinds.items())})"
+
+
 def _refusal_cell(o: ScenarioOutcome) -> str:
     return "never" if o.refusal is None else f"{o.refusal[0]} {o.refusal[1]} {o.refusal[2]}"
 
@@ -1603,6 +1618,7 @@ def adaptive_table(outcomes: Sequence[ScenarioOutcome]) -> str:
         "attack",
         "action",
         "rows sent",
+        "alarms",
         "first alarm (row, kind [stream])",
         "first refusal (row, status reason)",
         "@alarm",
@@ -1615,6 +1631,7 @@ def adaptive_table(outcomes: Sequence[ScenarioOutcome]) -> str:
             o.scenario + (f" ({'; '.join(o.notes)})" if o.notes else ""),
             o.action,
             str(o.rows_sent),
+            _alarms_cell(o),
             _alarm_cell(o),
             _refusal_cell(o),
             fmt(o.at_alarm),
@@ -1642,7 +1659,7 @@ def benign_table(outcomes: Sequence[ScenarioOutcome], keys: int) -> str:
         [
             o.scenario,
             f"{keys} x {o.rows_sent // max(1, keys)}",
-            str(len(o.alarms)),
+            _alarms_cell(o),
             _alarm_cell(o),
             str(o.refusals),
             _refusal_cell(o),
@@ -1766,8 +1783,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adaptive attacks, label only ({kind}):")
             print(adaptive_table(adaptive))
             print(
-                "    row: 1-based index among rows sent; [stream]: key unless the audit entry names another; "
-                "@alarm/@refusal: copy from the rows answered before; copy: from every row answered"
+                "    row: 1-based index among rows sent (a refusal's: the first row of the refused request); alarms: "
+                "by stream kind; [stream]: key unless the audit entry names another; @alarm/@refusal: copy from the "
+                "rows answered through the alarm's request / before the refusal; copy: from every row answered"
             )
             print()
             if not args.skip_benign:
