@@ -32,7 +32,8 @@ only slows an attacker down), each scenario's keys new. Adaptive attacks:
   fillers' too, trains the copy);
 - (d) `Sybil`: (a) over ten keys x 19 queries, in one account, and in ten accounts (when keys
   have accounts) each from its own /24 network (127.0.k.1);
-- (e) 64-row requests of uniform rows inside the data range (they raise an alarm today): one key
+- (e) 64-row requests of uniform rows inside the data range (every version's detectors alarm on
+  them: this measures what an alarmed key still gets): one key
   under throttle (it honours Retry-After, for `--throttle-seconds`), one key under suspend, and
   ten keys of one account x one request;
 - (f) Jacobian augmentation (Papernot et al. 2017) from ten public rows, each step's length
@@ -46,8 +47,9 @@ and /24 network), under `suspend` so a false alarm shows as refusals: held-out a
 rows for ten nights; 12 of 20 features set to the training mean; 16-row requests sorted by one
 feature; every feature shifted by +0.3 sd.
 
-For each: the first alarm (index among rows sent, kind, stream), the first refusal (row index,
-status and reason; 400 for an input outside the declared range is not counted), the copy's
+For each: the alarms by stream kind, the first alarm (index among rows sent, kind, stream), the
+first refusal (row index, status and reason; 400 for an input outside the declared range is not
+counted), the copy's
 agreement at the first alarm and at the first refusal (from the rows answered before it), the
 rows answered in all and the agreement of the copy trained on all of them.
 
@@ -57,8 +59,10 @@ in-distribution (Knockoff) attack up to the default daily quota, and (logistic o
 solving with a key granted probabilities.
 
 Features of issue 12 are detected, not assumed: keys with accounts (`KeySpec.account`), rows per
-request (`KeySpec.max_rows`), joint-distribution detectors (`bastion.serve.detect.RowJudge`), and
-the measured extraction cost (`bastion.assess.extraction`); the header says which are present.
+request (`KeySpec.max_rows`), joint-distribution detectors (`bastion.serve.detect.RowJudge`),
+checks before the answer (`bastion.serve.guard.RequestGuard` in the gateway), exact repeats
+counted once (`bastion.serve.detect.RepeatFilter`), and the measured extraction cost
+(`bastion.assess.extraction`); the header says which are present.
 
     .venv/bin/python benchmarks/attack_sim.py --seed 7            # full: about 45 minutes on a busy 2-core machine
     .venv/bin/python benchmarks/attack_sim.py --seed 7 --quick    # CI-sized: about 4 minutes
@@ -214,6 +218,7 @@ def features_line() -> str:
         "rows per request": has_row_limits(),
         "joint detectors": has_joint_detectors(),
         "judged before answering": judges_before_answering(),
+        "repeats counted once": counts_repeats_once(),
         "extraction cost": extraction_module() is not None,
     }
     return "# issue 12 features: " + ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in marks.items())
