@@ -645,7 +645,8 @@ def locate_alarm(exchanges: Sequence[Exchange], alarm: AlarmSeen, in_stream: Cal
     names its stream) count every request that passed authentication, rows per request and the
     limits: answered, out of range, refused for an alarm (403 or 429 "alarm"), and a key's first
     403 "suspended" (the request whose own alarm suspended it; later ones stop at
-    authentication). Where the detectors count exact repeats once, so does this.
+    authentication); where a repeat filter comes first (issue 12), they count an exact repeat of
+    the stream's earlier row once.
     """
     suspended: set[str] = set()
 
@@ -658,7 +659,8 @@ def locate_alarm(exchanges: Sequence[Exchange], alarm: AlarmSeen, in_stream: Cal
             return first
         return e.answered or not e.refused or e.reply.reason == "alarm"
 
-    seen: set[bytes] | None = set() if counts_repeats_once() else None
+    # Streams fed through a repeat filter count a row once; the key monitor behind the answer counts every one.
+    seen: set[bytes] | None = set() if alarm.before_answer and counts_repeats_once() else None
     count = start = 0
     for e in exchanges:
         if observed(e) and in_stream(e):
