@@ -32,10 +32,11 @@ only slows an attacker down), each scenario's keys new. Adaptive attacks:
   fillers' too, trains the copy);
 - (d) `Sybil`: (a) over ten keys x 19 queries, in one account, and in ten accounts (when keys
   have accounts) each from its own /24 network (127.0.k.1);
-- (e) 64-row requests of uniform rows inside the data range (they raise an alarm today): one key
+- (e) 64-row requests of uniform rows inside the data range (every version's detectors alarm on
+  them: this measures what an alarmed key still gets): one key
   under throttle (it honours Retry-After, for `--throttle-seconds`), one key under suspend, and
-  ten keys x one request;
-- (f) Jacobian augmentation (Papernot et al. 2017) from the 200 public rows, each step's length
+  ten keys of one account x one request;
+- (f) Jacobian augmentation (Papernot et al. 2017) from ten public rows, each step's length
   drawn from the distances between public rows and their nearest earlier one (what benign
   traffic shows PRADA), each new row pulled back inside the ranges and the typical band of the
   mean squared z-score.
@@ -46,21 +47,28 @@ and /24 network), under `suspend` so a false alarm shows as refusals: held-out a
 rows for ten nights; 12 of 20 features set to the training mean; 16-row requests sorted by one
 feature; every feature shifted by +0.3 sd.
 
-For each: the first alarm (index among rows sent, kind, stream), the first refusal (row index,
-status and reason; 400 for an input outside the declared range is not counted), the copy's
+For each: the alarms by stream kind, the first alarm (index among rows sent, kind, stream), the
+first refusal (row index, status and reason; 400 for an input outside the declared range is not
+counted), the copy's
 agreement at the first alarm and at the first refusal (from the rows answered before it), the
 rows answered in all and the agreement of the copy trained on all of them.
 
 Then the textbook attacks (uniform box, Jacobian steps 0.1 and 0.5, membership probing; 2,000
-queries, under `suspend` and `throttle`), the in-distribution (Knockoff) attack up to the
-default daily quota, and (logistic only) equation solving with a key granted probabilities.
+queries, one row per request, a gateway each, under `suspend` and `throttle`), the
+in-distribution (Knockoff) attack up to the default daily quota, and (logistic only) equation
+solving with a key granted probabilities.
 
 Features of issue 12 are detected, not assumed: keys with accounts (`KeySpec.account`), rows per
-request (`KeySpec.max_rows`), joint-distribution detectors (`bastion.serve.detect.RowJudge`), and
-the measured extraction cost (`bastion.assess.extraction`); the header says which are present.
+request (`KeySpec.max_rows`), joint-distribution detectors (`bastion.serve.detect.RowJudge`),
+checks before the answer (`bastion.serve.guard.RequestGuard` in the gateway), exact repeats
+counted once (`bastion.serve.detect.RepeatFilter`), and the measured extraction cost
+(`bastion.assess.extraction`); the header says which are present.
 
-    .venv/bin/python benchmarks/attack_sim.py --seed 7            # full: about 40 minutes on 2 cores
+    .venv/bin/python benchmarks/attack_sim.py --seed 7            # full: about 45 minutes on a busy 2-core machine
     .venv/bin/python benchmarks/attack_sim.py --seed 7 --quick    # CI-sized: about 4 minutes
+
+`--targets logistic`, `--only "(d)"` (adaptive attacks by name prefix), `--actions suspend`,
+`--skip-benign` and `--skip-textbook` cut it down; progress goes to stderr, the tables to stdout.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import ipaddress
 import math
 import os
 import platform
@@ -126,9 +135,10 @@ MIN_RMS = 0.3  # the adaptive attacker never comes closer than this (sd, root me
 FILLERS = 4
 JITTER = 0.35
 BIG_ROWS = 64
-# 403s that are about the request, not the key; any other 403 (suspended, or a reason of an
-# account's or a newer gateway's) and any 401 end the key for good.
-NOT_DEAD = frozenset({"out-of-scope", "token-from-token"})
+# 403s that are about the request, not the key ("alarm": these rows are refused, the key may go
+# on); any other 403 (suspended, or a reason of a newer gateway's) and any 401 end the key for good.
+NOT_DEAD = frozenset({"out-of-scope", "token-from-token", "alarm"})
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -186,11 +196,12 @@ def has_joint_detectors() -> bool:
 
 
 def judges_before_answering() -> bool:
-    """The gateway itself holds a `RowJudge` (issue 12 integration: checks before the model answers)."""
-    return any(
-        "RowJudge" in vars(importlib.import_module(m))
-        for m in ("bastion.serve.guard", "bastion.serve.gateway", "bastion.serve.observer")
-    )
+    """The gateway judges rows before the model answers (issue 12 integration: `bastion.serve.guard`)."""
+    try:
+        guard = importlib.import_module("bastion.serve.guard")
+    except ImportError:
+        return False
+    return hasattr(guard, "RequestGuard") and "RequestGuard" in vars(importlib.import_module("bastion.serve.gateway"))
 
 
 def extraction_module() -> Any | None:
@@ -207,6 +218,7 @@ def features_line() -> str:
         "rows per request": has_row_limits(),
         "joint detectors": has_joint_detectors(),
         "judged before answering": judges_before_answering(),
+        "repeats counted once": counts_repeats_once(),
         "extraction cost": extraction_module() is not None,
     }
     return "# issue 12 features: " + ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in marks.items())
@@ -505,6 +517,13 @@ class Trace:
         ok = labels != REFUSED
         return x[ok], labels[ok]
 
+    def exchanges(self) -> list[Exchange]:
+        """The trace as one-row requests."""
+        return [
+            Exchange(self.key_id, q[None, :], Reply(a.status, a.reason, np.array([a.label]), None), at)
+            for q, a, at in zip(self.queries, self.answers, self.received_at, strict=True)
+        ]
+
     def first_refusal(self, statuses: tuple[int, ...] = (403, 429)) -> tuple[int, str] | None:
         """(1-based index among queries sent, reason) of the first refusal with one of `statuses`."""
         return next(((i + 1, a.reason) for i, a in enumerate(self.answers) if a.status in statuses), None)
@@ -559,7 +578,8 @@ class AlarmSeen:
     stream: str = ""  # "key:ID" unless the entry names another ("account:…", "net:…", "model:…")
     actor: str = ""
     seq: int = 0
-    request: int = 0  # the index (1-based) among the actor's requests of the one that raised it; 0: unknown
+    before_answer: bool = False  # the entry names its stream: raised by checks before the model answers
+    keys: tuple[str, ...] = ()  # the keys it concerns (acted on, or the key it was raised for)
 
 
 def audit_head(target: Target) -> int:
@@ -571,30 +591,90 @@ def audit_head(target: Target) -> int:
 
 def audit_alarms(target: Target, after: int = 0) -> list[AlarmSeen]:
     """The gateway's "alarm" entries after sequence number `after`, in order."""
-    entries = list(AuditLog(target.env.registry.engine, AUDIT_CHAIN).entries(after=after))
-    by_key = alarms_by_key(entries)
-    return sorted((alarm for alarms in by_key.values() for alarm in alarms), key=lambda alarm: alarm.seq)
+    found = []
+    for entry in AuditLog(target.env.registry.engine, AUDIT_CHAIN).entries(after=after):
+        if entry.action == "alarm":
+            found.append(_alarm_seen(entry))
+    return found
 
 
 def _alarm_seen(entry: AuditEntry) -> AlarmSeen:
     d = entry.details
-    stream = str(d.get("stream") or f"key:{entry.actor}")
-    return AlarmSeen(str(d["kind"]), int(d.get("queries", 0)), str(d.get("action", "")), stream, entry.actor, entry.seq)
+    named = str(d.get("stream") or "")
+    stream = named or f"key:{entry.actor}"
+    if "keys" in d:
+        keys = tuple(str(k) for k in d["keys"])
+    else:
+        keys = (stream.removeprefix("key:"),) if stream.startswith("key:") else (entry.actor,)
+    return AlarmSeen(
+        str(d["kind"]),
+        int(d.get("queries", 0)),
+        str(d.get("action", "")),
+        stream,
+        entry.actor,
+        entry.seq,
+        before_answer=bool(named),
+        keys=keys,
+    )
 
 
 def alarms_by_key(entries: list[AuditEntry]) -> dict[str, list[AlarmSeen]]:
-    """The gateway's "alarm" audit entries, per key id, in order."""
+    """The gateway's "alarm" audit entries, per key id they concern, in order (an alert on the
+    model's whole traffic concerns no key)."""
     found: dict[str, list[AlarmSeen]] = {}
-    requests: dict[str, int] = {}
     for entry in entries:
-        if entry.action in ("infer", "infer.refused"):
-            requests[entry.actor] = requests.get(entry.actor, 0) + 1
-        elif entry.action == "alarm":
-            # A before-answer alarm is written before its request's own entry; an observer's after it.
-            index = requests.get(entry.actor, 0) + (1 if entry.details.get("before_answer") else 0)
-            seen = replace(_alarm_seen(entry), request=index)
-            found.setdefault(entry.actor, []).append(seen)
+        if entry.action == "alarm":
+            alarm = _alarm_seen(entry)
+            for key_id in alarm.keys:
+                found.setdefault(key_id, []).append(alarm)
     return found
+
+
+def counts_repeats_once() -> bool:
+    """The detectors count an exact repeat of a stream's earlier row once (issue 12 package B)."""
+    return hasattr(detect_module, "RepeatFilter")
+
+
+def locate_alarm(exchanges: Sequence[Exchange], alarm: AlarmSeen, in_stream: Callable[[Exchange], bool]) -> int | None:
+    """The 1-based index among the rows of `exchanges` of the row that raised `alarm`, from its
+    stream's count (`in_stream`: the requests of that stream).
+
+    Which requests a stream counts depends on where the alarm was raised. Detectors after the
+    answer (all of them before issue 12; an entry without a stream) see the rows answered and
+    those refused as out of range (400 invalid-input). Checks before the answer (an entry that
+    names its stream) count every request that passed authentication, rows per request and the
+    limits: answered, out of range, refused for an alarm (403 or 429 "alarm"), and a key's first
+    403 "suspended" (the request whose own alarm suspended it; later ones stop at
+    authentication); where a repeat filter comes first (issue 12), they count an exact repeat of
+    the stream's earlier row once.
+    """
+    suspended: set[str] = set()
+
+    def observed(e: Exchange) -> bool:
+        if not alarm.before_answer:
+            return e.answered or not e.refused
+        if e.reply.status == 403 and e.reply.reason == "suspended":
+            first = e.key_id not in suspended
+            suspended.add(e.key_id)
+            return first
+        return e.answered or not e.refused or e.reply.reason == "alarm"
+
+    # Streams fed through a repeat filter count a row once; the key monitor behind the answer counts every one.
+    seen: set[bytes] | None = set() if alarm.before_answer and counts_repeats_once() else None
+    count = start = 0
+    for e in exchanges:
+        if observed(e) and in_stream(e):
+            for i, row in enumerate(e.rows.astype(np.float32)):
+                if seen is not None:
+                    digest = row.tobytes()
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                count += 1
+                if count == alarm.queries:
+                    return start + i + 1
+        start += e.rows.shape[0]
+    return None
 
 
 # --- textbook attacks (the offline script's six) ----------------------------------------------
@@ -679,6 +759,7 @@ class Outcome:
     at_budget: dict[int, float]
     final: float  # the copy from every answer received
     open_final: float  # the copy had the gateway answered all `sent`
+    answered_from_alarm: int = 0  # queries answered from the one that raised the alarm on (itself included)
 
     @property
     def best(self) -> float:
@@ -689,14 +770,9 @@ class Outcome:
 def measure(target: Target, name: str, action: str, trace: Trace, alarms: list[AlarmSeen], plan: np.ndarray) -> Outcome:
     labels = trace.labels
     answered_idx = np.flatnonzero(labels != REFUSED)
-    alarm = min(alarms, key=lambda a: (a.request or a.queries, a.seq)) if alarms else None
-    # The detectors see answered queries and well-formed ones refused as out of range (400);
-    # repeats are not counted again, so the audit's order of requests says which one raised it.
-    observed_idx = np.flatnonzero((labels != REFUSED) | (trace.statuses == 400))
-    if alarm is not None and alarm.request:
-        alarm_at: int | None = alarm.request
-    else:
-        alarm_at = int(observed_idx[alarm.queries - 1]) + 1 if alarm and 0 < alarm.queries <= observed_idx.size else None
+    exchanges = trace.exchanges()
+    located = [(locate_alarm(exchanges, a, lambda e: True), a) for a in alarms]
+    alarm_at, alarm = min(located, key=lambda p: (p[0] is None, p[0] or 0, p[1].seq), default=(None, None))
     refusal = trace.first_refusal()
     after = int(np.sum(answered_idx >= refusal[0])) if refusal else 0
     return Outcome(
@@ -713,24 +789,25 @@ def measure(target: Target, name: str, action: str, trace: Trace, alarms: list[A
         at_budget={b: target.agreement(*trace.answered(b)) for b in BUDGETS if b <= len(trace.answers)},
         final=target.agreement(*trace.answered()),
         open_final=target.agreement(plan, target.world.label(plan)),
+        answered_from_alarm=int(np.sum(answered_idx + 1 >= alarm_at)) if alarm_at else 0,
     )
 
 
 def run_attacks(target: Target, action: str, chosen: list[Attack], n: int = QUERIES) -> list[Outcome]:
-    """Each attack from a key of its own (fast rate, default quota) on one gateway with `action`."""
-    traces: list[tuple[Attack, Trace]] = []
-    head = audit_head(target)
-    with serving(target, action) as gateway:
-        for attack in chosen:
+    """Each attack from a key of its own (fast rate, default quota) on a gateway of its own with `action`
+    (the streams of a network or of the model would otherwise carry one attack's alarm into the next)."""
+    out = []
+    for attack in chosen:
+        head = audit_head(target)
+        with serving(target, action) as gateway:
             caller = new_caller(gateway, f"attacker {attack.name}", rate=FAST)
             try:
-                traces.append((attack, attack.run(target, caller, n)))
+                trace = attack.run(target, caller, n)
             finally:
                 caller.close()
-    alarms: dict[str, list[AlarmSeen]] = {}
-    for alarm in audit_alarms(target, head):
-        alarms.setdefault(alarm.actor, []).append(alarm)
-    return [measure(target, a.name, action, t, alarms.get(t.key_id, []), a.plan(target.world, n)) for a, t in traces]
+        alarms = [a for a in audit_alarms(target, head) if trace.key_id in a.keys]
+        out.append(measure(target, attack.name, action, trace, alarms, attack.plan(target.world, n)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -861,6 +938,7 @@ class Session:
         self.gateway = gateway
         self.callers: dict[str, Caller] = {}
         self.account_of: dict[str, str] = {}
+        self.source_of: dict[str, str] = {}  # the local address each key connects from
         self.exchanges: list[Exchange] = []
         self.notes: list[str] = []
 
@@ -873,6 +951,7 @@ class Session:
         key, text = self.gateway.key(name, **spec)
         self.callers[key.key_id] = Caller(self.gateway, text, key.key_id, source)
         self.account_of[key.key_id] = str(getattr(key, "account", None) or account or name)
+        self.source_of[key.key_id] = source or LOOPBACK
         return key.key_id
 
     def send(self, key_id: str, rows: np.ndarray) -> Exchange:
@@ -920,28 +999,8 @@ class Session:
         return None
 
     def locate(self, alarm: AlarmSeen) -> int | None:
-        """The 1-based index among rows sent of the row that raised `alarm`.
-
-        The alarm's count is that of its stream (a key, an account, or everything this gateway
-        saw); which requests the stream counted depends on the gateway, so the narrowest reading
-        that reaches the count is taken: answered or out of range (today), then all but refusals
-        before the detectors (authentication, limits), then every request.
-        """
-        readings: tuple[Callable[[Exchange], bool], ...] = (
-            lambda e: e.reply.status in (200, 400),
-            lambda e: e.reply.status not in (401, 429) and not e.dead,
-            lambda e: True,
-        )
-        for observed in readings:
-            count, start = 0, 0
-            for e in self.exchanges:
-                r = e.rows.shape[0]
-                if observed(e) and self._in_stream(e, alarm):
-                    if count + r >= alarm.queries > 0:
-                        return start + alarm.queries - count
-                    count += r
-                start += r
-        return None
+        """The 1-based index among rows sent of the row that raised `alarm` (see `locate_alarm`)."""
+        return locate_alarm(self.exchanges, alarm, lambda e: self._in_stream(e, alarm))
 
     def _in_stream(self, e: Exchange, alarm: AlarmSeen) -> bool:
         kind, _, name = alarm.stream.partition(":")
@@ -949,7 +1008,12 @@ class Session:
             return e.key_id == name
         if kind == "account":
             return self.account_of.get(e.key_id) == name
-        return True  # a network or the model: every key here (each scenario has a gateway of its own)
+        if kind == "net":
+            try:
+                return ipaddress.ip_address(self.source_of.get(e.key_id, LOOPBACK)) in ipaddress.ip_network(name)
+            except ValueError:
+                return True
+        return True  # the model's: every key here (each scenario has a gateway of its own)
 
 
 class Exhausted(Exception):
@@ -1183,16 +1247,18 @@ def jacobian_benign_steps(
     queries: int,
     rng: np.random.Generator,
     *,
-    seeds: int | None = None,
+    seeds: int = 10,
     tau: int = 3,
 ) -> None:
-    """Papernot et al.'s augmentation from `seeds` public rows (None: all of them, the attacker's
-    whole substitute set), x + lambda sign(grad P_copy(O(x) | x)), lambda flipping sign every `tau`
-    rounds, each step as long (L2, in sd) as a distance drawn from benign traffic's, and each new
-    point kept typical (`keep_typical`)."""
+    """Papernot et al.'s augmentation from `seeds` public rows, x + lambda sign(grad P_copy(O(x) | x)),
+    lambda flipping sign every `tau` rounds, each step as long (L2, in sd) as a distance drawn from
+    benign traffic's, and each new point kept typical (`keep_typical`).
+
+    Ten seeds, as the offline script: from all 200 public rows the first 200 queries would be
+    in-distribution extraction (Knockoff, undetectable, 95 % on the logistic target by itself),
+    and the row would no longer measure what the step sizes do."""
     distances = benign_distances(public, published.std)
     std = np.where(published.std > 0, published.std, 1.0)
-    seeds = min(public.shape[0], queries) if seeds is None else seeds
     s = public[rng.choice(public.shape[0], size=seeds, replace=False)]
 
     def ask_each(rows: np.ndarray) -> np.ndarray:
@@ -1539,6 +1605,17 @@ def _alarm_cell(o: ScenarioOutcome) -> str:
     return f"{where} {o.alarm.kind} [{stream}]"
 
 
+def _alarms_cell(o: ScenarioOutcome) -> str:
+    """How many alarms, and on which kinds of stream: "10 (key 9, model 1)"."""
+    if not o.alarms:
+        return "0"
+    kinds: dict[str, int] = {}
+    for alarm in o.alarms:
+        kind = alarm.stream.partition(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return f"{len(o.alarms)} ({', '.join(f'{k} {n}' for k, n in kinds.items())})"
+
+
 def _refusal_cell(o: ScenarioOutcome) -> str:
     return "never" if o.refusal is None else f"{o.refusal[0]} {o.refusal[1]} {o.refusal[2]}"
 
@@ -1548,6 +1625,7 @@ def adaptive_table(outcomes: Sequence[ScenarioOutcome]) -> str:
         "attack",
         "action",
         "rows sent",
+        "alarms",
         "first alarm (row, kind [stream])",
         "first refusal (row, status reason)",
         "@alarm",
@@ -1560,6 +1638,7 @@ def adaptive_table(outcomes: Sequence[ScenarioOutcome]) -> str:
             o.scenario + (f" ({'; '.join(o.notes)})" if o.notes else ""),
             o.action,
             str(o.rows_sent),
+            _alarms_cell(o),
             _alarm_cell(o),
             _refusal_cell(o),
             fmt(o.at_alarm),
@@ -1587,7 +1666,7 @@ def benign_table(outcomes: Sequence[ScenarioOutcome], keys: int) -> str:
         [
             o.scenario,
             f"{keys} x {o.rows_sent // max(1, keys)}",
-            str(len(o.alarms)),
+            _alarms_cell(o),
             _alarm_cell(o),
             str(o.refusals),
             _refusal_cell(o),
@@ -1711,8 +1790,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adaptive attacks, label only ({kind}):")
             print(adaptive_table(adaptive))
             print(
-                "    row: 1-based index among rows sent; [stream]: key unless the audit entry names another; "
-                "@alarm/@refusal: copy from the rows answered before; copy: from every row answered"
+                "    row: 1-based index among rows sent (a refusal's: the first row of the refused request); alarms: "
+                "by stream kind; [stream]: key unless the audit entry names another; @alarm/@refusal: copy from the "
+                "rows answered through the alarm's request / before the refusal; copy: from every row answered"
             )
             print()
             if not args.skip_benign:

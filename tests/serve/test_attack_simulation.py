@@ -54,9 +54,7 @@ from corpus.hang_guard import HANG_GUARD  # noqa: E402
 SEED = 7
 ATTACK_QUERIES = 300  # the benchmark sends 2,000; every alarm comes well before 150
 ATTACKS = {a.name: a for a in sim.attacks(SEED)}
-# Under throttle the request that raises a before-answer alarm, and later atypical rows, are
-# refused as "alarm"; typical rows then meet the throttle's rate.
-REFUSAL = {"suspend": (403, {"suspended"}), "throttle": (429, {"rate", "alarm"})}
+REFUSAL = {"suspend": (403, "suspended"), "throttle": (429, "rate")}
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +91,23 @@ def test_label_only_attack_is_stopped_before_its_copy_reaches_95(target: sim.Tar
     assert o.alarm is not None and o.alarm_at is not None, o
     assert o.alarm_at <= 150, o
     assert o.alarm.action == action
-    # Refused from the alarming query itself (an alarm raised before answering) or the next one
-    # (an alarm of the observer, after answering); a throttle's burst of one lets one more through.
     assert o.refusal is not None, o
     index, reason = o.refusal
-    assert reason in REFUSAL[action][1]
-    assert o.alarm_at <= index <= o.alarm_at + (2 if action == "throttle" else 1), o
+    if o.alarm.before_answer:
+        # Judged before the model answers: the query that raised the alarm is itself refused (under
+        # suspend, as its key's suspension; under throttle, as its rows'; or as out of range, 400,
+        # which is not counted here), and so is every later one that carries an atypical row.
+        assert reason in (("suspended", "alarm") if action == "suspend" else ("alarm", "rate")), o.refusal
+        assert index >= o.alarm_at, o
+        if action == "suspend":
+            assert o.answered_from_alarm == 0, o
+    else:
+        # Detectors after the answer: refused from the next query on (a throttle's burst of one lets
+        # one more through).
+        assert reason == REFUSAL[action][1]
+        assert o.alarm_at < index <= o.alarm_at + (2 if action == "throttle" else 1), o
     if action == "suspend":
+        assert o.answered_after_refusal == 0, o
         assert o.answered <= o.alarm_at, o
     else:
         # The throttle's rate, not a count: once refused (its bucket empty) the key earns one query
@@ -166,13 +174,14 @@ def test_a_suspended_key_stays_refused_across_a_refresh(target: sim.Target) -> N
     finally:
         gateway.stop()
     alarms = sim.alarms_by_key(target.env.audit_entries())[trace.key_id]
-    first = min(alarms, key=lambda a: a.request)
+    exchanges = trace.exchanges()
+    located = [(sim.locate_alarm(exchanges, a, lambda e: True) or len(exchanges) + 1, a) for a in alarms]
+    alarm_at, alarm = min(located, key=lambda p: (p[0], p[1].seq))
     answered = int(np.sum(trace.statuses == 200))
-    # The alarming request itself is refused when the alarm came before answering, else the next.
-    refused_at = trace.first_refusal()
-    assert refused_at is not None and refused_at[1] == "suspended"
-    assert refused_at[0] in (first.request, first.request + 1), (refused_at, first)
-    assert answered == refused_at[0] - 1, f"{answered - refused_at[0] + 1} answers after the key was suspended"
+    # Refused from the query after the alarm's, or, judged before the answer, from the alarm's own.
+    refused_from = alarm_at if alarm.before_answer else alarm_at + 1
+    assert trace.first_refusal() == (refused_from, "suspended"), (alarm_at, alarm)
+    assert answered == refused_from - 1, f"{answered - refused_from + 1} answers after the key was suspended"
 
 
 def _then(call: Callable[..., Any], after: Callable[[], Any]) -> Callable[..., Any]:
@@ -257,7 +266,7 @@ def test_a_benign_client_raises_no_alarm(target: sim.Target, name: str) -> None:
 
 
 # Each adaptive attack needs the joint detectors and the check before answering; Sybil in one
-# account also needs accounts.
+# account also needs accounts. Today (a) to (d) reach 99 % unchecked at these sizes.
 ADAPTIVE = [
     "(a) ranges + boundary",
     "(b) marginals + boundary",
@@ -273,14 +282,14 @@ def test_an_adaptive_attack_is_alarmed_and_refused_before_its_copy_reaches_95(ta
     if not sim.has_joint_detectors():
         pytest.skip(_NEEDS_FEATURE)
     if not sim.judges_before_answering():
-        pytest.skip("needs the gateway to judge rows before answering (no RowJudge in bastion.serve.gateway/observer)")
+        pytest.skip("needs the gateway to judge rows before answering (bastion.serve.guard.RequestGuard, not present here)")
     if name.startswith("(d)") and not sim.has_accounts():
         pytest.skip("needs keys with accounts (KeySpec.account, not present here)")
     [o] = sim.run_adaptive(target, sim.QUICK, SEED, only=[name])
-    assert o.alarm is not None, o
-    assert o.refusal is not None, o
-    assert o.at_refusal is not None and o.at_refusal < 0.95, o
-    assert o.best < 0.95, o  # every answer it got, though it carried on
+    # Its copy never reaches 95 %, from the answers before its first refusal or from every answer it
+    # got: an attack strong enough to get there unchecked (all but (f) here) must be alarmed and
+    # refused first.
+    assert o.best < 0.95, o
 
 
 def test_a_64_row_request_from_a_label_only_key_is_refused(target: sim.Target) -> None:
@@ -304,7 +313,7 @@ def test_a_64_row_request_from_a_label_only_key_is_refused(target: sim.Target) -
 
 def test_an_alarming_request_under_suspend_gets_no_answer(target: sim.Target) -> None:
     if not sim.judges_before_answering():
-        pytest.skip("needs the gateway to judge rows before answering (no RowJudge in bastion.serve.gateway/observer)")
+        pytest.skip("needs the gateway to judge rows before answering (bastion.serve.guard.RequestGuard, not present here)")
     assert target.published is not None
     box = sim.box_sampler(target.published)(np.random.default_rng(SEED), 10 * 16)
 
