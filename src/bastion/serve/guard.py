@@ -13,8 +13,9 @@ most of a copy. The checks here need nothing but the rows and a few counters, so
 - an alarm on the key's, the account's or the network's stream refuses the request that raised it
   (under `suspend` and `throttle`), and from then on every request of an alarmed stream that
   carries an atypical row is refused as well, whichever key sends it. The model's stream is too
-  broad to refuse on: its alarm is an alert. A network is shared by benign callers too, so its
-  alarm refuses only the atypical rows of keys that have sent atypical rows before.
+  broad to refuse the request that raised it: its alarm is an alert. A network is shared by
+  benign callers too. So an alarmed network, or an alarmed model (ten accounts on ten networks
+  add up there), refuses only the atypical rows of keys whose own rows are already suspect.
 
 Each model has its own counters, since its profile is what "atypical" means.
 """
@@ -56,8 +57,11 @@ class StreamKind(enum.StrEnum):
     MODEL = "model"
 
 
-# Streams whose alarm refuses the request: a caller can be held to them.
+# Streams whose alarm refuses the request that raised it.
 REFUSING = (StreamKind.KEY, StreamKind.ACCOUNT, StreamKind.NETWORK)
+# Streams a caller is held to: once alarmed, every atypical row of theirs is refused. An alarmed
+# network or model refuses only the atypical rows of keys whose own rows are suspect.
+HELD = (StreamKind.KEY, StreamKind.ACCOUNT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +163,13 @@ class RequestGuard:
         refuse = False
         suspect = atypical > 0 and self._is_suspect(guard, key_stream)  # read before this request counts
         for kind, stream in streams:
-            if atypical and kind in REFUSING and self._is_alarmed(model, stream):
-                refuse = refuse or kind is not StreamKind.NETWORK or suspect
+            if atypical and self._is_alarmed(model, stream):
+                refuse = refuse or kind in HELD or suspect
             alarm = guard.watch.add(stream, flags)
             if alarm is not None:
                 raised.append(StreamAlarm(kind, stream, alarm))
-                if kind in REFUSING:
-                    self._remember(model, stream)
-                    refuse = True
+                self._remember(model, stream)
+                refuse = refuse or kind in REFUSING
         return RowsVerdict(atypical, tuple(raised), refuse)
 
     @staticmethod
