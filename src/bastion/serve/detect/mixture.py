@@ -135,7 +135,8 @@ def select_mixture(u: FloatArray, *, seed: int, ridge: float = RIDGE) -> Mixture
         mixture = fit_mixture(u, components, seed=seed, ridge=ridge)
         if best is None or mixture.bic(n) < best.bic(n):
             best = mixture
-    assert best is not None  # components=1 is always tried
+    if best is None:  # components=1 is always tried, so this is a bug, not bad input
+        raise RuntimeError("no mixture was fitted")
     return best
 
 

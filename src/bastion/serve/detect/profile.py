@@ -200,8 +200,8 @@ class TrainingProfile:
         if spec_max is not None:
             high = np.minimum(high, np.asarray(spec_max, dtype=np.float64))
         if self.has_joint:
-            assert self.joint_threshold is not None and self.joint_carried_scale is not None
-            assert self.false_alarm_rate is not None
+            if self.joint_threshold is None or self.joint_carried_scale is None or self.false_alarm_rate is None:
+                raise RuntimeError("a profile with a joint part lacks its threshold")  # from_dict checks this
             whitening_std = np.asarray(self.joint_whitening, dtype=np.float64) * std[None, :, None]
             precision = whitening_std @ np.swapaxes(whitening_std, 1, 2)
             covariances = np.linalg.inv(precision).astype(np.float64)
@@ -354,7 +354,8 @@ def _joint_fields(data: FloatArray, held: FloatArray | None, base: _Summary, rat
         pairs = [(first, second_rows), (second, first_rows)]
         final = replace(base, mixture=fit_mixture(_standardise(data, base), 0, seed=seed, start=first.mixture))
     threshold, scale = _calibrate(pairs, rate, rng)
-    assert final.mixture is not None
+    if final.mixture is None:
+        raise RuntimeError("the refit produced no mixture")
     std = base.usable_std
     whitening = final.mixture.whitening() / std[None, :, None]
     means = base.mean + final.mixture.means * std
@@ -522,7 +523,8 @@ class _Summary:
 
     def geometry(self) -> Geometry:
         """The geometry a profile of these rows would have, before any threshold is known."""
-        assert self.mixture is not None
+        if self.mixture is None:
+            raise RuntimeError("geometry() needs a fitted mixture")
         d = self.mean.shape[0]
         margin = RANGE_MARGIN * (self.maximum - self.minimum)
         return Geometry(
