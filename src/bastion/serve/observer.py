@@ -31,6 +31,7 @@ import collections
 import contextlib
 import enum
 import logging
+import math
 import multiprocessing
 import queue
 import signal
@@ -55,6 +56,8 @@ from bastion.serve.detect import Alarm, QueryMonitor, TrainingProfile
 
 AlarmHandler = Callable[[Alarm, str], Awaitable[None]]  # (alarm, model name)
 FLUSH_SECONDS = 0.002
+# How often a child's liveness is asked of the OS (a waitpid call), at most.
+ALIVE_CHECK_SECONDS = 0.05
 COMMIT_SECONDS = 0.05
 READY_SECONDS = 120.0
 HEARTBEAT_SECONDS = 1.0
@@ -161,6 +164,8 @@ class _Child:
         self.outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.send_error: OSError | None = None
         self.heard = 0.0  # when it last said anything, by the observer's clock (set on adoption)
+        self._alive = True
+        self._alive_checked = -math.inf
         self.sender = threading.Thread(target=self._send_loop, name="bastion-observer-send", daemon=True)
         self.sender.start()
 
@@ -175,7 +180,19 @@ class _Child:
 
     @property
     def alive(self) -> bool:
-        return self.send_error is None and self.process.is_alive()
+        """Whether the child runs and takes data; asked on every request.
+
+        `is_alive` is a waitpid system call, so it is asked at most every `ALIVE_CHECK_SECONDS`:
+        a child lost in between is seen sooner by its pipe (the server's reader gets end of
+        file), and what was queued for it stays unacknowledged and goes to the next child.
+        """
+        if self.send_error is not None or not self._alive:
+            return False
+        now = time.monotonic()
+        if now - self._alive_checked >= ALIVE_CHECK_SECONDS:
+            self._alive = self.process.is_alive()
+            self._alive_checked = now
+        return self._alive
 
     def send(self, data: bytes) -> None:
         self.outgoing.put(data)

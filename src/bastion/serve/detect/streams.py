@@ -38,6 +38,7 @@ import math
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,26 +176,41 @@ class StreamWatch:
         Raises:
             ArtifactError: the stream id is too long or `atypical` is not one-dimensional.
         """
+        return self.add_all((stream,), atypical)[0]
+
+    def add_all(self, streams: Sequence[str], atypical: npt.ArrayLike) -> list[Alarm | None]:
+        """`add` for several streams that the same rows count for (a key, its account, ...).
+
+        Returns:
+            One entry per stream, in order: the alarm it raises now, or None.
+
+        Raises:
+            ArtifactError: a stream id is too long or `atypical` is not one-dimensional.
+        """
         flags = np.asarray(atypical, dtype=np.bool_)
         if flags.ndim != 1:
-            raise ArtifactError(f"stream {stream[:64]}: verdicts of shape {flags.shape}, expected (rows,)")
-        if len(stream) > MAX_STREAM_ID:
-            raise ArtifactError(f"stream id of {len(stream)} characters, at most {MAX_STREAM_ID}")
+            raise ArtifactError(f"stream {streams[0][:64] if streams else ''}: verdicts of shape {flags.shape}, expected (rows,)")
+        for stream in streams:
+            if len(stream) > MAX_STREAM_ID:
+                raise ArtifactError(f"stream id of {len(stream)} characters, at most {MAX_STREAM_ID}")
         n = int(flags.shape[0])
         count = int(np.count_nonzero(flags))
+        raised: list[Alarm | None] = []
         with self._lock:
-            state = self._state_for(stream)
-            state.rows += n
-            state.atypical += count
-            state.bits = self._shift_in(state.bits, flags, n, count)
-            if state.alarmed or n == 0:
-                return None
-            alarm = self._window_alarm(stream, state) or self._cumulative_alarm(stream, state)
+            for stream in streams:
+                state = self._state_for(stream)
+                state.rows += n
+                state.atypical += count
+                state.bits = self._shift_in(state.bits, flags, n, count)
+                alarm = None
+                if not state.alarmed and n:
+                    alarm = self._window_alarm(stream, state) or self._cumulative_alarm(stream, state)
+                    state.alarmed = alarm is not None
+                raised.append(alarm)
+        for alarm in raised:
             if alarm is not None:
-                state.alarmed = True
-        if alarm is not None:
-            logger.info("stream watch: %s", alarm.message)
-        return alarm
+                logger.info("stream watch: %s", alarm.message)
+        return raised
 
     def alarmed(self, stream: str) -> bool:
         """Whether `stream` has alarmed (False for a stream never seen or forgotten)."""
@@ -367,6 +383,8 @@ class RowDigest:
         data = x.tobytes()
         width = 4 * self.n_features
         key = self._key
+        if len(data) == width:  # one row: the common request
+            return np.frombuffer(hashlib.blake2b(data, digest_size=4, key=key).digest(), dtype="<u4").astype(np.uint32)
         digests = b"".join(
             hashlib.blake2b(data[start : start + width], digest_size=4, key=key).digest()
             for start in range(0, len(data), width)
