@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib
 import io
+import os
 import pstats
 import sys
 import tempfile
@@ -64,6 +66,7 @@ async def drive(app: Any, token: str, payloads: list[bytes], concurrency: int) -
         for body in queue:
             scope = {
                 "type": "http", "method": "POST", "path": f"/v2/models/{MODEL}/infer", "raw_path": b"", "query_string": b"",
+                "scheme": "http", "root_path": "", "server": ("127.0.0.1", 8000), "http_version": "1.1",
                 "headers": [*headers, (b"content-length", str(len(body)).encode())],
                 "client": (f"10.0.{index % 4}.{index}", 40000 + index),
             }
@@ -97,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--observer", choices=("process", "inline"), default="process")
     parser.add_argument("--profile", action="store_true", help="cProfile the run and print the top functions")
+    parser.add_argument(
+        "--peer", action="store_true", help="also drive bare Starlette (benchmarks/serve_peers) the same way, for the ratio"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bastion-hot-path-") as tmp:
         home = Path(tmp)
@@ -136,6 +142,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.kind}: {answered} requests, {cpu / answered * 1e6:.1f} us CPU per request in this process "
                 f"({wall / answered * 1e6:.1f} us wall); one model call alone {alone * 1e6:.1f} us"
             )
+            if args.peer:
+                os.environ["MODEL_DIR"] = str(folder)
+                sys.path.insert(0, str(_ROOT / "benchmarks" / "serve_peers"))
+                peer = importlib.import_module("starlette_app").app
+                asyncio.run(drive(peer, token, payloads[:2_000], args.concurrency))
+                peer_cpu = time.process_time()
+                asyncio.run(drive(peer, token, payloads[2_000:], args.concurrency))
+                peer_cpu = (time.process_time() - peer_cpu) / answered
+                print(
+                    f"bare Starlette, same driver: {peer_cpu * 1e6:.1f} us CPU per request; Bastion costs "
+                    f"{cpu / answered / peer_cpu:.2f}x as much"
+                )
             if profiler:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(45)
