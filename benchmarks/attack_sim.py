@@ -58,6 +58,13 @@ queries, one row per request, a gateway each, under `suspend` and `throttle`), t
 in-distribution (Knockoff) attack up to the default daily quota, and (logistic only) equation
 solving with a key granted probabilities.
 
+The model's price. Each target is registered as its owner would: with the report of `bastion
+assess --only extraction` on held-out data, whose `extraction_queries_95` the gateway reads. The
+adaptive attacks and the benign clients run without account budgets (the detectors alone are
+measured) unless `--account-budget-share` gives one; Knockoff, which no detector sees, runs twice:
+without a budget, and with the gateway's default (each account `DEFAULT_BUDGET_SHARE` of the
+measured cost a month), so its refusal at the budget and the copy's agreement there are shown.
+
 Features of issue 12 are detected, not assumed: keys with accounts (`KeySpec.account`), rows per
 request (`KeySpec.max_rows`), joint-distribution detectors (`bastion.serve.detect.RowJudge`),
 checks before the answer (`bastion.serve.guard.RequestGuard` in the gateway), exact repeats
@@ -112,7 +119,7 @@ import bastion.serve.detect as detect_module  # noqa: E402
 from bastion.audit import AuditEntry, AuditLog  # noqa: E402
 from bastion.registry import Principal  # noqa: E402
 from bastion.serve.detect import DetectorConfig, TrainingProfile  # noqa: E402
-from bastion.serve.gateway import AlarmPolicy  # noqa: E402
+from bastion.serve.gateway import DEFAULT_BUDGET_SHARE, AlarmPolicy  # noqa: E402
 from bastion.serve.keys import DEFAULT_QUOTA, ApiKey, KeySpec  # noqa: E402
 from bastion.serve.limits import Quota, RateLimit  # noqa: E402
 from bastion.serve.run import AUDIT_CHAIN, Assembled, GatewaySettings, assemble  # noqa: E402
@@ -316,6 +323,12 @@ class Target:
     copy: CopyFamily = linear_copy
     selector: CopyFamily = linear_copy
     audit_seen: int = 0  # the gateway chain's entries read so far (the chain only grows)
+    # The registered assessment's measured cost (None before bastion.assess), and the share of it
+    # each account's monthly budget is (the gateway's `account_budget_share`; None: no budget,
+    # so the detectors alone are measured).
+    extraction_95: int | None = None
+    assessment: str = "no assessment registered"
+    budget_share: float | None = None
 
     def agreement(self, x: np.ndarray, labels: np.ndarray) -> float:
         """Agreement with the target, on held-out records, of a copy trained on (x, labels)."""
@@ -345,7 +358,9 @@ def nonlinear_world(seed: int) -> offline.World:
     )
 
 
-def build_target(home: Path, seed: int, kind: str = "logistic") -> Target:
+def build_target(
+    home: Path, seed: int, kind: str = "logistic", progress: Callable[[str], None] = lambda _: None, *, assessed: bool = True
+) -> Target:
     """A target for `seed`: its world, and its model as ONNX, signed, promoted to production in a new registry.
 
     `kind`: "logistic" (the offline world's logistic regression) or "mlp" (the MLP on clustered classes).
@@ -366,10 +381,42 @@ def build_target(home: Path, seed: int, kind: str = "logistic") -> Target:
     public_key = save_keypair(key, home / "signer.key")
     sign_model(folder, key)
     env = make_registry(home / "registry", [public_key])
-    env.publish(name, folder)
+    assessment, extraction_95, summary = (
+        assess(folder, world, home, seed, progress) if assessed else (None, None, "no assessment registered")
+    )
+    env.publish(name, folder, assessment=assessment)
     # The attacker's own rows: from the Knockoff pool, which neither training, evaluation nor the benign clients use.
     public = world.knockoff[np.random.default_rng(seed + 11).permutation(world.knockoff.shape[0])[:PUBLIC_ROWS]]
-    return Target(world, env, kind, name, folder, Published.read(folder), public, copy, selector)
+    return Target(
+        world, env, kind, name, folder, Published.read(folder), public, copy, selector,
+        extraction_95=extraction_95, assessment=summary,
+    )
+
+
+def assess(
+    folder: Path, world: offline.World, home: Path, seed: int, progress: Callable[[str], None]
+) -> tuple[Path | None, int | None, str]:
+    """What the owner does before serving: `bastion assess FOLDER --only extraction --data HELD_OUT`,
+    the report registered with the version, where the gateway reads the model's price (a few
+    tens of seconds per target).
+
+    Returns the report's path, its `extraction_queries_95` and a line saying what it measured
+    (no report where `bastion.assess` has not landed).
+    """
+    if extraction_module() is None:
+        return None, None, "no assessment: bastion.assess.extraction not available on this branch"
+    from bastion.assess.assessment import assess_extraction  # noqa: PLC0415 - only where package A landed
+
+    heldout = home / "owner-heldout.npy"
+    np.save(heldout, world.x_eval)
+    document, cost = assess_extraction(folder, data=heldout, seed=seed, progress=progress)
+    report = home / "assessment.json"
+    report.write_bytes(orjson.dumps(document))
+    metrics = cost.metrics()
+    line = "assessment registered (bastion assess --only extraction --data held-out, label only): " + ", ".join(
+        f"{metric} {value:.0f}" for metric, value in sorted(metrics.items())
+    )
+    return report, int(metrics["extraction_queries_95"]), line
 
 
 @dataclass
@@ -399,7 +446,12 @@ class Served:
 
 def open_gateway(target: Target, action: str, **settings: Any) -> Served:
     """The gateway with its defaults but for the alarm action (and `settings`), on a real socket."""
-    settings = {"models": (target.model,), "alarm_policy": AlarmPolicy(action=action), **settings}
+    settings = {
+        "models": (target.model,),
+        "alarm_policy": AlarmPolicy(action=action),
+        "account_budget_share": target.budget_share,
+        **settings,
+    }
     assembled = assemble(target.env.registry, target.env.admin, GatewaySettings(**settings))
     assert target.model in assembled.gateway.models, assembled.refused
     return Served(assembled, ServerThread(assembled.gateway.app()).start(), target.env.admin, target.model)
@@ -845,6 +897,7 @@ class KnockoffOutcome:
     refusal: tuple[int, str] | None  # (index among sent, reason) of the first refusal
     at_budget: dict[int, float]
     alarms: list[AlarmSeen]
+    at_refusal: float | None = None  # the copy from every row answered before the first refusal
 
 
 def run_knockoff(target: Target, quota: int, budgets: tuple[int, ...], seed: int, extra: int = 5) -> KnockoffOutcome:
@@ -861,7 +914,9 @@ def run_knockoff(target: Target, quota: int, budgets: tuple[int, ...], seed: int
     alarms = audit_alarms(target, head)
     at = {b: target.agreement(*trace.answered(b)) for b in budgets if b <= quota}
     answered = int(np.sum(trace.labels != REFUSED))
-    return KnockoffOutcome(quota, answered, trace.first_refusal((400, 403, 429)), at, alarms)
+    refusal = trace.first_refusal((400, 403, 429))
+    at_refusal = target.agreement(*trace.answered(refusal[0] - 1)) if refusal is not None and refusal[0] > 1 else None
+    return KnockoffOutcome(quota, answered, refusal, at, alarms, at_refusal)
 
 
 @dataclass(frozen=True)
@@ -1712,26 +1767,14 @@ def textbook_table(outcomes: Sequence[Outcome], queries: int) -> str:
     return render_table(header, rows)
 
 
-def extraction_cost_line(target: Target, seed: int, progress: Callable[[str], None] | None = None) -> str:
-    """The model's extraction cost as `bastion.assess.extraction` measures it, when that exists."""
-    module = extraction_module()
-    if module is None:
-        return "extraction cost: bastion.assess.extraction not available on this branch"
-    from bastion.serve.spec import load_spec  # noqa: PLC0415 - only where package A landed
-
-    try:
-        cost = module.measure_extraction_cost(
-            target.world.target.predict_proba,
-            load_spec(target.folder),
-            heldout=target.public,
-            seed=seed,
-            progress=progress,
-        )
-        metrics = cost.metrics()
-    except Exception as err:  # an interface still moving: say so, carry on with the rest
-        return f"extraction cost: bastion.assess.extraction failed ({type(err).__name__}: {err})"
-    return "extraction cost (bastion.assess.extraction, label only): " + ", ".join(
-        f"{name} {value:.0f}" for name, value in sorted(metrics.items())
+def budget_line(target: Target) -> str:
+    """Each account's monthly budget on this target's gateway, as the gateway sets it."""
+    if target.budget_share is None or target.extraction_95 is None:
+        return "account budget: none (detectors alone)"
+    budget = max(1, math.floor(target.budget_share * target.extraction_95))
+    return (
+        f"account budget: {budget} rows a month ({target.budget_share:g} x extraction_queries_95 "
+        f"{target.extraction_95})"
     )
 
 
@@ -1746,6 +1789,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-textbook", action="store_true")
     parser.add_argument("--actions", default=None, help=f"comma-separated alarm actions, of {', '.join(ACTIONS)}")
     parser.add_argument("--only", action="append", default=[], help="adaptive attacks whose name starts with this")
+    parser.add_argument(
+        "--account-budget-share", type=float, default=None,
+        help="adaptive attacks and benign clients: each account's monthly budget is this share of the registered "
+        "extraction_queries_95 (the gateway's default is 0.5); default: no budget, the detectors alone",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.throttle_seconds is not None:
@@ -1776,7 +1824,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bastion-attack-sim-") as tmp:
         for kind in kinds:
             progress(f"building target {kind}")
-            target = build_target(Path(tmp) / kind, args.seed, kind)
+            target = build_target(Path(tmp) / kind, args.seed, kind, progress)
+            target.budget_share = args.account_budget_share
             world = target.world
             print()
             print(
@@ -1784,7 +1833,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{offline.N_TRAIN}; held-out accuracy {np.mean(world.target_eval == world.y_eval):.1%}; agreement "
                 f"on {offline.N_EVAL} held-out records; copy: {_copy_name(kind)}"
             )
-            print(f"# {extraction_cost_line(target, args.seed, progress)}")
+            print(f"# {target.assessment}")
+            print(f"# {budget_line(target)}")
             print()
             adaptive = run_adaptive(target, sizes, args.seed, progress, args.only)
             print(f"adaptive attacks, label only ({kind}):")
@@ -1814,18 +1864,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(textbook_table(outcomes, sizes.textbook_queries))
                 print()
                 budgets = tuple(b for b in offline.KNOCKOFF_BUDGETS if b <= sizes.knockoff_quota)
-                knock = run_knockoff(target, sizes.knockoff_quota, budgets, args.seed)
-                refusal = f"query {knock.refusal[0]}: {knock.refusal[1]}" if knock.refusal else "none"
-                print(
-                    f"Knockoff (in-distribution), daily quota {knock.quota}: {knock.answered} answered, first refusal "
-                    f"{refusal}, alarms: {[a.kind for a in knock.alarms] or 'none'}"
-                )
-                print(
-                    render_table(
-                        ["queries", *map(str, budgets)],
-                        [["agreement", *(fmt(knock.at_budget.get(b)) for b in budgets)]],
+                for share in (None, DEFAULT_BUDGET_SHARE):
+                    priced = replace(target, budget_share=share)
+                    knock = run_knockoff(priced, sizes.knockoff_quota, budgets, args.seed)
+                    refusal = f"query {knock.refusal[0]}: {knock.refusal[1]}" if knock.refusal else "none"
+                    print(
+                        f"Knockoff (in-distribution), daily quota {knock.quota}, {budget_line(priced)}: "
+                        f"{knock.answered} answered, first refusal {refusal}, agreement at it "
+                        f"{fmt(knock.at_refusal)}, alarms: {[a.kind for a in knock.alarms] or 'none'}"
                     )
-                )
+                    print(
+                        render_table(
+                            ["queries", *map(str, budgets)],
+                            [["agreement", *(fmt(knock.at_budget.get(b)) for b in budgets)]],
+                        )
+                    )
                 if kind == "logistic":
                     eq = run_equation_solving(target, args.seed)
                     print(

@@ -59,12 +59,12 @@ REFUSAL = {"suspend": (403, "suspended"), "throttle": (429, "rate")}
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> sim.Target:
-    return sim.build_target(tmp_path_factory.mktemp("attack-sim"), SEED)
+    return sim.build_target(tmp_path_factory.mktemp("attack-sim"), SEED, assessed=False)
 
 
 @pytest.fixture(scope="module")
 def mlp_target(tmp_path_factory: pytest.TempPathFactory) -> sim.Target:
-    return sim.build_target(tmp_path_factory.mktemp("attack-sim-mlp"), SEED, "mlp")
+    return sim.build_target(tmp_path_factory.mktemp("attack-sim-mlp"), SEED, "mlp", assessed=False)
 
 
 # First in the file, so that with xdist the longest test (~45 s) starts at once.
