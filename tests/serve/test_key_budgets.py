@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.errors import AccessDenied
+from bastion.errors import AccessDenied, ArtifactError
 from bastion.policy.schema import BudgetAction
 from bastion.serve.keys import (
     AccountLimits,
@@ -134,14 +134,14 @@ def test_prices_come_from_the_newest_production_versions_assessment(env: KeysEnv
     env.publish("fraud", assessment(9.0), stages=())  # newer, but only in dev: not what is served
     env.publish("gbm", assessment(10_000.0, output="score", max_queries=5_000))  # not reached: more than 5,000
     env.publish("plain", None)
-    env.publish("broken", b"[1, 2, 3]")
+    with pytest.raises(ArtifactError, match="must be a JSON object"):  # a report nothing could read is refused
+        env.publish("broken", b"[1, 2, 3]")
     env.publish("draft", assessment(5.0), stages=("staging",))
 
     prices = extraction_prices(env.registry, env.admin, ["*"])
 
     assert newest.ref == "fraud@2"
     assert prices == (
-        ExtractionPrice("broken", "broken@1"),
         ExtractionPrice("fraud", "fraud@2", 150.0, "label"),
         ExtractionPrice("gbm", "gbm@1", 5_000.0, "score", more_than=True),
         ExtractionPrice("plain", "plain@1"),

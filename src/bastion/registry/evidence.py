@@ -13,7 +13,7 @@ import base64
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -77,6 +77,7 @@ class Evidence:
     scan_root: str  # the private folder the report's paths start with
     signature: SignatureEvidence
     assessment: Mapping[str, float] | None
+    assessment_problem: str = ""  # why an attached report is not read; empty when it is or none is attached
 
     def root_digest(self) -> str | None:
         """The manifest root digest of the bytes read, None if any blob was missing."""
@@ -116,11 +117,26 @@ class CheckedOutVersion:
         return data
 
 
-def parse_assessment(data: bytes) -> dict[str, float]:
-    """An assessment report: a JSON object whose numeric members are the metrics."""
+def parse_assessment(data: bytes, model_digests: Collection[str] | None = None) -> dict[str, float]:
+    """An assessment report: a JSON object whose numeric members are the metrics.
+
+    A report that names the model it measured (`model_digest`, as `bastion assess` writes) is
+    read only for a version holding a file of that digest, when `model_digests` (the version's
+    file digests) are given: the measured price of one model must not set the budgets of, or
+    pass the gate for, another.
+
+    Raises:
+        ValueError: not a JSON object, or a report of another model.
+    """
     raw = json.loads(data)
     if not isinstance(raw, dict):
         raise ValueError("an assessment report must be a JSON object of metric: number")
+    measured = raw.get("model_digest")
+    if model_digests is not None and measured is not None and measured not in model_digests:
+        raise ValueError(
+            f"the assessment report measured another model (model_digest {str(measured)[:80]}), "
+            "not a file of this version"
+        )
     return {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
@@ -214,18 +230,22 @@ def gather(
         signature = SignatureEvidence(True, problem=signature_problem)
     else:
         signature = verify_signature(model_path, bundle, keys)
-    assessment = None
+    assessment, assessment_problem = None, ""
     if version.assessment_blob is not None:
         try:
-            assessment = parse_assessment(blobs.read_bytes(version.assessment_blob))
-        except (ValueError, BastionError):
-            assessment = None
+            assessment = parse_assessment(
+                blobs.read_bytes(version.assessment_blob), {d for d in digests.values() if d is not None}
+            )
+        except ValueError as err:
+            assessment_problem = f"the attached assessment report is not read: {err}"
+        except BastionError as err:
+            assessment_problem = f"the attached assessment report cannot be read: {err.message}"
     scan, scan_problem = None, ""
     try:
         scan = scan_path(model_path, scan_policy)
     except BastionError as err:
         scan_problem = err.message
-    return Evidence(digests, scan, scan_problem, str(root), signature, assessment)
+    return Evidence(digests, scan, scan_problem, str(root), signature, assessment, assessment_problem)
 
 
 @contextmanager

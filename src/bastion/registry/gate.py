@@ -125,7 +125,7 @@ def check_approvals(version: ModelVersion, approvers: Sequence[str], needed: int
 
 def check_assessment(evidence: Evidence, requirements: StageRequirements) -> Check:
     if evidence.assessment is None:
-        return Check("assessment", False, "no assessment report was attached to this version")
+        return Check("assessment", False, evidence.assessment_problem or "no assessment report was attached to this version")
     problems = []
     for metric, floor in requirements.assessment_min.items():
         value = evidence.assessment.get(metric)

@@ -25,7 +25,7 @@ from bastion.errors import ArtifactError, NotFound, RegistryError
 from bastion.findings import Verdict
 from bastion.registry import fields
 from bastion.registry.access import utc
-from bastion.registry.evidence import SIGNATURE_NAME, copy_hashing, place
+from bastion.registry.evidence import SIGNATURE_NAME, copy_hashing, parse_assessment, place
 from bastion.registry.records import Lineage, ModelSummary, ModelVersion, StoredFile
 from bastion.registry.roles import Action, Principal
 from bastion.render.scan_json import render_json
@@ -101,7 +101,11 @@ def register(
             registry.blobs.put_file(copy, digest)  # re-hashed while it streams: a mismatch is refused
             stored.append(StoredFile(name, digest, size))
         signature_blob = registry.blobs.put_bytes(signature.read_bytes()) if signature else None
-        assessment_blob = registry.blobs.put_bytes(assessment.read_bytes()) if assessment else None
+        assessment_blob = None
+        if assessment is not None:
+            report = assessment.read_bytes()
+            check_assessment_report(report, {f.digest for f in stored}, str(assessment))
+            assessment_blob = registry.blobs.put_bytes(report)
         model_path = root / names[0] if layout == "file" else root
         scan_blob, verdict = _scan_blob(registry, model_path, root)
     files = tuple(stored)
@@ -154,11 +158,26 @@ def register_uploaded(
             stored_files.append(StoredFile(stored.path, stored.digest, copy.stat().st_size))
         model_path = root / claimed[0].path if layout == "file" else root
         scan_blob, verdict = _scan_blob(registry, model_path, root)
+    if assessment_blob is not None:
+        check_assessment_report(
+            registry.blobs.read_bytes(assessment_blob), {f.digest for f in claimed}, f"blob {assessment_blob}"
+        )
     ordered = tuple(sorted(stored_files, key=lambda f: f.path))
     return _insert_version(
         registry, actor, model, _root_digest(ordered), layout, ordered, lineage, signature_blob, scan_blob,
         assessment_blob, description, scan_verdict=verdict,
     )
+
+
+def check_assessment_report(report: bytes, model_digests: set[str], source: str) -> None:
+    """Refuse, at registration, an assessment report the gate and the gateway would not read:
+    not a JSON object, or the report of another model (its `model_digest` is no file of this one)."""
+    try:
+        parse_assessment(report, model_digests)
+    except ValueError as err:
+        raise ArtifactError(
+            f"{source}: {err}", hint="Attach the report `bastion assess` wrote for this model folder."
+        ) from None
 
 
 def _check_lineage(registry: Registry, actor: Principal, lineage: Lineage) -> None:

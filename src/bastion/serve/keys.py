@@ -778,13 +778,13 @@ def extraction_prices(
             prices.append(ExtractionPrice(model, version.ref))
             continue
         data = registry.read_recorded_blob(actor, version.assessment_blob, f"the assessment of {version.ref}")
-        prices.append(_price_of(model, version.ref, data))
+        prices.append(_price_of(model, version.ref, data, {f.digest for f in version.files}))
     return tuple(prices)
 
 
-def _price_of(model: str, ref: str, data: bytes) -> ExtractionPrice:
+def _price_of(model: str, ref: str, data: bytes, model_digests: set[str]) -> ExtractionPrice:
     try:
-        queries = parse_assessment(data).get(EXTRACTION_METRIC)
+        queries = parse_assessment(data, model_digests).get(EXTRACTION_METRIC)
         raw = json.loads(data)
     except ValueError:  # not JSON, or not an object: nothing measured that can be read
         return ExtractionPrice(model, ref)
