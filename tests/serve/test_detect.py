@@ -361,6 +361,26 @@ def test_observe_rejects_wrong_shape(world: World) -> None:
         monitor.observe("k", np.zeros(20))
     with pytest.raises(ArtifactError, match=r"fresh of shape \(3,\), expected \(2,\)"):
         monitor.observe("k", np.zeros((2, 20)), fresh=np.ones(3, dtype=bool))
+    with pytest.raises(ArtifactError, match=r"atypical of shape \(1,\), expected \(2,\)"):
+        monitor.observe("k", np.zeros((2, 20)), atypical=np.ones(1, dtype=bool))
+
+
+def test_the_gateways_verdicts_are_what_the_monitor_counts(world: World) -> None:
+    # The gateway judges every row before answering and hands its verdicts on, so the observer
+    # does not judge them twice. Held-out rows declared atypical must count as atypical (the
+    # monitor used them, not its own judge), and a repeat's verdict must not count at all.
+    told, judged = QueryMonitor(world.profile), QueryMonitor(world.profile)
+    rows = world.benign[:50]
+    fresh = np.ones(50, dtype=bool)
+    fresh[10:20] = False  # the gateway saw these before
+    for monitor, atypical in ((told, np.ones(50, dtype=bool)), (judged, None)):
+        monitor.observe("k", rows, fresh=fresh, atypical=atypical)
+    told_stats, judged_stats = told.snapshot("k"), judged.snapshot("k")
+    assert told_stats is not None and judged_stats is not None
+    assert told_stats.queries == judged_stats.queries == 50
+    assert told_stats.repeats == 10
+    assert told_stats.atypical_total == 40  # every fresh row, as told
+    assert judged_stats.atypical_total <= 2  # its own judge: about the 0.5 % false-alarm rate
 
 
 def test_constant_feature_in_training_data_gives_finite_statistics() -> None:

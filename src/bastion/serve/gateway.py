@@ -457,7 +457,7 @@ class Gateway:
         if isinstance(probabilities, Reply):
             return probabilities
         outputs = shape_outputs(probabilities, model.spec.labels, key.output, key.precision)
-        alarms = self.observer.observe(key.key_id, name, parsed.rows)
+        alarms = self.observer.observe(key.key_id, name, parsed.rows, verdict.rows)
         elapsed = time.perf_counter() - started
         self._answered[name].observe(elapsed)
         logged = {} if self.input_logging is None else {"inputs": self.input_logging.render(parsed.rows)}
@@ -487,7 +487,7 @@ class Gateway:
         verdict = self.guard.check(model.name, key.key_id, key.account, network, invalid.rows)
         await self._on_stream_alarms(verdict, key, model)
         self.record(key.key_id, "infer.refused", model.ref, status=reply.status, reason=reason)
-        for alarm in self.observer.observe(key.key_id, model.name, invalid.rows):
+        for alarm in self.observer.observe(key.key_id, model.name, invalid.rows, verdict.rows):
             await self._on_alarm(alarm, model)
         return reply
 

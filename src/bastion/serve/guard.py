@@ -36,6 +36,7 @@ from bastion.serve.detect import (
     DEFAULT_FALSE_ALARM_RATE,
     Alarm,
     RepeatFilter,
+    RowFlags,
     RowJudge,
     StreamConfig,
     StreamWatch,
@@ -85,11 +86,14 @@ class RowsVerdict:
         alarms: alarms this request raised.
         refuse: whether the request must not be answered: it raised an alarm on a stream a
             caller is held to, or it carries an atypical row and such a stream is alarmed.
+        rows: each row's verdicts, for the detectors after the answer (None for a model
+            without a profile).
     """
 
     atypical: int
     alarms: tuple[StreamAlarm, ...]
     refuse: bool
+    rows: RowFlags | None = None
 
 
 ANSWER = RowsVerdict(0, (), False)
@@ -153,11 +157,15 @@ class RequestGuard:
         if guard is None:
             return ANSWER
         fresh = guard.repeats.fresh(f"key:{key_id}", rows)
-        if not fresh.all():
-            rows = rows[fresh]
-            if rows.shape[0] == 0:
-                return ANSWER
-        flags = guard.judge.judge(rows)
+        if fresh.all():
+            flags = every = guard.judge.judge(rows)
+        else:
+            every = np.zeros(rows.shape[0], dtype=np.bool_)
+            if not fresh.any():
+                return RowsVerdict(0, (), False, RowFlags(fresh, every))
+            flags = guard.judge.judge(rows[fresh])
+            every[fresh] = flags
+        verdicts = RowFlags(fresh, every)
         atypical = int(np.count_nonzero(flags))
         key_stream = f"key:{key_id}"
         streams = (
@@ -178,7 +186,7 @@ class RequestGuard:
                 raised.append(StreamAlarm(kind, stream, alarm))
                 self._remember(model, stream)
                 refuse = refuse or kind in REFUSING
-        return RowsVerdict(atypical, tuple(raised), refuse)
+        return RowsVerdict(atypical, tuple(raised), refuse, verdicts)
 
     @staticmethod
     def _is_suspect(guard: _ModelGuard, key_stream: str) -> bool:

@@ -52,7 +52,7 @@ from sqlalchemy.exc import DBAPIError
 from bastion.audit import AuditEvent, AuditLog
 from bastion.audit.writer import AuditWriter
 from bastion.errors import BackendUnavailable, ConfigError
-from bastion.serve.detect import Alarm, QueryMonitor, TrainingProfile
+from bastion.serve.detect import Alarm, QueryMonitor, RowFlags, TrainingProfile
 
 AlarmHandler = Callable[[Alarm, str], Awaitable[None]]  # (alarm, model name)
 FLUSH_SECONDS = 0.002
@@ -111,8 +111,12 @@ class Observer(Protocol):
     def record(self, event: AuditEvent) -> None:
         """Queue an audit entry; it is kept until written, whatever fails meanwhile."""
 
-    def observe(self, key_id: str, model: str, rows: NDArray[np.float32]) -> list[Alarm]:
-        """Feed the detectors; alarms raised now (inline) or later through the handler."""
+    def observe(self, key_id: str, model: str, rows: NDArray[np.float32], verdicts: RowFlags | None = None) -> list[Alarm]:
+        """Feed the detectors; alarms raised now (inline) or later through the handler.
+
+        `verdicts`: what the gateway's before-answer checks found for these rows (repeats and
+        atypical rows), so the detectors do not judge them again; None: they judge.
+        """
 
     @property
     def ready(self) -> bool:
@@ -140,9 +144,13 @@ class InlineObserver:
     def record(self, event: AuditEvent) -> None:
         self.writer.record(event)
 
-    def observe(self, key_id: str, model: str, rows: NDArray[np.float32]) -> list[Alarm]:
+    def observe(self, key_id: str, model: str, rows: NDArray[np.float32], verdicts: RowFlags | None = None) -> list[Alarm]:
         monitor = self.monitors.get(model)
-        return monitor.observe(key_id, rows) if monitor is not None else []
+        if monitor is None:
+            return []
+        if verdicts is None:
+            return monitor.observe(key_id, rows)
+        return monitor.observe(key_id, rows, fresh=verdicts.fresh, atypical=verdicts.atypical)
 
     async def start(self, on_alarm: AlarmHandler) -> None:
         del on_alarm  # alarms are returned by observe
@@ -311,8 +319,11 @@ class ProcessObserver:
     def record(self, event: AuditEvent) -> None:
         self._queue(["a", event.actor, event.action, event.subject, dict(event.details)])
 
-    def observe(self, key_id: str, model: str, rows: NDArray[np.float32]) -> list[Alarm]:
-        self._queue(["o", key_id, model, rows])
+    def observe(self, key_id: str, model: str, rows: NDArray[np.float32], verdicts: RowFlags | None = None) -> list[Alarm]:
+        if verdicts is None:
+            self._queue(["o", key_id, model, rows])
+        else:
+            self._queue(["o", key_id, model, rows, verdicts.fresh, verdicts.atypical])
         return []
 
     def _queue(self, item: list[Any]) -> None:
@@ -691,7 +702,12 @@ def _take(
         monitor = monitors.get(item[3])
         if monitor is None:
             continue
-        for alarm in monitor.observe(item[2], np.asarray(item[4], dtype=np.float64)):
+        rows = np.asarray(item[4], dtype=np.float64)
+        if len(item) > 6:  # the gateway's verdicts came along: repeats and atypical rows are known
+            alarms = monitor.observe(item[2], rows, fresh=item[5], atypical=item[6])
+        else:
+            alarms = monitor.observe(item[2], rows)
+        for alarm in alarms:
             writer.say({"alarm": _alarm_dict(alarm), "model": item[3]})
     return received
 

@@ -22,7 +22,7 @@ from bastion.serve.detect.profile import (
     TYPICAL_SCORE_LEVELS,
     TrainingProfile,
 )
-from bastion.serve.detect.rows import RowJudge
+from bastion.serve.detect.rows import RowFlags, RowJudge
 from bastion.serve.detect.statistics import shapiro_w, shapiro_w_royston
 from bastion.serve.detect.streams import RepeatFilter, StreamConfig, StreamStatistics, StreamWatch
 
@@ -38,6 +38,7 @@ __all__ = [
     "KeyStatistics",
     "QueryMonitor",
     "RepeatFilter",
+    "RowFlags",
     "RowJudge",
     "StreamConfig",
     "StreamStatistics",

@@ -308,7 +308,14 @@ class QueryMonitor:
         self._dup_sq = (self.config.dup_radius**2) * self._n
         self._keys: OrderedDict[str, _KeyState] = OrderedDict()
 
-    def observe(self, key_id: str, features: npt.ArrayLike, *, fresh: npt.ArrayLike | None = None) -> list[Alarm]:
+    def observe(
+        self,
+        key_id: str,
+        features: npt.ArrayLike,
+        *,
+        fresh: npt.ArrayLike | None = None,
+        atypical: npt.ArrayLike | None = None,
+    ) -> list[Alarm]:
         """Account for a batch of one key's queries.
 
         Args:
@@ -317,12 +324,16 @@ class QueryMonitor:
             fresh: which queries are not repeats, when the caller already knows (a
                 `RepeatFilter` shared with the stream tests); by default the monitor's own
                 memory of the key's queries decides.
+            atypical: (batch,) the row judge's verdicts, when the caller judged the rows already
+                (the gateway's before-answer checks, with the same profile); by default the
+                monitor's own judge decides. Read for the fresh rows only.
 
         Returns:
             The alarms this batch raised: each kind at most once per key, ever.
 
         Raises:
-            ArtifactError: `features` is not of shape (batch, n_features), or `fresh` not (batch,).
+            ArtifactError: `features` is not of shape (batch, n_features), or `fresh` or
+                `atypical` not (batch,).
         """
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self._n:
@@ -330,6 +341,9 @@ class QueryMonitor:
                 f"key {key_id}: queries of shape {x.shape}, expected (batch, {self._n})",
                 hint="Validate request bodies against the model's input schema before monitoring them.",
             )
+        given = None if atypical is None else np.asarray(atypical, dtype=np.bool_)
+        if given is not None and given.shape != (x.shape[0],):
+            raise ArtifactError(f"key {key_id}: atypical of shape {given.shape}, expected ({x.shape[0]},)")
         state = self._state_for(key_id)
         if fresh is None:
             new = state.seen.add(self._digest.of(x))
@@ -345,9 +359,10 @@ class QueryMonitor:
         positions = np.flatnonzero(new) + sent_before + 1
         if not new.all():
             x = x[new]
+            given = None if given is None else given[new]
         if x.shape[0] == 0:
             return []
-        atypical = self.judge.judge(x)
+        flags = self.judge.judge(x) if given is None else given
         z = (x - self._mean) * self._inv_std
         with np.errstate(invalid="ignore", over="ignore"):
             score = np.einsum("ij,ij->i", z, z) / self._n
@@ -357,13 +372,13 @@ class QueryMonitor:
         # PRADA also leaves out rows far from (or right at) the mean in its own distance space:
         # typical of a cluster for the joint test, they still give one huge nearest distance.
         # Left in, that pulled a benign key's W to 0.84 (seed 3; 0.95 without).
-        unusual = atypical | (score < self._far_low) | (score > self._far_high)
+        unusual = flags | (score < self._far_low) | (score > self._far_high)
         z32 = z.astype(np.float32)
         alarms: list[Alarm] = []
         for row, position in enumerate(positions.tolist()):
             state.fresh += 1
             state.at = position
-            self._count_atypical(state, bool(atypical[row]))
+            self._count_atypical(state, bool(flags[row]))
             is_duplicate = bool(finite[row]) and self._add_distance(state, z32[row], bool(unusual[row]))
             self._count_duplicate(state, is_duplicate)
             self._check(key_id, state, alarms)

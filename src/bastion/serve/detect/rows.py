@@ -42,6 +42,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +52,19 @@ from bastion.serve.detect.distances import CarriedView
 from bastion.serve.detect.profile import TrainingProfile
 
 BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class RowFlags:
+    """What the before-answer checks found for each row of one request, for the detectors after it.
+
+    Attributes:
+        fresh: (rows,) True for a row the key had not sent before.
+        atypical: (rows,) True for a fresh row the judge calls atypical (False for repeats).
+    """
+
+    fresh: BoolArray
+    atypical: BoolArray
 # Rows judged per step: bounds the temporary arrays whatever the caller passes.
 MAX_ROWS_PER_STEP = 4096
 DEFAULT_MASK_CACHE = 256
