@@ -640,21 +640,32 @@ def parse_wrk(output: str) -> Load:
     )
 
 
-def group_cpu_seconds(group: int) -> float:
-    """User and system CPU seconds of every live process in process group `group` (a server and its
-    workers: Bastion's observer process, MLServer's and BentoML's workers), their waited-for
-    children's included. CPU per request is what other tenants of a shared machine disturb least:
-    they slow a server down, they do not make it do more work."""
+def group_cpu_seconds(root: int) -> float | None:
+    """User and system CPU seconds of process `root` and every live descendant (Bastion's observer
+    process, MLServer's and BentoML's workers, even those in a session of their own), their
+    waited-for children's included; None when /proc cannot be read. CPU per request is what other
+    tenants of a shared machine disturb least: they slow a server down, they do not make it do
+    more work."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    parents: dict[int, int] = {}
+    spent: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        if int(fields[2]) == group:  # after the command: state, ppid, pgrp, ...
-            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / ticks
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])  # after the command: state, ppid, ...
+        spent[pid] = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    if root not in spent:
+        return None
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(spent[pid] for pid in tree) / ticks
 
 
 def run_wrk(launch: Launch, script: Path, bodies: Path, options: Options, seconds: int) -> Load:
@@ -725,11 +736,12 @@ def bench_one(server: str, kind: str, prepared: Prepared, options: Options, work
         warmup = run_wrk(launch, script, prepared.bodies, options, options.warmup_s) if options.warmup_s else None
         cpu_before = group_cpu_seconds(running.proc.pid)
         load = run_wrk(launch, script, prepared.bodies, options, options.duration_s)
-        cpu = group_cpu_seconds(running.proc.pid) - cpu_before
+        cpu_after = group_cpu_seconds(running.proc.pid)
+        cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
         status, said = post(launch.url, prepared.probe.body, launch.auth)
         after = "" if status == 200 else f"after the load the probe answered {status} {said or ''}"
         say(f"{kind}/{server}: {load.rps:.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms")
-        cpu_us = cpu / load.requests * 1e6 if load.requests else None
+        cpu_us = cpu / load.requests * 1e6 if cpu is not None and load.requests else None
         result = Result(server, kind, launch.version, launch.settings, load, after=after, cpu_us=cpu_us)
         sent = load.requests + (warmup.requests if warmup else 0)
     except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as err:
