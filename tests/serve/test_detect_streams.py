@@ -7,6 +7,7 @@ rows' verdicts added to each stream.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sklearn.datasets import make_classification
 
 from bastion.errors import ArtifactError, ConfigError
 from bastion.serve.detect import Alarm, AlarmKind, RepeatFilter, RowJudge, StreamConfig, StreamWatch, TrainingProfile
+from bastion.serve.detect.streams import DigestRing
 
 N_FEATURES = 20
 N_TRAIN = 10_000
@@ -272,7 +274,7 @@ def test_repeat_filter_remembers_the_last_distinct_rows_per_stream(world: World)
     assert not repeats.fresh("a", rows[100:150]).any()  # 50-99 were pushed out in turn
     batch = np.vstack([rows[140:145], rows[140:145]])
     assert repeats.fresh("c", batch).tolist() == [True] * 5 + [False] * 5
-    assert repeats.state_bytes() == 3 * 100 * 4
+    assert repeats.state_bytes() == 3 * 100 * (4 + 4)  # each stream: its digests and two filters of 2 bytes a digest
 
 
 def test_repeat_filter_tells_apart_rows_that_differ_in_one_bit(world: World) -> None:
@@ -283,3 +285,22 @@ def test_repeat_filter_tells_apart_rows_that_differ_in_one_bit(world: World) -> 
     assert repeats.fresh("k", rows).all()
     with pytest.raises(ArtifactError, match=r"rows of shape \(1, 3\), expected \(n, 20\)"):
         repeats.fresh("k", np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("memory", [1, 7, 100, 4096])
+def test_digest_ring_answers_exactly_as_a_plain_memory_of_the_last_distinct_digests(memory: int) -> None:
+    # The Bloom filters in front of the ring may only save work: whatever they say, the answer
+    # must be the one a plain list of the last `memory` distinct digests gives. The digests are
+    # drawn from a small pool so that repeats, evictions and filter rotations all happen, and in
+    # batches as well as one at a time.
+    rng = np.random.default_rng(memory)
+    pool = rng.integers(0, 2**32, size=3 * memory + 5, dtype=np.uint32)
+    ring, plain = DigestRing(memory), collections.deque(maxlen=memory)
+    for _ in range(4 * memory + 300):  # past several filter rotations
+        batch = pool[rng.integers(0, pool.size, size=int(rng.choice([1, 1, 1, 3])))]
+        known, expected = set(plain), []  # a batch is judged against what was known before it
+        for digest in batch.tolist():
+            expected.append(digest not in known)
+            known.add(digest)
+        plain.extend(d for d, fresh in zip(batch.tolist(), expected, strict=True) if fresh)
+        assert ring.add(batch).tolist() == expected
