@@ -243,8 +243,11 @@ class Limiter(Protocol):
         quota: Quota | None,
         cost: int = 1,
     ) -> LimitDecision:
-        """`check_many(model, [SubjectLimit(key_id, rate, quota)], cost)`: one subject."""
-        ...
+        """`check_many(model, [SubjectLimit(key_id, rate, quota)], cost)`: one subject.
+
+        Implemented here once for the limiters that subclass this protocol.
+        """
+        return await self.check_many(model, (SubjectLimit(key_id, rate, quota),), cost)
 
     async def usage(self, subject: str, model: str) -> Usage:
         """Units allowed for the pair in the current UTC day and month."""
@@ -301,7 +304,7 @@ class _PairState:
         self.month_used = 0
 
 
-class LocalLimiter:
+class LocalLimiter(Limiter):
     """Limits kept in this process: the embedded default for a single gateway.
 
     One small record per (subject, model) pair: the GCRA theoretical arrival time and the
@@ -409,20 +412,6 @@ class LocalLimiter:
             state.month_used = month_used + cost
             pairs[subject, model] = state
         return _ALLOWED
-
-    async def check(
-        self,
-        key_id: str,
-        model: str,
-        rate: RateLimit | None,
-        quota: Quota | None,
-        cost: int = 1,
-    ) -> LimitDecision:
-        """Allow and count a request of `cost` units for one subject, or refuse it and count nothing.
-
-        See `Limiter.check`.
-        """
-        return await self.check_many(model, (SubjectLimit(key_id, rate, quota),), cost)
 
     async def usage(self, subject: str, model: str) -> Usage:
         """Units allowed for the pair in the current UTC day and month."""
@@ -543,7 +532,7 @@ return reply
 _REASONS: Final = {reason.value.encode(): reason for reason in LimitReason}
 
 
-class RedisLimiter:
+class RedisLimiter(Limiter):
     """Limits kept in Redis and shared by every gateway replica that uses the same `prefix`.
 
     Each check is one EVALSHA of one Lua script (loaded once; reloaded if Redis answers
@@ -641,20 +630,6 @@ class RedisLimiter:
             allowed=False, retry_after=int(reply[1]) / _US, reason=_REASONS[reply[2]],
             subject=subjects[int(reply[3]) - 1].subject,
         )
-
-    async def check(
-        self,
-        key_id: str,
-        model: str,
-        rate: RateLimit | None,
-        quota: Quota | None,
-        cost: int = 1,
-    ) -> LimitDecision:
-        """Allow and count a request of `cost` units for one subject, or refuse it and count nothing.
-
-        See `Limiter.check`.
-        """
-        return await self.check_many(model, (SubjectLimit(key_id, rate, quota),), cost)
 
     async def usage(self, subject: str, model: str) -> Usage:
         """Units allowed for the pair in the current UTC day and month (by Redis' clock)."""
