@@ -89,6 +89,21 @@ _MOVE_HEAD = (
     .values(seq=bindparam("b_seq"), entry_hash=bindparam("b_hash"), checkpoint_seq=bindparam("b_checkpoint"))
 )
 _INSERT_ENTRY = insert(audit_entries)
+_ENTRY_COLUMNS = ("chain", "seq", "body", "prev_hash", "entry_hash")
+
+
+def _driver_insert(engine: Engine) -> tuple[str, bool]:
+    """The entry INSERT in the driver's own SQL and whether it takes positional parameters.
+
+    Entries are written with the driver's `executemany`: SQLAlchemy's per-row parameter
+    processing cost more CPU than hashing and encoding the entries (30 to 45 µs an entry), on
+    the observer process that every answered request passes through.
+    """
+    compiled = _INSERT_ENTRY.values({name: bindparam(name) for name in _ENTRY_COLUMNS}).compile(dialect=engine.dialect)
+    positional = compiled.positiontup is not None
+    if positional and tuple(compiled.positiontup or ()) != _ENTRY_COLUMNS:
+        raise ConfigError(f"audit log: unexpected parameter order {compiled.positiontup}")
+    return str(compiled), positional
 
 
 class AuditLog:
@@ -120,6 +135,7 @@ class AuditLog:
         """
         self.engine = engine
         self._writes = writer(engine)
+        self._insert_sql, self._insert_positional = _driver_insert(engine)
         self.chain = chain
         self.signing_key = signing_key
         self.checkpoint_every = max(1, checkpoint_every)
@@ -177,18 +193,22 @@ class AuditLog:
         head = connection.execute(_LOCK_HEAD, {"chain": self.chain}).one()
         seq, previous, checkpoint_seq = int(head.seq), bytes(head.entry_hash), int(head.checkpoint_seq)
         now = self.clock()
-        rows, written = [], []
+        rows: list[tuple[str, int, str, bytes, bytes]] = []
+        written = []
         for event in events:
             seq += 1
             body = entry_body(self.chain, seq, now, event)
             digest = hashlib.sha256(previous + body.encode()).digest()
-            rows.append({"chain": self.chain, "seq": seq, "body": body, "prev_hash": previous, "entry_hash": digest})
+            rows.append((self.chain, seq, body, previous, digest))
             written.append(
                 AuditEntry(self.chain, seq, now, event.actor, event.action, event.subject, event.details, digest.hex())
             )
             previous = digest
         if rows:
-            connection.execute(_INSERT_ENTRY, rows)
+            if self._insert_positional:
+                connection.exec_driver_sql(self._insert_sql, rows)
+            else:
+                connection.exec_driver_sql(self._insert_sql, [dict(zip(_ENTRY_COLUMNS, row, strict=True)) for row in rows])
         signed = None
         if self.signing_key is not None and seq > checkpoint_seq:
             if self._checkpoint_due(seq - checkpoint_seq, now):
