@@ -147,23 +147,42 @@ class RequestGuard:
         """Whether `model` has a profile to judge rows against."""
         return model in self._models
 
-    def check(self, model: str, key_id: str, account: str, network: str, rows: NDArray[np.float32]) -> RowsVerdict:
+    def judge(self, model: str, rows: NDArray[np.float32]) -> NDArray[np.bool_]:
+        """Which of `rows` lie where `model`'s training records do not (a model it guards).
+
+        A pure function of each row: the gateway judges the rows of every request of an
+        event-loop turn in one call and hands each request's part to `check`.
+        """
+        return self._models[model].judge.judge(rows)
+
+    def check(
+        self,
+        model: str,
+        key_id: str,
+        account: str,
+        network: str,
+        rows: NDArray[np.float32],
+        judged: NDArray[np.bool_] | None = None,
+    ) -> RowsVerdict:
         """Judge a request's rows and count them for its streams; see `RowsVerdict`.
 
         Rows the key sent before (a retry, a nightly re-score) are not counted again: a repeat
-        tells a caller nothing it was not told.
+        tells a caller nothing it was not told. `judged` is `judge(model, rows)` when it was
+        computed already; None judges here.
         """
         guard = self._models.get(model)
         if guard is None:
             return ANSWER
+        if judged is not None and judged.shape != (rows.shape[0],):
+            raise ValueError(f"judged holds {judged.shape} verdicts for {rows.shape[0]} rows")
         fresh = guard.repeats.fresh(f"key:{key_id}", rows)
         if fresh.all():
-            flags = every = guard.judge.judge(rows)
+            flags = every = guard.judge.judge(rows) if judged is None else judged
         else:
             every = np.zeros(rows.shape[0], dtype=np.bool_)
             if not fresh.any():
                 return RowsVerdict(0, (), False, RowFlags(fresh, every))
-            flags = guard.judge.judge(rows[fresh])
+            flags = guard.judge.judge(rows[fresh]) if judged is None else judged[fresh]
             every[fresh] = flags
         verdicts = RowFlags(fresh, every)
         atypical = int(np.count_nonzero(flags))

@@ -23,7 +23,7 @@ def shape_outputs(
     winners = probabilities.argmax(axis=1)
     batch = int(probabilities.shape[0])
     outputs: list[dict[str, Any]] = [
-        {"name": "label", "datatype": "BYTES", "shape": [batch], "data": [labels[i] for i in winners]}
+        {"name": "label", "datatype": "BYTES", "shape": [batch], "data": [labels[i] for i in winners.tolist()]}
     ]
     if detail == "score":
         scores = probabilities[np.arange(batch), winners]

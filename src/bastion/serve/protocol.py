@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from bastion.serve.spec import DATATYPES, ServingSpec
+from bastion.serve.spec import DATATYPES, InputSpec, ServingSpec
 
 GENERIC_REFUSAL = "the request does not match the model's input contract"
 
@@ -70,11 +70,13 @@ def parse_infer(body: bytes, spec: ServingSpec) -> InferRequest:
     if not isinstance(data, list):
         raise InvalidRequest("data")
     flat = _flatten(data, shape)
-    rows = _to_array(flat, declared.datatype).reshape(shape[0], declared.features)
-    try:
-        check_values(rows, spec)
-    except InvalidRequest as invalid:
-        raise InvalidRequest(invalid.reason, rows) from None
+    rows = _plain_row(flat, declared) if shape[0] == 1 else None
+    if rows is None:
+        rows = _to_array(flat, declared.datatype).reshape(shape[0], declared.features)
+        try:
+            check_values(rows, spec)
+        except InvalidRequest as invalid:
+            raise InvalidRequest(invalid.reason, rows) from None
     request_id = document.get("id", "")
     return InferRequest(request_id if isinstance(request_id, str) and len(request_id) <= 128 else "", rows)
 
@@ -99,6 +101,26 @@ def _flatten(data: list[Any], shape: Sequence[int]) -> list[Any]:
     raise InvalidRequest("data-shape")  # nested deeper than the shape has dimensions
 
 
+_FLOAT_TYPES = frozenset({"FP32", "FP64"})
+
+
+def _plain_row(flat: list[Any], declared: InputSpec) -> NDArray[np.float32] | None:
+    """One row of plain numbers that passes every check, as its (1, n) array; None: look closer.
+
+    The common request, without the numpy calls of the general path. The ranges are checked on
+    the JSON numbers before they are rounded to float32, which only ever refuses too much, never
+    too little: rounding is monotonic and every bound is a float32, so a number within its
+    bounds stays within them. Categories are checked on the rounded values, as the general path
+    does. What this path does not accept goes the general way, which decides exactly.
+    """
+    if declared.datatype not in _FLOAT_TYPES or not set(map(type, flat)) <= _NUMBERS or not _in_bounds(flat, declared):
+        return None
+    row = np.array(flat, dtype=np.float32, ndmin=2)
+    if declared.categories and not _in_categories(row[0].tolist(), declared):
+        return None
+    return row
+
+
 _ALLOWED_TYPES = {"BOOL": frozenset({bool}), "INT32": frozenset({int}), "INT64": frozenset({int})}
 _NUMBERS = frozenset({int, float})
 
@@ -109,12 +131,12 @@ def _to_array(flat: list[Any], datatype: str) -> NDArray[np.float32]:
     if not set(map(type, flat)) <= _ALLOWED_TYPES.get(datatype, _NUMBERS):
         raise InvalidRequest("element-type")
     try:
-        with np.errstate(over="ignore"):  # 1e39 becomes inf in FP32; check_values refuses it
+        with np.errstate(over="ignore"):  # 1e39 becomes inf in FP32 (FP64's too); check_values refuses it
             array = np.asarray(flat, dtype=DATATYPES[datatype])
+            if array.dtype != np.float32:
+                array = array.astype(np.float32)
     except (OverflowError, ValueError):  # an integer beyond the declared width
         raise InvalidRequest("element-range") from None
-    if array.dtype != np.float32:
-        array = array.astype(np.float32)
     return array
 
 
@@ -129,6 +151,10 @@ def check_values(rows: NDArray[np.float32], spec: ServingSpec) -> None:
         InvalidRequest: with the reason, for the audit log and the metrics.
     """
     declared = spec.input
+    if rows.shape[0] == 1:
+        values = rows[0].tolist()
+        if _in_bounds(values, declared) and _in_categories(values, declared):
+            return
     low, high = declared.minimum_array, declared.maximum_array
     if not bool(np.isfinite(rows).all()):
         raise InvalidRequest("element-range")
@@ -139,6 +165,16 @@ def check_values(rows: NDArray[np.float32], spec: ServingSpec) -> None:
     for index, allowed in declared.categories.items():
         if not all(float(v) in allowed for v in rows[:, index]):
             raise InvalidRequest("category")
+
+
+def _in_bounds(values: list[Any], declared: InputSpec) -> bool:
+    """Whether every value is finite and within its feature's declared range, in plain Python."""
+    low, high = declared.finite_bounds
+    return all(a <= v <= b for a, v, b in zip(low, values, high, strict=True))
+
+
+def _in_categories(values: list[float], declared: InputSpec) -> bool:
+    return all(values[index] in allowed for index, allowed in declared.categories.items())
 
 
 def infer_response(model: str, version: int, request_id: str, outputs: list[dict[str, Any]]) -> bytes:

@@ -115,6 +115,20 @@ class InputSpec:
     def maximum_array(self) -> NDArray[np.float32] | None:
         return None if self.maximum is None else np.asarray(self.maximum, dtype=np.float32)
 
+    @cached_property
+    def finite_bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per feature, the lowest and highest finite float32 value a row may hold, as floats.
+
+        A row's float32 values, as Python floats, are within them exactly when the row is finite
+        and inside the declared ranges (NaN compares false with both): one row is checked with
+        them without a numpy call.
+        """
+        top = float(np.finfo(np.float32).max)
+        count = self.features
+        low = [-top] * count if self.minimum_array is None else [max(-top, v) for v in self.minimum_array.tolist()]
+        high = [top] * count if self.maximum_array is None else [min(top, v) for v in self.maximum_array.tolist()]
+        return tuple(low), tuple(high)
+
     @property
     def features(self) -> int:
         size = 1
