@@ -18,9 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.errors import ArtifactError
 from bastion.serve.batching import Batcher
 from bastion.serve.detect import TrainingProfile
-from bastion.serve.guard import RequestGuard
+from bastion.serve.detect.streams import RowDigest
+from bastion.serve.guard import RequestGuard, RowsVerdict, _judge_many, _judge_one
+from bastion.serve.output import shape_outputs
 from bastion.serve.protocol import InvalidRequest, _to_array, check_values, parse_infer
 from bastion.serve.spec import ServingSpec, parse_spec
 from corpus.serving import dataset
@@ -116,29 +119,30 @@ def test_a_category_that_is_not_a_float32_is_refused_on_the_fast_path_too() -> N
 
 
 @pytest.fixture(scope="module")
-def guards() -> tuple[RequestGuard, RequestGuard, np.ndarray[Any, Any]]:
+def profiled() -> tuple[ServingSpec, np.ndarray[Any, Any]]:
+    """A model's declaration with a training profile, and rows to judge: typical, far off, and imputed."""
     data = dataset()
     profile = TrainingProfile.from_data(data.x_train, holdout=data.x_test[:1000], seed=0)
     spec = parse_spec(
         {
-            "format": "onnx", "file": "model.onnx", "labels": ["legit", "fraud"], "profile": profile.to_dict(),
+            "format": "onnx",
+            "file": "model.onnx",
+            "labels": ["legit", "fraud"],
+            "profile": profile.to_dict(),
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, data.x_train.shape[1]]}],
         }
     )
-    # Held-out rows, the same rows jittered far off, and mean-imputed ones: typical and not.
     rng = np.random.default_rng(5)
     held = data.x_test[:120].astype(np.float32)
     odd = (held[:60] + rng.normal(0, 3, size=held[:60].shape)).astype(np.float32)
     imputed = held[60:90].copy()
     imputed[:, :8] = np.asarray(profile.mean, dtype=np.float32)[:8]
-    rows = np.vstack([held, odd, imputed])[rng.permutation(210)]
-    return RequestGuard({"m": spec}), RequestGuard({"m": spec}), rows
+    return spec, np.vstack([held, odd, imputed])[rng.permutation(210)]
 
 
-def test_rows_judged_in_one_turn_get_the_verdicts_they_get_alone(
-    guards: tuple[RequestGuard, RequestGuard, np.ndarray[Any, Any]],
-) -> None:
-    batched, alone, rows = guards
+def test_rows_judged_in_one_turn_get_the_verdicts_they_get_alone(profiled: tuple[ServingSpec, np.ndarray[Any, Any]]) -> None:
+    spec, rows = profiled
+    batched, alone = RequestGuard({"m": spec}), RequestGuard({"m": spec})
     sizes = [1, 3, 1, 1, 7, 2, 1, 64, 1, 5] * 3
     parts, start = [], 0
     for size in sizes:
@@ -164,7 +168,70 @@ def test_rows_judged_in_one_turn_get_the_verdicts_they_get_alone(
         np.testing.assert_array_equal(with_judged.rows.atypical, without.rows.atypical)
 
 
-def test_verdicts_for_other_rows_are_refused(guards: tuple[RequestGuard, RequestGuard, np.ndarray[Any, Any]]) -> None:
-    batched, _, rows = guards
+def test_verdicts_for_other_rows_are_refused(profiled: tuple[ServingSpec, np.ndarray[Any, Any]]) -> None:
+    spec, rows = profiled
+    batched = RequestGuard({"m": spec})
     with pytest.raises(ValueError, match="verdicts"):
         batched.check("m", "k", "a", "n", rows[:3], np.zeros(2, dtype=np.bool_))
+
+
+def test_one_row_requests_get_the_verdicts_of_the_general_path(profiled: tuple[ServingSpec, np.ndarray[Any, Any]]) -> None:
+    """`_judge_one` (no numpy past the judge) against `_judge_many` on the same one-row requests, repeats included."""
+    spec, rows = profiled
+    spec_guard, other = RequestGuard({"m": spec}), RequestGuard({"m": spec})
+    order = np.random.default_rng(9).integers(0, 40, size=120)  # 40 distinct rows, each sent about three times
+    seen_repeat = seen_atypical = False
+    for step, index in enumerate(order.tolist()):
+        row = rows[index : index + 1]
+        a = _judge_one(spec_guard._models["m"], f"key:k{step % 2}", row, None)
+        b = _judge_many(other._models["m"], f"key:k{step % 2}", row, None)
+        if isinstance(b, RowsVerdict):
+            seen_repeat = True
+            assert isinstance(a, RowsVerdict)
+            assert a.rows is not None and b.rows is not None
+            assert a.rows.fresh.tolist() == b.rows.fresh.tolist() == [False]
+            assert a.rows.atypical.tolist() == b.rows.atypical.tolist() == [False]
+            continue
+        assert not isinstance(a, RowsVerdict)
+        flags_a, verdicts_a = a
+        flags_b, verdicts_b = b
+        assert list(flags_a) == np.asarray(flags_b).tolist()
+        seen_atypical = seen_atypical or bool(flags_a[0])
+        assert verdicts_a.fresh.tolist() == verdicts_b.fresh.tolist() == [True]
+        assert verdicts_a.atypical.tolist() == verdicts_b.atypical.tolist()
+    assert seen_repeat and seen_atypical, "the sequence did not exercise repeats and atypical rows"
+
+
+def test_shared_one_row_verdicts_cannot_be_changed(profiled: tuple[ServingSpec, np.ndarray[Any, Any]]) -> None:
+    spec, rows = profiled
+    guard = RequestGuard({"m": spec})
+    row = rows[:1]
+    guard.check("m", "k", "a", "n", row)
+    repeat = guard.check("m", "k", "a", "n", row)
+    assert repeat.rows is not None and repeat.rows.fresh.tolist() == [False]
+    with pytest.raises(ValueError, match="read-only"):
+        repeat.rows.fresh[0] = True
+
+
+def test_the_one_row_digest_is_the_batch_digest() -> None:
+    digest = RowDigest(5, seed=11)
+    rows = np.random.default_rng(1).normal(size=(50, 5)).astype(np.float32)
+    assert digest.of(rows).tolist() == [digest.of_row(row.tobytes()) for row in rows]
+    assert digest.of(rows[:1]).tolist() == [digest.of_row(rows[0].tobytes())]
+    with pytest.raises(ArtifactError):
+        digest.of_row(rows[0].astype(np.float64).tobytes())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    row=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, float("nan"), 1e-300]) | st.floats(0, 1), min_size=1, max_size=5),
+    detail=st.sampled_from(["label", "score", "probabilities"]),
+)
+def test_one_row_outputs_are_the_general_outputs(row: list[float], detail: str) -> None:
+    labels = tuple(f"c{i}" for i in range(len(row)))
+    probabilities = np.asarray([row], dtype=np.float64)
+    got = shape_outputs(probabilities, labels, detail, None)
+    # The general path: the same function on two copies of the row, first half of each tensor.
+    both = shape_outputs(np.vstack([probabilities, probabilities]), labels, detail, None)
+    assert got[0]["data"] == both[0]["data"][:1]
+    assert got[0]["data"] == [labels[int(probabilities[0].argmax())]]

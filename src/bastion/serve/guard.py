@@ -99,6 +99,24 @@ class RowsVerdict:
 ANSWER = RowsVerdict(0, (), False)
 
 
+def _constant(value: bool) -> NDArray[np.bool_]:
+    array = np.array([value])
+    array.flags.writeable = False  # shared by every one-row request: nobody may change it
+    return array
+
+
+_FRESH_ROW = _constant(True)
+# A one-row request whose row the key sent before: nothing to judge or count.
+_REPEATED_ROW = RowsVerdict(0, (), False, RowFlags(_constant(False), _constant(False)))
+
+
+def _row_bytes(rows: NDArray[np.float32]) -> bytes:
+    """A (1, d) request's row as float32 bytes (what the repeat filter digests)."""
+    if rows.dtype != np.float32 or not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return rows.tobytes()
+
+
 @functools.lru_cache(maxsize=NETWORKS_CACHED)
 def source_network(address: str) -> str:
     """The network a client address belongs to: its IPv4 /24 or IPv6 /48 ("unknown" as is).
@@ -120,6 +138,31 @@ class _ModelGuard:
     judge: RowJudge
     watch: StreamWatch
     repeats: RepeatFilter
+
+
+_Judgement = tuple[list[bool] | NDArray[np.bool_], RowFlags] | RowsVerdict
+
+
+def _judge_one(guard: _ModelGuard, key_stream: str, rows: NDArray[np.float32], judged: NDArray[np.bool_] | None) -> _Judgement:
+    """A one-row request's verdicts to count (as a list), or its verdict when its row is a repeat."""
+    if not guard.repeats.fresh_row(key_stream, _row_bytes(rows)):
+        return _REPEATED_ROW
+    every = guard.judge.judge(rows) if judged is None else judged
+    return every.tolist(), RowFlags(_FRESH_ROW, every)
+
+
+def _judge_many(guard: _ModelGuard, key_stream: str, rows: NDArray[np.float32], judged: NDArray[np.bool_] | None) -> _Judgement:
+    """The verdicts of a request's fresh rows, to count, or its verdict when none is fresh."""
+    fresh = guard.repeats.fresh(key_stream, rows)
+    if fresh.all():
+        every = guard.judge.judge(rows) if judged is None else judged
+        return every, RowFlags(fresh, every)
+    every = np.zeros(rows.shape[0], dtype=np.bool_)
+    if not fresh.any():
+        return RowsVerdict(0, (), False, RowFlags(fresh, every))
+    flags = guard.judge.judge(rows[fresh]) if judged is None else judged[fresh]
+    every[fresh] = flags
+    return flags, RowFlags(fresh, every)
 
 
 class RequestGuard:
@@ -175,18 +218,12 @@ class RequestGuard:
             return ANSWER
         if judged is not None and judged.shape != (rows.shape[0],):
             raise ValueError(f"judged holds {judged.shape} verdicts for {rows.shape[0]} rows")
-        fresh = guard.repeats.fresh(f"key:{key_id}", rows)
-        if fresh.all():
-            flags = every = guard.judge.judge(rows) if judged is None else judged
-        else:
-            every = np.zeros(rows.shape[0], dtype=np.bool_)
-            if not fresh.any():
-                return RowsVerdict(0, (), False, RowFlags(fresh, every))
-            flags = guard.judge.judge(rows[fresh]) if judged is None else judged[fresh]
-            every[fresh] = flags
-        verdicts = RowFlags(fresh, every)
-        atypical = int(np.count_nonzero(flags))
         key_stream = f"key:{key_id}"
+        judgement = (_judge_one if rows.shape[0] == 1 else _judge_many)(guard, key_stream, rows, judged)
+        if isinstance(judgement, RowsVerdict):
+            return judgement
+        flags, verdicts = judgement
+        atypical = sum(flags) if isinstance(flags, list) else int(np.count_nonzero(flags))
         streams = (
             (StreamKind.KEY, key_stream),
             (StreamKind.ACCOUNT, f"account:{account}"),

@@ -8,6 +8,7 @@ labels alone in about 1,000.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,13 @@ def shape_outputs(
     probabilities: NDArray[np.float64], labels: tuple[str, ...], detail: str, precision: int | None
 ) -> list[dict[str, Any]]:
     """V2 output tensors for `probabilities` (rows × classes), cut down to `detail`."""
-    winners = probabilities.argmax(axis=1)
     batch = int(probabilities.shape[0])
+    if batch == 1 and detail == "label":  # the common answer, without numpy calls past `tolist`
+        row: list[float] = probabilities[0].tolist()
+        if not any(math.isnan(p) for p in row):  # argmax takes a NaN for the maximum; max() does not
+            best = max(row)  # the first class holding the maximum, as argmax picks it
+            return [{"name": "label", "datatype": "BYTES", "shape": [1], "data": [labels[row.index(best)]]}]
+    winners = probabilities.argmax(axis=1)
     outputs: list[dict[str, Any]] = [
         {"name": "label", "datatype": "BYTES", "shape": [batch], "data": [labels[i] for i in winners.tolist()]}
     ]

@@ -187,21 +187,27 @@ class StreamWatch:
         Raises:
             ArtifactError: a stream id is too long or `atypical` is not one-dimensional.
         """
-        flags = np.asarray(atypical, dtype=np.bool_)
-        if flags.ndim != 1:
-            raise ArtifactError(f"stream {streams[0][:64] if streams else ''}: verdicts of shape {flags.shape}, expected (rows,)")
+        if isinstance(atypical, list):  # plain Python already (the gateway's one-row requests)
+            values = [bool(flag) for flag in atypical]
+        else:
+            flags = np.asarray(atypical, dtype=np.bool_)
+            if flags.ndim != 1:
+                raise ArtifactError(
+                    f"stream {streams[0][:64] if streams else ''}: verdicts of shape {flags.shape}, expected (rows,)"
+                )
+            values = flags.tolist()  # one numpy call; the rest is plain Python
         for stream in streams:
             if len(stream) > MAX_STREAM_ID:
                 raise ArtifactError(f"stream id of {len(stream)} characters, at most {MAX_STREAM_ID}")
-        n = int(flags.shape[0])
-        count = int(np.count_nonzero(flags))
+        n = len(values)
+        count = sum(values)
         raised: list[Alarm | None] = []
         with self._lock:
             for stream in streams:
                 state = self._state_for(stream)
                 state.rows += n
                 state.atypical += count
-                state.bits = self._shift_in(state.bits, flags, n, count)
+                state.bits = self._shift_in(state.bits, values, n, count)
                 alarm = None
                 if not state.alarmed and n:
                     alarm = self._window_alarm(stream, state) or self._cumulative_alarm(stream, state)
@@ -252,13 +258,13 @@ class StreamWatch:
             logger.debug("stream watch: forgot idle stream %s (max_streams=%d)", evicted, self.config.max_streams)
         return state
 
-    def _shift_in(self, bits: int, flags: BoolArray, n: int, count: int) -> int:
+    def _shift_in(self, bits: int, flags: list[bool], n: int, count: int) -> int:
         window = self.config.window
         if count == 0:  # the common case: nothing to set, only to shift out
             return (bits << min(n, window)) & self._mask
         if count == n and n >= window:
             return self._mask
-        for flag in flags[-window:].tolist():
+        for flag in flags[-window:]:
             bits = ((bits << 1) | flag) & self._mask
         return bits
 
@@ -340,15 +346,28 @@ class RepeatFilter:
         """
         digests = self._digest.of(rows)
         with self._lock:
-            ring = self._streams.get(stream)
-            if ring is None:
-                ring = DigestRing(self.memory)
-                self._streams[stream] = ring
-                if len(self._streams) > self.max_streams:
-                    self._streams.popitem(last=False)
-            else:
-                self._streams.move_to_end(stream)
-            return ring.add(digests)
+            return self._ring(stream).add(digests)
+
+    def fresh_row(self, stream: str, row: bytes) -> bool:
+        """`fresh` for one row given as its float32 bytes, without a numpy call (the common request).
+
+        Raises:
+            ArtifactError: `row` is not one row's bytes.
+        """
+        digest = self._digest.of_row(row)
+        with self._lock:
+            return self._ring(stream).add_one(digest)
+
+    def _ring(self, stream: str) -> DigestRing:
+        ring = self._streams.get(stream)
+        if ring is None:
+            ring = DigestRing(self.memory)
+            self._streams[stream] = ring
+            if len(self._streams) > self.max_streams:
+                self._streams.popitem(last=False)
+        else:
+            self._streams.move_to_end(stream)
+        return ring
 
     def state_bytes(self) -> int:
         """Memory held by the digests and their filters, in bytes (at most `memory * 8 * max_streams`)."""
@@ -383,13 +402,20 @@ class RowDigest:
         data = x.tobytes()
         width = 4 * self.n_features
         key = self._key
-        if len(data) == width:  # one row: the common request
-            return np.frombuffer(hashlib.blake2b(data, digest_size=4, key=key).digest(), dtype="<u4").astype(np.uint32)
         digests = b"".join(
             hashlib.blake2b(data[start : start + width], digest_size=4, key=key).digest()
             for start in range(0, len(data), width)
         )
         return np.frombuffer(digests, dtype="<u4").astype(np.uint32)
+
+    def of_row(self, row: bytes) -> int:
+        """The digest of one row given as its float32 bytes, as `of` gives it."""
+        if len(row) != 4 * self.n_features:
+            raise ArtifactError(
+                f"a row of {len(row)} bytes, expected {4 * self.n_features} ({self.n_features} float32 values)",
+                hint="Validate request bodies against the model's input schema first.",
+            )
+        return int.from_bytes(hashlib.blake2b(row, digest_size=4, key=self._key).digest(), "little")
 
 
 # Each DigestRing keeps two Bloom filters over its digests (two bits a digest, from its two 16-bit
@@ -429,11 +455,7 @@ class DigestRing:
         """True for each digest not seen before (nor earlier in `digests`); records those."""
         n = digests.shape[0]
         if n == 1:
-            digest = int(digests[0])
-            if self._maybe_seen(digest) and bool((self.digests[: self.size] == digest).any()):
-                return np.zeros(1, dtype=np.bool_)
-            self._remember(digest)
-            return np.ones(1, dtype=np.bool_)
+            return np.array([self.add_one(int(digests[0]))])
         fresh = ~np.isin(digests, self.digests[: self.size])
         _, first = np.unique(digests, return_index=True)
         once = np.zeros(n, dtype=np.bool_)
@@ -442,6 +464,13 @@ class DigestRing:
         for digest in digests[fresh].tolist():
             self._remember(digest)
         return fresh
+
+    def add_one(self, digest: int) -> bool:
+        """`add` for one digest: True (and recorded) if it was not seen before."""
+        if self._maybe_seen(digest) and bool((self.digests[: self.size] == digest).any()):
+            return False
+        self._remember(digest)
+        return True
 
     def _positions(self, digest: int) -> tuple[int, int]:
         return (digest & 0xFFFF) % self._bits, (digest >> 16) % self._bits
