@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from bastion.errors import ArtifactError
 from bastion.serve.batching import Batcher
-from bastion.serve.detect import TrainingProfile
+from bastion.serve.detect import QueryMonitor, TrainingProfile
 from bastion.serve.detect.streams import RowDigest
 from bastion.serve.guard import RequestGuard, RowsVerdict, _judge_many, _judge_one
 from bastion.serve.output import shape_outputs
@@ -235,3 +235,41 @@ def test_one_row_outputs_are_the_general_outputs(row: list[float], detail: str) 
     both = shape_outputs(np.vstack([probabilities, probabilities]), labels, detail, None)
     assert got[0]["data"] == both[0]["data"][:1]
     assert got[0]["data"] == [labels[int(probabilities[0].argmax())]]
+
+
+def test_a_batch_of_requests_is_monitored_as_they_are_one_by_one(profiled: tuple[ServingSpec, np.ndarray[Any, Any]]) -> None:
+    """The observer hands each model's requests of a message to `observe_many`: same alarms, same counters.
+
+    Mixed traffic on three keys: a thief's probes from far off (alarms), near-duplicates of one
+    record (alarms), benign rows with repeats, requests with the gateway's verdicts and without.
+    """
+    spec, rows = profiled
+    assert spec.profile is not None
+    profile = TrainingProfile.from_dict(spec.profile)
+    batched, alone = QueryMonitor(profile), QueryMonitor(profile)
+    rng = np.random.default_rng(21)
+    far = (rows[:40] + rng.normal(0, 4, size=rows[:40].shape)).astype(np.float32)
+    near = (rows[50] + rng.normal(0, 1e-4, size=(60, rows.shape[1]))).astype(np.float32)
+    requests: list[tuple[str, np.ndarray[Any, Any], np.ndarray[Any, Any] | None, np.ndarray[Any, Any] | None]] = []
+    for step in range(160):
+        kind = step % 3
+        if kind == 0:
+            part = far[(step // 3) % 40 : (step // 3) % 40 + 1 + step % 2]
+            requests.append(("thief", part, None, None))
+        elif kind == 1:
+            part = near[(step // 3) % 60 : (step // 3) % 60 + 1]
+            requests.append(("prober", part, np.ones(1, dtype=np.bool_), alone.judge.judge(part)))
+        else:
+            start = (step * 7) % 150
+            part = rows[start : start + 1 + step % 4]
+            requests.append(("customer", part, None, None))
+    got: list[list[Any]] = []
+    for start in range(0, len(requests), 17):  # messages of 17 requests, as the observer receives them
+        got.extend(batched.observe_many(requests[start : start + 17]))
+    want = [alone.observe(key, part, fresh=fresh, atypical=given) for key, part, fresh, given in requests]
+    assert [[(a.kind, a.key_id, a.queries, a.score) for a in alarms] for alarms in got] == [
+        [(a.kind, a.key_id, a.queries, a.score) for a in alarms] for alarms in want
+    ]
+    assert sum(len(a) for a in want) >= 2, "no alarm: the test would not see a difference"
+    for key in ("thief", "prober", "customer"):
+        assert batched.snapshot(key) == alone.snapshot(key)

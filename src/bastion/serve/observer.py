@@ -53,6 +53,7 @@ from bastion.audit import AuditEvent, AuditLog
 from bastion.audit.writer import AuditWriter
 from bastion.errors import BackendUnavailable, ConfigError
 from bastion.serve.detect import Alarm, QueryMonitor, RowFlags, TrainingProfile
+from bastion.serve.detect.monitor import Observation
 
 AlarmHandler = Callable[[Alarm, str], Awaitable[None]]  # (alarm, model name)
 FLUSH_SECONDS = 0.002
@@ -692,23 +693,24 @@ def _take(
     monitors: Mapping[str, QueryMonitor],
     writer: _ChildLog,
 ) -> int:
-    """Queue a batch's audit records and feed its rows to the detectors; the last item's number."""
+    """Queue a batch's audit records and feed its rows to the detectors; the last item's number.
+
+    Each model's requests in the batch go to its monitor in one call, in the order they came.
+    """
     received = 0
+    observed: dict[str, list[Observation]] = {}
     for item in message:
         received = item[1]
         if item[0] == "a":
             events.append((received, AuditEvent(item[2], item[3], item[4], item[5])))
-            continue
-        monitor = monitors.get(item[3])
-        if monitor is None:
-            continue
-        rows = np.asarray(item[4], dtype=np.float64)
-        if len(item) > 6:  # the gateway's verdicts came along: repeats and atypical rows are known
-            alarms = monitor.observe(item[2], rows, fresh=item[5], atypical=item[6])
-        else:
-            alarms = monitor.observe(item[2], rows)
-        for alarm in alarms:
-            writer.say({"alarm": _alarm_dict(alarm), "model": item[3]})
+        elif item[3] in monitors:
+            # With the gateway's verdicts (repeats and atypical rows known), or without.
+            verdicts = (item[5], item[6]) if len(item) > 6 else (None, None)
+            observed.setdefault(item[3], []).append((item[2], np.asarray(item[4], dtype=np.float64), *verdicts))
+    for model, requests in observed.items():
+        for alarms in monitors[model].observe_many(requests):
+            for alarm in alarms:
+                writer.say({"alarm": _alarm_dict(alarm), "model": model})
     return received
 
 
